@@ -1,0 +1,213 @@
+"""Toolchain fingerprint: what, if changed, may change or invalidate compiled kernels.
+
+Cheap and torch-free: versions come from package metadata and file text, never imports;
+nvcc and nvidia-smi run concurrently behind timeouts. Missing pieces are recorded as
+None ("absent"), never raised.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata as metadata
+import importlib.util
+import json
+import os
+import platform
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+# Env vars that change DeepGEMM's compiled kernels or sglang's warmup (FACTS.md §1).
+KERNEL_ENV = (
+    "DG_JIT_USE_NVRTC",
+    "DG_JIT_NVCC_COMPILER",
+    "DG_JIT_CPP_STANDARD",
+    "DG_JIT_WITH_LINEINFO",
+    "DG_JIT_PTXAS_VERBOSE",
+    "DG_JIT_DEBUG",
+    "SGLANG_DG_USE_NVRTC",
+    "SGL_DG_USE_NVRTC",
+    "SGLANG_JIT_DEEPGEMM_FAST_WARMUP",
+    "SGLANG_JIT_DEEPGEMM_PRECOMPILE",
+    "SGLANG_ENABLE_JIT_DEEPGEMM",
+)
+DEEP_GEMM_DISTS = ("sgl-deep-gemm", "deep-gemm", "deep_gemm")
+# Test seam: tests point this at a stand-in module; production leaves it unset.
+MODULE_ENV = "JITWARM_DEEP_GEMM_MODULE"
+_TIMEOUT_S = 10
+
+_cached: dict | None = None
+
+
+def deep_gemm_module(environ=None) -> str:
+    env = os.environ if environ is None else environ
+    return env.get(MODULE_ENV) or "deep_gemm"
+
+
+def current() -> dict:
+    """The fingerprint of this process's toolchain, computed once per run."""
+    global _cached
+    if _cached is None:
+        _cached = compute()
+    return _cached
+
+
+def compute(environ=None) -> dict:
+    env = os.environ if environ is None else environ
+    nvcc = _start([_nvcc_path(env), "--version"], env)
+    smi = _start(_smi_argv(env), env)
+    fp: dict[str, str | None] = {
+        "python": platform.python_version(),
+        "torch": _dist_version("torch"),
+        "torch.cuda": _torch_cuda(),
+        "triton": _dist_version("triton"),
+        "cuda_runtime": _first_version("nvidia-cuda-runtime", "nvidia-cuda-runtime-cu13",
+                                       "nvidia-cuda-runtime-cu12"),
+        "sglang": _dist_version("sglang"),
+    }
+    fp.update(_deep_gemm(deep_gemm_module(env)))
+    fp["nvcc"] = _nvcc_release(_finish(nvcc))
+    fp.update(_gpu(_finish(smi), env))
+    for name in KERNEL_ENV:
+        fp[f"env.{name}"] = env.get(name)
+    return fp
+
+
+def diff(old: dict, new: dict) -> list[str]:
+    """Human lines for each changed component, e.g. `torch 2.11.0 -> 2.14.1`."""
+    lines = []
+    for key in sorted(set(old) | set(new)):
+        before, after = old.get(key), new.get(key)
+        if before != after:
+            lines.append(f"{key} {_show(before)} -> {_show(after)}")
+    return lines
+
+
+def _show(value) -> str:
+    return "absent" if value is None else str(value)
+
+
+def _dist_version(name: str) -> str | None:
+    try:
+        return metadata.version(name)
+    except metadata.PackageNotFoundError:
+        return None
+
+
+def _first_version(*names: str) -> str | None:
+    return next((v for v in map(_dist_version, names) if v), None)
+
+
+def _package_dir(module: str) -> Path | None:
+    try:
+        spec = importlib.util.find_spec(module)
+    except (ImportError, ValueError):
+        return None
+    if spec is None:
+        return None
+    if spec.submodule_search_locations:
+        return Path(list(spec.submodule_search_locations)[0]).resolve()
+    return Path(spec.origin).resolve() if spec.origin else None
+
+
+def _torch_cuda() -> str | None:
+    """torch.version.cuda, read from torch/version.py without importing torch."""
+    where = _package_dir("torch")
+    try:
+        text = (where / "version.py").read_text() if where else ""
+    except OSError:
+        return None
+    match = re.search(r"^cuda\s*(?::\s*[^=]+)?=\s*['\"]([^'\"]+)['\"]", text, re.M)
+    return match.group(1) if match else None
+
+
+def _deep_gemm(module: str) -> dict:
+    path = _package_dir(module)
+    dist = next((name for name in DEEP_GEMM_DISTS if _dist_version(name)), None) if module == "deep_gemm" else None
+    return {
+        "deep_gemm.module": module,
+        "deep_gemm.dist": dist,
+        "deep_gemm.version": _dist_version(dist) if dist else None,
+        # The absolute include path enters DeepGEMM's own cache key.
+        "deep_gemm.path": str(path) if path else None,
+    }
+
+
+def _nvcc_path(env) -> str:
+    """Where deep_gemm finds nvcc: DG_JIT_NVCC_COMPILER, else $CUDA_HOME/bin/nvcc."""
+    if env.get("DG_JIT_NVCC_COMPILER"):
+        return env["DG_JIT_NVCC_COMPILER"]
+    home = env.get("CUDA_HOME") or env.get("CUDA_PATH")
+    if not home:
+        found = shutil.which("nvcc", path=env.get("PATH"))
+        home = str(Path(found).resolve().parent.parent) if found else "/usr/local/cuda"
+    return str(Path(home) / "bin" / "nvcc")
+
+
+def _nvcc_release(output: str | None) -> str | None:
+    match = re.search(r"release (\d+\.\d+), V([\d.]+)", output or "")
+    return match.group(2) if match else None
+
+
+def _smi_argv(env) -> list[str]:
+    argv = ["nvidia-smi", "--query-gpu=name,compute_cap,driver_version", "--format=csv,noheader"]
+    first = (env.get("CUDA_VISIBLE_DEVICES") or "").split(",")[0].strip()
+    if first.isdigit():
+        argv.append(f"--id={first}")
+    return argv
+
+
+def _gpu(output: str | None, env) -> dict:
+    fields = [part.strip() for part in (output or "").splitlines()[0].split(",")] if output else []
+    gpu = {"gpu.name": None, "gpu.arch": None, "gpu.sms": None}
+    if len(fields) >= 2:
+        gpu["gpu.name"], gpu["gpu.arch"] = fields[0], fields[1]
+        gpu["gpu.sms"] = _sm_count(env)
+    return gpu
+
+
+def _sm_count(env) -> str | None:
+    """nvidia-smi cannot report SMs; ask the driver in a child so a hang cannot stall us."""
+    proc = _start([sys.executable, "-m", "tasks.gpu_probe"], env, timeout=20)
+    output = _finish(proc)
+    try:
+        return str(json.loads(output or "{}")["sms"])
+    except (ValueError, KeyError, TypeError):
+        return None
+
+
+class _Child:
+    def __init__(self, proc: subprocess.Popen | None, timeout: float):
+        self.proc, self.timeout = proc, timeout
+
+
+def _start(argv: list[str], env, timeout: float = _TIMEOUT_S) -> _Child:
+    program = shutil.which(argv[0], path=env.get("PATH", os.defpath)) if os.sep not in argv[0] else argv[0]
+    if program is None:
+        return _Child(None, timeout)
+    try:
+        proc = subprocess.Popen([program, *argv[1:]], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+                                stdin=subprocess.DEVNULL, text=True,
+                                env={**env, "PYTHONPATH": _pythonpath(env)})
+    except OSError:
+        proc = None
+    return _Child(proc, timeout)
+
+
+def _finish(child: _Child) -> str | None:
+    if child.proc is None:
+        return None
+    try:
+        out, _ = child.proc.communicate(timeout=child.timeout)
+    except subprocess.TimeoutExpired:
+        child.proc.kill()
+        child.proc.communicate()
+        return None
+    return out if child.proc.returncode == 0 else None
+
+
+def _pythonpath(env) -> str:
+    root = str(Path(__file__).resolve().parent.parent)
+    existing = env.get("PYTHONPATH")
+    return f"{root}{os.pathsep}{existing}" if existing else root
