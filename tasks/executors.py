@@ -1,0 +1,85 @@
+"""Torch executors that call deep_gemm exactly as sglang's warmup does (compile_utils.py).
+
+Only the worker imports this module; it is the one place that needs torch and a GPU.
+Inputs: FP8 e4m3 data, FP32 scales of (M, ceil(K/128)) and (ceil(N/128), ceil(K/128)),
+BF16 output; CONTIG adds int32 zero m_indices, MASKED int32 zero masked_m.
+"""
+
+from __future__ import annotations
+
+_BLOCK = 128
+
+
+def _ceil_div(a: int, b: int) -> int:
+    return (a + b - 1) // b
+
+
+def create(dg, kind: str, n: int, k: int, groups: int, max_m: int):
+    import torch
+
+    from .worker import EnvironmentProblem
+
+    if not torch.cuda.is_available():
+        raise EnvironmentProblem("no CUDA device visible to torch")
+    cls = {
+        "GEMM_NT_F8F8BF16": _Normal,
+        "GROUPED_GEMM_NT_F8F8BF16_CONTIG": _Contig,
+        "GROUPED_GEMM_NT_F8F8BF16_MASKED": _Masked,
+    }[kind]
+    return cls(torch, dg, n, k, groups, max_m)
+
+
+class _Base:
+    def __init__(self, torch, dg, n, k, groups, max_m):
+        self.torch, self.dg = torch, dg
+        self.setup(n, k, groups, max_m)
+
+    def token_fp8(self, *dims_k):
+        *dims, k = dims_k
+        t = self.torch
+        return (t.empty(dims_k, device="cuda", dtype=t.float8_e4m3fn),
+                t.ones((*dims, _ceil_div(k, _BLOCK)), device="cuda", dtype=t.float32))
+
+    def block_fp8(self, *dims_nk):
+        *dims, n, k = dims_nk
+        t = self.torch
+        return (t.empty(dims_nk, device="cuda", dtype=t.float8_e4m3fn),
+                t.ones((*dims, _ceil_div(n, _BLOCK), _ceil_div(k, _BLOCK)), device="cuda", dtype=t.float32))
+
+    def sync(self):
+        self.torch.cuda.synchronize()
+
+
+class _Normal(_Base):
+    def setup(self, n, k, groups, max_m):
+        self.lhs_q, self.lhs_s = self.token_fp8(max_m, k)
+        self.rhs_q, self.rhs_s = self.block_fp8(n, k)
+        self.out = self.torch.empty((max_m, n), device="cuda", dtype=self.torch.bfloat16)
+
+    def execute(self, m):
+        self.dg.fp8_gemm_nt((self.lhs_q[:m], self.lhs_s[:m]), (self.rhs_q, self.rhs_s), self.out[:m])
+
+
+class _Contig(_Base):
+    def setup(self, n, k, groups, max_m):
+        self.lhs_q, self.lhs_s = self.token_fp8(max_m, k)
+        self.rhs_q, self.rhs_s = self.block_fp8(groups, n, k)
+        self.m_indices = self.torch.zeros((max_m,), device="cuda", dtype=self.torch.int32)
+        self.out = self.torch.empty((max_m, n), device="cuda", dtype=self.torch.bfloat16)
+
+    def execute(self, m):
+        self.dg.m_grouped_fp8_gemm_nt_contiguous(
+            (self.lhs_q[:m], self.lhs_s[:m]), (self.rhs_q, self.rhs_s), self.out[:m], self.m_indices[:m])
+
+
+class _Masked(_Base):
+    def setup(self, n, k, groups, max_m):
+        self.lhs_q, self.lhs_s = self.token_fp8(groups, max_m, k)
+        self.rhs_q, self.rhs_s = self.block_fp8(groups, n, k)
+        self.masked_m = self.torch.zeros((groups,), device="cuda", dtype=self.torch.int32)
+        self.out = self.torch.empty((groups, max_m, n), device="cuda", dtype=self.torch.bfloat16)
+
+    def execute(self, m):
+        # DeepGEMM picks the masked config from expected_m, not from the buffer shape.
+        self.dg.fp8_m_grouped_gemm_nt_masked(
+            (self.lhs_q, self.lhs_s), (self.rhs_q, self.rhs_s), self.out, self.masked_m, m)

@@ -1,0 +1,77 @@
+"""The supervisor ends every descendant, on every path, and nothing else."""
+
+import subprocess
+import sys
+import time
+
+import psutil
+import pytest
+
+from tasks import supervise
+
+SPAWN = """
+import os, signal, subprocess, sys, time
+pidfile = sys.argv[1]
+# A grandchild in its own session that ignores SIGTERM.
+code = "import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); time.sleep(600)"
+g = subprocess.Popen([sys.executable, "-c", code], start_new_session=True)
+open(pidfile, "w").write(str(g.pid))
+print("spawned", g.pid, flush=True)
+mode = sys.argv[2]
+if mode == "hang":
+    time.sleep(600)
+elif mode == "exit":
+    sys.exit(0)
+elif mode == "crash":
+    print("CUDA error: out of memory", flush=True)
+    os.abort()
+"""
+
+
+@pytest.fixture(autouse=True)
+def short_grace(monkeypatch):
+    monkeypatch.setattr(supervise, "GRACE_S", 0.5)
+
+
+def run(tmp_path, mode, timeout=30):
+    pidfile = tmp_path / "grandchild.pid"
+    outcome = supervise.run([sys.executable, "-c", SPAWN, str(pidfile), mode], env=None,
+                            log=tmp_path / "log", timeout=timeout)
+    return outcome, int(pidfile.read_text())
+
+
+def gone(pid):
+    try:
+        return psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return True
+
+
+@pytest.mark.parametrize("mode", ["exit", "crash"])
+def test_no_descendant_outlives_a_finished_child(tmp_path, mode):
+    bystander = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        outcome, grandchild = run(tmp_path, mode)
+        assert gone(grandchild)
+        assert bystander.poll() is None, "an unrelated process was signalled"
+    finally:
+        bystander.kill()
+    if mode == "crash":
+        assert outcome.describe() == "killed by SIGABRT"
+        assert "CUDA error: out of memory" in outcome.tail()
+    else:
+        assert outcome.returncode == 0 and outcome.tail()[0].startswith("spawned")
+
+
+def test_timeout_ends_the_whole_tree(tmp_path):
+    started = time.monotonic()
+    outcome, grandchild = run(tmp_path, "hang", timeout=1.5)
+    assert outcome.timed_out and outcome.describe().startswith("timed out")
+    assert gone(grandchild)
+    assert time.monotonic() - started < 10
+
+
+def test_tail_of_a_large_log(tmp_path):
+    code = "import sys\nfor i in range(20000): print('line', i)\n"
+    outcome = supervise.run([sys.executable, "-c", code], env=None, log=tmp_path / "log", timeout=30)
+    assert outcome.tail(3) == ["line 19997", "line 19998", "line 19999"]
