@@ -1,0 +1,165 @@
+"""doit wiring: task dicts for warm targets and their shared shape tasks.
+
+Staleness is read from markers in the cache root, never from doit's DB, so a killed
+run, a second machine or a wiped cache all see the truth.
+"""
+
+from __future__ import annotations
+
+import abc
+import functools
+import os
+import signal
+from pathlib import Path
+
+from . import cacheroot, fingerprint, records, registry, settings, targets, warm
+
+DOIT_CONFIG = {
+    "default_tasks": ["warm"],
+    "continue": True,
+    "dep_file": os.environ.get("JITWARM_DOIT_DB", ".doit.db"),
+    "backend": "json",
+}
+
+
+class _Check(abc.ABC):
+    """A doit uptodate callable that never raises; its repr is the reason `doit info` shows."""
+
+    reasons: list[str] | None = None
+
+    def __call__(self, task, values) -> bool:
+        try:
+            self.reasons = self.compute()
+        except Exception as exc:  # a crash here would abort the whole doit run
+            self.reasons = [f"staleness check failed: {exc.__class__.__name__}: {exc}"]
+        return not self.reasons
+
+    @abc.abstractmethod
+    def compute(self) -> list[str]:
+        """Reasons the subject is stale; empty when up to date."""
+
+    def __repr__(self) -> str:
+        if self.reasons is None:
+            return "not checked yet"
+        return "; ".join(self.reasons) if self.reasons else "up to date"
+
+    __str__ = __repr__
+
+
+class TargetCheck(_Check):
+    def __init__(self, root: Path, target: targets.Target):
+        self.root, self.name, self.error = root, target.name, target.error
+        self.launch_hash, self.plan_hash = target.launch_hash, target.plan_hash
+        self.model, self.launch_index = target.model, target.launch_index
+
+    def compute(self) -> list[str]:
+        if self.error:
+            return [self.error]
+        return records.target_reasons(self.root, self.name, self.launch_hash, self.plan_hash,
+                                      fingerprint.current(), self.model, self.launch_index)
+
+
+class ShapeCheck(_Check):
+    def __init__(self, root: Path, key: str):
+        self.root, self.key = root, key
+
+    def compute(self) -> list[str]:
+        return records.shape_reasons(self.root, self.key, fingerprint.current())
+
+
+class AnyStale(_Check):
+    def __init__(self, checks: list[TargetCheck]):
+        self.checks = checks
+
+    def compute(self) -> list[str]:
+        stale = [c.name for c in self.checks if not c(None, None)]
+        return [f"{len(stale)} of {len(self.checks)} targets stale: {', '.join(stale)}"] if stale else []
+
+
+@functools.lru_cache(maxsize=1)
+def load() -> tuple[warm.Context, list[targets.Target]]:
+    conf = settings.load()
+    ctx = warm.Context(cacheroot.resolve(), conf.shape_timeout_s)
+    return ctx, targets.expand(registry.load(conf.models_dir))
+
+
+def warm_tasks():
+    ctx, all_targets = load()
+    root = ctx.root.path
+    checks = [TargetCheck(root, t) for t in all_targets]
+    yield {"basename": "warm", "name": None, "uptodate": [AnyStale(checks)],
+           "doc": f"warm every stale target into {ctx.root.path}"}
+    for target, check in zip(all_targets, checks):
+        yield {
+            "name": target.name,
+            "doc": target.doc,
+            "actions": [(warm.finish_target, [target, ctx])],
+            "task_dep": [shape_task_name(w) for w in target.works],
+            "uptodate": [check],
+            "meta": _meta(target, ctx),
+            "verbosity": 2,
+        }
+
+
+def shape_tasks():
+    ctx, all_targets = load()
+    for work in targets.shared_works(all_targets).values():
+        dependents = [t for t in all_targets if any(w.key == work.key for w in t.works)]
+        yield {
+            "name": work.name,
+            "doc": f"{work.shape.kind.value} N={work.shape.n} K={work.shape.k} "
+                   f"groups={work.shape.groups}, {len(work.m_values)} M values",
+            "actions": [(warm.warm_shape, [work, ctx, dependents])],
+            "uptodate": [ShapeCheck(ctx.root.path, work.key)],
+            "verbosity": 2,
+        }
+
+
+def shape_task_name(work: targets.ShapeWork) -> str:
+    return f"_shape:{work.name}"
+
+
+def _meta(target: targets.Target, ctx: warm.Context) -> dict:
+    meta = {"cache root": str(ctx.root), "model file": registry.display_path(target.source),
+            "marker": str(records.marker_path(ctx.root.path, target.name))}
+    if target.error:
+        return meta
+    meta.update({"path": "planned", "hf_id": target.hf_id, "tp": target.tp, "launch args": list(target.args),
+                 "M list": target.m_policy.describe() if target.m_policy else None,
+                 "shapes": [f"{w.name}: {len(w.m_values)} M, {', '.join(target.plan.uses[w.shape])}"
+                            for w in target.works]})
+    return meta
+
+
+def install_sigterm_as_interrupt() -> None:
+    """A cancelled CI job gets SIGTERM: unwind like Ctrl-C so children are ended cleanly."""
+    def interrupt(signum, frame):
+        raise KeyboardInterrupt(f"signal {signum}")
+    signal.signal(signal.SIGTERM, interrupt)
+
+
+def report_group_failures_as_failures() -> None:
+    """Exit 1, not 2, when only targets failed.
+
+    doit fails the `warm` group task with UnmetDependency (an error, exit 2) whenever a
+    subtask fails. The subtask failure is already reported; the group adds nothing.
+    """
+    from doit import runner
+    from doit.exceptions import UnmetDependency
+
+    original = runner.Runner._handle_task_error
+    if getattr(original, "_jitwarm", False):
+        return
+
+    def handle(self, node, base_fail):
+        task = node.task
+        if isinstance(base_fail, UnmetDependency) and task.has_subtask and not task.actions:
+            node.run_status = "failure"
+            self.dep_manager.remove_success(task)
+            if self.final_result != runner.ERROR:
+                self.final_result = runner.FAILURE
+            return
+        original(self, node, base_fail)
+
+    handle._jitwarm = True
+    runner.Runner._handle_task_error = handle

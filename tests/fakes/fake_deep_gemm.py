@@ -1,0 +1,92 @@
+"""Stand-in for deep_gemm, selected by JITWARM_DEEP_GEMM_MODULE=fake_deep_gemm (tests only).
+
+It behaves like DeepGEMM's JIT at the process boundary: a kernel config is chosen from M,
+looked up under $DG_JIT_CACHE_DIR/cache/kernel.<name>.<hash>/, "compiled" into tmp/ and
+published by directory rename when missing, and its binary is opened when loaded. Every
+shape also needs one shared transpose kernel, like the real sm90 FP8 path.
+
+Knobs (environment):
+  FAKE_DG_COMPILE_LOG   append one line per compile (entry name) to this file
+  FAKE_DG_COMPILE_S     seconds one compile takes (default 0.05)
+  FAKE_DG_CRASH_ON      "NxK": print a CUDA error and abort on that shape
+  FAKE_DG_HANG_ON       "NxK": start a child, then hang on that shape
+  FAKE_DG_SALT          extra text in every kernel hash (stands in for a toolchain change)
+  FAKE_DG_TOKEN         extra argv of the hanging child, so a test can find it
+"""
+
+import hashlib
+import os
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+
+_loaded: set[str] = set()  # DeepGEMM's in-process runtime cache
+
+
+def get_mk_alignment_for_contiguous_layout() -> int:
+    return 128
+
+
+def _config(m: int) -> int:
+    return 0 if m <= 16 else 1 if m <= 64 else 2 if m <= 256 else 3
+
+
+def _entry_name(family: str, *parts) -> str:
+    salt = os.environ.get("FAKE_DG_SALT", "")
+    digest = hashlib.sha256(repr((family, parts, salt)).encode()).hexdigest()[:16]
+    return f"kernel.{family}.{digest}"
+
+
+def _ensure(name: str, code: str) -> None:
+    if name in _loaded:
+        return
+    root = Path(os.environ["DG_JIT_CACHE_DIR"])
+    entry = root / "cache" / name
+    if not ((entry / "kernel.cu").is_file() and (entry / "kernel.cubin").is_file()):
+        tmp = root / "tmp" / uuid.uuid4().hex
+        tmp.mkdir(parents=True)
+        (tmp / "kernel.cu").write_text(code)
+        time.sleep(float(os.environ.get("FAKE_DG_COMPILE_S", "0.05")))
+        (tmp / "kernel.cubin").write_bytes(b"\x7fCUBIN" + code.encode())
+        entry.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            os.rename(tmp, entry)
+        except OSError:
+            pass  # someone else published it first
+        log = os.environ.get("FAKE_DG_COMPILE_LOG")
+        if log:
+            with open(log, "a") as fh:
+                fh.write(f"{name}\n")
+    with open(entry / "kernel.cubin", "rb") as fh:  # "loading" reads the binary
+        fh.read()
+    _loaded.add(name)
+
+
+class _Executor:
+    def __init__(self, kind, n, k, groups):
+        self.kind, self.n, self.k, self.groups = kind, n, k, groups
+        self.tag = f"{n}x{k}"
+
+    def execute(self, m):
+        if os.environ.get("FAKE_DG_CRASH_ON") == self.tag:
+            print("CUDA error: an illegal memory access was encountered", file=sys.stderr, flush=True)
+            os.abort()
+        if os.environ.get("FAKE_DG_HANG_ON") == self.tag:
+            token = os.environ.get("FAKE_DG_TOKEN", "")
+            subprocess.Popen([sys.executable, "-c", "import time; time.sleep(3600)", token])
+            print("hanging", flush=True)
+            time.sleep(3600)
+        _ensure(_entry_name("transpose_fp32"), "transpose")
+        family = {"GEMM_NT_F8F8BF16": "sm90_fp8_gemm_1d2d"}.get(self.kind, "sm90_m_grouped_fp8_gemm")
+        cfg = _config(m)
+        _ensure(_entry_name(family, self.kind, self.n, self.k, self.groups, cfg),
+                f"{family}<{self.kind},{self.n},{self.k},{self.groups},{cfg}>")
+
+    def sync(self):
+        pass
+
+
+def jitwarm_executor(dg, kind, n, k, groups, max_m):
+    return _Executor(kind, n, k, groups)

@@ -1,0 +1,224 @@
+"""`doit warm`, `doit list` and `doit info` end to end, through the stand-in deep_gemm."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+import time
+
+import psutil
+
+from conftest import DODO, REPO, Workspace, model_file
+
+SMALL = "m_list = [1, 32, 128, 1024]\n"
+TP8 = "[[launch]]\ntp = 8\n" + SMALL
+DP8 = '[[launch]]\ntp = 8\nargs = ["--dp", "8", "--enable-dp-attention"]\n' + SMALL
+
+
+def markers(ws: Workspace) -> dict[str, dict]:
+    found = {}
+    for path in (ws.root / "jitwarm" / "markers").glob("*.json"):
+        found[path.stem] = json.loads(path.read_text())
+    return found
+
+
+def names(ws: Workspace) -> dict[str, str]:
+    """model@tpN -> full target name (hash suffix), for readable assertions."""
+    return {name.rsplit("-", 1)[0] + ("/dp" if "dp" in name else ""): name for name in ws.status()}
+
+
+def test_first_warm_warms_all_second_does_nothing(ws):
+    model_file(ws.models, "v3", TP8 + DP8)
+    first = ws.doit("warm")
+    assert first.returncode == 0, first.stdout + first.stderr
+    status = ws.status()
+    assert set(status.values()) == {"U"} and len(status) == 2
+    compiled = ws.compiles()
+    assert compiled and len(compiled) == len(set(compiled)), "an entry was compiled twice"
+
+    second = ws.doit("warm")
+    assert second.returncode == 0
+    assert "warming" not in second.stdout
+    assert ws.compiles() == compiled
+
+
+def test_markers_record_spec_fingerprint_entries_and_durations(ws):
+    model_file(ws.models, "v3", TP8)
+    assert ws.doit("warm").returncode == 0
+    [marker] = markers(ws).values()
+    assert marker["launch_args"] == [] and marker["tp"] == 8 and marker["hf_id"] == "deepseek-ai/DeepSeek-V3-0324"
+    assert marker["fingerprint"]["deep_gemm.module"] == "fake_deep_gemm"
+    assert len(marker["shapes"]) == 6 and marker["cache_root"] == str(ws.root)
+    for name, desc in marker["entries"].items():
+        assert (ws.root / "cache" / name / desc["binary"]).stat().st_size == desc["size"]
+    assert all(s["verification"].startswith("inotify") for s in marker["shapes"])
+    assert marker["seconds"]["shapes"] > 0
+
+
+def test_fingerprint_change_makes_every_target_stale(ws):
+    model_file(ws.models, "v3", TP8 + DP8)
+    assert ws.doit("warm").returncode == 0
+    assert set(ws.status(DG_JIT_CPP_STANDARD="17").values()) == {"R"}
+    info = ws.doit("info", next(iter(ws.status())), DG_JIT_CPP_STANDARD="17")
+    assert "env.DG_JIT_CPP_STANDARD absent -> 17" in info.stdout
+
+
+def test_changing_one_tuples_args_makes_only_it_stale(ws):
+    model_file(ws.models, "v3", TP8 + DP8)
+    model_file(ws.models, "other", TP8)
+    assert ws.doit("warm").returncode == 0
+    before = ws.status()
+    model_file(ws.models, "v3", TP8 + DP8.replace('"--enable-dp-attention"]',
+                                                    '"--enable-dp-attention", "--attention-backend", "fa3"]'))
+    after = ws.status()
+    stale = [name for name, flag in after.items() if flag == "R"]
+    assert len(stale) == 1 and stale[0] not in before and stale[0].startswith("warm:v3@tp8-")
+    assert all(flag == "U" for name, flag in after.items() if name != stale[0])
+    info = ws.doit("info", stale[0])
+    assert "launch args changed" in info.stdout
+    # Re-warming compiles nothing new (same shapes) and drops the superseded marker.
+    n = len(ws.compiles())
+    assert ws.doit("warm").returncode == 0
+    assert len(ws.compiles()) == n
+    assert len(markers(ws)) == 3
+
+
+def test_deleted_entry_makes_only_its_targets_stale_and_info_names_it(ws):
+    model_file(ws.models, "v3", TP8 + DP8)
+    assert ws.doit("warm").returncode == 0
+    by_target = {m["target"]: set(m["entries"]) for m in markers(ws).values()}
+    (tp_name, tp_entries), (dp_name, dp_entries) = sorted(by_target.items(), key=lambda kv: "dp" in str(kv))
+    only_dp = sorted(dp_entries - tp_entries)
+    assert only_dp, "the dp-attention target must own entries of its own"
+    victim = ws.root / "cache" / only_dp[0]
+    for f in victim.iterdir():
+        f.unlink()
+    victim.rmdir()
+
+    status = ws.status()
+    stale = {n for n, flag in status.items() if flag == "R"}
+    dp_target = next(n for n in status if n.endswith(dp_name))
+    assert stale == {dp_target}
+    info = ws.doit("info", dp_target)
+    assert f"entry {only_dp[0]} missing" in info.stdout
+    assert f"cache root" in info.stdout and str(ws.root) in info.stdout
+
+    before = len(ws.compiles())
+    assert ws.doit("warm").returncode == 0
+    assert ws.compiles()[before:] == [only_dp[0]], "re-warm must rebuild exactly the missing entry"
+    assert set(ws.status().values()) == {"U"}
+
+
+def test_shared_entry_deletion_makes_all_users_stale(ws):
+    model_file(ws.models, "v3", TP8 + DP8)
+    assert ws.doit("warm").returncode == 0
+    shared = set.intersection(*(set(m["entries"]) for m in markers(ws).values()))
+    transpose = next(name for name in shared if "transpose" in name)
+    for f in (ws.root / "cache" / transpose).iterdir():
+        f.write_bytes(b"")  # truncated binary: present but incomplete
+    assert set(ws.status().values()) == {"R"}
+
+
+def test_two_targets_sharing_shapes_compile_them_once(ws):
+    model_file(ws.models, "a", TP8)
+    model_file(ws.models, "b", '[[launch]]\ntp = 8\nargs = ["--attention-backend", "fa3"]\n' + SMALL)
+    out = ws.doit("warm")
+    assert out.returncode == 0
+    assert out.stdout.count("warming ") == 6  # six shapes, not twelve
+    assert len(ws.compiles()) == len(set(ws.compiles()))
+    assert len(markers(ws)) == 2
+
+
+def test_crash_in_one_model_fails_only_its_target(ws):
+    model_file(ws.models, "v3", TP8 + DP8)
+    out = ws.doit("warm", FAKE_DG_CRASH_ON="7168x16384")  # only in the dp-attention plan
+    assert out.returncode == 1, out.stdout + out.stderr
+    assert "worker killed by SIGABRT" in out.stdout + out.stderr
+    assert "CUDA error: an illegal memory access" in out.stdout + out.stderr
+    assert "UnmetDependency" not in out.stdout + out.stderr
+    status = ws.status()
+    assert sorted(status.values()) == ["R", "U"]
+
+
+def test_hang_times_out_and_leaves_no_process(ws):
+    model_file(ws.models, "v3", TP8 + DP8)
+    token = f"jitwarm-test-{time.time_ns()}"
+    out = ws.doit("warm", FAKE_DG_HANG_ON="32768x512", FAKE_DG_TOKEN=token, JITWARM_SHAPE_TIMEOUT_S="3")
+    assert out.returncode == 1
+    assert "timed out after" in out.stdout + out.stderr
+    assert sorted(ws.status().values()) == ["R", "U"]
+    assert not [p for p in psutil.process_iter(["cmdline"]) if token in (p.info["cmdline"] or [])]
+
+
+def test_interrupted_run_keeps_finished_markers(ws):
+    model_file(ws.models, "a", TP8)
+    model_file(ws.models, "b", DP8)
+    env = {**ws.env, "FAKE_DG_COMPILE_S": "0.3"}
+    proc = subprocess.Popen([sys.executable, "-m", "doit", "-f", str(DODO), "warm"], cwd=ws.tmp, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    deadline = time.monotonic() + 60
+    while not markers(ws) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert markers(ws), "the first target never finished"
+    proc.send_signal(signal.SIGTERM)
+    proc.communicate(timeout=60)
+    finished = markers(ws)
+    assert len(finished) == 1
+    assert not list((ws.root / "jitwarm" / "staging").glob("*")), "staging views must be cleaned up"
+    status = ws.status()
+    assert sorted(status.values()) == ["R", "U"]
+    assert ws.doit("warm").returncode == 0
+    assert set(ws.status().values()) == {"U"}
+
+
+def test_selecting_targets_by_name_and_wildcard(ws):
+    model_file(ws.models, "alpha", TP8)
+    model_file(ws.models, "beta", DP8)
+    out = ws.doit("warm:alpha*")
+    assert out.returncode == 0
+    status = ws.status()
+    assert {n.split("@")[0]: f for n, f in status.items()} == {"warm:alpha": "U", "warm:beta": "R"}
+
+
+def test_bad_registry_file_fails_alone(ws):
+    model_file(ws.models, "good", TP8)
+    (ws.models / "bad.toml").write_text('hf_id = "x/y"\nconfig = {}\n[[launch]]\ntp = "8"\n')
+    listing = ws.doit("list", "--status", "--all")
+    assert "warm:bad@invalid" in listing.stdout
+    assert 'bad.toml: launch[0].tp: expected a positive integer, got "8"' in listing.stdout
+    out = ws.doit("warm")
+    assert out.returncode == 1
+    assert 'launch[0].tp: expected a positive integer, got "8"' in out.stdout + out.stderr
+    assert "Traceback" not in out.stdout + out.stderr
+    assert ws.status()[next(n for n in ws.status() if n.startswith("warm:good@"))] == "U"
+
+
+def test_unknown_architecture_fails_with_fallback_message(ws):
+    (ws.models / "mimo.toml").write_text(
+        'hf_id = "XiaomiMiMo/MiMo-V2-Flash"\nconfig = {architectures = ["MiMoV2FlashForCausalLM"]}\n'
+        '[[launch]]\ntp = 4\n')
+    out = ws.doit("warm")
+    assert out.returncode == 1
+    assert "no shape plan; needs the fallback path" in out.stdout + out.stderr
+
+
+def test_without_deep_gemm_each_stale_target_fails_in_one_line(ws):
+    model_file(ws.models, "v3", TP8 + DP8)
+    out = ws.doit("warm", JITWARM_DEEP_GEMM_MODULE="no_such_deep_gemm")
+    assert out.returncode == 1
+    text = out.stdout + out.stderr
+    assert "Traceback" not in text
+    failures = [line for line in text.splitlines() if "no_such_deep_gemm is not installed" in line]
+    assert len(failures) == 2, text  # one line per target
+    assert ws.doit("list").returncode == 0
+    assert ws.doit("info", next(iter(ws.status()))).returncode == 1  # stale -> 1, but it runs
+
+
+def test_list_shows_status_by_default_from_the_repo_root(ws):
+    model_file(ws.models, "v3", TP8)
+    out = subprocess.run([sys.executable, "-m", "doit", "list"], cwd=REPO, env=ws.env,
+                         capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert any(line.startswith("R warm:v3@tp8-") for line in out.stdout.splitlines())

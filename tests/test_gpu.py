@@ -1,0 +1,44 @@
+"""On a GPU host with the real deep_gemm: a warm lands kernels that a server replay reuses."""
+
+import importlib.util
+import json
+import shutil
+import subprocess
+import sys
+
+import pytest
+
+from conftest import REPO, Workspace, model_file
+from tasks import registry, targets
+
+pytestmark = [
+    pytest.mark.gpu,
+    pytest.mark.skipif(not shutil.which("nvidia-smi") or importlib.util.find_spec("deep_gemm") is None,
+                       reason="needs an NVIDIA GPU and deep_gemm (run on the H100 device)"),
+]
+
+
+def test_real_warm_lands_kernels_that_replay_without_compiling(tmp_path):
+    ws = Workspace(tmp_path)
+    for key in ("JITWARM_DEEP_GEMM_MODULE", "FAKE_DG_COMPILE_LOG"):
+        ws.env.pop(key)
+    model_file(ws.models, "v3", "[[launch]]\ntp = 8\nm_list = [1, 8192]\n")
+
+    out = ws.doit("-n", "6", "warm", timeout=900)
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    [marker] = [json.loads(p.read_text()) for p in (ws.root / "jitwarm" / "markers").glob("*.json")]
+    assert marker["fingerprint"]["deep_gemm.dist"] == "sgl-deep-gemm"
+    assert len(marker["shapes"]) == 6 and all(s["entries"] for s in marker["shapes"])
+    for name, desc in marker["entries"].items():
+        assert (ws.root / "cache" / name / desc["binary"]).stat().st_size == desc["size"]
+
+    plan = tmp_path / "plan.json"
+    works = [w for t in targets.expand(registry.load(ws.models), environ={}) for w in t.works]
+    plan.write_text(json.dumps({"shapes": [
+        {"kind": w.shape.kind.value, "n": w.shape.n, "k": w.shape.k, "groups": w.shape.groups,
+         "m_values": list(w.m_values)} for w in works]}))
+    replay = subprocess.run([sys.executable, str(REPO / "bench" / "sglang_replay.py"), str(plan)],
+                            env={**ws.env, "DG_JIT_CACHE_DIR": str(ws.root)}, capture_output=True,
+                            text=True, timeout=600)
+    assert replay.returncode == 0, replay.stderr[-3000:]
+    assert json.loads(replay.stdout.strip().splitlines()[-1])["new_entries"] == 0
