@@ -37,7 +37,7 @@ class Workspace:
             "JITWARM_MODELS_DIR": str(self.models),
             "DG_JIT_CACHE_DIR": str(self.root),
             "JITWARM_DEEP_GEMM_MODULE": "fake_deep_gemm",
-            "PYTHONPATH": os.pathsep.join([str(FAKES), str(REPO)]),
+            "PYTHONPATH": os.pathsep.join(filter(None, [str(FAKES), str(REPO), os.environ.get("PYTHONPATH")])),
             "FAKE_DG_COMPILE_LOG": str(self.compile_log),
             "JITWARM_DOIT_DB": str(tmp / "doit.db"),
             "JITWARM_KILL_GRACE_S": "1",
