@@ -51,12 +51,21 @@ class TargetCheck(_Check):
         self.root, self.name, self.error = root, target.name, target.error
         self.launch_hash, self.plan_hash = target.launch_hash, target.plan_hash
         self.model, self.launch_index = target.model, target.launch_index
+        self.shapes = [(w.name, w.key) for w in target.works]
 
     def compute(self) -> list[str]:
         if self.error:
             return [self.error]
-        return records.target_reasons(self.root, self.name, self.launch_hash, self.plan_hash,
-                                      fingerprint.current(), self.model, self.launch_index)
+        fp = fingerprint.current()
+        reasons = records.target_reasons(self.root, self.name, self.launch_hash, self.plan_hash,
+                                         fp, self.model, self.launch_index)
+        if reasons and reasons[0].startswith("not warmed yet"):
+            # Say what stands in the way, not just that no marker exists.
+            for name, key in self.shapes:
+                shape = records.shape_reasons(self.root, key, fp)
+                if shape and shape[0].startswith("last warm failed"):
+                    reasons.append(f"shape {name}: {shape[0]}")
+        return reasons
 
 
 class ShapeCheck(_Check):

@@ -6,6 +6,7 @@ records the binary's size so a truncated or swapped file reads as stale.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
 import shutil
@@ -76,10 +77,8 @@ def publish(src: Path, root: Path) -> bool:
         # A broken leftover (e.g. an interrupted 0.1.x build): move it aside first.
         aside = Path(root) / "tmp" / f"broken-{uuid.uuid4().hex}"
         aside.parent.mkdir(parents=True, exist_ok=True)
-        try:
+        with contextlib.suppress(FileNotFoundError):
             os.rename(dest, aside)
-        except FileNotFoundError:
-            pass
         shutil.rmtree(aside, ignore_errors=True)
     try:
         os.rename(src, dest)

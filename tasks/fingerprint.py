@@ -32,7 +32,7 @@ KERNEL_ENV = (
     "SGLANG_JIT_DEEPGEMM_PRECOMPILE",
     "SGLANG_ENABLE_JIT_DEEPGEMM",
 )
-DEEP_GEMM_DISTS = ("sgl-deep-gemm", "deep-gemm", "deep_gemm")
+DEEP_GEMM_DISTS = ("sgl-deep-gemm", "deep-gemm")
 # Test seam: tests point this at a stand-in module; production leaves it unset.
 MODULE_ENV = "JITWARM_DEEP_GEMM_MODULE"
 _TIMEOUT_S = 10

@@ -101,7 +101,7 @@ def load_file(path: Path) -> ModelSpec | RegistryError:
 
 
 class _Invalid(ValueError):
-    pass
+    """One line describing what is wrong with a model file (without the file name)."""
 
 
 def _parse(path: Path, shown: str, name: str) -> ModelSpec:

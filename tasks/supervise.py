@@ -8,6 +8,7 @@ signalled.
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import os
 import signal
@@ -60,10 +61,9 @@ _PR_SET_CHILD_SUBREAPER = 36
 
 
 def _become_subreaper() -> None:
-    try:
+    # Not Linux: orphans that escape between two polls cannot be followed.
+    with contextlib.suppress(OSError, AttributeError):
         ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
-    except (OSError, AttributeError):
-        pass  # not Linux: orphans that escape between polls cannot be followed
 
 
 def _own_children() -> set[int]:
@@ -93,10 +93,8 @@ def run(argv: list[str], env: dict, log: Path, timeout: float, cwd: Path | None 
             if time.monotonic() - started > timeout:
                 timed_out = True
                 break
-            try:
+            with contextlib.suppress(subprocess.TimeoutExpired):
                 proc.wait(timeout=_POLL_S)  # returns the moment the child exits
-            except subprocess.TimeoutExpired:
-                pass
     finally:
         # Runs on success, timeout, crash and KeyboardInterrupt alike.
         end_tree(proc, seen, already_ours)
@@ -129,17 +127,13 @@ def end_tree(proc: subprocess.Popen, seen: dict[int, psutil.Process], already_ou
         alive = [p for p in seen.values() if _running(p)]
         _signal_group(proc.pid, sig)
         for p in alive:
-            try:
+            with contextlib.suppress(psutil.Error):
                 p.send_signal(sig)  # psutil checks the pid was not reused
-            except psutil.Error:
-                pass
         _, alive = psutil.wait_procs(alive, timeout=GRACE_S if sig == signal.SIGTERM else 5)
         if not alive and proc.poll() is not None:
             break
-    try:
+    with contextlib.suppress(subprocess.TimeoutExpired):
         proc.wait(timeout=5)
-    except subprocess.TimeoutExpired:
-        pass
 
 
 def _running(p: psutil.Process) -> bool:
@@ -150,7 +144,5 @@ def _running(p: psutil.Process) -> bool:
 
 
 def _signal_group(pgid: int, sig: int) -> None:
-    try:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(pgid, sig)
-    except (ProcessLookupError, PermissionError):
-        pass

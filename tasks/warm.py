@@ -7,6 +7,7 @@ turning into doit errors, and puts the reason on every target it affects.
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import os
 import shutil
@@ -115,10 +116,8 @@ def _salvage(staging: Path, root: Path) -> None:
     if cache.is_dir():
         for entry in cache.iterdir():
             if entry.name.startswith(entries.PREFIX) and entries.describe(entry) is not None:
-                try:
+                with contextlib.suppress(OSError):  # best effort; the next warm rebuilds it
                     entries.publish(entry, root)
-                except OSError:
-                    pass
     shutil.rmtree(staging, ignore_errors=True)
 
 

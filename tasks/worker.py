@@ -110,9 +110,14 @@ class EntryWatcher:
             return
         self.flags = flags
         self.inotify = INotify()
-        self.cache_wd = self.inotify.add_watch(cache, flags.CREATE | flags.MOVED_TO | flags.ONLYDIR)
-        for name in staged:
-            self.wd_names[self.inotify.add_watch(cache / name, flags.OPEN)] = name
+        try:
+            self.cache_wd = self.inotify.add_watch(cache, flags.CREATE | flags.MOVED_TO | flags.ONLYDIR)
+            for name in staged:
+                self.wd_names[self.inotify.add_watch(cache / name, flags.OPEN)] = name
+        except OSError as exc:  # e.g. ENOSPC: fs.inotify.max_user_watches is smaller than the cache
+            print(f"  inotify unavailable ({exc}); attributing every entry", flush=True)
+            self.inotify.close()
+            self.inotify = None
 
     def drain(self) -> None:
         if self.inotify is None:

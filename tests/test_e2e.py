@@ -140,6 +140,21 @@ def test_crash_in_one_model_fails_only_its_target(ws):
     assert "UnmetDependency" not in out.stdout + out.stderr
     status = ws.status()
     assert sorted(status.values()) == ["R", "U"]
+    stale = next(name for name, flag in status.items() if flag == "R")
+    info = ws.doit("info", stale)
+    assert "last warm failed: worker killed by SIGABRT" in info.stdout
+
+
+def test_parallel_workers_attribute_entries_exactly(ws, tmp_path_factory):
+    model_file(ws.models, "v3", TP8 + DP8)
+    assert ws.doit("warm").returncode == 0
+    sequential = {name: set(m["entries"]) for name, m in markers(ws).items()}
+
+    parallel_ws = Workspace(tmp_path_factory.mktemp("parallel"))
+    model_file(parallel_ws.models, "v3", TP8 + DP8)
+    out = parallel_ws.doit("-n", "4", "warm", FAKE_DG_COMPILE_S="0.2")
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert {name: set(m["entries"]) for name, m in markers(parallel_ws).items()} == sequential
 
 
 def test_hang_times_out_and_leaves_no_process(ws):
