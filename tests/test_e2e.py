@@ -237,3 +237,22 @@ def test_list_shows_status_by_default_from_the_repo_root(ws):
                          capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stderr
     assert any(line.startswith("R warm:v3@tp8-") for line in out.stdout.splitlines())
+
+
+def test_config_from_the_local_hugging_face_cache(ws):
+    """config_source = "hf-cache" reads config.json offline from the HF cache layout."""
+    import tomllib
+
+    config = tomllib.loads((REPO / "models" / "deepseek-v3-0324.toml").read_text())["config"]
+    repo = ws.tmp / "hf" / "models--org--cached-v3"
+    (repo / "refs").mkdir(parents=True)
+    (repo / "refs" / "main").write_text("abc123")
+    (repo / "snapshots" / "abc123").mkdir(parents=True)
+    (repo / "snapshots" / "abc123" / "config.json").write_text(json.dumps(config))
+    (ws.models / "cached.toml").write_text('hf_id = "org/cached-v3"\nconfig_source = "hf-cache"\n'
+                                          "[[launch]]\ntp = 8\n" + SMALL)
+    (ws.models / "absent.toml").write_text('hf_id = "org/not-downloaded"\nconfig_source = "hf-cache"\n'
+                                          "[[launch]]\ntp = 8\n")
+    listing = ws.doit("list", "--all", HF_HUB_CACHE=str(ws.tmp / "hf"), HF_HUB_OFFLINE="1")
+    assert "org/cached-v3 tp8: 6 shapes, planned" in listing.stdout
+    assert "config.json for org/not-downloaded is not in the local Hugging Face cache" in listing.stdout
