@@ -112,13 +112,16 @@ def warm_tasks():
 
 def shape_tasks():
     ctx, all_targets = load()
+    dependents: dict[str, list[targets.Target]] = {}
+    for target in all_targets:
+        for work in target.works:
+            dependents.setdefault(work.key, []).append(target)
     for work in targets.shared_works(all_targets).values():
-        dependents = [t for t in all_targets if any(w.key == work.key for w in t.works)]
         yield {
             "name": work.name,
             "doc": f"{work.shape.kind.value} N={work.shape.n} K={work.shape.k} "
                    f"groups={work.shape.groups}, {len(work.m_values)} M values",
-            "actions": [(warm.warm_shape, [work, ctx, dependents])],
+            "actions": [(warm.warm_shape, [work, ctx, dependents[work.key]])],
             "uptodate": [ShapeCheck(ctx.root.path, work.key)],
             "verbosity": 2,
         }

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
@@ -19,7 +20,7 @@ class ShapeWork:
     shape: GemmShape
     m_values: tuple[int, ...]
 
-    @property
+    @functools.cached_property
     def key(self) -> str:
         m_digest = hashlib.sha256(json.dumps(self.m_values).encode()).hexdigest()
         blob = json.dumps([self.shape.kind.value, self.shape.n, self.shape.k, self.shape.groups, m_digest])
