@@ -7,10 +7,8 @@ turning into doit errors, and puts the reason on every target it affects.
 
 from __future__ import annotations
 
-import contextlib
 import importlib.util
 import os
-import shutil
 import sys
 import uuid
 from dataclasses import dataclass
@@ -19,7 +17,7 @@ from pathlib import Path
 
 from doit.exceptions import TaskFailed
 
-from . import entries, fingerprint, mlists, records, supervise, worker
+from . import cacheview, fingerprint, mlists, records, supervise, worker
 from .cacheroot import CacheRoot
 from .settings import REPO_ROOT
 from .targets import ShapeWork, Target
@@ -77,7 +75,7 @@ def warm_shape(work: ShapeWork, ctx: Context, dependents: list[Target] = ()) -> 
                                 _worker_env(), log, ctx.shape_timeout_s, cwd=REPO_ROOT)
         record = _record(base, outcome, result_file, log)
     finally:
-        _salvage(staging, root)
+        cacheview.salvage(staging, root)
     records.write_json(records.shape_path(root, work.key), record)
     if record["ok"]:
         print(f"warmed {work.name}: {len(record['entries'])} entries ({len(record['new'])} new) "
@@ -108,17 +106,6 @@ def _worker_env() -> dict:
     # sglang sets this from SGL_DG_USE_NVRTC before deep_gemm loads (compile_utils.py).
     env["DG_JIT_USE_NVRTC"] = env.get("SGL_DG_USE_NVRTC", "0")
     return env
-
-
-def _salvage(staging: Path, root: Path) -> None:
-    """Publish every complete entry a worker built, even if it died; then drop the view."""
-    cache = entries.cache_dir(staging)
-    if cache.is_dir():
-        for entry in cache.iterdir():
-            if entry.name.startswith(entries.PREFIX) and entries.describe(entry) is not None:
-                with contextlib.suppress(OSError):  # best effort; the next warm rebuilds it
-                    entries.publish(entry, root)
-    shutil.rmtree(staging, ignore_errors=True)
 
 
 def finish_target(target: Target, ctx: Context):

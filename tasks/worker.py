@@ -2,10 +2,8 @@
 
 Usage: python -m tasks.worker PLAN.json RESULT.json
 
-The sweep runs against a private view of the cache (`staging`): a directory of hard
-links to every complete entry. inotify on that view tells which entries this process
-loaded or created, without mixing in other workers' reads. New entries are then
-published into the real cache by atomic rename, DeepGEMM's own protocol.
+The sweep runs against a private view of the cache (tasks/cacheview.py), so the entries
+it reports are exactly those this process loaded or created.
 
 Exit codes: 0 ok; 3 environment problem (one line on stderr); anything else is a crash.
 """
@@ -15,12 +13,12 @@ from __future__ import annotations
 import importlib
 import json
 import os
-import shutil
 import sys
 import time
 from pathlib import Path
 
-from . import entries, records
+from . import records
+from .cacheview import CacheView
 
 EXIT_ENV = 3
 
@@ -43,10 +41,8 @@ def main(argv: list[str]) -> int:
 
 
 def run(plan: dict) -> dict:
-    root, staging = Path(plan["root"]), Path(plan["staging"])
-    staged = stage(root, staging)
-    watcher = EntryWatcher(entries.cache_dir(staging), staged)
-    os.environ["DG_JIT_CACHE_DIR"] = str(staging)
+    view = CacheView(Path(plan["root"]), Path(plan["staging"]))
+    os.environ["DG_JIT_CACHE_DIR"] = str(view.path)
 
     started = time.monotonic()
     executor = _executor(plan)
@@ -55,88 +51,15 @@ def run(plan: dict) -> dict:
     for i, m in enumerate(m_values):
         executor.execute(m)
         if i % 256 == 0:
-            watcher.drain()
+            view.drain()
         if time.monotonic() - last_report > 10:
             last_report = time.monotonic()
             print(f"  {i + 1}/{len(m_values)} M values, m={m}", flush=True)
     executor.sync()
     seconds = time.monotonic() - started
-
-    used, verification = watcher.used()
-    created = sorted(name for name in used if name not in staged)
-    for name in created:
-        entries.publish(entries.cache_dir(staging) / name, root)
-    described = {}
-    for name in sorted(used):
-        desc = entries.describe(entries.cache_dir(root) / name)
-        if desc is None:
-            raise RuntimeError(f"entry {name} is incomplete after the sweep")
-        described[name] = desc
-    return {"schema": records.SCHEMA, "entries": described, "new": created, "calls": len(m_values),
-            "sweep_seconds": round(seconds, 3), "verification": verification}
-
-
-def stage(root: Path, staging: Path) -> set[str]:
-    """Hard-link every complete entry of `root` into `staging`; return their names."""
-    target = entries.cache_dir(staging)
-    target.mkdir(parents=True, exist_ok=True)
-    names = set()
-    for name in entries.complete_entries(root):
-        src, dst = entries.cache_dir(root) / name, target / name
-        dst.mkdir()
-        for child in os.scandir(src):
-            if child.is_file(follow_symlinks=False):
-                try:
-                    os.link(child.path, dst / child.name)
-                except OSError:
-                    shutil.copy2(child.path, dst / child.name)
-        names.add(name)
-    return names
-
-
-class EntryWatcher:
-    """Which staged entries get opened, and which new entries appear (inotify)."""
-
-    def __init__(self, cache: Path, staged: set[str]):
-        self.cache, self.staged = cache, staged
-        self.opened: set[str] = set()
-        self.created: set[str] = set()
-        self.overflow = False
-        self.wd_names: dict[int, str] = {}
-        try:
-            from inotify_simple import INotify, flags
-        except ImportError:
-            self.inotify = None
-            return
-        self.flags = flags
-        self.inotify = INotify()
-        try:
-            self.cache_wd = self.inotify.add_watch(cache, flags.CREATE | flags.MOVED_TO | flags.ONLYDIR)
-            for name in staged:
-                self.wd_names[self.inotify.add_watch(cache / name, flags.OPEN)] = name
-        except OSError as exc:  # e.g. ENOSPC: fs.inotify.max_user_watches is smaller than the cache
-            print(f"  inotify unavailable ({exc}); attributing every entry", flush=True)
-            self.inotify.close()
-            self.inotify = None
-
-    def drain(self) -> None:
-        if self.inotify is None:
-            return
-        for event in self.inotify.read(timeout=0):
-            if event.mask & self.flags.Q_OVERFLOW:
-                self.overflow = True
-            elif event.wd == self.cache_wd and event.name.startswith(entries.PREFIX):
-                self.created.add(event.name)
-            elif event.wd in self.wd_names and event.name:
-                self.opened.add(self.wd_names[event.wd])
-
-    def used(self) -> tuple[set[str], str]:
-        self.drain()
-        if self.inotify is None or self.overflow:
-            # Cannot tell what was read: attribute everything, which errs towards stale.
-            everything = self.staged | {p.name for p in self.cache.iterdir() if p.name.startswith(entries.PREFIX)}
-            return everything, "all entries attributed (inotify unavailable)"
-        return self.opened | self.created, "inotify: entries opened or created by this sweep"
+    used, created, how = view.commit()
+    return {"schema": records.SCHEMA, "entries": used, "new": created, "calls": len(m_values),
+            "sweep_seconds": round(seconds, 3), "verification": how}
 
 
 def _executor(plan: dict):

@@ -1,0 +1,117 @@
+"""A private, hard-linked view of a cache root, watched with inotify.
+
+A warm (one shape's worker, or a whole fallback server run) points DeepGEMM at the view.
+inotify on the view's own directories tells exactly which entries that run loaded or
+created, even while other runs read the same real entries through their own views. New
+entries are published into the real root by atomic rename, DeepGEMM's own protocol.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+from pathlib import Path
+
+from . import entries
+
+
+class CacheView:
+    def __init__(self, root: Path, path: Path):
+        self.root, self.path = Path(root), Path(path)
+        self.staged = _stage(self.root, self.path)
+        self.watcher = _EntryWatcher(entries.cache_dir(self.path), self.staged)
+
+    def drain(self) -> None:
+        """Read pending events; call now and then so the kernel queue cannot overflow."""
+        self.watcher.drain()
+
+    def commit(self) -> tuple[dict[str, dict], list[str], str]:
+        """Publish what this run built; return (entries it used, as described in the real
+        root; names it created; how the attribution was made)."""
+        used, how = self.watcher.used()
+        created = sorted(name for name in used if name not in self.staged)
+        for name in created:
+            if entries.describe(entries.cache_dir(self.path) / name) is not None:
+                entries.publish(entries.cache_dir(self.path) / name, self.root)
+        described = {}
+        for name in sorted(used):
+            desc = entries.describe(entries.cache_dir(self.root) / name)
+            if desc is None:
+                raise RuntimeError(f"entry {name} is incomplete after the run")
+            described[name] = desc
+        return described, created, how
+
+
+def salvage(path: Path, root: Path) -> None:
+    """Publish every complete entry left in a view (even after a crash), then remove it."""
+    cache = entries.cache_dir(path)
+    if cache.is_dir():
+        for entry in cache.iterdir():
+            if entry.name.startswith(entries.PREFIX) and entries.describe(entry) is not None:
+                with contextlib.suppress(OSError):  # best effort; the next warm rebuilds it
+                    entries.publish(entry, root)
+    shutil.rmtree(path, ignore_errors=True)
+
+
+def _stage(root: Path, path: Path) -> set[str]:
+    """Hard-link every complete entry of `root` into the view; return their names."""
+    target = entries.cache_dir(path)
+    target.mkdir(parents=True, exist_ok=True)
+    names = set()
+    for name in entries.complete_entries(root):
+        src, dst = entries.cache_dir(root) / name, target / name
+        dst.mkdir()
+        for child in os.scandir(src):
+            if child.is_file(follow_symlinks=False):
+                try:
+                    os.link(child.path, dst / child.name)
+                except OSError:  # another filesystem: copying keeps the view private
+                    shutil.copy2(child.path, dst / child.name)
+        names.add(name)
+    return names
+
+
+class _EntryWatcher:
+    """Which staged entries get opened, and which new entries appear."""
+
+    def __init__(self, cache: Path, staged: set[str]):
+        self.cache, self.staged = cache, staged
+        self.opened: set[str] = set()
+        self.created: set[str] = set()
+        self.overflow = False
+        self.wd_names: dict[int, str] = {}
+        try:
+            from inotify_simple import INotify, flags
+        except ImportError:
+            self.inotify = None
+            return
+        self.flags = flags
+        self.inotify = INotify()
+        try:
+            self.cache_wd = self.inotify.add_watch(cache, flags.CREATE | flags.MOVED_TO | flags.ONLYDIR)
+            for name in staged:
+                self.wd_names[self.inotify.add_watch(cache / name, flags.OPEN)] = name
+        except OSError as exc:  # e.g. ENOSPC: fs.inotify.max_user_watches is smaller than the cache
+            print(f"  inotify unavailable ({exc}); attributing every entry", flush=True)
+            self.inotify.close()
+            self.inotify = None
+
+    def drain(self) -> None:
+        if self.inotify is None:
+            return
+        for event in self.inotify.read(timeout=0):
+            if event.mask & self.flags.Q_OVERFLOW:
+                self.overflow = True
+            elif event.wd == self.cache_wd and event.name.startswith(entries.PREFIX):
+                self.created.add(event.name)
+            elif event.wd in self.wd_names and event.name:
+                self.opened.add(self.wd_names[event.wd])
+
+    def used(self) -> tuple[set[str], str]:
+        self.drain()
+        if self.inotify is None or self.overflow:
+            # Cannot tell what was read: attribute everything, which errs towards stale.
+            everything = self.staged | {p.name for p in self.cache.iterdir() if p.name.startswith(entries.PREFIX)}
+            return everything, "all entries attributed (inotify unavailable)"
+        return self.opened | self.created, "inotify: entries opened or created by this run"
