@@ -30,11 +30,14 @@ class Outcome:
     timed_out: bool
     seconds: float
     log: Path
+    matched: str | None = None  # the failure line that ended the run early
 
     def tail(self, lines: int = 30) -> list[str]:
         return log_tail(self.log, lines)
 
     def describe(self) -> str:
+        if self.matched:
+            return f"stopped on log line {self.matched!r}"
         if self.timed_out:
             return f"timed out after {self.seconds:.0f}s"
         if self.returncode is not None and self.returncode < 0:
@@ -76,7 +79,10 @@ def _own_children() -> set[int]:
 _active_roots: set[int] = set()  # workers of concurrent runs in this process (doit -P thread)
 
 
-def run(argv: list[str], env: dict, log: Path, timeout: float, cwd: Path | None = None) -> Outcome:
+def run(argv: list[str], env: dict, log: Path, timeout: float, cwd: Path | None = None,
+        fail_patterns: tuple[str, ...] = (), on_poll=None) -> Outcome:
+    """Run argv with its output in `log`; end it on exit, timeout, a `fail_patterns` line
+    in its output, or KeyboardInterrupt (which is re-raised after the tree is ended)."""
     log.parent.mkdir(parents=True, exist_ok=True)
     _become_subreaper()
     already_ours = _own_children()
@@ -86,10 +92,16 @@ def run(argv: list[str], env: dict, log: Path, timeout: float, cwd: Path | None 
                                 env=env, cwd=cwd, start_new_session=True)
     _active_roots.add(proc.pid)
     seen: dict[int, psutil.Process] = {}
-    timed_out = False
+    timed_out, matched = False, None
+    scanner = _LogScanner(log, fail_patterns)
     try:
         while proc.poll() is None:
             _track(proc.pid, seen, already_ours)
+            if on_poll is not None:
+                on_poll()
+            matched = scanner.scan()
+            if matched:
+                break
             if time.monotonic() - started > timeout:
                 timed_out = True
                 break
@@ -99,7 +111,33 @@ def run(argv: list[str], env: dict, log: Path, timeout: float, cwd: Path | None 
         # Runs on success, timeout, crash and KeyboardInterrupt alike.
         end_tree(proc, seen, already_ours)
         _active_roots.discard(proc.pid)
-    return Outcome(proc.returncode, timed_out, time.monotonic() - started, log)
+    matched = matched or scanner.scan()
+    return Outcome(proc.returncode, timed_out, time.monotonic() - started, log, matched)
+
+
+class _LogScanner:
+    """Finds the first line containing one of `patterns` in a growing log file."""
+
+    def __init__(self, log: Path, patterns: tuple[str, ...]):
+        self.log, self.patterns = log, tuple(p.encode() for p in patterns)
+        self.offset, self.partial = 0, b""
+
+    def scan(self) -> str | None:
+        if not self.patterns:
+            return None
+        try:
+            with open(self.log, "rb") as fh:
+                fh.seek(self.offset)
+                chunk = fh.read()
+        except OSError:
+            return None
+        self.offset += len(chunk)
+        lines = (self.partial + chunk).split(b"\n")
+        self.partial = lines.pop()[-4096:]  # an unfinished line, kept for the next scan
+        for line in lines + [self.partial]:
+            if any(p in line for p in self.patterns):
+                return line.decode("utf-8", errors="replace").strip()[:300]
+        return None
 
 
 def _track(root_pid: int, seen: dict[int, psutil.Process], already_ours: set[int]) -> None:

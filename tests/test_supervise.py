@@ -75,3 +75,26 @@ def test_tail_of_a_large_log(tmp_path):
     code = "import sys\nfor i in range(20000): print('line', i)\n"
     outcome = supervise.run([sys.executable, "-c", code], env=None, log=tmp_path / "log", timeout=30)
     assert outcome.tail(3) == ["line 19997", "line 19998", "line 19999"]
+
+
+def test_failure_line_ends_the_run_early_with_children_still_running(tmp_path):
+    code = ("import subprocess, sys, time\n"
+            "subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(600)'])\n"
+            "time.sleep(0.5)\n"
+            "print('[2026] Scheduler hit an exception: boom', flush=True)\n"
+            "time.sleep(600)\n")
+    started = time.monotonic()
+    outcome = supervise.run([sys.executable, "-c", code], env=None, log=tmp_path / "log", timeout=120,
+                            fail_patterns=("Scheduler hit an exception",))
+    assert time.monotonic() - started < 10
+    assert outcome.matched == "[2026] Scheduler hit an exception: boom"
+    assert "stopped on log line" in outcome.describe()
+    children = psutil.Process().children(recursive=True)
+    assert not [p for p in children if "time.sleep(600)" in " ".join(p.cmdline())]
+
+
+def test_on_poll_is_called_while_the_child_runs(tmp_path):
+    calls = []
+    supervise.run([sys.executable, "-c", "import time; time.sleep(0.5)"], env=None, log=tmp_path / "log",
+                  timeout=30, on_poll=lambda: calls.append(1))
+    assert len(calls) >= 2
