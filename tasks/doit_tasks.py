@@ -12,7 +12,7 @@ import os
 import signal
 from pathlib import Path
 
-from . import cacheroot, fingerprint, records, registry, settings, targets, warm
+from . import cacheroot, fallback, fingerprint, locks, records, registry, settings, targets, warm
 
 DOIT_CONFIG = {
     "default_tasks": ["warm"],
@@ -99,10 +99,11 @@ def warm_tasks():
     yield {"basename": "warm", "name": None, "uptodate": [AnyStale(checks)],
            "doc": f"warm every stale target into {ctx.root.path}"}
     for target, check in zip(all_targets, checks):
+        action = fallback.run if target.path == targets.FALLBACK else warm.finish_target
         yield {
             "name": target.name,
             "doc": target.doc,
-            "actions": [(warm.finish_target, [target, ctx])],
+            "actions": [(action, [target, ctx])],
             "task_dep": [shape_task_name(w) for w in target.works],
             "uptodate": [check],
             "meta": _meta(target, ctx),
@@ -136,10 +137,19 @@ def _meta(target: targets.Target, ctx: warm.Context) -> dict:
             "marker": str(records.marker_path(ctx.root.path, target.name))}
     if target.error:
         return meta
-    meta.update({"path": "planned", "hf_id": target.hf_id, "tp": target.tp, "launch args": list(target.args),
-                 "M list": target.m_policy.describe() if target.m_policy else None,
-                 "shapes": [f"{w.name}: {len(w.m_values)} M, {', '.join(target.plan.uses[w.shape])}"
-                            for w in target.works]})
+    meta.update({"path": target.path, "hf_id": target.hf_id, "tp": target.tp, "launch args": list(target.args),
+                 "M list": target.m_policy.describe() if target.m_policy else None})
+    if target.path == targets.FALLBACK:
+        meta["fallback"] = f"{target.fallback_reason}; runs {' '.join(fallback.command(target)[1:])}"
+    else:
+        meta["shapes"] = [f"{w.name}: {len(w.m_values)} M, {', '.join(target.plan.uses[w.shape])}"
+                          for w in target.works]
+    if target.lock is not None:
+        lock = target.lock
+        meta["lock"] = (f"{locks.path_for(target.source).name} captured {lock.captured_at} "
+                        f"(sglang {lock.sglang or 'absent'}, {lock.deep_gemm or 'deep_gemm absent'})")
+    if target.lock_note:
+        meta["lock"] = target.lock_note
     return meta
 
 

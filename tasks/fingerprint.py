@@ -74,6 +74,13 @@ def compute(environ=None) -> dict:
     return fp
 
 
+def package_versions() -> dict:
+    """sglang and deep_gemm versions from package metadata alone (cheap, for planning)."""
+    dist = next((name for name in DEEP_GEMM_DISTS if _dist_version(name)), None)
+    return {"sglang": _dist_version("sglang"),
+            "deep_gemm": f"{dist} {_dist_version(dist)}" if dist else None}
+
+
 def diff(old: dict, new: dict) -> list[str]:
     """Human lines for each changed component, e.g. `torch 2.11.0 -> 2.14.1`."""
     lines = []

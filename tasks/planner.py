@@ -60,17 +60,22 @@ class Plan:
 
 
 class PlanError(ValueError):
-    """The config cannot be planned; `field` names the config key at fault, if any."""
+    """The config cannot be planned; `field` names the config key at fault, if any.
 
-    def __init__(self, message: str, field: str | None = None):
+    `needs_fallback` marks configs the planner does not know (as opposed to broken ones):
+    those are warmed by running the server itself.
+    """
+
+    def __init__(self, message: str, field: str | None = None, needs_fallback: bool = False):
         super().__init__(message)
         self.field = field
+        self.needs_fallback = needs_fallback
 
 
 def plan(config: dict, flags: ServerFlags, use_deepgemm_bmm: bool = False) -> Plan:
     arch = _architecture(config)
     if arch not in _MLA_ARCHITECTURES:
-        raise PlanError(f"{NO_PLAN} (architecture {arch})", "architectures")
+        raise PlanError(f"{NO_PLAN} (architecture {arch})", "architectures", needs_fallback=True)
     _require_block_fp8(config)
     c = _Fields(config)
     result = Plan()
@@ -82,18 +87,18 @@ def plan(config: dict, flags: ServerFlags, use_deepgemm_bmm: bool = False) -> Pl
 def _architecture(config: dict) -> str:
     archs = config.get("architectures")
     if not isinstance(archs, list) or not archs or not isinstance(archs[0], str):
-        raise PlanError(f"{NO_PLAN} (no architectures list)", "architectures")
+        raise PlanError(f"{NO_PLAN} (no architectures list)", "architectures", needs_fallback=True)
     return archs[0]
 
 
 def _require_block_fp8(config: dict) -> None:
     quant = config.get("quantization_config")
     if not isinstance(quant, dict) or quant.get("quant_method") != "fp8":
-        raise PlanError(f"{NO_PLAN} (not a block-FP8 checkpoint)", "quantization_config")
+        raise PlanError(f"{NO_PLAN} (not a block-FP8 checkpoint)", "quantization_config", needs_fallback=True)
     if list(quant.get("weight_block_size") or []) != [128, 128]:
         got = quant.get("weight_block_size")
         raise PlanError(f"{NO_PLAN} (weight_block_size {got}, planner knows [128, 128])",
-                        "quantization_config.weight_block_size")
+                        "quantization_config.weight_block_size", needs_fallback=True)
 
 
 class _Fields:

@@ -88,9 +88,12 @@ def superseded(root: Path, name: str, model: str, launch_index: int | None) -> l
     return found
 
 
-def target_reasons(root: Path, name: str, launch_hash: str, plan_hash: str, fp: dict,
+def target_reasons(root: Path, name: str, launch_hash: str, plan_hash: str | None, fp: dict,
                    model: str = "", launch_index: int | None = None) -> list[str]:
-    """Why a target is stale, cheapest checks first; [] when up to date."""
+    """Why a target is stale, cheapest checks first; [] when up to date.
+
+    `plan_hash` is None for fallback targets, whose shapes only the server knows.
+    """
     marker, why = read_json(marker_path(root, name))
     if marker is None and why == "missing" and superseded(root, name, model, launch_index):
         return [f"launch args changed (launch[{launch_index}] was warmed with other args)"]
@@ -99,7 +102,7 @@ def target_reasons(root: Path, name: str, launch_hash: str, plan_hash: str, fp: 
     reasons = []
     if marker.get("launch_hash") != launch_hash:
         reasons.append("launch args changed")
-    elif marker.get("plan_hash") != plan_hash:
+    elif plan_hash is not None and marker.get("plan_hash") != plan_hash:
         reasons.append("shape plan changed")
     reasons += fingerprint.diff(marker.get("fingerprint", {}), fp)
     return reasons or entry_reasons(root, marker.get("entries", {}))

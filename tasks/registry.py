@@ -33,6 +33,8 @@ class _Launch(msgspec.Struct, forbid_unknown_fields=True):
     tags: list[str] = []
     m_list: Literal["default", "fast"] | list[PositiveInt] | None = None
     env: dict[str, str] = {}
+    path: Literal["auto", "fallback"] = "auto"
+    fallback_timeout_s: PositiveInt = 1800
 
 
 class _ModelFile(msgspec.Struct, forbid_unknown_fields=True):
@@ -53,6 +55,8 @@ class LaunchSpec:
     env: dict[str, str]
     flags: launch_args.ServerFlags
     hash: str
+    path: str = "auto"
+    fallback_timeout_s: int = 1800
 
 
 @dataclass(frozen=True)
@@ -157,7 +161,7 @@ def _launch(i: int, entry: _Launch) -> LaunchSpec:
         raise _Invalid(f"launch[{i}].m_list: expected \"default\", \"fast\" or a non-empty list, got []")
     digest = launch_args.launch_hash(entry.tp, entry.args, entry.env, m_list)
     return LaunchSpec(i, entry.tp, tuple(entry.args), tuple(entry.tags), m_list,
-                      dict(entry.env), flags, digest)
+                      dict(entry.env), flags, digest, entry.path, entry.fallback_timeout_s)
 
 
 _AT = r"(?: - at `\$(?P<path>[^`]*)`)?$"
@@ -173,6 +177,8 @@ _FIELD_WORDS = [
     (re.compile(r"launch\[\d+\]\.(args|tags)(\[\d+\])?$"), "a list of strings"),
     (re.compile(r"launch\[\d+\]\.env(\..+)?$"), "a table of strings"),
     (re.compile(r"config_source$"), "\"embedded\" or \"hf-cache\""),
+    (re.compile(r"launch\[\d+\]\.path$"), "\"auto\" or \"fallback\""),
+    (re.compile(r"launch\[\d+\]\.fallback_timeout_s$"), "a positive number of seconds"),
     (re.compile(r"config$"), "a table"),
 ]
 _TYPE_WORDS = {"int": "an integer", "str": "a string", "array": "a list", "object": "a table"}

@@ -1,4 +1,10 @@
-"""Expand the registry into warm targets and the content-keyed shape work they share. Pure."""
+"""Expand the registry into warm targets and the content-keyed shape work they share. Pure.
+
+Each target takes one path:
+  planned   the planner derives its shapes from config.json and the launch args;
+  locked    a shape lock captured from a real server run supplies them;
+  fallback  nothing does yet: the server itself (sglang.compile_deep_gemm) is run.
+"""
 
 from __future__ import annotations
 
@@ -9,8 +15,10 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from . import mlists, planner, registry
+from . import fingerprint, locks, mlists, planner, registry
 from .planner import GemmShape, Kind
+
+PLANNED, LOCKED, FALLBACK = "planned", "locked", "fallback"
 
 
 @dataclass(frozen=True)
@@ -37,6 +45,10 @@ class ShapeWork:
                 "m_max": self.m_values[-1] if self.m_values else None}
 
 
+def plan_hash(works) -> str:
+    return hashlib.sha256(json.dumps(sorted(w.key for w in works)).encode()).hexdigest()
+
+
 @dataclass
 class Target:
     name: str
@@ -52,41 +64,53 @@ class Target:
     plan: planner.Plan | None = None
     works: list[ShapeWork] = field(default_factory=list)
     error: str | None = None  # one line; the target fails with it
+    path: str = PLANNED
+    fallback_reason: str | None = None
+    fallback_timeout_s: int = 1800
+    lock: locks.Capture | None = None
+    lock_note: str | None = None  # why a lock on disk was not used
 
     @property
-    def plan_hash(self) -> str:
-        blob = json.dumps(sorted(w.key for w in self.works))
-        return hashlib.sha256(blob.encode()).hexdigest()
+    def plan_hash(self) -> str | None:
+        """None for fallback targets: their shapes are unknown until the server reports them."""
+        return None if self.path == FALLBACK else plan_hash(self.works)
 
     @property
     def doc(self) -> str:
         if self.error:
             return f"FAILS: {self.error}"
         args = " ".join(self.args)
-        return f"{self.hf_id} tp{self.tp}{' ' + args if args else ''}: {len(self.works)} shapes, planned"
+        head = f"{self.hf_id} tp{self.tp}{' ' + args if args else ''}"
+        if self.path == FALLBACK:
+            return f"{head}: fallback via sglang.compile_deep_gemm ({self.fallback_reason})"
+        return f"{head}: {len(self.works)} shapes, {self.path}"
 
 
 def expand(specs, environ=None) -> list[Target]:
     env = os.environ if environ is None else environ
+    versions = fingerprint.package_versions()
     out: list[Target] = []
     for spec in specs:
         if isinstance(spec, registry.RegistryError):
             out.append(Target(f"{spec.name}@invalid", spec.name, spec.path, error=spec.message))
             continue
-        config, config_error = _config(spec)
+        config, config_error, config_missing = _config(spec)
+        try:
+            captures, lock_error = locks.read(spec.path), None
+        except locks.LockError as exc:
+            captures, lock_error = {}, str(exc)
         for launch in spec.launches:
-            out.append(_target(spec, launch, config, config_error, env))
+            target = Target(
+                name=f"{spec.name}@tp{launch.tp}-{launch.hash[:8]}", model=spec.name, source=spec.path,
+                hf_id=spec.hf_id, tp=launch.tp, launch_index=launch.index, args=launch.args,
+                tags=launch.tags, launch_hash=launch.hash, fallback_timeout_s=launch.fallback_timeout_s)
+            _choose_path(target, spec, launch, config, config_error, config_missing,
+                         captures.get(launch.index), lock_error, env, versions)
+            out.append(target)
     return out
 
 
-def _target(spec, launch, config, config_error, env) -> Target:
-    target = Target(
-        name=f"{spec.name}@tp{launch.tp}-{launch.hash[:8]}", model=spec.name, source=spec.path,
-        hf_id=spec.hf_id, tp=launch.tp, launch_index=launch.index, args=launch.args, tags=launch.tags,
-        launch_hash=launch.hash)
-    if config_error:
-        target.error = config_error
-        return target
+def _choose_path(target, spec, launch, config, config_error, config_missing, capture, lock_error, env, versions):
     plan_env = {k: env.get(k) for k in registry.PLAN_ENV_KEYS if env.get(k) is not None}
     plan_env.update(launch.env)
     try:
@@ -95,39 +119,87 @@ def _target(spec, launch, config, config_error, env) -> Target:
         enabled = registry.env_bool(plan_env.get("SGLANG_ENABLE_JIT_DEEPGEMM", "1"))
     except ValueError as exc:
         target.error = f"{registry.display_path(spec.path)}: environment: {exc}"
-        return target
+        return
     target.m_policy = mlists.policy(launch.flags, fast, launch.m_list)
     if not enabled:
         target.plan = planner.Plan()  # the server runs no DeepGEMM kernel at all
-        return target
-    try:
-        target.plan = planner.plan(config, launch.flags, use_deepgemm_bmm=bmm)
-    except planner.PlanError as exc:
-        where = f"config.{exc.field}: " if exc.field else ""
-        target.error = f"{registry.display_path(spec.path)}: {where}{exc}"
-        return target
-    values = target.m_policy.values()
-    for shape in target.plan.shapes:
+        return
+
+    needs_fallback = launch.path == "fallback"
+    reason = "the launch tuple asks for it" if needs_fallback else None
+    if not needs_fallback and config_error:
+        if not config_missing:
+            target.error = config_error
+            return
+        needs_fallback, reason = True, f"config.json for {spec.hf_id} is not in the local Hugging Face cache"
+    if not needs_fallback:
+        try:
+            target.plan = planner.plan(config, launch.flags, use_deepgemm_bmm=bmm)
+        except planner.PlanError as exc:
+            if not exc.needs_fallback:
+                where = f"config.{exc.field}: " if exc.field else ""
+                target.error = f"{registry.display_path(spec.path)}: {where}{exc}"
+                return
+            needs_fallback, reason = True, str(exc)
+    if needs_fallback:
+        target.lock_note = lock_error or _unusable(capture, launch, versions)
+        if capture is not None and target.lock_note is None:
+            target.path, target.lock = LOCKED, capture
+            target.plan = locked_plan(capture.shapes)
+        else:
+            target.path, target.fallback_reason = FALLBACK, reason
+            return
+    target.works = works_for(target.plan, target.m_policy)
+
+
+def works_for(plan: planner.Plan, policy: mlists.MListPolicy) -> list[ShapeWork]:
+    values = policy.values()
+    works = []
+    for shape in plan.shapes:
         m_values = mlists.for_kind(shape.kind is Kind.CONTIG, values)
         if m_values:
-            target.works.append(ShapeWork(shape, tuple(m_values)))
-    return target
+            works.append(ShapeWork(shape, tuple(m_values)))
+    return works
 
 
-def _config(spec) -> tuple[dict | None, str | None]:
+def locked_plan(shapes) -> planner.Plan:
+    plan = planner.Plan()
+    for kind, n, k, groups in shapes:
+        plan.add(GemmShape(Kind(kind), n, k, groups), "captured from sglang")
+    return plan
+
+
+def _unusable(capture: locks.Capture | None, launch, versions: dict) -> str | None:
+    if capture is None:
+        return None
+    if capture.launch_hash != launch.hash:
+        return (f"lock for launch[{launch.index}] was captured for other launch args "
+                f"({capture.launch_hash[:8]}, now {launch.hash[:8]}); ignored")
+    known = {k.value for k in Kind}
+    if unknown := sorted({s[0] for s in capture.shapes} - known):
+        return f"lock lists {', '.join(unknown)}, which the direct worker cannot run; ignored"
+    if not capture.shapes and (capture.sglang, capture.deep_gemm) != (versions["sglang"], versions["deep_gemm"]):
+        # "Uses no DeepGEMM kernel" holds only for the toolchain that said so.
+        return (f"empty lock was captured with sglang {capture.sglang}, {capture.deep_gemm}; "
+                f"now sglang {versions['sglang']}, {versions['deep_gemm']}; ignored")
+    return None
+
+
+def _config(spec) -> tuple[dict | None, str | None, bool]:
+    """(config, error, missing): `missing` means not available here, not broken."""
     if spec.config_source == "embedded":
-        return spec.config, None
+        return spec.config, None, False
     # Offline lookup in the local Hugging Face cache; never touches the network.
     from huggingface_hub import try_to_load_from_cache
 
     found = try_to_load_from_cache(spec.hf_id, "config.json", revision=spec.revision)
     if not isinstance(found, str):
-        return None, (f"{registry.display_path(spec.path)}: config_source: config.json for {spec.hf_id} is not in the "
-                      f"local Hugging Face cache; download it or embed [config]")
+        return None, (f"{registry.display_path(spec.path)}: config_source: config.json for {spec.hf_id} "
+                      f"is not in the local Hugging Face cache; download it or embed [config]"), True
     try:
-        return json.loads(Path(found).read_text(encoding="utf-8")), None
+        return json.loads(Path(found).read_text(encoding="utf-8")), None, False
     except (OSError, ValueError) as exc:
-        return None, f"{registry.display_path(spec.path)}: config_source: cannot read {found}: {exc}"
+        return None, f"{registry.display_path(spec.path)}: config_source: cannot read {found}: {exc}", False
 
 
 def shared_works(targets: list[Target]) -> dict[str, ShapeWork]:

@@ -139,18 +139,23 @@ def commit_target(target: Target, ctx: Context) -> list[str]:
                        "seconds": record.get("seconds"), "verification": record.get("verification")})
     if failures:
         return failures + tails
+    write_marker(target, root, fp, merged, target.plan_hash, path=target.path, shapes=shapes,
+                 seconds={"shapes": round(sum(s["seconds"] or 0 for s in shapes), 3)})
+    print(f"{target.name}: up to date, {len(target.works)} shapes, {len(merged)} entries", flush=True)
+    return []
+
+
+def write_marker(target: Target, root: Path, fp: dict, used: dict, plan_hash: str | None, **extra) -> None:
+    """The target's marker, written by rename; superseded markers of its launch tuple go."""
     marker = {
         "schema": records.SCHEMA, "target": target.name, "model": target.model, "hf_id": target.hf_id,
         "tp": target.tp, "launch_index": target.launch_index, "launch_args": list(target.args),
-        "launch_hash": target.launch_hash, "plan_hash": target.plan_hash,
+        "launch_hash": target.launch_hash, "plan_hash": plan_hash,
         "m_list": target.m_policy.describe() if target.m_policy else None,
-        "fingerprint": fp, "cache_root": str(root), "entries": merged, "shapes": shapes,
+        "fingerprint": fp, "cache_root": str(root), "entries": used,
         "verified": "each entry's source and non-empty binary exist; binary sizes recorded",
-        "seconds": {"shapes": round(sum(s["seconds"] or 0 for s in shapes), 3)},
-        "warmed_at": _now(),
+        "warmed_at": _now(), **extra,
     }
     records.write_json(records.marker_path(root, target.name), marker)
     for old in records.superseded(root, target.name, target.model, target.launch_index):
         old.unlink(missing_ok=True)
-    print(f"{target.name}: up to date, {len(target.works)} shapes, {len(merged)} entries", flush=True)
-    return []

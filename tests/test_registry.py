@@ -73,11 +73,28 @@ def test_bad_file_becomes_a_failing_target_and_others_still_expand(tmp_path):
     assert good and good[0].error is None and len(good[0].works) == 6
 
 
-def test_unknown_architecture_target_fails_with_fallback_message(tmp_path):
+def test_unknown_architecture_takes_the_fallback_path(tmp_path):
     path = tmp_path / "mimo.toml"
     path.write_text('hf_id = "x/mimo"\nconfig = {architectures = ["MiMoV2FlashForCausalLM"]}\n[[launch]]\ntp = 4\n')
     [target] = targets.expand(registry.load(tmp_path), environ={})
-    assert "config.architectures: no shape plan; needs the fallback path" in target.error
+    assert target.error is None and target.path == targets.FALLBACK
+    assert "no shape plan; needs the fallback path (architecture MiMoV2FlashForCausalLM)" in target.fallback_reason
+
+
+def test_broken_config_is_an_error_not_a_fallback(tmp_path):
+    path = tmp_path / "v3.toml"
+    path.write_text((REPO / "models" / "deepseek-v3-0324.toml").read_text().replace("hidden_size = 7168",
+                                                                                   'hidden_size = "7168"'))
+    [target] = targets.expand(registry.load(tmp_path), environ={})
+    assert target.error.endswith("config.hidden_size: expected a non-negative integer, got '7168'")
+
+
+def test_spec_can_ask_for_the_fallback(tmp_path):
+    path = tmp_path / "v3.toml"
+    path.write_text((REPO / "models" / "deepseek-v3-0324.toml").read_text().replace(
+        'tags = ["per-commit-8-gpu-h200"]', 'path = "fallback"\nfallback_timeout_s = 900'))
+    [target] = targets.expand(registry.load(tmp_path), environ={})
+    assert target.path == targets.FALLBACK and target.fallback_timeout_s == 900 and not target.works
 
 
 def test_fast_warmup_env_comes_from_tuple_then_process(tmp_path):

@@ -1,0 +1,80 @@
+"""Stand-in for `python -m sglang.compile_deep_gemm`, selected by
+JITWARM_COMPILE_MODULE=fake_compile_deep_gemm (tests only).
+
+It takes the server's argv (--model-path, --tp, launch args) and behaves as chosen by
+`--fake-mode` in the launch args:
+  ok          log capture lines and compile their kernels (through fake_deep_gemm), exit 0
+  empty       log no capture line (the model uses no DeepGEMM kernel), exit 0
+  crash       log "Scheduler hit an exception" while a child keeps running, then hang
+  sigquit     log "Received sigquit from a child", then hang
+  hang        hang past any timeout
+  grandchild  start a grandchild in its own session that ignores SIGTERM, then hang
+  chatty      log more than 64 KiB, then behave like ok
+Every run appends its argv to $FAKE_CDG_RAN_LOG, so a test can tell whether it ran.
+Children it starts carry $FAKE_DG_TOKEN in their argv, so a test can look for survivors.
+"""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import fake_deep_gemm
+
+SHAPES = [("GEMM_NT_F8F8BF16", 2112, 7168, 1), ("GEMM_NT_F8F8BF16", 7168, 2048, 1),
+          ("GROUPED_GEMM_NT_F8F8BF16_MASKED", 4096, 7168, 32)]
+M_VALUES = [1, 32, 128, 1024]
+SLEEPER = "import signal, sys, time; signal.signal(signal.SIGTERM, signal.SIG_IGN) if sys.argv[1] == 'ignore' else None; time.sleep(600)"
+
+
+def spawn(mode: str, new_session: bool) -> None:
+    subprocess.Popen([sys.executable, "-c", SLEEPER, mode, os.environ.get("FAKE_DG_TOKEN", "")],
+                     start_new_session=new_session)
+
+
+def log(line: str) -> None:
+    print(f"[2026-11-22 10:00:00 TP0] {line}", flush=True)
+
+
+def warm_up() -> None:
+    for kind, n, k, groups in SHAPES:
+        log(f"Try DeepGEMM JIT Compiling for <{kind}> N={n}, K={k}, num_groups={groups} with all Ms.")
+        executor = fake_deep_gemm.jitwarm_executor(fake_deep_gemm, kind, n, k, groups, max(M_VALUES))
+        for m in M_VALUES:
+            executor.execute(m)
+
+
+def main(argv: list[str]) -> int:
+    if os.environ.get("FAKE_CDG_RAN_LOG"):
+        with open(os.environ["FAKE_CDG_RAN_LOG"], "a") as fh:
+            fh.write(" ".join(argv) + "\n")
+    mode = argv[argv.index("--fake-mode") + 1] if "--fake-mode" in argv else "ok"
+    log(f"server_args=ServerArgs(model_path={argv[argv.index('--model-path') + 1]!r}, "
+        f"tp_size={argv[argv.index('--tp') + 1]})")
+    log("Load weight begin.")
+    if mode == "chatty":
+        for i in range(2000):
+            log(f"chatter {i:05d} " + "x" * 40)
+    if mode in ("ok", "chatty"):
+        warm_up()
+        log("The server is fired up and ready to roll!")
+        return 0
+    if mode == "empty":
+        log("The server is fired up and ready to roll!")
+        return 0
+    if mode == "crash":
+        spawn("plain", new_session=False)
+        time.sleep(0.5)
+        log("Scheduler hit an exception: Traceback (most recent call last): RuntimeError: CUDA error")
+    elif mode == "sigquit":
+        log("Received sigquit from a child process. It usually means the child failed.")
+    elif mode == "grandchild":
+        spawn("ignore", new_session=True)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    time.sleep(600)
+    return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv))

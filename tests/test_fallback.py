@@ -1,0 +1,192 @@
+"""Fallback warm through a stand-in `sglang.compile_deep_gemm`: supervision, capture, locks."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import shutil
+import subprocess
+import sys
+import time
+
+import psutil
+import pytest
+
+from conftest import Workspace, model_file
+from tasks import locks
+
+MIMO = 'hf_id = "XiaomiMiMo/MiMo-V2-Flash"\nconfig = {architectures = ["MiMoV2FlashForCausalLM"]}\n'
+M_LIST = "m_list = [1, 32, 128, 1024]\n"
+
+
+def mimo(ws: Workspace, mode: str, timeout: int = 60, extra_args: str = "") -> None:
+    (ws.models / "mimo.toml").write_text(
+        MIMO + f'[[launch]]\ntp = 4\nargs = ["--dp", "2", "--enable-dp-attention", "--fake-mode", "{mode}"'
+        f'{extra_args}]\n' + M_LIST + f"fallback_timeout_s = {timeout}\n")
+
+
+@pytest.fixture
+def fws(ws):
+    ws.env.update({"JITWARM_COMPILE_MODULE": "fake_compile_deep_gemm",
+                   "FAKE_CDG_RAN_LOG": str(ws.tmp / "server-runs.log"),
+                   "FAKE_DG_TOKEN": f"jitwarm-fallback-{time.time_ns()}"})
+    return ws
+
+
+def server_runs(ws) -> int:
+    path = ws.tmp / "server-runs.log"
+    return len(path.read_text().splitlines()) if path.exists() else 0
+
+
+def survivors(ws) -> list[psutil.Process]:
+    token = ws.env["FAKE_DG_TOKEN"]
+    return [p for p in psutil.process_iter(["cmdline"]) if token in (p.info["cmdline"] or [])]
+
+
+def marker(ws) -> dict:
+    [path] = (ws.root / "jitwarm" / "markers").glob("mimo@*.json")
+    return json.loads(path.read_text())
+
+
+def test_success_captures_a_lock_and_prints_the_tail(fws):
+    mimo(fws, "ok")
+    out = fws.doit("warm")
+    assert out.returncode == 0, out.stdout + out.stderr
+    [name] = fws.status()
+    label = name.removeprefix("warm:")
+    assert f"[{label}] | [2026-11-22 10:00:00 TP0] The server is fired up and ready to roll!" in out.stdout
+    assert f"[{label}] fallback: " in out.stdout and "--model-path XiaomiMiMo/MiMo-V2-Flash --tp 4" in out.stdout
+
+    [capture] = locks.read(fws.models / "mimo.toml").values()
+    assert capture.shapes == (("GEMM_NT_F8F8BF16", 2112, 7168, 1), ("GEMM_NT_F8F8BF16", 7168, 2048, 1),
+                              ("GROUPED_GEMM_NT_F8F8BF16_MASKED", 4096, 7168, 32))
+    assert capture.tp == 4 and "--fake-mode" in capture.args
+    text = locks.path_for(fws.models / "mimo.toml").read_text()
+    assert "GEMM_NT_F8F8BF16 N=2112 K=7168 num_groups=1" in text  # human-readable
+
+    m = marker(fws)
+    assert m["path"] == "fallback" and m["entries"] and m["verification"].startswith("inotify")
+    assert fws.status() == {name: "U"}
+    info = fws.doit("info", name)
+    assert "'path': 'locked'" in info.stdout and "mimo.lock.toml captured" in info.stdout
+
+
+def test_second_cold_warm_uses_the_lock_and_never_the_server(fws):
+    mimo(fws, "ok")
+    assert fws.doit("warm").returncode == 0
+    server_entries = set(marker(fws)["entries"])
+    shutil.rmtree(fws.root)  # a wiped cache: a fresh runner with the lock committed
+
+    listing = fws.doit("list", "--all")
+    assert "3 shapes, locked" in listing.stdout
+    compiled_before = len(fws.compiles())
+    out = fws.doit("warm")
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert server_runs(fws) == 1, "the server ran again"
+    assert len(fws.compiles()) > compiled_before, "the direct worker compiled nothing"
+    assert "warming " in out.stdout
+    assert set(marker(fws)["entries"]) == server_entries
+    assert set(fws.status().values()) == {"U"}
+
+
+@pytest.mark.parametrize("mode, line", [("crash", "Scheduler hit an exception"),
+                                        ("sigquit", "Received sigquit from a child")])
+def test_failure_line_stops_the_server_early(fws, mode, line):
+    mimo(fws, mode, timeout=120)
+    started = time.monotonic()
+    out = fws.doit("warm")
+    assert time.monotonic() - started < 30, "waited for the timeout instead of the failure line"
+    assert out.returncode == 1
+    assert f"stopped on log line '[2026-11-22 10:00:00 TP0] {line}" in out.stdout + out.stderr
+    assert "Load weight begin." in out.stdout  # the tail, on failure too
+    assert not survivors(fws)
+    assert not locks.path_for(fws.models / "mimo.toml").exists()
+
+
+def test_timeout_ends_the_server(fws):
+    mimo(fws, "hang", timeout=3)
+    out = fws.doit("warm")
+    assert out.returncode == 1
+    assert "timed out after" in out.stdout + out.stderr
+    assert not survivors(fws)
+
+
+def test_grandchild_in_new_session_ignoring_sigterm_is_ended_and_bystander_survives(fws):
+    bystander = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)", fws.env["FAKE_DG_TOKEN"]])
+    try:
+        mimo(fws, "grandchild", timeout=3)
+        out = fws.doit("warm")
+        assert out.returncode == 1
+        assert [p.pid for p in survivors(fws)] == [bystander.pid]
+        assert bystander.poll() is None
+    finally:
+        bystander.kill()
+
+
+def test_large_output_is_streamed_and_tailed(fws):
+    mimo(fws, "chatty")
+    out = fws.doit("warm")
+    assert out.returncode == 0, out.stdout[-2000:] + out.stderr
+    log = next((fws.root / "jitwarm" / "logs").glob("fallback-*.log"))
+    assert log.stat().st_size > 64 * 1024
+    tail = [line for line in out.stdout.splitlines() if "] | " in line]
+    assert len(tail) == 30
+    assert len(next(iter(locks.read(fws.models / "mimo.toml").values())).shapes) == 3
+
+
+def test_empty_capture_records_an_empty_lock_and_later_warms_are_no_ops(fws):
+    mimo(fws, "empty")
+    assert fws.doit("warm").returncode == 0
+    [capture] = locks.read(fws.models / "mimo.toml").values()
+    assert capture.shapes == ()
+    assert "0 shapes, locked" in fws.doit("list", "--all").stdout
+    shutil.rmtree(fws.root)
+    assert fws.doit("warm").returncode == 0
+    assert server_runs(fws) == 1 and not fws.compiles()
+
+
+def test_lock_for_other_args_is_ignored_and_info_says_so(fws):
+    mimo(fws, "ok")
+    assert fws.doit("warm").returncode == 0
+    mimo(fws, "ok", extra_args=', "--attention-backend", "fa3"')
+    [(name, flag)] = fws.status().items()
+    assert flag == "R"
+    info = fws.doit("info", name)
+    assert "was captured for other launch args" in info.stdout and "'path': 'fallback'" in info.stdout
+    assert "launch args changed" in info.stdout
+
+
+def test_missing_compile_module_fails_only_the_fallback_target(fws):
+    mimo(fws, "ok")
+    model_file(fws.models, "v3", "[[launch]]\ntp = 8\n" + M_LIST)
+    out = fws.doit("warm", JITWARM_COMPILE_MODULE="no_such_compile_module")
+    assert out.returncode == 1
+    text = out.stdout + out.stderr
+    assert "no_such_compile_module is not importable" in text and "Traceback" not in text
+    assert sorted(fws.status().values()) == ["R", "U"]
+
+
+@pytest.mark.skipif(importlib.util.find_spec("sglang") is not None, reason="sglang is installed here")
+def test_without_sglang_the_fallback_says_so_in_one_line(ws):
+    mimo(ws, "ok")
+    out = ws.doit("warm")
+    assert out.returncode == 1
+    lines = [line for line in (out.stdout + out.stderr).splitlines() if "sglang is not installed" in line]
+    assert len(lines) == 1 and "python -m sglang.compile_deep_gemm" in lines[0]
+
+
+def test_interrupt_prints_the_tail_and_ends_the_server(fws):
+    from conftest import DODO
+
+    mimo(fws, "grandchild", timeout=300)
+    proc = subprocess.Popen([sys.executable, "-m", "doit", "-f", str(DODO), "warm"], cwd=fws.tmp, env=fws.env,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    deadline = time.monotonic() + 30
+    while not survivors(fws) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert survivors(fws), "the stand-in server never started its grandchild"
+    proc.send_signal(subprocess.signal.SIGTERM)
+    output, _ = proc.communicate(timeout=60)
+    assert "] | [2026-11-22 10:00:00 TP0] Load weight begin." in output
+    assert not survivors(fws)
+    assert not list((fws.root / "jitwarm" / "staging").glob("*"))

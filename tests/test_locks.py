@@ -1,0 +1,81 @@
+import pytest
+
+from tasks import locks, registry, targets
+
+REAL_LINES = [
+    "[2026-11-22 10:00:01 TP0] Try DeepGEMM JIT Compiling for <GEMM_NT_F8F8BF16> N=2112, K=7168, "
+    "num_groups=1 with all Ms. It only takes a little time (typically 1 sec) if you have run "
+    "`python3 -m sglang.compile_deep_gemm`. ",
+    "INFO compile_utils.py:120: Try DeepGEMM JIT Compiling for GROUPED_GEMM_NT_F8F8BF16_MASKED "
+    "N=4096, K=7168, num_groups=32 with all Ms.",
+    "[TP0] Try DeepGEMM JIT Compiling for <GEMM_NT_F8F8BF16> N=2112, K=7168, num_groups=1 with all Ms.",
+    "unrelated line N=1, K=2",
+]
+MIMO = 'hf_id = "x/mimo"\nconfig = {architectures = ["MiMoForCausalLM"]}\n[[launch]]\ntp = 4\nargs = ["--dp", "2"]\n'
+
+
+def capture(spec, shapes, **kw):
+    launch = spec.launches[0]
+    values = dict(launch=0, launch_hash=launch.hash, tp=4, args=launch.args, captured_at="2026-11-22T00:00:00+00:00",
+                  sglang="0.5.23", deep_gemm="sgl-deep-gemm 0.2.3.post2", shapes=shapes)
+    values.update(kw)
+    return locks.Capture(**values)
+
+
+def test_parse_log_reads_sglang_lines_once_each_in_order():
+    assert locks.parse_log(REAL_LINES) == [("GEMM_NT_F8F8BF16", 2112, 7168, 1),
+                                          ("GROUPED_GEMM_NT_F8F8BF16_MASKED", 4096, 7168, 32)]
+
+
+def test_write_read_round_trip_keeps_other_launches(tmp_path):
+    path = tmp_path / "m.toml"
+    path.write_text(MIMO)
+    spec = registry.load_file(path)
+    locks.write(path, capture(spec, (("GEMM_NT_F8F8BF16", 2112, 7168, 1),)))
+    locks.write(path, capture(spec, (), launch=1, launch_hash="other"))
+    read = locks.read(path)
+    assert read[0].shapes == (("GEMM_NT_F8F8BF16", 2112, 7168, 1),) and read[1].shapes == ()
+    assert locks.path_for(path).read_text().startswith("# GEMM shapes")
+
+
+def test_malformed_lock_is_one_line_error(tmp_path):
+    path = tmp_path / "m.toml"
+    locks.path_for(path).write_text('[[capture]]\nlaunch = 0\nshapes = ["nonsense"]\n')
+    with pytest.raises(locks.LockError) as info:
+        locks.read(path)
+    assert "m.lock.toml: capture[0]: malformed" in str(info.value) and "\n" not in str(info.value)
+
+
+def expand_with(tmp_path, shapes, **kw):
+    path = tmp_path / "m.toml"
+    path.write_text(MIMO)
+    spec = registry.load_file(path)
+    locks.write(path, capture(spec, shapes, **kw))
+    [target] = targets.expand(registry.load(tmp_path), environ={})
+    return target
+
+
+def test_matching_lock_makes_a_locked_target(tmp_path):
+    target = expand_with(tmp_path, (("GEMM_NT_F8F8BF16", 2112, 7168, 1), ("GROUPED_GEMM_NT_F8F8BF16_CONTIG", 4096, 7168, 32)))
+    assert target.path == targets.LOCKED and len(target.works) == 2 and target.plan_hash
+    contig = next(w for w in target.works if w.shape.groups == 32)
+    assert all(m % 128 == 0 for m in contig.m_values)
+
+
+def test_lock_for_other_args_is_ignored(tmp_path):
+    target = expand_with(tmp_path, (("GEMM_NT_F8F8BF16", 2112, 7168, 1),), launch_hash="0" * 64)
+    assert target.path == targets.FALLBACK and "captured for other launch args" in target.lock_note
+    assert target.plan_hash is None
+
+
+def test_lock_with_a_kernel_type_the_worker_cannot_run_is_ignored(tmp_path):
+    target = expand_with(tmp_path, (("GEMM_NT_BF16BF16F32", 2112, 7168, 1),))
+    assert target.path == targets.FALLBACK and "GEMM_NT_BF16BF16F32" in target.lock_note
+
+
+def test_empty_lock_holds_only_for_its_toolchain(tmp_path):
+    target = expand_with(tmp_path, ())
+    # This machine has neither sglang nor deep_gemm: the versions differ from the capture's.
+    assert target.path == targets.FALLBACK and "empty lock was captured with sglang 0.5.23" in target.lock_note
+    same = expand_with(tmp_path, (), sglang=None, deep_gemm=None)
+    assert same.path == targets.LOCKED and same.works == []
