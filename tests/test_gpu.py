@@ -18,17 +18,18 @@ pytestmark = [
 ]
 
 
-def test_real_warm_lands_kernels_that_replay_without_compiling(tmp_path):
+def warm_and_replay(tmp_path, launch: str) -> dict:
+    """Warm one V3 target with the real deep_gemm, check its marker, replay sglang's sweep."""
     ws = Workspace(tmp_path)
     for key in ("JITWARM_DEEP_GEMM_MODULE", "FAKE_DG_COMPILE_LOG"):
         ws.env.pop(key)
-    model_file(ws.models, "v3", "[[launch]]\ntp = 8\nm_list = [1, 8192]\n")
+    model_file(ws.models, "v3", launch)
 
-    out = ws.doit("-n", "6", "warm", timeout=900)
+    out = ws.doit("-n", "12", "warm", timeout=900)
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
     [marker] = [json.loads(p.read_text()) for p in (ws.root / "jitwarm" / "markers").glob("*.json")]
     assert marker["fingerprint"]["deep_gemm.dist"] == "sgl-deep-gemm"
-    assert len(marker["shapes"]) == 6 and all(s["entries"] for s in marker["shapes"])
+    assert all(s["entries"] for s in marker["shapes"])
     for name, desc in marker["entries"].items():
         assert (ws.root / "cache" / name / desc["binary"]).stat().st_size == desc["size"]
 
@@ -42,3 +43,16 @@ def test_real_warm_lands_kernels_that_replay_without_compiling(tmp_path):
                             text=True, timeout=600)
     assert replay.returncode == 0, replay.stderr[-3000:]
     assert json.loads(replay.stdout.strip().splitlines()[-1])["new_entries"] == 0
+    return marker
+
+
+def test_real_warm_lands_kernels_that_replay_without_compiling(tmp_path):
+    marker = warm_and_replay(tmp_path, "[[launch]]\ntp = 8\nm_list = [1, 8192]\n")
+    assert len(marker["shapes"]) == 6
+
+
+def test_grouped_contiguous_and_masked_kernels_warm_too(tmp_path):
+    launch = '[[launch]]\ntp = 8\nargs = ["--moe-a2a-backend", "deepep"]\nm_list = [128, 4096]\n'
+    marker = warm_and_replay(tmp_path, launch)
+    kinds = {s["kind"] for s in marker["shapes"] if s["groups"] == 32}
+    assert kinds == {"GROUPED_GEMM_NT_F8F8BF16_CONTIG", "GROUPED_GEMM_NT_F8F8BF16_MASKED"}
