@@ -76,43 +76,114 @@ def _own_children() -> set[int]:
         return set()
 
 
-_active_roots: set[int] = set()  # workers of concurrent runs in this process (doit -P thread)
+@dataclass
+class Job:
+    """One child to supervise: argv, environment, log file, limits."""
+
+    argv: list[str]
+    env: dict | None
+    log: Path
+    timeout: float
+    cwd: Path | None = None
+    fail_patterns: tuple[str, ...] = ()
 
 
 def run(argv: list[str], env: dict, log: Path, timeout: float, cwd: Path | None = None,
         fail_patterns: tuple[str, ...] = (), on_poll=None) -> Outcome:
     """Run argv with its output in `log`; end it on exit, timeout, a `fail_patterns` line
     in its output, or KeyboardInterrupt (which is re-raised after the tree is ended)."""
-    log.parent.mkdir(parents=True, exist_ok=True)
+    return run_all([Job(argv, env, log, timeout, cwd, fail_patterns)], on_poll)[0]
+
+
+def run_all(jobs: list[Job], on_poll=None) -> list[Outcome]:
+    """Run several children at once, each supervised as `run` describes, in one loop."""
     _become_subreaper()
     already_ours = _own_children()
-    started = time.monotonic()
-    with open(log, "wb") as out:
-        proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
-                                env=env, cwd=cwd, start_new_session=True)
-    _active_roots.add(proc.pid)
-    seen: dict[int, psutil.Process] = {}
-    timed_out, matched = False, None
-    scanner = _LogScanner(log, fail_patterns)
+    children = [_Child(job) for job in jobs]
     try:
-        while proc.poll() is None:
-            _track(proc.pid, seen, already_ours)
+        while any(c.outcome is None for c in children):
+            live = {c.proc.pid for c in children if c.outcome is None}
+            for child in children:
+                if child.outcome is None:
+                    child.poll(already_ours, live)
             if on_poll is not None:
                 on_poll()
-            matched = scanner.scan()
-            if matched:
-                break
-            if time.monotonic() - started > timeout:
-                timed_out = True
-                break
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                proc.wait(timeout=_POLL_S)  # returns the moment the child exits
+            running = [c for c in children if c.outcome is None]
+            if running:
+                with contextlib.suppress(subprocess.TimeoutExpired):
+                    running[0].proc.wait(timeout=_POLL_S)  # returns the moment it exits
     finally:
         # Runs on success, timeout, crash and KeyboardInterrupt alike.
-        end_tree(proc, seen, already_ours)
-        _active_roots.discard(proc.pid)
-    matched = matched or scanner.scan()
-    return Outcome(proc.returncode, timed_out, time.monotonic() - started, log, matched)
+        for child in children:
+            child.finish(already_ours)
+    return [c.outcome for c in children]
+
+
+class _Child:
+    def __init__(self, job: Job):
+        self.job = job
+        job.log.parent.mkdir(parents=True, exist_ok=True)
+        self.started = time.monotonic()
+        with open(job.log, "wb") as out:
+            self.proc = subprocess.Popen(job.argv, stdin=subprocess.DEVNULL, stdout=out,
+                                         stderr=subprocess.STDOUT, env=job.env, cwd=job.cwd,
+                                         start_new_session=True)
+        self.seen: dict[int, psutil.Process] = {}
+        self.scanner = _LogScanner(job.log, job.fail_patterns)
+        self.outcome: Outcome | None = None
+        self._ended = False
+
+    def poll(self, already_ours: set[int], live_roots: set[int]) -> None:
+        _track(self.proc.pid, self.seen, already_ours, live_roots)
+        matched = self.scanner.scan()
+        timed_out = time.monotonic() - self.started > self.job.timeout
+        if self.proc.poll() is not None or matched or timed_out:
+            self.finish(already_ours, matched, timed_out and not matched)
+
+    def finish(self, already_ours: set[int], matched: str | None = None, timed_out: bool = False) -> None:
+        if self._ended:
+            return
+        self._ended = True
+        end_tree(self.proc, self.seen, already_ours)
+        matched = matched or self.scanner.scan()
+        self.outcome = Outcome(self.proc.returncode, timed_out, time.monotonic() - self.started,
+                               self.job.log, matched)
+
+
+def _track(root_pid: int, seen: dict[int, psutil.Process], already_ours: set[int],
+           live_roots: set[int] = frozenset()) -> None:
+    """Add every descendant: our new children (the worker, and orphans re-parented to us)
+    plus the children of everything seen so far, so re-parented grandchildren stay found.
+    The other children supervised alongside are left to their own trackers."""
+    try:
+        fresh = [c for c in psutil.Process().children()
+                 if c.pid not in already_ours and (c.pid == root_pid or c.pid not in live_roots)]
+    except psutil.Error:
+        fresh = []
+    for proc in fresh + list(seen.values()):
+        seen.setdefault(proc.pid, proc)
+        try:
+            for child in proc.children(recursive=True):
+                seen.setdefault(child.pid, child)
+        except psutil.Error:
+            continue
+
+
+def end_tree(proc: subprocess.Popen, seen: dict[int, psutil.Process], already_ours: set[int]) -> None:
+    """SIGTERM everything we started, wait GRACE_S, then SIGKILL what is left."""
+    proc.poll()
+    _track(proc.pid, seen, already_ours, {proc.pid})
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        alive = [p for p in seen.values() if _running(p)]
+        _signal_group(proc.pid, sig)
+        for p in alive:
+            with contextlib.suppress(psutil.Error):
+                p.send_signal(sig)  # psutil checks the pid was not reused
+        _, alive = psutil.wait_procs(alive, timeout=GRACE_S if sig == signal.SIGTERM else 5)
+        if not alive and proc.poll() is not None:
+            break
+    with contextlib.suppress(subprocess.TimeoutExpired):
+        proc.wait(timeout=5)
 
 
 class _LogScanner:
@@ -138,40 +209,6 @@ class _LogScanner:
             if any(p in line for p in self.patterns):
                 return line.decode("utf-8", errors="replace").strip()[:300]
         return None
-
-
-def _track(root_pid: int, seen: dict[int, psutil.Process], already_ours: set[int]) -> None:
-    """Add every descendant: our new children (the worker, and orphans re-parented to us)
-    plus the children of everything seen so far, so re-parented grandchildren stay found."""
-    try:
-        fresh = [c for c in psutil.Process().children()
-                 if c.pid not in already_ours and (c.pid == root_pid or c.pid not in _active_roots)]
-    except psutil.Error:
-        fresh = []
-    for proc in fresh + list(seen.values()):
-        seen.setdefault(proc.pid, proc)
-        try:
-            for child in proc.children(recursive=True):
-                seen.setdefault(child.pid, child)
-        except psutil.Error:
-            continue
-
-
-def end_tree(proc: subprocess.Popen, seen: dict[int, psutil.Process], already_ours: set[int]) -> None:
-    """SIGTERM everything we started, wait GRACE_S, then SIGKILL what is left."""
-    proc.poll()
-    _track(proc.pid, seen, already_ours)
-    for sig in (signal.SIGTERM, signal.SIGKILL):
-        alive = [p for p in seen.values() if _running(p)]
-        _signal_group(proc.pid, sig)
-        for p in alive:
-            with contextlib.suppress(psutil.Error):
-                p.send_signal(sig)  # psutil checks the pid was not reused
-        _, alive = psutil.wait_procs(alive, timeout=GRACE_S if sig == signal.SIGTERM else 5)
-        if not alive and proc.poll() is not None:
-            break
-    with contextlib.suppress(subprocess.TimeoutExpired):
-        proc.wait(timeout=5)
 
 
 def _running(p: psutil.Process) -> bool:

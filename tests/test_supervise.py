@@ -98,3 +98,13 @@ def test_on_poll_is_called_while_the_child_runs(tmp_path):
     supervise.run([sys.executable, "-c", "import time; time.sleep(0.5)"], env=None, log=tmp_path / "log",
                   timeout=30, on_poll=lambda: calls.append(1))
     assert len(calls) >= 2
+
+
+def test_run_all_supervises_children_independently(tmp_path):
+    jobs = [supervise.Job([sys.executable, "-c", "print('quick')"], None, tmp_path / "a.log", 30),
+            supervise.Job([sys.executable, "-c", "import time; time.sleep(60)"], None, tmp_path / "b.log", 1.0)]
+    started = time.monotonic()
+    quick, slow = supervise.run_all(jobs)
+    assert quick.returncode == 0 and quick.tail() == ["quick"]
+    assert slow.timed_out and not quick.timed_out
+    assert time.monotonic() - started < 10
