@@ -100,12 +100,12 @@ def run_all(jobs: list[Job], on_poll=None) -> list[Outcome]:
     _become_subreaper()
     already_ours = _own_children()
     children = [_Child(job) for job in jobs]
+    roots = {c.proc.pid for c in children}
     try:
         while any(c.outcome is None for c in children):
-            live = {c.proc.pid for c in children if c.outcome is None}
             for child in children:
                 if child.outcome is None:
-                    child.poll(already_ours, live)
+                    child.poll(already_ours, roots, single=len(children) == 1)
             if on_poll is not None:
                 on_poll()
             running = [c for c in children if c.outcome is None]
@@ -115,7 +115,12 @@ def run_all(jobs: list[Job], on_poll=None) -> list[Outcome]:
     finally:
         # Runs on success, timeout, crash and KeyboardInterrupt alike.
         for child in children:
-            child.finish(already_ours)
+            child.finish(already_ours, roots, single=len(children) == 1)
+        # Orphans re-parented to us that no child could claim (e.g. a grandchild that
+        # started its own session after its parent died unseen) still came from this run.
+        stray: dict[int, psutil.Process] = {}
+        _adopt(stray, already_ours, roots, pgid=None, take_all=True)
+        _end(stray)
     return [c.outcome for c in children]
 
 
@@ -129,61 +134,76 @@ class _Child:
                                          stderr=subprocess.STDOUT, env=job.env, cwd=job.cwd,
                                          start_new_session=True)
         self.seen: dict[int, psutil.Process] = {}
+        with contextlib.suppress(psutil.NoSuchProcess):  # it may already be gone
+            self.seen[self.proc.pid] = psutil.Process(self.proc.pid)
         self.scanner = _LogScanner(job.log, job.fail_patterns)
         self.outcome: Outcome | None = None
         self._ended = False
 
-    def poll(self, already_ours: set[int], live_roots: set[int]) -> None:
-        _track(self.proc.pid, self.seen, already_ours, live_roots)
+    def track(self, already_ours: set[int], roots: set[int], single: bool) -> None:
+        # This child's session id is its pid (start_new_session), and so is its group.
+        _adopt(self.seen, already_ours, roots - {self.proc.pid}, pgid=self.proc.pid, take_all=single)
+        for proc in list(self.seen.values()):
+            try:
+                for child in proc.children(recursive=True):
+                    self.seen.setdefault(child.pid, child)
+            except psutil.Error:
+                continue
+
+    def poll(self, already_ours: set[int], roots: set[int], single: bool) -> None:
+        self.track(already_ours, roots, single)
         matched = self.scanner.scan()
         timed_out = time.monotonic() - self.started > self.job.timeout
         if self.proc.poll() is not None or matched or timed_out:
-            self.finish(already_ours, matched, timed_out and not matched)
+            self.finish(already_ours, roots, single, matched, timed_out and not matched)
 
-    def finish(self, already_ours: set[int], matched: str | None = None, timed_out: bool = False) -> None:
+    def finish(self, already_ours: set[int], roots: set[int], single: bool,
+               matched: str | None = None, timed_out: bool = False) -> None:
         if self._ended:
             return
         self._ended = True
-        end_tree(self.proc, self.seen, already_ours)
+        self.proc.poll()
+        self.track(already_ours, roots, single)
+        _signal_group(self.proc.pid, signal.SIGTERM)
+        _end(self.seen, group=self.proc.pid)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            self.proc.wait(timeout=5)
         matched = matched or self.scanner.scan()
         self.outcome = Outcome(self.proc.returncode, timed_out, time.monotonic() - self.started,
                                self.job.log, matched)
 
 
-def _track(root_pid: int, seen: dict[int, psutil.Process], already_ours: set[int],
-           live_roots: set[int] = frozenset()) -> None:
-    """Add every descendant: our new children (the worker, and orphans re-parented to us)
-    plus the children of everything seen so far, so re-parented grandchildren stay found.
-    The other children supervised alongside are left to their own trackers."""
+def _adopt(seen: dict[int, psutil.Process], already_ours: set[int], others: set[int],
+           pgid: int | None, take_all: bool) -> None:
+    """Claim our new direct children: the worker itself and orphans re-parented to us
+    (we are a subreaper). An orphan is claimed by its process group, or by anyone when
+    only one child is supervised; other supervised workers are never claimed."""
     try:
-        fresh = [c for c in psutil.Process().children()
-                 if c.pid not in already_ours and (c.pid == root_pid or c.pid not in live_roots)]
+        candidates = [c for c in psutil.Process().children()
+                      if c.pid not in already_ours and c.pid not in others]
     except psutil.Error:
-        fresh = []
-    for proc in fresh + list(seen.values()):
-        seen.setdefault(proc.pid, proc)
+        return
+    for proc in candidates:
         try:
-            for child in proc.children(recursive=True):
-                seen.setdefault(child.pid, child)
-        except psutil.Error:
+            mine = take_all or os.getpgid(proc.pid) == pgid
+        except OSError:
             continue
+        if mine:
+            seen.setdefault(proc.pid, proc)
 
 
-def end_tree(proc: subprocess.Popen, seen: dict[int, psutil.Process], already_ours: set[int]) -> None:
-    """SIGTERM everything we started, wait GRACE_S, then SIGKILL what is left."""
-    proc.poll()
-    _track(proc.pid, seen, already_ours, {proc.pid})
+def _end(seen: dict[int, psutil.Process], group: int | None = None) -> None:
+    """SIGTERM everything in `seen`, wait GRACE_S, then SIGKILL what is left."""
     for sig in (signal.SIGTERM, signal.SIGKILL):
         alive = [p for p in seen.values() if _running(p)]
-        _signal_group(proc.pid, sig)
+        if group is not None:
+            _signal_group(group, sig)
         for p in alive:
             with contextlib.suppress(psutil.Error):
                 p.send_signal(sig)  # psutil checks the pid was not reused
         _, alive = psutil.wait_procs(alive, timeout=GRACE_S if sig == signal.SIGTERM else 5)
-        if not alive and proc.poll() is not None:
+        if not alive:
             break
-    with contextlib.suppress(subprocess.TimeoutExpired):
-        proc.wait(timeout=5)
 
 
 class _LogScanner:
