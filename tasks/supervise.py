@@ -204,6 +204,8 @@ def _end(seen: dict[int, psutil.Process], group: int | None = None) -> None:
         _, alive = psutil.wait_procs(alive, timeout=GRACE_S if sig == signal.SIGTERM else 5)
         if not alive:
             break
+    # Reap the ones that were re-parented to us (subreaper) and died as zombies.
+    psutil.wait_procs(list(seen.values()), timeout=0)
 
 
 class _LogScanner:
