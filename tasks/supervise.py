@@ -204,8 +204,29 @@ def _end(seen: dict[int, psutil.Process], group: int | None = None) -> None:
         _, alive = psutil.wait_procs(alive, timeout=GRACE_S if sig == signal.SIGTERM else 5)
         if not alive:
             break
-    # Reap the ones that were re-parented to us (subreaper) and died as zombies.
-    psutil.wait_procs(list(seen.values()), timeout=0)
+    _reap(seen)
+
+
+def _reap(seen: dict[int, psutil.Process], patience: float = 2.0) -> None:
+    """Collect dead descendants re-parented to us (we are a subreaper), so no zombie
+    lingers; a zombie may take a moment to be handed over once its parent is gone."""
+    deadline = time.monotonic() + patience
+    pending = set(seen)
+    while pending and time.monotonic() < deadline:
+        for pid in list(pending):
+            try:
+                done, _ = os.waitpid(pid, os.WNOHANG)
+            except ChildProcessError:  # not (or not yet) our child
+                try:
+                    if psutil.Process(pid).status() != psutil.STATUS_ZOMBIE:
+                        pending.discard(pid)  # alive elsewhere: not ours to reap
+                except psutil.NoSuchProcess:
+                    pending.discard(pid)
+                continue
+            if done:
+                pending.discard(pid)
+        if pending:
+            time.sleep(0.02)
 
 
 class _LogScanner:

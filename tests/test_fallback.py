@@ -126,6 +126,7 @@ def test_grandchild_in_new_session_ignoring_sigterm_is_ended_and_bystander_survi
         assert bystander.poll() is None
     finally:
         bystander.kill()
+        bystander.wait()
 
 
 def test_large_output_is_streamed_and_tailed(fws):
