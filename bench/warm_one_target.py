@@ -80,7 +80,7 @@ def main() -> int:
 
     again, again_s = doit(env, "warm")
     result["second_warm"] = {"rc": again.returncode, "wall_s": again_s,
-                             "shapes_warmed": again.stdout.count("warming "),
+                             "shapes_warmed": again.stdout.count("warmed "),
                              "all_up_to_date": set(status(env).values()) == {"U"}}
 
     markers = {m["target"]: m for m in map(_load, (root / "jitwarm" / "markers").glob("*.json"))}
@@ -95,7 +95,7 @@ def main() -> int:
         "deleted": victim, "stale_targets": stale, "expected_stale": [f"warm:{t2.name}"],
         "info_names_entry": f"entry {victim} missing" in info.stdout,
         "rewarm_rc": rewarm.returncode, "rewarm_wall_s": rewarm_s,
-        "shapes_rewarmed": re.findall(r"^warming (\S+):", rewarm.stdout, re.M),
+        "shapes_rewarmed": re.findall(r"^warmed (\S+):", rewarm.stdout, re.M),
         "entries_rebuilt": sorted(cache_entries(root) - before),
         "all_up_to_date_after": set(status(env).values()) == {"U"},
     }

@@ -12,7 +12,7 @@ import os
 import signal
 from pathlib import Path
 
-from . import cacheroot, fallback, fingerprint, locks, records, registry, settings, targets, warm
+from . import batch, cacheroot, fallback, fingerprint, locks, records, registry, settings, targets, warm
 
 DOIT_CONFIG = {
     "default_tasks": ["warm"],
@@ -88,7 +88,7 @@ class AnyStale(_Check):
 @functools.lru_cache(maxsize=1)
 def load() -> tuple[warm.Context, list[targets.Target]]:
     conf = settings.load()
-    ctx = warm.Context(cacheroot.resolve(), conf.shape_timeout_s)
+    ctx = warm.Context(cacheroot.resolve(), conf)
     return ctx, targets.expand(registry.load(conf.models_dir))
 
 
@@ -122,7 +122,7 @@ def shape_tasks():
             "name": work.name,
             "doc": f"{work.shape.kind.value} N={work.shape.n} K={work.shape.k} "
                    f"groups={work.shape.groups}, {len(work.m_values)} M values",
-            "actions": [(warm.warm_shape, [work, ctx, dependents[work.key]])],
+            "actions": [(batch.enqueue, [work, ctx, dependents[work.key]])],
             "uptodate": [ShapeCheck(ctx.root.path, work.key)],
             "verbosity": 2,
         }

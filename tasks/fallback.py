@@ -12,7 +12,6 @@ import os
 import shlex
 import sys
 import uuid
-from datetime import datetime, timezone
 from pathlib import Path
 
 from doit.exceptions import TaskFailed
@@ -84,7 +83,7 @@ def run(target: targets.Target, ctx: warm.Context):
     shapes = locks.parse_log(_lines(log))
     capture = locks.Capture(
         launch=target.launch_index, launch_hash=target.launch_hash, tp=target.tp, args=target.args,
-        captured_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        captured_at=warm.now(),
         shapes=tuple(shapes), **fingerprint.package_versions())
     lock = locks.write(target.source, capture)
     # Record the plan the lock now implies, so the target reads as locked and up to date.

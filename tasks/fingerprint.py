@@ -55,7 +55,7 @@ def current() -> dict:
 
 def compute(environ=None) -> dict:
     env = os.environ if environ is None else environ
-    nvcc = _start([_nvcc_path(env), "--version"], env)
+    nvcc = _start([nvcc_path(env), "--version"], env)
     smi = _start(_smi_argv(env), env)
     fp: dict[str, str | None] = {
         "python": platform.python_version(),
@@ -141,7 +141,7 @@ def _deep_gemm(module: str) -> dict:
     }
 
 
-def _nvcc_path(env) -> str:
+def nvcc_path(env) -> str:
     """Where deep_gemm finds nvcc: DG_JIT_NVCC_COMPILER, else $CUDA_HOME/bin/nvcc."""
     if env.get("DG_JIT_NVCC_COMPILER"):
         return env["DG_JIT_NVCC_COMPILER"]

@@ -58,6 +58,15 @@ def read_json(path: Path) -> tuple[dict | None, str | None]:
     return data, None
 
 
+def read_json_any(path: Path) -> dict | None:
+    """A JSON object from a file we wrote ourselves without a schema field, or None."""
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
 def entry_reasons(root: Path, recorded: dict[str, dict]) -> list[str]:
     problems = [p for name in sorted(recorded) if (p := entries.problem(root, name, recorded[name]))]
     if len(problems) > _MAX_ENTRY_REASONS:

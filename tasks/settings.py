@@ -14,6 +14,7 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 class Settings:
     models_dir: Path
     shape_timeout_s: float
+    jobs: int = 0  # compile workers at most; 0 = every usable core
 
 
 def load(environ=None) -> Settings:
@@ -33,4 +34,11 @@ def load(environ=None) -> Settings:
         timeout = 0.0
     if timeout <= 0:
         raise SystemExit(f"jitwarm: shape timeout: expected a positive number of seconds, got {raw!r}")
-    return Settings(models, timeout)
+    raw_jobs = env.get("JITWARM_JOBS") or table.get("jobs", 0)
+    try:
+        jobs = int(raw_jobs)
+    except (TypeError, ValueError):
+        jobs = -1
+    if jobs < 0:
+        raise SystemExit(f"jitwarm: jobs: expected a number of workers (0 = all cores), got {raw_jobs!r}")
+    return Settings(models, timeout, jobs)

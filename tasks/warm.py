@@ -1,8 +1,8 @@
-"""The side effects of `doit warm`: run a shape's worker, then write a target's marker.
+"""Target side of `doit warm`: preflight, and a target's marker from its shapes' records.
 
-Shape actions never raise into doit: they record success or failure in the shape record,
-and the targets that need the shape fail with its reason. That keeps one bad shape from
-turning into doit errors, and puts the reason on every target it affects.
+Shapes are warmed in batches (tasks/batch.py) and never raise into doit: they record
+success or failure, and the targets that need a shape fail with its reason. That keeps
+one bad shape from turning into doit errors, and puts the reason on every target it affects.
 """
 
 from __future__ import annotations
@@ -10,26 +10,29 @@ from __future__ import annotations
 import importlib.util
 import os
 import sys
-import uuid
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
 from doit.exceptions import TaskFailed
 
-from . import cacheview, fingerprint, mlists, records, supervise, worker
+from . import fingerprint, records
 from .cacheroot import CacheRoot
-from .settings import REPO_ROOT
-from .targets import ShapeWork, Target
+from .settings import Settings
+from .targets import Target
 
 
 @dataclass(frozen=True)
 class Context:
     root: CacheRoot
-    shape_timeout_s: float
+    settings: Settings
+
+    @property
+    def shape_timeout_s(self) -> float:
+        return self.settings.shape_timeout_s
 
 
-def _now() -> str:
+def now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
 
@@ -51,69 +54,17 @@ def preflight(fp: dict) -> str | None:
     return None
 
 
-def warm_shape(work: ShapeWork, ctx: Context, dependents: list[Target] = ()) -> None:
-    root = ctx.root.path
-    fp = fingerprint.current()
-    base = {"schema": records.SCHEMA, "key": work.key, "shape": work.describe(), "fingerprint": fp,
-            "finished_at": None}
-    problem = preflight(fp)
-    if problem:
-        records.write_json(records.shape_path(root, work.key), {**base, "ok": False, "error": problem})
-        return
-    log = records.log_path(root, work.name)
-    staging = records.state_dir(root) / "staging" / f"{work.key}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
-    staging.mkdir(parents=True)
-    plan_file, result_file = staging / "plan.json", staging / "result.json"
-    plan = {"root": str(root), "staging": str(staging), "module": fp["deep_gemm.module"],
-            "shape": {"kind": work.shape.kind.value, "n": work.shape.n, "k": work.shape.k,
-                      "groups": work.shape.groups},
-            "m_values": list(work.m_values), "contig_alignment": mlists.CONTIG_ALIGNMENT}
-    records.write_json(plan_file, {"schema": records.SCHEMA, **plan})
-    print(f"warming {work.name}: {len(work.m_values)} M values, log {log}", flush=True)
-    try:
-        outcome = supervise.run([sys.executable, "-m", "tasks.worker", str(plan_file), str(result_file)],
-                                _worker_env(), log, ctx.shape_timeout_s, cwd=REPO_ROOT)
-        record = _record(base, outcome, result_file, log)
-    finally:
-        cacheview.salvage(staging, root)
-    records.write_json(records.shape_path(root, work.key), record)
-    if record["ok"]:
-        print(f"warmed {work.name}: {len(record['entries'])} entries ({len(record['new'])} new) "
-              f"in {record['seconds']:.1f}s", flush=True)
-        for target in dependents:
-            if not records.target_reasons(root, target.name, target.launch_hash, target.plan_hash, fp):
-                continue  # already committed
-            commit_target(target, ctx)
-
-
-def _record(base: dict, outcome: supervise.Outcome, result_file: Path, log: Path) -> dict:
-    base = {**base, "finished_at": _now(), "log": str(log), "seconds": round(outcome.seconds, 3)}
-    tail = outcome.tail()
-    if outcome.returncode == 0 and result_file.is_file():
-        result, _ = records.read_json(result_file)
-        if result is not None:
-            return {**base, **result, "ok": True}
-    if outcome.returncode == worker.EXIT_ENV and not outcome.timed_out:
-        line = next((ln for ln in reversed(tail) if ln.startswith("jitwarm worker: ")), tail[-1] if tail else "")
-        return {**base, "ok": False, "error": line.removeprefix("jitwarm worker: "), "log_tail": []}
-    return {**base, "ok": False, "error": f"worker {outcome.describe()} (log {log})", "log_tail": tail}
-
-
-def _worker_env() -> dict:
-    env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO_ROOT), env.get("PYTHONPATH")]))
-    env["PYTHONUNBUFFERED"] = "1"
-    # sglang sets this from SGL_DG_USE_NVRTC before deep_gemm loads (compile_utils.py).
-    env["DG_JIT_USE_NVRTC"] = env.get("SGL_DG_USE_NVRTC", "0")
-    return env
-
-
 def finish_target(target: Target, ctx: Context):
     """doit action: commit the marker, or fail with each unwarmed shape's reason."""
     if target.error:
         return TaskFailed(target.error)
     if target.works and (problem := preflight(fingerprint.current())):
         return TaskFailed(problem)  # one line, not one per shape
+    from . import batch  # the queued shapes of this run: warm them all at once
+    batch.flush(ctx)
+    fp = fingerprint.current()
+    if not records.target_reasons(ctx.root.path, target.name, target.launch_hash, target.plan_hash, fp):
+        return None  # the batch committed it
     failures = commit_target(target, ctx)
     return TaskFailed("\n".join(failures)) if failures else None
 
@@ -154,7 +105,7 @@ def write_marker(target: Target, root: Path, fp: dict, used: dict, plan_hash: st
         "m_list": target.m_policy.describe() if target.m_policy else None,
         "fingerprint": fp, "cache_root": str(root), "entries": used,
         "verified": "each entry's source and non-empty binary exist; binary sizes recorded",
-        "warmed_at": _now(), **extra,
+        "warmed_at": now(), **extra,
     }
     records.write_json(records.marker_path(root, target.name), marker)
     for old in records.superseded(root, target.name, target.model, target.launch_index):

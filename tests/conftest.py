@@ -41,6 +41,7 @@ class Workspace:
             "FAKE_DG_COMPILE_LOG": str(self.compile_log),
             "JITWARM_DOIT_DB": str(tmp / "doit.db"),
             "JITWARM_KILL_GRACE_S": "1",
+            "DG_JIT_NVCC_COMPILER": str(FAKES / "fake_nvcc"),
         })
 
     def doit(self, *args: str, cwd: Path | None = None, timeout: float = 120, **env) -> subprocess.CompletedProcess:

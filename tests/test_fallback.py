@@ -89,7 +89,7 @@ def test_second_cold_warm_uses_the_lock_and_never_the_server(fws):
     assert out.returncode == 0, out.stdout + out.stderr
     assert server_runs(fws) == 1, "the server ran again"
     assert len(fws.compiles()) > compiled_before, "the direct worker compiled nothing"
-    assert "warming " in out.stdout
+    assert "warmed " in out.stdout
     assert set(marker(fws)["entries"]) == server_entries
     assert set(fws.status().values()) == {"U"}
 

@@ -6,6 +6,8 @@ published by directory rename when missing, and its binary is opened when loaded
 shape also needs one shared transpose kernel, like the real sm90 FP8 path.
 
 Knobs (environment):
+  DG_JIT_NVCC_COMPILER  compile through this "nvcc" (tests/fakes/fake_nvcc or jitwarm's
+                        shim), exactly as deep_gemm 0.1.x invokes nvcc
   FAKE_DG_COMPILE_LOG   append one line per compile (entry name) to this file
   FAKE_DG_COMPILE_S     seconds one compile takes (default 0.05)
   FAKE_DG_CRASH_ON      "NxK": print a CUDA error and abort on that shape
@@ -47,18 +49,27 @@ def _ensure(name: str, code: str) -> None:
     if not ((entry / "kernel.cu").is_file() and (entry / "kernel.cubin").is_file()):
         tmp = root / "tmp" / uuid.uuid4().hex
         tmp.mkdir(parents=True)
-        (tmp / "kernel.cu").write_text(code)
-        time.sleep(float(os.environ.get("FAKE_DG_COMPILE_S", "0.05")))
-        (tmp / "kernel.cubin").write_bytes(b"\x7fCUBIN" + code.encode())
+        (tmp / "kernel.cu").write_text(f"// entry: {name}\n{code}\n")
+        nvcc = os.environ.get("DG_JIT_NVCC_COMPILER")
+        if nvcc:
+            # Like deep_gemm 0.1.x: `<nvcc> <tmp>/kernel.cu -cubin -o <tmp>/kernel.cubin <flags>`.
+            done = subprocess.run([nvcc, str(tmp / "kernel.cu"), "-cubin", "-o", str(tmp / "kernel.cubin"),
+                                   "-O3", "--gpu-architecture=sm_90a"], capture_output=True, text=True)
+            if done.returncode != 0:
+                print(f"NVCC compilation failed: {done.stdout}{done.stderr}", flush=True)
+                raise RuntimeError("Assertion error: NVCC compilation failed")
+        else:
+            time.sleep(float(os.environ.get("FAKE_DG_COMPILE_S", "0.05")))
+            (tmp / "kernel.cubin").write_bytes(b"\x7fCUBIN" + code.encode())
+            log = os.environ.get("FAKE_DG_COMPILE_LOG")
+            if log:
+                with open(log, "a") as fh:
+                    fh.write(f"{name}\n")
         entry.parent.mkdir(parents=True, exist_ok=True)
         try:
             os.rename(tmp, entry)
         except OSError:
             pass  # someone else published it first
-        log = os.environ.get("FAKE_DG_COMPILE_LOG")
-        if log:
-            with open(log, "a") as fh:
-                fh.write(f"{name}\n")
     with open(entry / "kernel.cubin", "rb") as fh:  # "loading" reads the binary
         fh.read()
     _loaded.add(name)

@@ -1,0 +1,85 @@
+"""Child of the compile pool: run a slice of (shape, M) calls so their kernels get built.
+
+Usage: python -m tasks.compile_worker PLAN.json RESULT.json
+
+deep_gemm compiles through jitwarm's nvcc shim. When another worker is compiling the
+kernel a call needs, the shim answers "busy" at once: the call is deferred and the
+worker moves on to kernels nobody has started. Deferred calls are retried at the end,
+this time waiting for the other worker's result instead of compiling it again.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import os
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+
+from .worker import EXIT_ENV, EnvironmentProblem
+
+
+def main(argv: list[str]) -> int:
+    plan = json.loads(Path(argv[1]).read_text())
+    try:
+        result = run(plan)
+    except EnvironmentProblem as exc:
+        print(f"jitwarm worker: {exc}", file=sys.stderr, flush=True)
+        return EXIT_ENV
+    tmp = Path(argv[2]).with_suffix(".tmp")
+    tmp.write_text(json.dumps(result))
+    os.replace(tmp, argv[2])
+    return 0
+
+
+def run(plan: dict) -> dict:
+    started = time.monotonic()
+    try:
+        dg = importlib.import_module(plan["module"])
+    except ImportError as exc:
+        raise EnvironmentProblem(f"cannot import {plan['module']}: {exc}") from None
+    factory = getattr(dg, "jitwarm_executor", None)
+    if factory is None:
+        from . import executors
+        factory = executors.create
+    shapes, busy = plan["shapes"], Path(plan["busy_flag"])
+    rows = Counter()
+    for s, m in plan["pairs"]:
+        rows[s] = max(rows[s], m)
+
+    executors_by_shape: dict[int, object] = {}
+
+    def executor(s: int):
+        if s not in executors_by_shape:
+            executors_by_shape.clear()  # one shape's buffers at a time bounds GPU memory
+            shape = shapes[s]
+            print(f"shape {s}: {shape['kind']} N={shape['n']} K={shape['k']} groups={shape['groups']}", flush=True)
+            executors_by_shape[s] = factory(dg, shape["kind"], shape["n"], shape["k"], shape["groups"], rows[s])
+        return executors_by_shape[s]
+
+    done, deferred = Counter(), []
+    os.environ["JITWARM_NVCC_WAIT"] = "0"
+    for s, m in plan["pairs"]:
+        try:
+            executor(s).execute(m)
+            done[s] += 1
+        except Exception:
+            if not busy.exists():
+                raise  # a real failure: the pool reports this worker's log
+            busy.unlink()
+            deferred.append((s, m))
+    skipped = len(deferred)
+    os.environ["JITWARM_NVCC_WAIT"] = "1"
+    for s, m in sorted(deferred):
+        executor(s).execute(m)
+        done[s] += 1
+    for ex in executors_by_shape.values():
+        ex.sync()
+    return {"done": {str(s): n for s, n in done.items()}, "deferred": skipped,
+            "seconds": round(time.monotonic() - started, 3)}
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv))

@@ -1,0 +1,43 @@
+#!/bin/sh
+# nvcc shim for deep_gemm (DG_JIT_NVCC_COMPILER): compile each kernel once across
+# processes. A kernel is keyed by its source and flags (the output path aside), as
+# deep_gemm keys its cache. Results go to a store; a lock per key makes one process
+# compile while others either wait (JITWARM_NVCC_WAIT=1) or are told "busy" at once
+# (exit 75, and JITWARM_BUSY_FLAG is touched) so they can work on other kernels.
+#
+# Environment: JITWARM_REAL_NVCC (required), JITWARM_KSTORE (store directory).
+real="${JITWARM_REAL_NVCC:?JITWARM_REAL_NVCC is not set}"
+store="${JITWARM_KSTORE:-}"
+src="$1"
+case "$src" in *.cu) ;; *) exec "$real" "$@" ;; esac
+out=""
+prev=""
+for a in "$@"; do
+    [ "$prev" = "-o" ] && out="$a"
+    prev="$a"
+done
+if [ -z "$out" ] || [ -z "$store" ]; then exec "$real" "$@"; fi
+
+key=$( { cat "$src"; for a in "$@"; do
+            [ "$a" = "$src" ] || [ "$a" = "$out" ] || printf '%s\n' "$a"
+        done; } | sha256sum | cut -c1-32 )
+mkdir -p "$store"
+if [ -s "$store/$key.cubin" ]; then cp "$store/$key.cubin" "$out" && exit 0; fi
+
+exec 9>"$store/$key.lock"
+if ! flock -n 9; then
+    if [ "${JITWARM_NVCC_WAIT:-1}" != 1 ]; then
+        [ -n "${JITWARM_BUSY_FLAG:-}" ] && : > "$JITWARM_BUSY_FLAG"
+        echo "jitwarm: kernel $key is being compiled by another worker" >&2
+        exit 75
+    fi
+    flock 9
+fi
+if [ -s "$store/$key.cubin" ]; then cp "$store/$key.cubin" "$out"; exit $?; fi
+"$real" "$@"
+rc=$?
+if [ "$rc" -eq 0 ] && [ -s "$out" ]; then
+    cp "$out" "$store/.$key.$$" && mv -f "$store/.$key.$$" "$store/$key.cubin"
+    echo "$key" >> "$store/compiled.log"
+fi
+exit "$rc"
