@@ -15,7 +15,6 @@ finish that shape (then the replay completes it).
 from __future__ import annotations
 
 import os
-import shutil
 import sys
 import uuid
 
@@ -82,11 +81,8 @@ def _warm(ctx: warm.Context, fp: dict, items: list[tuple[ShapeWork, list[Target]
         return
     root = ctx.root.path
     works = [w for w, _ in items]
-    store = pool.new_store(root)
-    try:
-        _compile_and_replay(ctx, fp, items, works, store)
-    finally:
-        shutil.rmtree(store, ignore_errors=True)
+    store = pool.store_for(root, fp, max_age_s=2 * ctx.shape_timeout_s)
+    _compile_and_replay(ctx, fp, items, works, store)
     for _, dependents in items:
         _commit(ctx, fp, dependents)
 

@@ -9,6 +9,8 @@ and tells a worker at once when another is already building what it needs.
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
 import json
 import os
 import shutil
@@ -97,12 +99,7 @@ def deal(works: list[ShapeWork], m_values: dict[str, tuple[int, ...]], slots: in
 
 
 def shim_env(store: Path, env: dict | None = None) -> dict:
-    """Environment that routes deep_gemm's nvcc calls through the shim.
-
-    The store only bridges builds running at the same time (a cubin lands there the
-    moment nvcc finishes, before deep_gemm publishes its entry); it lives for one batch,
-    so the cache never holds a second copy of a kernel.
-    """
+    """Environment that routes deep_gemm's nvcc calls through the shim."""
     env = dict(os.environ if env is None else env)
     env["JITWARM_REAL_NVCC"] = fingerprint.nvcc_path(env)
     env["JITWARM_KSTORE"] = str(store)
@@ -111,8 +108,19 @@ def shim_env(store: Path, env: dict | None = None) -> dict:
     return env
 
 
-def new_store(root: Path) -> Path:
-    return records.state_dir(root) / "kstore" / f"{os.getpid()}-{int(time.time() * 1000)}"
+def store_for(root: Path, fp: dict, max_age_s: float) -> Path:
+    """The shim's store for this toolchain, shared by concurrent `doit warm` processes so
+    that none compiles a kernel another is building. It holds copies (a later damaged
+    cache entry cannot spoil them) and only needs to outlive concurrent runs: anything
+    older than `max_age_s` is dropped."""
+    digest = hashlib.sha256(json.dumps(fp, sort_keys=True).encode()).hexdigest()[:16]
+    store = records.state_dir(root) / "kstore" / digest
+    cutoff = time.time() - max_age_s
+    for path in store.glob("*.cubin") if store.is_dir() else ():
+        with contextlib.suppress(OSError):
+            if path.stat().st_mtime < cutoff:
+                path.unlink()
+    return store
 
 
 def compile_all(works: list[ShapeWork], root: Path, fp: dict, settings: Settings, base_env: dict,
@@ -128,6 +136,7 @@ def compile_all(works: list[ShapeWork], root: Path, fp: dict, settings: Settings
     if not slices:
         return report
     env = shim_env(store, base_env)
+    compiled_before = _compiled_count(store)
     work_dir = records.state_dir(root) / "staging" / f"pool-{os.getpid()}-{int(time.time() * 1000)}"
     work_dir.mkdir(parents=True)
     shapes = [{"kind": w.shape.kind.value, "n": w.shape.n, "k": w.shape.k, "groups": w.shape.groups}
@@ -160,7 +169,7 @@ def compile_all(works: list[ShapeWork], root: Path, fp: dict, settings: Settings
             report.failures.setdefault(key, {"error": f"compile worker {outcome.describe()} (log {outcome.log})",
                                              "log_tail": outcome.tail()})
     report.complete = {w.key for s, w in enumerate(runnable) if s not in broken}
-    report.compiled = _compiled_count(store)
+    report.compiled = _compiled_count(store) - compiled_before  # other runs' builds may count too
     report.seconds = round(time.monotonic() - started, 3)
     print(f"compiled {report.compiled} kernels in {report.seconds:.1f}s ({report.deferred} calls deferred "
           f"while another worker built their kernel)", flush=True)

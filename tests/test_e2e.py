@@ -107,7 +107,9 @@ def test_deleted_entry_makes_only_its_targets_stale_and_info_names_it(ws):
 
     before = len(ws.compiles())
     assert ws.doit("warm").returncode == 0
-    assert ws.compiles()[before:] == [only_dp[0]], "re-warm must rebuild exactly the missing entry"
+    # Rebuilt, or restored from the shim's store of recent builds: nothing else is compiled.
+    assert set(ws.compiles()[before:]) <= {only_dp[0]}, "re-warm compiled more than the missing entry"
+    assert (ws.root / "cache" / only_dp[0] / "kernel.cubin").is_file()
     assert set(ws.status().values()) == {"U"}
 
 

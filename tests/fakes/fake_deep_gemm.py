@@ -14,6 +14,7 @@ Knobs (environment):
   FAKE_DG_HANG_ON       "NxK": start a child, then hang on that shape
   FAKE_DG_SALT          extra text in every kernel hash (stands in for a toolchain change)
   FAKE_DG_TOKEN         extra argv of the hanging child, so a test can find it
+  FAKE_DG_REPLAY_EXTRA  replays (not compile workers) need one extra kernel per shape
 """
 
 import hashlib
@@ -90,6 +91,9 @@ class _Executor:
             print("hanging", flush=True)
             time.sleep(3600)
         _ensure(_entry_name("transpose_fp32"), "transpose")
+        if os.environ.get("FAKE_DG_REPLAY_EXTRA") and "JITWARM_BUSY_FLAG" not in os.environ:
+            # Only replays lack the compile pool's busy flag: a kernel the pool never built.
+            _ensure(_entry_name("replay_only", self.n, self.k), "replay-only")
         family = {"GEMM_NT_F8F8BF16": "sm90_fp8_gemm_1d2d"}.get(self.kind, "sm90_m_grouped_fp8_gemm")
         cfg = _config(m)
         _ensure(_entry_name(family, self.kind, self.n, self.k, self.groups, cfg),
