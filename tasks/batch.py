@@ -15,12 +15,11 @@ finish that shape (then the replay completes it).
 from __future__ import annotations
 
 import os
-import sys
-import uuid
+import time
 
 import filelock
 
-from . import cacheview, fingerprint, mlists, pool, records, supervise, warm, worker
+from . import fingerprint, pool, records, warm, worker
 from .settings import REPO_ROOT
 from .targets import ShapeWork, Target
 
@@ -89,67 +88,50 @@ def _warm(ctx: warm.Context, fp: dict, items: list[tuple[ShapeWork, list[Target]
 
 def _compile_and_replay(ctx, fp, items, works, store) -> None:
     root = ctx.root.path
-    report = pool.compile_all(works, root, fp, ctx.settings, _worker_env(), store)
-    runnable = [w for w in works if report.m_values[w.key] and w.key not in report.failures]
+    dependents = {w.key: d for w, d in items}
+    recorded: set[str] = set()
+
+    def on_replay(work: ShapeWork, replay: pool.Replay) -> None:
+        # Record each shape as its replay ends, and commit targets as soon as they hold.
+        record = _replay_record(work, replay, report)
+        _write(root, work, fp, record)
+        recorded.add(work.key)
+        if record["ok"]:
+            print(f"warmed {work.name}: {len(record['entries'])} entries, replay compiled "
+                  f"{len(record['new'])}", flush=True)
+            _commit(ctx, fp, dependents[work.key])
+
+    report = pool.Report()  # filled in by pool.run before the first replay is delivered
+    report = pool.run(works, root, fp, ctx.settings, _worker_env(), store, on_replay, report)
     for work in works:
-        if work not in runnable:
+        if work.key not in recorded:
             _write(root, work, fp, {"ok": False, **report.failures.get(work.key, {"error": "not warmed"})})
-    # Replays in waves that fit GPU memory; each in its own process and private view.
-    for start in range(0, len(runnable), report.replay_slots):
-        wave = runnable[start:start + report.replay_slots]
-        jobs = [_replay_job(root, w, report.m_values[w.key], ctx, fp["deep_gemm.module"], store) for w in wave]
-        try:
-            outcomes = supervise.run_all([job for job, _ in jobs])
-            results = [records.read_json(staging / "result.json")[0] for _, staging in jobs]
-        finally:
-            for _, staging in jobs:
-                cacheview.salvage(staging, root)
-        for work, outcome, result in zip(wave, outcomes, results):
-            record = _replay_record(work, outcome, result, report)
-            _write(root, work, fp, record)
-            if record["ok"]:
-                print(f"warmed {work.name}: {len(record['entries'])} entries, replay compiled "
-                      f"{len(record['new'])}", flush=True)
-            for target in next(d for w, d in items if w.key == work.key):
-                if record["ok"]:
-                    _commit(ctx, fp, [target])
 
 
-def _replay_job(root, work: ShapeWork, m_values, ctx, module: str, store) -> tuple[supervise.Job, object]:
-    staging = records.state_dir(root) / "staging" / f"{work.key}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
-    staging.mkdir(parents=True)
-    plan_file = staging / "plan.json"
-    records.write_json(plan_file, {
-        "schema": records.SCHEMA, "root": str(root), "staging": str(staging), "module": module,
-        "shape": {"kind": work.shape.kind.value, "n": work.shape.n, "k": work.shape.k, "groups": work.shape.groups},
-        "m_values": list(m_values), "contig_alignment": mlists.CONTIG_ALIGNMENT})
-    argv = [sys.executable, "-m", "tasks.worker", str(plan_file), str(staging / "result.json")]
-    job = supervise.Job(argv, pool.shim_env(store, _worker_env()), records.log_path(root, work.name),
-                        ctx.shape_timeout_s, cwd=REPO_ROOT)
-    return job, staging
-
-
-def _replay_record(work: ShapeWork, outcome: supervise.Outcome, result: dict | None, report: pool.Report) -> dict:
-    log = outcome.log
-    base = {"finished_at": warm.now(), "log": str(log), "seconds": round(outcome.seconds, 3),
-            "pool": {"workers": report.workers, "seconds": report.seconds, "compiled": report.compiled,
-                     "deferred": report.deferred, "complete": work.key in report.complete}}
+def _replay_record(work: ShapeWork, replay: pool.Replay, report: pool.Report) -> dict:
+    base = {"finished_at": warm.now(), "log": str(replay.log),
+            "seconds": round(time.monotonic() - report.started, 3),  # this shape's batch, so far
+            "pool": {"workers": report.workers, "compiled": report.compiled, "deferred": report.deferred,
+                     "complete": work.key in report.complete, "timings": report.timings,
+                     "kernel_seconds": report.kernel_seconds}}
     if work.key in report.reduced:
         base["reduced_max_m"] = report.reduced[work.key]
         base["m_count"] = len(report.m_values[work.key])
-    tail = outcome.tail()
-    if outcome.returncode == 0 and result is not None:
-        record = {**base, **result, "ok": True, "replay": {"new_entries": len(result["new"]),
-                                                          "calls": result["calls"],
-                                                          "seconds": result["sweep_seconds"]}}
+    result, tail = replay.result, replay.tail()
+    if result is not None:
+        record = {**base, **result, "ok": True,
+                  "replay": {"new_entries": len(result["new"]), "calls": result["calls"],
+                             "seconds": result["sweep_seconds"]}}
         if result["new"] and work.key in report.complete:
             record.update(ok=False, error=f"replay compiled {len(result['new'])} new entries after the warm; "
                                           f"the warm missed kernels (they are kept: warm again)")
         return record
-    if outcome.returncode == worker.EXIT_ENV and not outcome.timed_out:
+    if work.key in report.failures:
+        return {**base, "ok": False, **report.failures[work.key]}
+    if replay.status == f"exited with code {worker.EXIT_ENV}":
         line = next((ln for ln in reversed(tail) if ln.startswith("jitwarm worker: ")), tail[-1] if tail else "")
         return {**base, "ok": False, "error": line.removeprefix("jitwarm worker: "), "log_tail": []}
-    return {**base, "ok": False, "error": f"worker {outcome.describe()} (log {log})", "log_tail": tail}
+    return {**base, "ok": False, "error": f"replay {replay.status} (log {replay.log})", "log_tail": tail}
 
 
 def _write(root, work: ShapeWork, fp: dict, fields: dict) -> None:

@@ -34,10 +34,11 @@ if ! flock -n 9; then
     flock 9
 fi
 if [ -s "$store/$key.cubin" ]; then cp "$store/$key.cubin" "$out"; exit $?; fi
+started=$(date +%s.%N)
 "$real" "$@"
 rc=$?
 if [ "$rc" -eq 0 ] && [ -s "$out" ]; then
     cp "$out" "$store/.$key.$$" && mv -f "$store/.$key.$$" "$store/$key.cubin"
-    echo "$key" >> "$store/compiled.log"
+    echo "$key $started $(date +%s.%N)" >> "$store/compiled.log"
 fi
 exit "$rc"

@@ -1,4 +1,5 @@
-"""Compile pool: build the kernels of many shapes at once, on every usable core.
+"""Compile pool: build the kernels of many shapes at once, on every usable core, then
+replay each shape to attribute its entries and prove nothing is left to compile.
 
 Every (shape, M) call is dealt to one of W worker processes. Each worker's slice starts
 at a different shape and visits M values in a spread order, so at any moment the
@@ -19,7 +20,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from . import fingerprint, gpumem, records, supervise, worker
+from . import cacheview, fingerprint, gpumem, mlists, records, supervise, worker
 from .settings import REPO_ROOT, Settings
 from .targets import ShapeWork
 
@@ -37,6 +38,9 @@ class Report:
     m_values: dict[str, tuple[int, ...]] = field(default_factory=dict)  # after memory reduction
     reduced: dict[str, int] = field(default_factory=dict)  # shape key -> reduced max_m
     replay_slots: int = 1
+    timings: dict = field(default_factory=dict)  # import, compile and replay phases (seconds)
+    started: float = field(default_factory=time.monotonic)
+    kernel_seconds: dict = field(default_factory=dict)  # nvcc time per kernel, from the shim
 
 
 def usable_cores(settings: Settings) -> int:
@@ -123,57 +127,135 @@ def store_for(root: Path, fp: dict, max_age_s: float) -> Path:
     return store
 
 
-def compile_all(works: list[ShapeWork], root: Path, fp: dict, settings: Settings, base_env: dict,
-                store: Path) -> Report:
-    report = Report()
-    started = time.monotonic()
+@dataclass
+class Replay:
+    """How one shape's replay child ended, and what it reported."""
+
+    status: str
+    result: dict | None
+    log: Path
+
+    def tail(self, lines: int = 30) -> list[str]:
+        return supervise.log_tail(self.log, lines)
+
+
+def run(works: list[ShapeWork], root: Path, fp: dict, settings: Settings, base_env: dict,
+        store: Path, on_replay, report: Report | None = None) -> Report:
+    """Compile every work's kernels in parallel, then replay each work in its own view.
+
+    One supervised process (tasks/zygote.py) imports torch and deep_gemm once and forks
+    the compile workers, then the replays. `on_replay(work, Replay)` is called for each
+    work as soon as its replay ends (or the pool does), so results land as they come.
+    """
+    report = Report() if report is None else report
+    started = report.started = time.monotonic()
     module = fp["deep_gemm.module"]
     free = gpumem.free_bytes() if module == "deep_gemm" else None
     slots = plan_memory(works, report, usable_cores(settings), free, gpumem.margin_bytes())
-    runnable = [w for w in works if report.m_values[w.key]]
+    runnable = [w for w in works if report.m_values[w.key] and w.key not in report.failures]
     slices = deal(runnable, report.m_values, slots)
     report.workers = len(slices)
-    if not slices:
+    if not runnable:
         return report
-    env = shim_env(store, base_env)
-    compiled_before = _compiled_count(store)
     work_dir = records.state_dir(root) / "staging" / f"pool-{os.getpid()}-{int(time.time() * 1000)}"
     work_dir.mkdir(parents=True)
     shapes = [{"kind": w.shape.kind.value, "n": w.shape.n, "k": w.shape.k, "groups": w.shape.groups}
               for w in runnable]
-    jobs = []
-    for i, pairs in enumerate(slices):
-        plan = work_dir / f"plan-{i}.json"
-        plan.write_text(json.dumps({"module": module, "shapes": shapes, "pairs": pairs,
-                                    "busy_flag": str(work_dir / f"busy-{i}")}))
-        job_env = {**env, "JITWARM_BUSY_FLAG": str(work_dir / f"busy-{i}")}
-        argv = [sys.executable, "-m", "tasks.compile_worker", str(plan), str(work_dir / f"result-{i}.json")]
-        jobs.append(supervise.Job(argv, job_env, records.log_path(root, f"compile-{i}"), settings.shape_timeout_s,
-                                  cwd=REPO_ROOT))
-    print(f"compiling {len(runnable)} shapes ({sum(map(len, slices))} calls) with {len(jobs)} workers", flush=True)
+    compile_jobs = [{
+        "plan": {"module": module, "shapes": shapes, "pairs": pairs, "busy_flag": str(work_dir / f"busy-{i}")},
+        "env": {"JITWARM_BUSY_FLAG": str(work_dir / f"busy-{i}"), "DG_JIT_CACHE_DIR": str(root)},
+        "log": str(records.log_path(root, f"compile-{i}")), "result": str(work_dir / f"compile-{i}.json"),
+        "status": str(work_dir / f"compile-{i}.status")} for i, pairs in enumerate(slices)]
+    replay_jobs = [{
+        "plan": {"root": str(root), "staging": str(work_dir / f"view-{s}"), "module": module,
+                 "shape": shapes[s], "m_values": list(report.m_values[w.key]),
+                 "contig_alignment": mlists.CONTIG_ALIGNMENT},
+        "log": str(records.log_path(root, w.name)), "result": str(work_dir / f"replay-{s}.json"),
+        "status": str(work_dir / f"replay-{s}.status")} for s, w in enumerate(runnable)]
+    plan_file = work_dir / "plan.json"
+    plan_file.write_text(json.dumps({
+        "module": module, "compile": compile_jobs, "replays": replay_jobs, "timeout_s": settings.shape_timeout_s,
+        "parallel_compile": max(1, len(slices)), "parallel_replay": report.replay_slots,
+        "timings": str(work_dir / "timings.json")}))
+    records.log_path(root, "pool").parent.mkdir(parents=True, exist_ok=True)
+    compiled_before = _compiled_count(store)
+    print(f"compiling {len(runnable)} shapes ({sum(map(len, slices))} calls) with {len(slices)} workers",
+          flush=True)
+    pending = dict(enumerate(runnable))
+
+    def deliver(outcome: supervise.Outcome | None) -> None:
+        for s, work in list(pending.items()):
+            job = replay_jobs[s]
+            if outcome is None and not Path(job["status"]).exists():
+                continue
+            if not report.complete and not report.failures:
+                _read_compile(report, runnable, slices, compile_jobs, outcome)
+            del pending[s]
+            on_replay(work, Replay(_status(job, outcome), records.read_json_any(Path(job["result"])),
+                                   Path(job["log"])))
+
     try:
-        outcomes = supervise.run_all(jobs)
+        outcome = supervise.run([sys.executable, "-m", "tasks.zygote", str(plan_file)], shim_env(store, base_env),
+                                records.log_path(root, "pool"), 2 * settings.shape_timeout_s + 120, cwd=REPO_ROOT,
+                                on_poll=lambda: deliver(None))
+        report.timings = records.read_json_any(work_dir / "timings.json") or {}
+        report.kernel_seconds = _kernel_seconds(store, compiled_before)
+        report.compiled = _compiled_count(store) - compiled_before  # other runs' builds may count too
+        report.seconds = round(time.monotonic() - started, 3)
+        if outcome.returncode == worker.EXIT_ENV:
+            line = next((ln for ln in reversed(outcome.tail()) if ln.startswith("jitwarm worker: ")), "")
+            for w in runnable:
+                report.failures[w.key] = {"error": line.removeprefix("jitwarm worker: ") or outcome.describe()}
+        else:
+            _read_compile(report, runnable, slices, compile_jobs, outcome)
+        deliver(outcome)
     finally:
-        results = [records.read_json_any(work_dir / f"result-{i}.json") for i in range(len(jobs))]
+        for s in range(len(runnable)):
+            cacheview.salvage(work_dir / f"view-{s}", root)
         shutil.rmtree(work_dir, ignore_errors=True)
+    print(f"compiled {report.compiled} kernels in {report.timings.get('compile_s', '?')}s with {len(slices)} "
+          f"workers ({report.deferred} calls deferred while another worker built their kernel); "
+          f"replays {report.timings.get('replay_s', '?')}s", flush=True)
+    return report
+
+
+def _read_compile(report, runnable, slices, compile_jobs, outcome) -> None:
+    """Which shapes the compile phase finished, and which shape a dead worker died on."""
     broken: set[int] = set()
-    for i, (outcome, result) in enumerate(zip(outcomes, results)):
-        if outcome.returncode == 0 and result is not None:
+    report.deferred = 0
+    for i, job in enumerate(compile_jobs):
+        result = records.read_json_any(Path(job["result"]))
+        if result is not None:
             report.deferred += result.get("deferred", 0)
             continue
-        shapes_in_slice = {s for s, _ in slices[i]}
-        broken |= shapes_in_slice
-        culprit = _last_shape(outcome.tail(200))
-        if culprit is not None and outcome.returncode != worker.EXIT_ENV:
-            key = runnable[culprit].key
-            report.failures.setdefault(key, {"error": f"compile worker {outcome.describe()} (log {outcome.log})",
-                                             "log_tail": outcome.tail()})
+        broken |= {s for s, _ in slices[i]}
+        tail = supervise.log_tail(Path(job["log"]), 200)
+        culprit = _last_shape(tail)
+        if culprit is not None:
+            report.failures.setdefault(runnable[culprit].key, {
+                "error": f"compile worker {_status(job, outcome)} (log {job['log']})", "log_tail": tail[-30:]})
     report.complete = {w.key for s, w in enumerate(runnable) if s not in broken}
-    report.compiled = _compiled_count(store) - compiled_before  # other runs' builds may count too
-    report.seconds = round(time.monotonic() - started, 3)
-    print(f"compiled {report.compiled} kernels in {report.seconds:.1f}s ({report.deferred} calls deferred "
-          f"while another worker built their kernel)", flush=True)
-    return report
+
+
+def _status(job: dict, outcome: supervise.Outcome | None) -> str:
+    try:
+        return Path(job["status"]).read_text()
+    except OSError:
+        how = outcome.describe() if outcome else "is still running"
+        return f"did not run: the pool {how} (log {outcome.log if outcome else '?'})"
+
+
+def _kernel_seconds(store: Path, skip: int) -> dict:
+    """Compile durations the shim logged in this batch: how busy the cores were."""
+    try:
+        rows = (store / "compiled.log").read_text().splitlines()[skip:]
+        spans = [float(r.split()[2]) - float(r.split()[1]) for r in rows if len(r.split()) == 3]
+    except (OSError, ValueError):
+        return {}
+    if not spans:
+        return {}
+    return {"count": len(spans), "sum": round(sum(spans), 1), "mean": round(sum(spans) / len(spans), 2),
+            "max": round(max(spans), 2)}
 
 
 def _last_shape(lines: list[str]) -> int | None:

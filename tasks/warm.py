@@ -87,11 +87,13 @@ def commit_target(target: Target, ctx: Context) -> list[str]:
             continue
         merged.update(record["entries"])
         shapes.append({**work.describe(), "entries": sorted(record["entries"]), "new": record.get("new", []),
-                       "seconds": record.get("seconds"), "verification": record.get("verification")})
+                       "seconds": record.get("seconds"), "verification": record.get("verification"),
+                       "replay": record.get("replay"), "reduced_max_m": record.get("reduced_max_m")})
     if failures:
         return failures + tails
     write_marker(target, root, fp, merged, target.plan_hash, path=target.path, shapes=shapes,
-                 seconds={"shapes": round(sum(s["seconds"] or 0 for s in shapes), 3)})
+                 seconds={"warm": max((s["seconds"] or 0 for s in shapes), default=0),
+                          "replays": round(sum((s["replay"] or {}).get("seconds", 0) for s in shapes), 3)})
     print(f"{target.name}: up to date, {len(target.works)} shapes, {len(merged)} entries", flush=True)
     return []
 

@@ -54,7 +54,8 @@ def test_markers_record_spec_fingerprint_entries_and_durations(ws):
     for name, desc in marker["entries"].items():
         assert (ws.root / "cache" / name / desc["binary"]).stat().st_size == desc["size"]
     assert all(s["verification"].startswith("inotify") for s in marker["shapes"])
-    assert marker["seconds"]["shapes"] > 0
+    assert marker["seconds"]["warm"] > 0 and marker["seconds"]["replays"] >= 0
+    assert all(s["replay"]["new_entries"] == 0 for s in marker["shapes"])
 
 
 def test_fingerprint_change_makes_every_target_stale(ws):
@@ -172,7 +173,8 @@ def test_hang_times_out_and_leaves_no_process(ws):
 def test_interrupted_run_keeps_finished_markers(ws):
     model_file(ws.models, "a", TP8)
     model_file(ws.models, "b", DP8)
-    env = {**ws.env, "FAKE_DG_COMPILE_S": "0.3"}
+    # One replay at a time, each taking a while: target a commits well before target b.
+    env = {**ws.env, "JITWARM_JOBS": "1", "FAKE_DG_REPLAY_S": "0.6"}
     proc = subprocess.Popen([sys.executable, "-m", "doit", "-f", str(DODO), "warm"], cwd=ws.tmp, env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     deadline = time.monotonic() + 60

@@ -15,6 +15,7 @@ Knobs (environment):
   FAKE_DG_SALT          extra text in every kernel hash (stands in for a toolchain change)
   FAKE_DG_TOKEN         extra argv of the hanging child, so a test can find it
   FAKE_DG_REPLAY_EXTRA  replays (not compile workers) need one extra kernel per shape
+  FAKE_DG_REPLAY_S      seconds each replay takes to start (to order events in tests)
 """
 
 import hashlib
@@ -104,4 +105,6 @@ class _Executor:
 
 
 def jitwarm_executor(dg, kind, n, k, groups, max_m):
+    if "JITWARM_BUSY_FLAG" not in os.environ:  # a replay, not a compile worker
+        time.sleep(float(os.environ.get("FAKE_DG_REPLAY_S", "0")))
     return _Executor(kind, n, k, groups)

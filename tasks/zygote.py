@@ -1,0 +1,136 @@
+"""The pool's one supervised process: import torch and deep_gemm once, then fork.
+
+Usage: python -m tasks.zygote PLAN.json
+
+Importing torch and deep_gemm takes seconds, and sixteen processes doing it at once
+take longer still. This process imports them once, without touching CUDA, then forks
+one child per compile slice and, when those are done, one child per shape replay. Each
+child initialises CUDA itself (safe after fork, since the parent never did), writes its
+own log and result file, and is killed if it outlives its timeout.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import os
+import signal
+import sys
+import time
+import traceback
+from pathlib import Path
+
+from . import compile_worker, worker
+
+
+def main(argv: list[str]) -> int:
+    plan = json.loads(Path(argv[1]).read_text())
+    started = time.monotonic()
+    try:
+        importlib.import_module(plan["module"])
+        if plan["module"] == "deep_gemm":
+            importlib.import_module("torch")
+    except ImportError as exc:
+        print(f"jitwarm worker: cannot import {plan['module']}: {exc}", file=sys.stderr, flush=True)
+        return worker.EXIT_ENV
+    timings = {"import_s": round(time.monotonic() - started, 3)}
+    compile_jobs = [(job, _compile_child) for job in plan["compile"]]
+    timings["compile_s"] = _run_children(compile_jobs, plan["parallel_compile"], plan["timeout_s"])
+    replay_jobs = [(job, _replay_child) for job in plan["replays"]]
+    timings["replay_s"] = _run_children(replay_jobs, plan["parallel_replay"], plan["timeout_s"])
+    Path(plan["timings"]).write_text(json.dumps(timings))
+    return 0
+
+
+def _run_children(jobs, parallel: int, timeout: float) -> float:
+    """Fork up to `parallel` children at a time; record how each one ended."""
+    started = time.monotonic()
+    queue, running, timed_out = list(jobs), {}, set()
+    while queue or running:
+        while queue and len(running) < parallel:
+            job, body = queue.pop(0)
+            running[_fork(job, body)] = (job, time.monotonic())
+        pid, status = os.waitpid(-1, os.WNOHANG)
+        if pid == 0:
+            for child, (job, began) in list(running.items()):
+                if child not in timed_out and time.monotonic() - began > timeout:
+                    timed_out.add(child)
+                    _kill_group(child)
+                    _note(job, f"timed out after {timeout:.0f}s")
+            time.sleep(0.02)
+            continue
+        if pid in running:
+            job, _ = running.pop(pid)
+            _kill_group(pid)  # whatever the child left running ends with it
+            if pid not in timed_out:
+                _note(job, _describe(status))
+    return round(time.monotonic() - started, 3)
+
+
+def _kill_group(pgid: int) -> None:
+    try:
+        os.killpg(pgid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):
+        pass
+
+
+def _fork(job: dict, body) -> int:
+    pid = os.fork()
+    if pid:
+        try:
+            os.setpgid(pid, pid)  # both sides set it, so no kill can race the child's own call
+        except (ProcessLookupError, PermissionError):
+            pass
+        return pid
+    code = 1
+    try:
+        os.setpgid(0, 0)  # its own group: a timeout or its exit ends everything it started
+        log = os.open(job["log"], os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+        os.dup2(log, 1)
+        os.dup2(log, 2)
+        sys.stdout = os.fdopen(1, "w", buffering=1)
+        sys.stderr = os.fdopen(2, "w", buffering=1)
+        os.environ.update(job.get("env", {}))
+        code = body(job)
+    except worker.EnvironmentProblem as exc:
+        print(f"jitwarm worker: {exc}", file=sys.stderr, flush=True)
+        code = worker.EXIT_ENV
+    except BaseException:
+        traceback.print_exc()
+        code = 1
+    finally:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+
+
+def _compile_child(job: dict) -> int:
+    _write(job["result"], compile_worker.run(job["plan"]))
+    return 0
+
+
+def _replay_child(job: dict) -> int:
+    _write(job["result"], worker.run(job["plan"]))
+    return 0
+
+
+def _write(path: str, data: dict) -> None:
+    tmp = Path(path).with_suffix(".tmp")
+    tmp.write_text(json.dumps(data))
+    os.replace(tmp, path)
+
+
+def _note(job: dict, how: str) -> None:
+    tmp = Path(job["status"] + ".tmp")
+    tmp.write_text(how)
+    os.replace(tmp, job["status"])  # the parent polls for it: never half-written
+
+
+def _describe(status: int) -> str:
+    if os.WIFSIGNALED(status):
+        return f"killed by {signal.Signals(os.WTERMSIG(status)).name}"
+    return f"exited with code {os.WEXITSTATUS(status)}"
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv))
