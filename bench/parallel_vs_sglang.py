@@ -101,7 +101,7 @@ def main() -> int:
     result["entries_only_in_a"] = sorted(entries(root_a) - entries(root_b))
     result["entries_only_in_b"] = sorted(entries(root_b) - entries(root_a))
 
-    c, c_wall = replay(plan, root_b, env)
+    c, c_wall = replay(plan, root_b, env) if b.returncode == 0 else ({"skipped": "b failed"}, 0.0)
     result["c_replay_over_b"] = {"wall_s": c_wall, "new_entries": c.get("new_entries"), "calls": c.get("calls")}
     result["ratio_b_over_a"] = round(b_wall / a_wall, 4) if a_wall else None
     result["target_met"] = bool(result["ratio_b_over_a"] is not None and result["ratio_b_over_a"] <= 1 / 8

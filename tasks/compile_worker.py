@@ -40,6 +40,7 @@ def run(plan: dict) -> dict:
         dg = importlib.import_module(plan["module"])
     except ImportError as exc:
         raise EnvironmentProblem(f"cannot import {plan['module']}: {exc}") from None
+    imported = time.monotonic() - started
     factory = getattr(dg, "jitwarm_executor", None)
     if factory is None:
         from . import executors
@@ -78,7 +79,7 @@ def run(plan: dict) -> dict:
     for ex in executors_by_shape.values():
         ex.sync()
     return {"done": {str(s): n for s, n in done.items()}, "deferred": skipped,
-            "seconds": round(time.monotonic() - started, 3)}
+            "import_s": round(imported, 3), "seconds": round(time.monotonic() - started, 3)}
 
 
 if __name__ == "__main__":

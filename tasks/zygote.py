@@ -1,11 +1,11 @@
-"""The pool's one supervised process: import torch and deep_gemm once, then fork.
+"""The pool's one supervised process: import torch once, then fork the workers.
 
 Usage: python -m tasks.zygote PLAN.json
 
-Importing torch and deep_gemm takes seconds, and sixteen processes doing it at once
-take longer still. This process imports them once, without touching CUDA, then forks
-one child per compile slice and, when those are done, one child per shape replay. Each
-child initialises CUDA itself (safe after fork, since the parent never did), writes its
+Importing torch takes seconds, and sixteen processes doing it at once take longer still.
+This process imports it once, without touching CUDA, then forks one child per compile
+slice and, when those are done, one child per shape replay. Each child imports deep_gemm
+and initialises CUDA itself (safe after fork, since the parent never did), writes its
 own log and result file, and is killed if it outlives its timeout.
 """
 
@@ -26,13 +26,17 @@ from . import compile_worker, worker
 def main(argv: list[str]) -> int:
     plan = json.loads(Path(argv[1]).read_text())
     started = time.monotonic()
-    try:
-        importlib.import_module(plan["module"])
-        if plan["module"] == "deep_gemm":
-            importlib.import_module("torch")
-    except ImportError as exc:
-        print(f"jitwarm worker: cannot import {plan['module']}: {exc}", file=sys.stderr, flush=True)
-        return worker.EXIT_ENV
+    if plan["module"] == "deep_gemm":
+        # torch is the slow import and leaves CUDA alone; deep_gemm's import starts CUDA,
+        # which cannot survive a fork, so each child imports deep_gemm itself.
+        try:
+            torch = importlib.import_module("torch")
+        except ImportError as exc:
+            print(f"jitwarm worker: cannot import torch: {exc}", file=sys.stderr, flush=True)
+            return worker.EXIT_ENV
+        if torch.cuda.is_initialized():
+            print("jitwarm worker: CUDA was initialised before fork", file=sys.stderr, flush=True)
+            return worker.EXIT_ENV
     timings = {"import_s": round(time.monotonic() - started, 3)}
     compile_jobs = [(job, _compile_child) for job in plan["compile"]]
     timings["compile_s"] = _run_children(compile_jobs, plan["parallel_compile"], plan["timeout_s"])
