@@ -34,7 +34,9 @@ def main(argv: list[str]) -> int:
     return 0
 
 
-def run(plan: dict) -> dict:
+def run(plan: dict, take=None) -> dict:
+    """Run (shape, M) calls: `take()` hands out the next chunk of a queue shared with the
+    other workers (empty when it is exhausted); without it, run plan["pairs"]."""
     started = time.monotonic()
     try:
         dg = importlib.import_module(plan["module"])
@@ -46,38 +48,38 @@ def run(plan: dict) -> dict:
         from . import executors
         factory = executors.create
     shapes, busy = plan["shapes"], Path(plan["busy_flag"])
-    rows = Counter()
-    for s, m in plan["pairs"]:
-        rows[s] = max(rows[s], m)
-
-    executors_by_shape: dict[int, object] = {}
+    if take is None:
+        chunks = iter([plan["pairs"], []])
+        take = lambda: next(chunks)  # noqa: E731
+    current: list = [None, None]  # shape index, executor: one shape's buffers at a time
 
     def executor(s: int):
-        if s not in executors_by_shape:
-            executors_by_shape.clear()  # one shape's buffers at a time bounds GPU memory
+        if current[0] != s:
+            current[:] = [None, None]
             shape = shapes[s]
             print(f"shape {s}: {shape['kind']} N={shape['n']} K={shape['k']} groups={shape['groups']}", flush=True)
-            executors_by_shape[s] = factory(dg, shape["kind"], shape["n"], shape["k"], shape["groups"], rows[s])
-        return executors_by_shape[s]
+            current[:] = [s, factory(dg, shape["kind"], shape["n"], shape["k"], shape["groups"], shape["rows"])]
+        return current[1]
 
     done, deferred = Counter(), []
     os.environ["JITWARM_NVCC_WAIT"] = "0"
-    for s, m in plan["pairs"]:
-        try:
-            executor(s).execute(m)
-            done[s] += 1
-        except Exception:
-            if not busy.exists():
-                raise  # a real failure: the pool reports this worker's log
-            busy.unlink()
-            deferred.append((s, m))
+    while chunk := take():
+        for s, m in chunk:
+            try:
+                executor(s).execute(m)
+                done[s] += 1
+            except Exception:
+                if not busy.exists():
+                    raise  # a real failure: the pool reports this worker's log
+                busy.unlink()
+                deferred.append((s, m))
     skipped = len(deferred)
     os.environ["JITWARM_NVCC_WAIT"] = "1"
     for s, m in sorted(deferred):
         executor(s).execute(m)
         done[s] += 1
-    for ex in executors_by_shape.values():
-        ex.sync()
+    if current[1] is not None:
+        current[1].sync()
     return {"done": {str(s): n for s, n in done.items()}, "deferred": skipped,
             "import_s": round(imported, 3), "seconds": round(time.monotonic() - started, 3)}
 

@@ -1,9 +1,9 @@
 """Compile pool: build the kernels of many shapes at once, on every usable core, then
 replay each shape to attribute its entries and prove nothing is left to compile.
 
-Every (shape, M) call is dealt to one of W worker processes. Each worker's slice starts
-at a different shape and visits M values in a spread order, so at any moment the
-workers mostly need different kernels. deep_gemm compiles through the nvcc shim
+All (shape, M) calls form one queue that W worker processes drain together, a chunk
+at a time; shapes take turns and each visits its M values in a spread order, so at any
+moment the workers mostly need different kernels, and an idle worker always finds work. deep_gemm compiles through the nvcc shim
 (tasks/nvcc_shim.sh), which builds each kernel once across all workers and processes
 and tells a worker at once when another is already building what it needs.
 """
@@ -25,6 +25,7 @@ from .settings import REPO_ROOT, Settings
 from .targets import ShapeWork
 
 SHIM = REPO_ROOT / "tasks" / "nvcc_shim.sh"
+QUEUE_CHUNK = 8  # calls a worker takes at a time: few shape switches, little idling at the end
 
 
 @dataclass
@@ -83,23 +84,15 @@ def spread_order(n: int) -> list[int]:
     return sorted(range(n), key=lambda i: int(format(i, f"0{bits}b")[::-1], 2))
 
 
-def deal(works: list[ShapeWork], m_values: dict[str, tuple[int, ...]], slots: int) -> list[list[tuple[int, int]]]:
-    """Each worker's calls: every shape's M values dealt round-robin in spread order, and
-    each worker starting on a different shape."""
-    count = len(works)
-    per_shape: list[list[list[tuple[int, int]]]] = []
-    for s, work in enumerate(works):
-        values = m_values[work.key]
-        hands: list[list[tuple[int, int]]] = [[] for _ in range(slots)]
-        offset = s * slots // max(count, 1)
-        for j, idx in enumerate(spread_order(len(values))):
-            hands[(j + offset) % slots].append((s, values[idx]))
-        per_shape.append(hands)
-    slices = []
-    for w in range(slots):
-        start = w * count // slots
-        slices.append([pair for t in range(count) for pair in per_shape[(start + t) % count][w]])
-    return [s for s in slices if s]
+def queue_order(works: list[ShapeWork], m_values: dict[str, tuple[int, ...]], chunk: int) -> list[tuple[int, int]]:
+    """All (shape, M) calls in the order workers take them: shapes in turn, `chunk` calls
+    each, and each shape's M values in spread order, so early calls need many kernels."""
+    orders = [[(s, m_values[w.key][i]) for i in spread_order(len(m_values[w.key]))] for s, w in enumerate(works)]
+    queue = []
+    for turn in range(0, max(map(len, orders), default=0), chunk):
+        for order in orders:
+            queue += order[turn:turn + chunk]
+    return queue
 
 
 def shim_env(store: Path, env: dict | None = None) -> dict:
@@ -153,34 +146,34 @@ def run(works: list[ShapeWork], root: Path, fp: dict, settings: Settings, base_e
     free = gpumem.free_bytes() if module == "deep_gemm" else None
     slots = plan_memory(works, report, usable_cores(settings), free, gpumem.margin_bytes())
     runnable = [w for w in works if report.m_values[w.key] and w.key not in report.failures]
-    slices = deal(runnable, report.m_values, slots)
-    report.workers = len(slices)
+    queue = queue_order(runnable, report.m_values, QUEUE_CHUNK)
+    report.workers = min(slots, -(-len(queue) // QUEUE_CHUNK))
     if not runnable:
         return report
     work_dir = records.state_dir(root) / "staging" / f"pool-{os.getpid()}-{int(time.time() * 1000)}"
     work_dir.mkdir(parents=True)
-    shapes = [{"kind": w.shape.kind.value, "n": w.shape.n, "k": w.shape.k, "groups": w.shape.groups}
-              for w in runnable]
+    shapes = [{"kind": w.shape.kind.value, "n": w.shape.n, "k": w.shape.k, "groups": w.shape.groups,
+               "rows": max(report.m_values[w.key])} for w in runnable]
     compile_jobs = [{
-        "plan": {"module": module, "shapes": shapes, "pairs": pairs, "busy_flag": str(work_dir / f"busy-{i}")},
+        "plan": {"module": module, "shapes": shapes, "busy_flag": str(work_dir / f"busy-{i}")},
         "env": {"JITWARM_BUSY_FLAG": str(work_dir / f"busy-{i}"), "DG_JIT_CACHE_DIR": str(root)},
         "log": str(records.log_path(root, f"compile-{i}")), "result": str(work_dir / f"compile-{i}.json"),
-        "status": str(work_dir / f"compile-{i}.status")} for i, pairs in enumerate(slices)]
+        "status": str(work_dir / f"compile-{i}.status")} for i in range(report.workers)]
     replay_jobs = [{
         "plan": {"root": str(root), "staging": str(work_dir / f"view-{s}"), "module": module,
-                 "shape": shapes[s], "m_values": list(report.m_values[w.key]),
+                 "shape": {k: v for k, v in shapes[s].items() if k != "rows"},
+                 "m_values": list(report.m_values[w.key]),
                  "contig_alignment": mlists.CONTIG_ALIGNMENT},
         "log": str(records.log_path(root, w.name)), "result": str(work_dir / f"replay-{s}.json"),
         "status": str(work_dir / f"replay-{s}.status")} for s, w in enumerate(runnable)]
     plan_file = work_dir / "plan.json"
     plan_file.write_text(json.dumps({
-        "module": module, "compile": compile_jobs, "replays": replay_jobs, "timeout_s": settings.shape_timeout_s,
-        "parallel_compile": max(1, len(slices)), "parallel_replay": report.replay_slots,
+        "module": module, "root": str(root), "compile": compile_jobs, "queue": queue, "chunk": QUEUE_CHUNK,
+        "replays": replay_jobs, "timeout_s": settings.shape_timeout_s, "parallel_replay": report.replay_slots,
         "timings": str(work_dir / "timings.json")}))
     records.log_path(root, "pool").parent.mkdir(parents=True, exist_ok=True)
     compiled_before = _compiled_count(store)
-    print(f"compiling {len(runnable)} shapes ({sum(map(len, slices))} calls) with {len(slices)} workers",
-          flush=True)
+    print(f"compiling {len(runnable)} shapes ({len(queue)} calls) with {report.workers} workers", flush=True)
     pending = dict(enumerate(runnable))
 
     def deliver(outcome: supervise.Outcome | None) -> None:
@@ -189,7 +182,7 @@ def run(works: list[ShapeWork], root: Path, fp: dict, settings: Settings, base_e
             if outcome is None and not Path(job["status"]).exists():
                 continue
             if not report.complete and not report.failures:
-                _read_compile(report, runnable, slices, compile_jobs, outcome)
+                _read_compile(report, runnable, compile_jobs, outcome)
             del pending[s]
             on_replay(work, Replay(_status(job, outcome), records.read_json_any(Path(job["result"])),
                                    Path(job["log"])))
@@ -207,34 +200,37 @@ def run(works: list[ShapeWork], root: Path, fp: dict, settings: Settings, base_e
             for w in runnable:
                 report.failures[w.key] = {"error": line.removeprefix("jitwarm worker: ") or outcome.describe()}
         else:
-            _read_compile(report, runnable, slices, compile_jobs, outcome)
+            _read_compile(report, runnable, compile_jobs, outcome)
         deliver(outcome)
     finally:
         for s in range(len(runnable)):
             cacheview.salvage(work_dir / f"view-{s}", root)
         shutil.rmtree(work_dir, ignore_errors=True)
-    print(f"compiled {report.compiled} kernels in {report.timings.get('compile_s', '?')}s with {len(slices)} "
+    print(f"compiled {report.compiled} kernels in {report.timings.get('compile_s', '?')}s with {report.workers} "
           f"workers ({report.deferred} calls deferred while another worker built their kernel); "
           f"replays {report.timings.get('replay_s', '?')}s", flush=True)
     return report
 
 
-def _read_compile(report, runnable, slices, compile_jobs, outcome) -> None:
-    """Which shapes the compile phase finished, and which shape a dead worker died on."""
-    broken: set[int] = set()
+def _read_compile(report, runnable, compile_jobs, outcome) -> None:
+    """Which shapes the compile phase finished, and which shape a dead worker died on.
+
+    Workers share one queue, so a dead worker may have dropped calls of any shape: then
+    no shape counts as complete, and each replay completes its own shape."""
+    broken = False
     report.deferred = 0
-    for i, job in enumerate(compile_jobs):
+    for job in compile_jobs:
         result = records.read_json_any(Path(job["result"]))
         if result is not None:
             report.deferred += result.get("deferred", 0)
             continue
-        broken |= {s for s, _ in slices[i]}
+        broken = True
         tail = supervise.log_tail(Path(job["log"]), 200)
         culprit = _last_shape(tail)
         if culprit is not None:
             report.failures.setdefault(runnable[culprit].key, {
                 "error": f"compile worker {_status(job, outcome)} (log {job['log']})", "log_tail": tail[-30:]})
-    report.complete = {w.key for s, w in enumerate(runnable) if s not in broken}
+    report.complete = set() if broken else {w.key for w in runnable}
 
 
 def _status(job: dict, outcome: supervise.Outcome | None) -> str:

@@ -13,7 +13,9 @@ from __future__ import annotations
 
 import importlib
 import json
+import multiprocessing
 import os
+import shutil
 import signal
 import sys
 import time
@@ -38,22 +40,36 @@ def main(argv: list[str]) -> int:
             print("jitwarm worker: CUDA was initialised before fork", file=sys.stderr, flush=True)
             return worker.EXIT_ENV
     timings = {"import_s": round(time.monotonic() - started, 3)}
-    compile_jobs = [(job, _compile_child) for job in plan["compile"]]
-    timings["compile_s"] = _run_children(compile_jobs, plan["parallel_compile"], plan["timeout_s"])
+    # The compile queue: one list, a counter in shared memory that every forked worker
+    # advances, so an idle worker always takes the next calls nobody has started.
+    queue, chunk = plan["queue"], plan["chunk"]
+    counter = multiprocessing.Value("l", 0)
+
+    def take():
+        with counter.get_lock():
+            start = counter.value
+            counter.value = start + chunk
+        return queue[start:start + chunk]
+
+    compile_jobs = [(job, lambda job: _compile_child(job, take)) for job in plan["compile"]]
+    timings["compile_s"], pids = _run_children(compile_jobs, len(compile_jobs), plan["timeout_s"])
+    _remove_build_leftovers(Path(plan["root"]), pids)
     replay_jobs = [(job, _replay_child) for job in plan["replays"]]
-    timings["replay_s"] = _run_children(replay_jobs, plan["parallel_replay"], plan["timeout_s"])
+    timings["replay_s"], _ = _run_children(replay_jobs, plan["parallel_replay"], plan["timeout_s"])
     Path(plan["timings"]).write_text(json.dumps(timings))
     return 0
 
 
-def _run_children(jobs, parallel: int, timeout: float) -> float:
+def _run_children(jobs, parallel: int, timeout: float) -> tuple[float, list[int]]:
     """Fork up to `parallel` children at a time; record how each one ended."""
     started = time.monotonic()
-    queue, running, timed_out = list(jobs), {}, set()
+    queue, running, timed_out, pids = list(jobs), {}, set(), []
     while queue or running:
         while queue and len(running) < parallel:
             job, body = queue.pop(0)
-            running[_fork(job, body)] = (job, time.monotonic())
+            pid = _fork(job, body)
+            pids.append(pid)
+            running[pid] = (job, time.monotonic())
         pid, status = os.waitpid(-1, os.WNOHANG)
         if pid == 0:
             for child, (job, began) in list(running.items()):
@@ -68,7 +84,14 @@ def _run_children(jobs, parallel: int, timeout: float) -> float:
             _kill_group(pid)  # whatever the child left running ends with it
             if pid not in timed_out:
                 _note(job, _describe(status))
-    return round(time.monotonic() - started, 3)
+    return round(time.monotonic() - started, 3), pids
+
+
+def _remove_build_leftovers(root: Path, pids: list[int]) -> None:
+    """deep_gemm builds in <root>/tmp/<pid>-<uuid>/; a deferred call leaves its directory."""
+    for pid in pids:
+        for path in (root / "tmp").glob(f"{pid}-*"):
+            shutil.rmtree(path, ignore_errors=True)
 
 
 def _kill_group(pgid: int) -> None:
@@ -108,8 +131,8 @@ def _fork(job: dict, body) -> int:
         os._exit(code)
 
 
-def _compile_child(job: dict) -> int:
-    _write(job["result"], compile_worker.run(job["plan"]))
+def _compile_child(job: dict, take) -> int:
+    _write(job["result"], compile_worker.run(job["plan"], take))
     return 0
 
 

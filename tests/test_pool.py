@@ -26,16 +26,14 @@ def test_spread_order_is_a_permutation_whose_prefixes_cover_the_range():
     assert max(b - a for a, b in zip(first, first[1:])) <= 3072 // 8
 
 
-def test_deal_gives_every_call_to_exactly_one_worker_and_staggers_shapes():
+def test_queue_holds_every_call_once_with_shapes_taking_turns():
     works = [work(7168, 2048, range(1, 3073)), work(2112, 7168, range(1, 3073)), work(4096, 512, range(1, 101))]
     values = {w.key: w.m_values for w in works}
-    slices = pool.deal(works, values, 16)
-    dealt = Counter(pair for s in slices for pair in s)
-    assert dealt == Counter((s, m) for s, w in enumerate(works) for m in w.m_values)
-    assert max(dealt.values()) == 1
-    assert len({s[0][0] for s in slices}) == 3  # workers start on different shapes
-    sizes = [len(s) for s in slices]
-    assert max(sizes) - min(sizes) <= 3
+    queue = pool.queue_order(works, values, 8)
+    assert Counter(queue) == Counter((s, m) for s, w in enumerate(works) for m in w.m_values)
+    assert [s for s, _ in queue[:24]] == [0] * 8 + [1] * 8 + [2] * 8
+    first = sorted(m for s, m in queue[:8])
+    assert first[0] == 1 and first[-1] > 2500  # the first chunk already spans the M range
 
 
 def test_masked_buffers_are_small_and_sglang_formula_holds_for_normal():
