@@ -16,6 +16,7 @@ import re
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 # Env vars that change DeepGEMM's compiled kernels or sglang's warmup (FACTS.md §1).
@@ -47,10 +48,15 @@ def deep_gemm_module(environ=None) -> str:
 
 def current() -> dict:
     """The fingerprint of this process's toolchain, computed once per run."""
-    global _cached
+    global _cached, seconds
     if _cached is None:
+        started = time.monotonic()
         _cached = compute()
+        seconds = round(time.monotonic() - started, 3)
     return _cached
+
+
+seconds: float | None = None  # how long computing the fingerprint took, for the warm's report
 
 
 def compute(environ=None) -> dict:

@@ -206,9 +206,11 @@ def run(works: list[ShapeWork], root: Path, fp: dict, settings: Settings, base_e
         for s in range(len(runnable)):
             cacheview.salvage(work_dir / f"view-{s}", root)
         shutil.rmtree(work_dir, ignore_errors=True)
-    print(f"compiled {report.compiled} kernels in {report.timings.get('compile_s', '?')}s with {report.workers} "
-          f"workers ({report.deferred} calls deferred while another worker built their kernel); "
-          f"replays {report.timings.get('replay_s', '?')}s", flush=True)
+    t = report.timings
+    print(f"compiled {report.compiled} kernels in {t.get('compile_s', '?')}s with {report.workers} workers "
+          f"({report.deferred} calls deferred while another worker built their kernel); replays "
+          f"{t.get('replay_s', '?')}s; worker start {t.get('import_s', '?')}s; pool {report.seconds}s; "
+          f"fingerprint {fingerprint.seconds}s", flush=True)
     return report
 
 
