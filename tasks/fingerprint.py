@@ -63,6 +63,8 @@ def compute(environ=None) -> dict:
     env = os.environ if environ is None else environ
     nvcc = _start([nvcc_path(env), "--version"], env)
     smi = _start(_smi_argv(env), env)
+    # The SM count needs the driver; ask now, in parallel, wherever nvidia-smi exists.
+    probe = _start([sys.executable, "-m", "tasks.gpu_probe"], env, timeout=20) if smi.proc else _Child(None, 0)
     fp: dict[str, str | None] = {
         "python": platform.python_version(),
         "torch": _dist_version("torch"),
@@ -74,7 +76,7 @@ def compute(environ=None) -> dict:
     }
     fp.update(_deep_gemm(deep_gemm_module(env)))
     fp["nvcc"] = _nvcc_release(_finish(nvcc))
-    fp.update(_gpu(_finish(smi), env))
+    fp.update(_gpu(_finish(smi), _finish(probe)))
     for name in KERNEL_ENV:
         fp[f"env.{name}"] = env.get(name)
     return fp
@@ -171,23 +173,17 @@ def _smi_argv(env) -> list[str]:
     return argv
 
 
-def _gpu(output: str | None, env) -> dict:
+def _gpu(output: str | None, probe: str | None) -> dict:
+    """nvidia-smi gives name and arch; it cannot report SMs, so the driver probe does."""
     fields = [part.strip() for part in (output or "").splitlines()[0].split(",")] if output else []
     gpu = {"gpu.name": None, "gpu.arch": None, "gpu.sms": None}
     if len(fields) >= 2:
         gpu["gpu.name"], gpu["gpu.arch"] = fields[0], fields[1]
-        gpu["gpu.sms"] = _sm_count(env)
+        try:
+            gpu["gpu.sms"] = str(json.loads(probe or "{}")["sms"])
+        except (ValueError, KeyError, TypeError):
+            pass
     return gpu
-
-
-def _sm_count(env) -> str | None:
-    """nvidia-smi cannot report SMs; ask the driver in a child so a hang cannot stall us."""
-    proc = _start([sys.executable, "-m", "tasks.gpu_probe"], env, timeout=20)
-    output = _finish(proc)
-    try:
-        return str(json.loads(output or "{}")["sms"])
-    except (ValueError, KeyError, TypeError):
-        return None
 
 
 class _Child:

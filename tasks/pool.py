@@ -209,7 +209,8 @@ def run(works: list[ShapeWork], root: Path, fp: dict, settings: Settings, base_e
     t = report.timings
     print(f"compiled {report.compiled} kernels in {t.get('compile_s', '?')}s with {report.workers} workers "
           f"({report.deferred} calls deferred while another worker built their kernel); replays "
-          f"{t.get('replay_s', '?')}s; worker start {t.get('import_s', '?')}s; pool {report.seconds}s; "
+          f"{t.get('replay_s', '?')}s; torch import {t.get('import_s', '?')}s; deep_gemm import in workers "
+          f"{t.get('worker_import_s', '?')}s; pool {report.seconds}s; "
           f"fingerprint {fingerprint.seconds}s", flush=True)
     return report
 
@@ -225,6 +226,7 @@ def _read_compile(report, runnable, compile_jobs, outcome) -> None:
         result = records.read_json_any(Path(job["result"]))
         if result is not None:
             report.deferred += result.get("deferred", 0)
+            report.timings["worker_import_s"] = max(report.timings.get("worker_import_s", 0), result.get("import_s", 0))
             continue
         broken = True
         tail = supervise.log_tail(Path(job["log"]), 200)

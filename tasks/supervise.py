@@ -218,8 +218,10 @@ def _reap(seen: dict[int, psutil.Process], patience: float = 2.0) -> None:
                 done, _ = os.waitpid(pid, os.WNOHANG)
             except ChildProcessError:  # not (or not yet) our child
                 try:
-                    if psutil.Process(pid).status() != psutil.STATUS_ZOMBIE:
-                        pending.discard(pid)  # alive elsewhere: not ours to reap
+                    proc = psutil.Process(pid)
+                    # Alive, or a zombie whose living parent will reap it: not ours to wait for.
+                    if proc.status() != psutil.STATUS_ZOMBIE or proc.ppid() not in (0, 1):
+                        pending.discard(pid)
                 except psutil.NoSuchProcess:
                     pending.discard(pid)
                 continue
