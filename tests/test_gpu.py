@@ -21,7 +21,7 @@ pytestmark = [
 def warm_and_replay(tmp_path, launch: str) -> dict:
     """Warm one V3 target with the real deep_gemm, check its marker, replay sglang's sweep."""
     ws = Workspace(tmp_path)
-    for key in ("JITWARM_DEEP_GEMM_MODULE", "FAKE_DG_COMPILE_LOG"):
+    for key in ("JITWARM_DEEP_GEMM_MODULE", "FAKE_DG_COMPILE_LOG", "DG_JIT_NVCC_COMPILER"):
         ws.env.pop(key)
     model_file(ws.models, "v3", launch)
 
