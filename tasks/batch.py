@@ -24,12 +24,13 @@ from .settings import REPO_ROOT
 from .targets import ShapeWork, Target
 
 _pending: dict[str, tuple[ShapeWork, list[Target]]] = {}
-_main_pid = os.getpid()
 
 
 def enqueue(work: ShapeWork, ctx: warm.Context, dependents: list[Target] = ()) -> None:
     """doit action of a shape task."""
-    if os.getpid() != _main_pid:
+    from .doit_tasks import MAIN_PID
+
+    if os.getpid() != MAIN_PID:
         run(ctx, [(work, list(dependents))])  # a `doit -n` worker process: no shared queue
         return
     _pending[work.key] = (work, list(dependents))

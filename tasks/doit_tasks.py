@@ -12,7 +12,10 @@ import os
 import signal
 from pathlib import Path
 
-from . import batch, cacheroot, fallback, fingerprint, locks, records, registry, settings, targets, warm
+from . import cacheroot, fingerprint, locks, records, registry, settings, targets, warm
+
+# The process doit runs in; with `doit -n` actions run in forked workers instead.
+MAIN_PID = os.getpid()
 
 DOIT_CONFIG = {
     "default_tasks": ["warm"],
@@ -99,7 +102,7 @@ def warm_tasks():
     yield {"basename": "warm", "name": None, "uptodate": [AnyStale(checks)],
            "doc": f"warm every stale target into {ctx.root.path}"}
     for target, check in zip(all_targets, checks):
-        action = fallback.run if target.path == targets.FALLBACK else warm.finish_target
+        action = _run_fallback if target.path == targets.FALLBACK else warm.finish_target
         yield {
             "name": target.name,
             "doc": target.doc,
@@ -122,10 +125,22 @@ def shape_tasks():
             "name": work.name,
             "doc": f"{work.shape.kind.value} N={work.shape.n} K={work.shape.k} "
                    f"groups={work.shape.groups}, {len(work.m_values)} M values",
-            "actions": [(batch.enqueue, [work, ctx, dependents[work.key]])],
+            "actions": [(_enqueue_shape, [work, ctx, dependents[work.key]])],
             "uptodate": [ShapeCheck(ctx.root.path, work.key)],
             "verbosity": 2,
         }
+
+
+# Actions import the machinery they drive (processes, psutil, inotify) only when they run,
+# so `doit list` and a no-op `doit warm` stay fast.
+def _enqueue_shape(work, ctx, dependents):
+    from . import batch
+    return batch.enqueue(work, ctx, dependents)
+
+
+def _run_fallback(target, ctx):
+    from . import fallback
+    return fallback.run(target, ctx)
 
 
 def shape_task_name(work: targets.ShapeWork) -> str:
@@ -140,7 +155,7 @@ def _meta(target: targets.Target, ctx: warm.Context) -> dict:
     meta.update({"path": target.path, "hf_id": target.hf_id, "tp": target.tp, "launch args": list(target.args),
                  "M list": target.m_policy.describe() if target.m_policy else None})
     if target.path == targets.FALLBACK:
-        meta["fallback"] = f"{target.fallback_reason}; runs {' '.join(fallback.command(target)[1:])}"
+        meta["fallback"] = f"{target.fallback_reason}; runs {' '.join(targets.fallback_command(target, 'python')[1:])}"
     else:
         meta["shapes"] = [f"{w.name}: {len(w.m_values)} M, {', '.join(target.plan.uses[w.shape])}"
                           for w in target.works]

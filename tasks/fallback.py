@@ -19,37 +19,24 @@ from doit.exceptions import TaskFailed
 from . import cacheview, fingerprint, locks, records, supervise, targets, warm
 from .settings import REPO_ROOT
 
-MODULE = "sglang.compile_deep_gemm"
-# Test seam: tests point this at a stand-in script module; production leaves it unset.
-MODULE_ENV = "JITWARM_COMPILE_MODULE"
 # sglang's own warmer stops on these instead of waiting for the timeout.
 FAIL_LINES = ("Scheduler hit an exception", "Received sigquit from a child")
 TAIL_LINES = 30
 
 
-def module() -> str:
-    return os.environ.get(MODULE_ENV) or MODULE
-
-
 def preflight(fp: dict) -> str | None:
     """One line saying why the fallback cannot run here, or None."""
-    name = module()
-    if name == MODULE:
+    name = targets.fallback_module()
+    if name == targets.FALLBACK_MODULE:
         spec = importlib.util.find_spec("sglang")  # top level only: importing sglang pulls in torch
         where = Path(list(spec.submodule_search_locations)[0]) if spec and spec.submodule_search_locations else None
         if where is None or not (where / "compile_deep_gemm.py").is_file():
-            return f"sglang is not installed for {sys.executable}; the fallback path runs python -m {MODULE}"
+            return (f"sglang is not installed for {sys.executable}; the fallback path runs "
+                    f"python -m {targets.FALLBACK_MODULE}")
         if fp.get("gpu.arch") is None:
             return "no NVIDIA GPU visible (nvidia-smi reported none)"
         return None
     return None if importlib.util.find_spec(name) else f"{name} is not importable for {sys.executable}"
-
-
-def command(target: targets.Target) -> list[str]:
-    argv = [sys.executable, "-m", module(), "--model-path", target.hf_id]
-    if not any(a.split("=", 1)[0] in ("--tp", "--tp-size", "--tensor-parallel-size") for a in target.args):
-        argv += ["--tp", str(target.tp)]
-    return argv + list(target.args)
 
 
 def run(target: targets.Target, ctx: warm.Context):
@@ -62,7 +49,7 @@ def run(target: targets.Target, ctx: warm.Context):
     root = ctx.root.path
     log = records.log_path(root, f"fallback-{target.name}")
     staging = records.state_dir(root) / "staging" / f"fallback-{os.getpid()}-{uuid.uuid4().hex[:6]}"
-    argv = command(target)
+    argv = targets.fallback_command(target, sys.executable)
     print(f"[{target.name}] fallback: {shlex.join(argv)} (timeout {target.fallback_timeout_s}s, log {log})",
           flush=True)
     try:
@@ -70,11 +57,11 @@ def run(target: targets.Target, ctx: warm.Context):
         outcome = supervise.run(argv, _env(staging), log, target.fallback_timeout_s, cwd=REPO_ROOT,
                                 fail_patterns=FAIL_LINES, on_poll=view.drain)
         if outcome.returncode != 0 or outcome.matched or outcome.timed_out:
-            return TaskFailed(f"{module()} {outcome.describe()} (log {log})")
+            return TaskFailed(f"{targets.fallback_module()} {outcome.describe()} (log {log})")
         try:
             used, created, how = view.commit()
         except RuntimeError as exc:
-            return TaskFailed(f"{module()} finished but {exc} (log {log})")
+            return TaskFailed(f"{targets.fallback_module()} finished but {exc} (log {log})")
     finally:
         # Every path, an interrupt included: show what the server said, keep what it built.
         _print_tail(target, log)

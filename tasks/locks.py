@@ -15,8 +15,6 @@ import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
-import tomli_w
-
 CAPTURE_LINE = re.compile(r"Try DeepGEMM JIT Compiling for <?([A-Z0-9_]+)>? N=(\d+), K=(\d+), num_groups=(\d+)")
 _SHAPE_TEXT = re.compile(r"([A-Z0-9_]+) N=(\d+) K=(\d+) num_groups=(\d+)")
 _HEADER = (
@@ -81,6 +79,8 @@ def read(model_file: Path) -> dict[int, Capture]:
 
 def write(model_file: Path, capture: Capture) -> Path:
     """Add or replace this launch tuple's capture, atomically."""
+    import tomli_w  # only writing needs it; planning reads locks with tomllib
+
     path = path_for(model_file)
     try:
         captures = read(model_file)

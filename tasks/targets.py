@@ -15,7 +15,7 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from . import fingerprint, locks, mlists, planner, registry
+from . import fingerprint, hfcache, locks, mlists, planner, registry
 from .planner import GemmShape, Kind
 
 PLANNED, LOCKED, FALLBACK = "planned", "locked", "fallback"
@@ -152,6 +152,24 @@ def _choose_path(target, spec, launch, config, config_error, config_missing, cap
     target.works = works_for(target.plan, target.m_policy)
 
 
+FALLBACK_MODULE = "sglang.compile_deep_gemm"
+# Test seam: tests point this at a stand-in script module; production leaves it unset.
+FALLBACK_MODULE_ENV = "JITWARM_COMPILE_MODULE"
+
+
+def fallback_module(environ=None) -> str:
+    env = os.environ if environ is None else environ
+    return env.get(FALLBACK_MODULE_ENV) or FALLBACK_MODULE
+
+
+def fallback_command(target: Target, python: str) -> list[str]:
+    """The server run that warms a fallback target: an argv list, never a shell string."""
+    argv = [python, "-m", fallback_module(), "--model-path", target.hf_id]
+    if not any(a.split("=", 1)[0] in ("--tp", "--tp-size", "--tensor-parallel-size") for a in target.args):
+        argv += ["--tp", str(target.tp)]
+    return argv + list(target.args)
+
+
 def works_for(plan: planner.Plan, policy: mlists.MListPolicy) -> list[ShapeWork]:
     values = policy.values()
     works = []
@@ -190,10 +208,8 @@ def _config(spec) -> tuple[dict | None, str | None, bool]:
     if spec.config_source == "embedded":
         return spec.config, None, False
     # Offline lookup in the local Hugging Face cache; never touches the network.
-    from huggingface_hub import try_to_load_from_cache
-
-    found = try_to_load_from_cache(spec.hf_id, "config.json", revision=spec.revision)
-    if not isinstance(found, str):
+    found = hfcache.cached_file(spec.hf_id, "config.json", spec.revision)
+    if found is None:
         return None, (f"{registry.display_path(spec.path)}: config_source: config.json for {spec.hf_id} "
                       f"is not in the local Hugging Face cache; download it or embed [config]"), True
     try:
