@@ -24,11 +24,14 @@ def cache_dir(root: Path) -> Path:
 
 def describe(entry: Path) -> dict | None:
     """{"binary": file, "size": bytes} for a complete entry, None otherwise."""
-    if not (entry / SOURCE).is_file():
+    base = os.fspath(entry)
+    try:
+        os.stat(os.path.join(base, SOURCE))
+    except OSError:
         return None
     for binary in BINARIES:
         try:
-            size = (entry / binary).stat().st_size
+            size = os.stat(os.path.join(base, binary)).st_size
         except OSError:
             continue
         if size > 0:
@@ -52,12 +55,10 @@ def complete_entries(root: Path) -> dict[str, dict]:
 
 def problem(root: Path, name: str, recorded: dict) -> str | None:
     """Why a recorded entry no longer holds, or None if it is intact."""
-    entry = cache_dir(root) / name
-    if not entry.is_dir():
-        return f"entry {name} missing"
+    entry = os.path.join(root, "cache", name)
     now = describe(entry)
     if now is None:
-        return f"entry {name} incomplete"
+        return f"entry {name} {'incomplete' if os.path.isdir(entry) else 'missing'}"
     if now != recorded:
         return (f"entry {name} changed ({recorded.get('binary')} {recorded.get('size')} bytes"
                 f" -> {now['binary']} {now['size']} bytes)")

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from doit.exceptions import TaskFailed
 
-from . import cacheview, fingerprint, locks, records, supervise, targets, warm
+from . import fingerprint, locks, records, targets, warm
 from .settings import REPO_ROOT
 
 # sglang's own warmer stops on these instead of waiting for the timeout.
@@ -46,6 +46,8 @@ def run(target: targets.Target, ctx: warm.Context):
     fp = fingerprint.current()
     if problem := preflight(fp):
         return TaskFailed(problem)
+    from . import cacheview, supervise  # processes, psutil, inotify: only for a real run
+
     root = ctx.root.path
     log = records.log_path(root, f"fallback-{target.name}")
     staging = records.state_dir(root) / "staging" / f"fallback-{os.getpid()}-{uuid.uuid4().hex[:6]}"
@@ -97,7 +99,9 @@ def _lines(log: Path):
 
 
 def _print_tail(target: targets.Target, log: Path) -> None:
-    tail = supervise.log_tail(log, TAIL_LINES)
+    from .supervise import log_tail
+
+    tail = log_tail(log, TAIL_LINES)
     print(f"[{target.name}] last {len(tail)} lines of {log}:", flush=True)
     for line in tail:
         print(f"[{target.name}] | {line}", flush=True)

@@ -30,8 +30,8 @@ class ShapeWork:
 
     @functools.cached_property
     def key(self) -> str:
-        m_digest = hashlib.sha256(json.dumps(self.m_values).encode()).hexdigest()
-        blob = json.dumps([self.shape.kind.value, self.shape.n, self.shape.k, self.shape.groups, m_digest])
+        blob = json.dumps([self.shape.kind.value, self.shape.n, self.shape.k, self.shape.groups,
+                           _m_digest(self.m_values)])
         return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
     @property
@@ -43,6 +43,12 @@ class ShapeWork:
                 "groups": self.shape.groups, "m_count": len(self.m_values),
                 "m_min": self.m_values[0] if self.m_values else None,
                 "m_max": self.m_values[-1] if self.m_values else None}
+
+
+@functools.lru_cache(maxsize=64)
+def _m_digest(m_values: tuple[int, ...]) -> str:
+    # Many shapes share one M list (up to 131072 values): digest each list once.
+    return hashlib.sha256(json.dumps(m_values).encode()).hexdigest()
 
 
 def plan_hash(works) -> str:
