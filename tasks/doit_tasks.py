@@ -29,12 +29,17 @@ class _Check(abc.ABC):
     """A doit uptodate callable that never raises; its repr is the reason `doit info` shows."""
 
     reasons: list[str] | None = None
+    _generation: int | None = None
 
     def __call__(self, task, values) -> bool:
+        # `doit list` and the `warm` group ask twice; nothing changed unless we wrote.
+        if self.reasons is not None and self._generation == records.generation:
+            return not self.reasons
         try:
             self.reasons = self.compute()
         except Exception as exc:  # a crash here would abort the whole doit run
             self.reasons = [f"staleness check failed: {exc.__class__.__name__}: {exc}"]
+        self._generation = records.generation
         return not self.reasons
 
     @abc.abstractmethod

@@ -11,7 +11,6 @@ import importlib.metadata as metadata
 import importlib.util
 import json
 import os
-import platform
 import re
 import shutil
 import subprocess
@@ -66,7 +65,7 @@ def compute(environ=None) -> dict:
     # The SM count needs the driver; ask now, in parallel, wherever nvidia-smi exists.
     probe = _start([sys.executable, "-m", "tasks.gpu_probe"], env, timeout=20) if smi.proc else _Child(None, 0)
     fp: dict[str, str | None] = {
-        "python": platform.python_version(),
+        "python": "%d.%d.%d" % sys.version_info[:3],
         "torch": _dist_version("torch"),
         "torch.cuda": _torch_cuda(),
         "triton": _dist_version("triton"),

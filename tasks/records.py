@@ -15,6 +15,8 @@ from . import entries, fingerprint
 
 SCHEMA = 1
 _MAX_ENTRY_REASONS = 5
+# Bumped on every record this process writes: staleness answers computed before are void.
+generation = 0
 
 
 def state_dir(root: Path) -> Path:
@@ -35,6 +37,8 @@ def log_path(root: Path, name: str) -> Path:
 
 def write_json(path: Path, data: dict) -> None:
     """Write-then-rename, so readers see the old file or the new one, never half of one."""
+    global generation
+    generation += 1
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
     with open(tmp, "w", encoding="utf-8") as fh:

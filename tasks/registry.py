@@ -165,35 +165,36 @@ def _launch(i: int, entry: _Launch) -> LaunchSpec:
 
 
 _AT = r"(?: - at `\$(?P<path>[^`]*)`)?$"
-_EXPECTED = re.compile(r"Expected `(?P<want>[^`]+)`(?P<bound>[^,]*?)(?:, got `(?P<got>[^`]+)`)?" + _AT)
-_UNKNOWN = re.compile(r"Object contains unknown field `(?P<key>[^`]+)`" + _AT)
-_MISSING = re.compile(r"Object missing required field `(?P<key>[^`]+)`" + _AT)
-_ENUM = re.compile(r"Invalid enum value (?P<value>.+?)" + _AT)
-# What each field expects, in words; msgspec's own type names are the fallback.
+_EXPECTED = r"Expected `(?P<want>[^`]+)`(?P<bound>[^,]*?)(?:, got `(?P<got>[^`]+)`)?" + _AT
+_UNKNOWN = r"Object contains unknown field `(?P<key>[^`]+)`" + _AT
+_MISSING = r"Object missing required field `(?P<key>[^`]+)`" + _AT
+_ENUM = r"Invalid enum value (?P<value>.+?)" + _AT
+# What each field expects, in words; msgspec's own type names are the fallback. Patterns
+# are plain strings, compiled (and cached by `re`) only when a file is actually invalid.
 _FIELD_WORDS = [
-    (re.compile(r"launch\[\d+\]\.tp$"), "a positive integer"),
-    (re.compile(r"launch\[\d+\]\.m_list(\[\d+\])?$"), "\"default\", \"fast\" or a list of positive integers"),
-    (re.compile(r"launch$"), "a non-empty list of [[launch]] tables"),
-    (re.compile(r"launch\[\d+\]\.(args|tags)(\[\d+\])?$"), "a list of strings"),
-    (re.compile(r"launch\[\d+\]\.env(\..+)?$"), "a table of strings"),
-    (re.compile(r"config_source$"), "\"embedded\" or \"hf-cache\""),
-    (re.compile(r"launch\[\d+\]\.path$"), "\"auto\" or \"fallback\""),
-    (re.compile(r"launch\[\d+\]\.fallback_timeout_s$"), "a positive number of seconds"),
-    (re.compile(r"config$"), "a table"),
+    (r"launch\[\d+\]\.tp$", "a positive integer"),
+    (r"launch\[\d+\]\.m_list(\[\d+\])?$", "\"default\", \"fast\" or a list of positive integers"),
+    (r"launch$", "a non-empty list of [[launch]] tables"),
+    (r"launch\[\d+\]\.(args|tags)(\[\d+\])?$", "a list of strings"),
+    (r"launch\[\d+\]\.env(\..+)?$", "a table of strings"),
+    (r"config_source$", "\"embedded\" or \"hf-cache\""),
+    (r"launch\[\d+\]\.path$", "\"auto\" or \"fallback\""),
+    (r"launch\[\d+\]\.fallback_timeout_s$", "a positive number of seconds"),
+    (r"config$", "a table"),
 ]
 _TYPE_WORDS = {"int": "an integer", "str": "a string", "array": "a list", "object": "a table"}
 
 
 def _explain(message: str, raw: dict) -> str:
     """Turn msgspec's message into `field: expected X, got <value>`."""
-    if m := _UNKNOWN.match(message):
+    if m := re.match(_UNKNOWN, message):
         return f"{_field(m['path'], m['key'])}: unknown key"
-    if m := _MISSING.match(message):
+    if m := re.match(_MISSING, message):
         return f"{_field(m['path'], m['key'])}: required key missing"
-    m = _EXPECTED.match(message) or _ENUM.match(message)
+    m = re.match(_EXPECTED, message) or re.match(_ENUM, message)
     if m:
         field = _field(m["path"])
-        want = next((words for pattern, words in _FIELD_WORDS if pattern.search(field)), None)
+        want = next((words for pattern, words in _FIELD_WORDS if re.search(pattern, field)), None)
         if want is None:
             want = _TYPE_WORDS.get(m.groupdict().get("want") or "", "a valid value")
         return f"{field}: expected {want}, got {_value_at(raw, m['path'])}"

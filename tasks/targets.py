@@ -177,13 +177,20 @@ def fallback_command(target: Target, python: str) -> list[str]:
 
 
 def works_for(plan: planner.Plan, policy: mlists.MListPolicy) -> list[ShapeWork]:
-    values = policy.values()
+    values = _values(policy)
+    contig = tuple(mlists.for_kind(True, values))
     works = []
     for shape in plan.shapes:
-        m_values = mlists.for_kind(shape.kind is Kind.CONTIG, values)
+        m_values = contig if shape.kind is Kind.CONTIG else values
         if m_values:
-            works.append(ShapeWork(shape, tuple(m_values)))
+            works.append(ShapeWork(shape, m_values))
     return works
+
+
+@functools.lru_cache(maxsize=32)
+def _values(policy: mlists.MListPolicy) -> tuple[int, ...]:
+    # Targets with the same policy share one tuple (up to 131072 values), built once.
+    return tuple(policy.values())
 
 
 def locked_plan(shapes) -> planner.Plan:
