@@ -21,6 +21,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _emit import emit  # noqa: E402
 sys.path.insert(0, str(REPO))
 
 SHAPE = {"n": 4096, "k": 7168, "groups": 32}
@@ -104,12 +106,7 @@ def main() -> int:
                          "nvcc_calls": calls[:3], "nvcc_call_count": len(calls)},
         "seconds": round(time.monotonic() - started, 1),
     }
-    text = json.dumps(report, indent=1)
-    print(text)
-    if opts.out:
-        opts.out.parent.mkdir(parents=True, exist_ok=True)
-        opts.out.write_text(text + "\n")
-    return 0
+    return emit(report, opts.out)
 
 
 if __name__ == "__main__":

@@ -24,6 +24,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _emit import emit  # noqa: E402
 FAKES = REPO / "tests" / "fakes"
 
 
@@ -71,11 +73,7 @@ def main() -> int:
         "planned_targets_only": measure(planned, work / "planned", opts.runs),
     }
     shutil.rmtree(work, ignore_errors=True)
-    text = json.dumps(result, indent=1)
-    print(text)
-    if opts.out:
-        opts.out.write_text(text + "\n")
-    return 0
+    return emit(result, opts.out)
 
 
 if __name__ == "__main__":

@@ -24,6 +24,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _emit import emit  # noqa: E402
 sys.path.insert(0, str(REPO))
 
 from tasks import fingerprint, registry, targets  # noqa: E402  (pure planning code)
@@ -106,12 +108,7 @@ def main() -> int:
     result["ratio_b_over_a"] = round(b_wall / a_wall, 4) if a_wall else None
     result["target_met"] = bool(result["ratio_b_over_a"] is not None and result["ratio_b_over_a"] <= 1 / 8
                                 and result["identical_entry_sets"] and c.get("new_entries") == 0)
-    text = json.dumps(result, indent=1)
-    print(text)
-    if opts.out:
-        opts.out.parent.mkdir(parents=True, exist_ok=True)
-        opts.out.write_text(text + "\n")
-    return 0
+    return emit(result, opts.out)
 
 
 if __name__ == "__main__":

@@ -23,6 +23,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _emit import emit  # noqa: E402
 sys.path.insert(0, str(REPO))
 
 from tasks import fingerprint, registry, targets  # noqa: E402  (pure planning code)
@@ -76,7 +78,7 @@ def main() -> int:
                       "shapes": _shape_records(root)}
     if cold.returncode != 0:
         result["cold"]["output_tail"] = (cold.stdout + cold.stderr)[-4000:]
-        return _finish(result, opts.out)
+        return emit(result, opts.out)
 
     again, again_s = doit(env, "warm")
     result["second_warm"] = {"rc": again.returncode, "wall_s": again_s,
@@ -111,7 +113,7 @@ def main() -> int:
         result["replay"] = json.loads(replay.stdout.strip().splitlines()[-1])
     except (ValueError, IndexError):
         result["replay"] = {"rc": replay.returncode, "output_tail": (replay.stdout + replay.stderr)[-4000:]}
-    return _finish(result, opts.out)
+    return emit(result, opts.out)
 
 
 def _load(path: Path) -> dict:
@@ -126,15 +128,6 @@ def _shape_records(root: Path) -> list[dict]:
                      "ok": rec["ok"], "entries": len(rec.get("entries", {})), "new": len(rec.get("new", [])),
                      "seconds": rec.get("seconds"), "error": rec.get("error")})
     return rows
-
-
-def _finish(result: dict, out: Path | None) -> int:
-    text = json.dumps(result, indent=1)
-    print(text)
-    if out:
-        out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text(text + "\n")
-    return 0
 
 
 if __name__ == "__main__":

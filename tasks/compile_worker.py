@@ -1,6 +1,6 @@
-"""Child of the compile pool: run a slice of (shape, M) calls so their kernels get built.
+"""Compile pool worker: run (shape, M) calls so their kernels get built.
 
-Usage: python -m tasks.compile_worker PLAN.json RESULT.json
+Runs in a child forked by tasks/zygote.py; the calls come from a queue all workers share.
 
 deep_gemm compiles through jitwarm's nvcc shim. When another worker is compiling the
 kernel a call needs, the shim answers "busy" at once: the call is deferred and the
@@ -11,27 +11,12 @@ this time waiting for the other worker's result instead of compiling it again.
 from __future__ import annotations
 
 import importlib
-import json
 import os
-import sys
 import time
 from collections import Counter
 from pathlib import Path
 
-from .worker import EXIT_ENV, EnvironmentProblem
-
-
-def main(argv: list[str]) -> int:
-    plan = json.loads(Path(argv[1]).read_text())
-    try:
-        result = run(plan)
-    except EnvironmentProblem as exc:
-        print(f"jitwarm worker: {exc}", file=sys.stderr, flush=True)
-        return EXIT_ENV
-    tmp = Path(argv[2]).with_suffix(".tmp")
-    tmp.write_text(json.dumps(result))
-    os.replace(tmp, argv[2])
-    return 0
+from .worker import EnvironmentProblem
 
 
 def run(plan: dict, take=None) -> dict:
@@ -83,6 +68,3 @@ def run(plan: dict, take=None) -> dict:
     return {"done": {str(s): n for s, n in done.items()}, "deferred": skipped,
             "import_s": round(imported, 3), "seconds": round(time.monotonic() - started, 3)}
 
-
-if __name__ == "__main__":
-    sys.exit(main(sys.argv))

@@ -1,19 +1,17 @@
-"""Child process: sweep one GEMM shape over its M list and report the cache entries it used.
+"""Replay one GEMM shape's full sweep and report the cache entries it used.
 
-Usage: python -m tasks.worker PLAN.json RESULT.json
+Runs in a child forked by tasks/zygote.py, one per shape, after the compile pool.
 
 The sweep runs against a private view of the cache (tasks/cacheview.py), so the entries
 it reports are exactly those this process loaded or created.
 
-Exit codes: 0 ok; 3 environment problem (one line on stderr); anything else is a crash.
+A child exits 0 when done; 3 (EXIT_ENV) for an environment problem, reported as one line.
 """
 
 from __future__ import annotations
 
 import importlib
-import json
 import os
-import sys
 import time
 from pathlib import Path
 
@@ -25,19 +23,6 @@ EXIT_ENV = 3
 
 class EnvironmentProblem(Exception):
     """No GPU, no deep_gemm, or a mismatch the planner must know about."""
-
-
-def main(argv: list[str]) -> int:
-    plan = json.loads(Path(argv[1]).read_text())
-    try:
-        result = run(plan)
-    except EnvironmentProblem as exc:
-        print(f"jitwarm worker: {exc}", file=sys.stderr, flush=True)
-        return EXIT_ENV
-    tmp = Path(argv[2]).with_suffix(".tmp")
-    tmp.write_text(json.dumps(result))
-    os.replace(tmp, argv[2])
-    return 0
 
 
 def run(plan: dict) -> dict:
@@ -81,6 +66,3 @@ def _executor(plan: dict):
                                      f"{plan['contig_alignment']}; update tasks/mlists.CONTIG_ALIGNMENT")
     return factory(dg, shape["kind"], shape["n"], shape["k"], shape["groups"], max(m_values))
 
-
-if __name__ == "__main__":
-    sys.exit(main(sys.argv))
