@@ -77,19 +77,14 @@ def run(ctx: warm.Context, items: list[tuple[ShapeWork, list[Target]]]) -> None:
 
 
 def _warm(ctx: warm.Context, fp: dict, items: list[tuple[ShapeWork, list[Target]]]) -> None:
+    """Compile and replay `items`; record each shape and commit its targets as it lands."""
     if not items:
         return
     root = ctx.root.path
     works = [w for w, _ in items]
-    store = pool.store_for(root, fp, max_age_s=2 * ctx.shape_timeout_s)
-    _compile_and_replay(ctx, fp, items, works, store)
-    for _, dependents in items:
-        _commit(ctx, fp, dependents)
-
-
-def _compile_and_replay(ctx, fp, items, works, store) -> None:
-    root = ctx.root.path
     dependents = {w.key: d for w, d in items}
+    store = pool.store_for(root, fp, max_age_s=2 * ctx.shape_timeout_s)
+    report = pool.Report()  # pool.run fills it in before the first replay is delivered
     recorded: set[str] = set()
 
     def on_replay(work: ShapeWork, replay: pool.Replay) -> None:
@@ -102,8 +97,7 @@ def _compile_and_replay(ctx, fp, items, works, store) -> None:
                   f"{len(record['new'])}", flush=True)
             _commit(ctx, fp, dependents[work.key])
 
-    report = pool.Report()  # filled in by pool.run before the first replay is delivered
-    report = pool.run(works, root, fp, ctx.settings, _worker_env(), store, on_replay, report)
+    pool.run(works, root, fp, ctx.settings, _worker_env(), store, on_replay, report)
     for work in works:
         if work.key not in recorded:
             _write(root, work, fp, {"ok": False, **report.failures.get(work.key, {"error": "not warmed"})})

@@ -7,6 +7,7 @@ None ("absent"), never raised.
 
 from __future__ import annotations
 
+import contextlib
 import importlib.metadata as metadata
 import importlib.util
 import json
@@ -178,10 +179,8 @@ def _gpu(output: str | None, probe: str | None) -> dict:
     gpu = {"gpu.name": None, "gpu.arch": None, "gpu.sms": None}
     if len(fields) >= 2:
         gpu["gpu.name"], gpu["gpu.arch"] = fields[0], fields[1]
-        try:
+        with contextlib.suppress(ValueError, KeyError, TypeError):
             gpu["gpu.sms"] = str(json.loads(probe or "{}")["sms"])
-        except (ValueError, KeyError, TypeError):
-            pass
     return gpu
 
 

@@ -1,11 +1,12 @@
 """Compile pool: build the kernels of many shapes at once, on every usable core, then
 replay each shape to attribute its entries and prove nothing is left to compile.
 
-All (shape, M) calls form one queue that W worker processes drain together, a chunk
-at a time; shapes take turns and each visits its M values in a spread order, so at any
-moment the workers mostly need different kernels, and an idle worker always finds work. deep_gemm compiles through the nvcc shim
-(tasks/nvcc_shim.sh), which builds each kernel once across all workers and processes
-and tells a worker at once when another is already building what it needs.
+All (shape, M) calls form one queue that W worker processes drain together, a chunk at
+a time; shapes take turns and each visits its M values in a spread order, so at any
+moment the workers mostly need different kernels, and an idle worker always finds work.
+deep_gemm compiles through the nvcc shim (tasks/nvcc_shim.sh), which builds each kernel
+once across all workers and processes, and tells a worker at once when another is
+already building what it needs.
 """
 
 from __future__ import annotations
@@ -34,7 +35,7 @@ class Report:
     seconds: float = 0.0
     deferred: int = 0
     compiled: int = 0
-    complete: set[str] = field(default_factory=set)  # shape keys every slice of which finished
+    complete: set[str] = field(default_factory=set)  # shape keys whose compile calls all finished
     failures: dict[str, dict] = field(default_factory=dict)  # shape key -> {error, log_tail}
     m_values: dict[str, tuple[int, ...]] = field(default_factory=dict)  # after memory reduction
     reduced: dict[str, int] = field(default_factory=dict)  # shape key -> reduced max_m
@@ -136,8 +137,8 @@ def run(works: list[ShapeWork], root: Path, fp: dict, settings: Settings, base_e
         store: Path, on_replay, report: Report | None = None) -> Report:
     """Compile every work's kernels in parallel, then replay each work in its own view.
 
-    One supervised process (tasks/zygote.py) imports torch and deep_gemm once and forks
-    the compile workers, then the replays. `on_replay(work, Replay)` is called for each
+    One supervised process (tasks/zygote.py) imports torch once and forks the compile
+    workers, then the replays. `on_replay(work, Replay)` is called for each
     work as soon as its replay ends (or the pool does), so results land as they come.
     """
     report = Report() if report is None else report
@@ -226,7 +227,8 @@ def _read_compile(report, runnable, compile_jobs, outcome) -> None:
         result = records.read_json_any(Path(job["result"]))
         if result is not None:
             report.deferred += result.get("deferred", 0)
-            report.timings["worker_import_s"] = max(report.timings.get("worker_import_s", 0), result.get("import_s", 0))
+            slowest = max(report.timings.get("worker_import_s", 0), result.get("import_s", 0))
+            report.timings["worker_import_s"] = slowest
             continue
         broken = True
         tail = supervise.log_tail(Path(job["log"]), 200)

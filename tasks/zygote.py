@@ -11,6 +11,7 @@ own log and result file, and is killed if it outlives its timeout.
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import json
 import multiprocessing
@@ -95,19 +96,15 @@ def _remove_build_leftovers(root: Path, pids: list[int]) -> None:
 
 
 def _kill_group(pgid: int) -> None:
-    try:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(pgid, signal.SIGKILL)
-    except (ProcessLookupError, PermissionError):
-        pass
 
 
 def _fork(job: dict, body) -> int:
     pid = os.fork()
     if pid:
-        try:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
             os.setpgid(pid, pid)  # both sides set it, so no kill can race the child's own call
-        except (ProcessLookupError, PermissionError):
-            pass
         return pid
     code = 1
     try:
