@@ -46,10 +46,12 @@ def run(plan: dict, take=None) -> dict:
             current[:] = [s, factory(dg, shape["kind"], shape["n"], shape["k"], shape["groups"], shape["rows"])]
         return current[1]
 
-    done, deferred = Counter(), []
-    os.environ["JITWARM_NVCC_WAIT"] = "0"
-    while chunk := take():
-        for s, m in chunk:
+    done, deferred, skipped = Counter(), [], 0
+
+    def attempt(pairs) -> list:
+        """Run each call; return those whose kernel another worker is building."""
+        busy_now = []
+        for s, m in pairs:
             try:
                 executor(s).execute(m)
                 done[s] += 1
@@ -57,12 +59,23 @@ def run(plan: dict, take=None) -> dict:
                 if not busy.exists():
                     raise  # a real failure: the pool reports this worker's log
                 busy.unlink()
-                deferred.append((s, m))
-    skipped = len(deferred)
+                busy_now.append((s, m))
+        return busy_now
+
+    # Every call of a shape first needs the shape's scale-transpose kernel. A first call
+    # that waits for it keeps the early calls from being deferred behind the transposes
+    # (and their own kernels from being found late).
     os.environ["JITWARM_NVCC_WAIT"] = "1"
-    for s, m in sorted(deferred):
-        executor(s).execute(m)
-        done[s] += 1
+    if plan.get("first_call"):
+        attempt([tuple(plan["first_call"])])
+    os.environ["JITWARM_NVCC_WAIT"] = "0"
+    while chunk := take():
+        new = attempt(chunk)
+        skipped += len(new)
+        # Retry what was busy before: a call deferred behind one kernel may need another.
+        deferred = attempt(deferred) + new
+    os.environ["JITWARM_NVCC_WAIT"] = "1"
+    attempt(sorted(deferred))
     if current[1] is not None:
         current[1].sync()
     return {"done": {str(s): n for s, n in done.items()}, "deferred": skipped,

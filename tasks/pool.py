@@ -156,7 +156,8 @@ def run(works: list[ShapeWork], root: Path, fp: dict, settings: Settings, base_e
     shapes = [{"kind": w.shape.kind.value, "n": w.shape.n, "k": w.shape.k, "groups": w.shape.groups,
                "rows": max(report.m_values[w.key])} for w in runnable]
     compile_jobs = [{
-        "plan": {"module": module, "shapes": shapes, "busy_flag": str(work_dir / f"busy-{i}")},
+        "plan": {"module": module, "shapes": shapes, "busy_flag": str(work_dir / f"busy-{i}"),
+                 "first_call": _first_call(i, runnable, report.m_values)},
         "env": {"JITWARM_BUSY_FLAG": str(work_dir / f"busy-{i}"), "DG_JIT_CACHE_DIR": str(root)},
         "log": str(records.log_path(root, f"compile-{i}")), "result": str(work_dir / f"compile-{i}.json"),
         "status": str(work_dir / f"compile-{i}.status")} for i in range(report.workers)]
@@ -214,6 +215,16 @@ def run(works: list[ShapeWork], root: Path, fp: dict, settings: Settings, base_e
           f"{t.get('worker_import_s', '?')}s; pool {report.seconds}s; "
           f"fingerprint {fingerprint.seconds}s", flush=True)
     return report
+
+
+def _first_call(worker_index: int, works: list[ShapeWork], m_values: dict) -> list[int]:
+    """A call each worker makes before the queue, waiting if need be: its own shape and a
+    spread M, so the workers' first kernels (a shape's scale transpose, then a GEMM) are
+    mostly different ones."""
+    s = worker_index % len(works)
+    values = m_values[works[s].key]
+    order = spread_order(len(values))
+    return [s, values[order[(worker_index // len(works)) % len(values)]]]
 
 
 def _read_compile(report, runnable, compile_jobs, outcome) -> None:
