@@ -11,7 +11,6 @@ Usage: python bench/noop_overhead.py [--runs N] [--out FILE]
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import shutil

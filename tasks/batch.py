@@ -124,8 +124,8 @@ def _replay_record(work: ShapeWork, replay: pool.Replay, report: pool.Report) ->
     if work.key in report.failures:
         return {**base, "ok": False, **report.failures[work.key]}
     if replay.status == f"exited with code {worker.EXIT_ENV}":
-        line = next((ln for ln in reversed(tail) if ln.startswith("jitwarm worker: ")), tail[-1] if tail else "")
-        return {**base, "ok": False, "error": line.removeprefix("jitwarm worker: "), "log_tail": []}
+        error = worker.problem_line(tail) or (tail[-1] if tail else replay.status)
+        return {**base, "ok": False, "error": error, "log_tail": []}
     return {**base, "ok": False, "error": f"replay {replay.status} (log {replay.log})", "log_tail": tail}
 
 

@@ -82,9 +82,13 @@ def compute(environ=None) -> dict:
     return fp
 
 
+def _deep_gemm_dist() -> str | None:
+    return next((name for name in DEEP_GEMM_DISTS if _dist_version(name)), None)
+
+
 def package_versions() -> dict:
     """sglang and deep_gemm versions from package metadata alone (cheap, for planning)."""
-    dist = next((name for name in DEEP_GEMM_DISTS if _dist_version(name)), None)
+    dist = _deep_gemm_dist()
     return {"sglang": _dist_version("sglang"),
             "deep_gemm": f"{dist} {_dist_version(dist)}" if dist else None}
 
@@ -139,7 +143,7 @@ def _torch_cuda() -> str | None:
 
 def _deep_gemm(module: str) -> dict:
     path = _package_dir(module)
-    dist = next((name for name in DEEP_GEMM_DISTS if _dist_version(name)), None) if module == "deep_gemm" else None
+    dist = _deep_gemm_dist() if module == "deep_gemm" else None
     return {
         "deep_gemm.module": module,
         "deep_gemm.dist": dist,

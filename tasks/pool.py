@@ -198,9 +198,9 @@ def run(works: list[ShapeWork], root: Path, fp: dict, settings: Settings, base_e
         report.compiled = _compiled_count(store) - compiled_before  # other runs' builds may count too
         report.seconds = round(time.monotonic() - started, 3)
         if outcome.returncode == worker.EXIT_ENV:
-            line = next((ln for ln in reversed(outcome.tail()) if ln.startswith("jitwarm worker: ")), "")
+            error = worker.problem_line(outcome.tail()) or outcome.describe()
             for w in runnable:
-                report.failures[w.key] = {"error": line.removeprefix("jitwarm worker: ") or outcome.describe()}
+                report.failures[w.key] = {"error": error}
         else:
             _read_compile(report, runnable, compile_jobs, outcome)
         deliver(outcome)

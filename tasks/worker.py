@@ -25,6 +25,15 @@ class EnvironmentProblem(Exception):
     """No GPU, no deep_gemm, or a mismatch the planner must know about."""
 
 
+PROBLEM_PREFIX = "jitwarm worker: "
+
+
+def problem_line(log_tail: list[str]) -> str:
+    """The one-line environment problem a child reported (EXIT_ENV), from its log tail."""
+    line = next((ln for ln in reversed(log_tail) if ln.startswith(PROBLEM_PREFIX)), "")
+    return line.removeprefix(PROBLEM_PREFIX)
+
+
 def run(plan: dict) -> dict:
     view = CacheView(Path(plan["root"]), Path(plan["staging"]))
     os.environ["DG_JIT_CACHE_DIR"] = str(view.path)

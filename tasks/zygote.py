@@ -23,7 +23,7 @@ import time
 import traceback
 from pathlib import Path
 
-from . import compile_worker, worker
+from . import compile_worker, records, worker
 
 
 def main(argv: list[str]) -> int:
@@ -35,10 +35,10 @@ def main(argv: list[str]) -> int:
         try:
             torch = importlib.import_module("torch")
         except ImportError as exc:
-            print(f"jitwarm worker: cannot import torch: {exc}", file=sys.stderr, flush=True)
+            print(f"{worker.PROBLEM_PREFIX}cannot import torch: {exc}", file=sys.stderr, flush=True)
             return worker.EXIT_ENV
         if torch.cuda.is_initialized():
-            print("jitwarm worker: CUDA was initialised before fork", file=sys.stderr, flush=True)
+            print(f"{worker.PROBLEM_PREFIX}CUDA was initialised before fork", file=sys.stderr, flush=True)
             return worker.EXIT_ENV
     timings = {"import_s": round(time.monotonic() - started, 3)}
     # The compile queue: one list, a counter in shared memory that every forked worker
@@ -117,7 +117,7 @@ def _fork(job: dict, body) -> int:
         os.environ.update(job.get("env", {}))
         code = body(job)
     except worker.EnvironmentProblem as exc:
-        print(f"jitwarm worker: {exc}", file=sys.stderr, flush=True)
+        print(f"{worker.PROBLEM_PREFIX}{exc}", file=sys.stderr, flush=True)
         code = worker.EXIT_ENV
     except BaseException:
         traceback.print_exc()
@@ -129,19 +129,13 @@ def _fork(job: dict, body) -> int:
 
 
 def _compile_child(job: dict, take) -> int:
-    _write(job["result"], compile_worker.run(job["plan"], take))
+    records.write_json(Path(job["result"]), compile_worker.run(job["plan"], take))
     return 0
 
 
 def _replay_child(job: dict) -> int:
-    _write(job["result"], worker.run(job["plan"]))
+    records.write_json(Path(job["result"]), worker.run(job["plan"]))
     return 0
-
-
-def _write(path: str, data: dict) -> None:
-    tmp = Path(path).with_suffix(".tmp")
-    tmp.write_text(json.dumps(data))
-    os.replace(tmp, path)
 
 
 def _note(job: dict, how: str) -> None:

@@ -104,7 +104,7 @@ def test_deleted_entry_makes_only_its_targets_stale_and_info_names_it(ws):
     assert stale == {dp_target}
     info = ws.doit("info", dp_target)
     assert f"entry {only_dp[0]} missing" in info.stdout
-    assert f"cache root" in info.stdout and str(ws.root) in info.stdout
+    assert "cache root" in info.stdout and str(ws.root) in info.stdout
 
     before = len(ws.compiles())
     assert ws.doit("warm").returncode == 0

@@ -6,7 +6,7 @@ import subprocess
 import sys
 from collections import Counter
 
-from conftest import DODO, Workspace, model_file
+from conftest import DODO, model_file
 from tasks import gpumem, pool
 from tasks.planner import GemmShape, Kind
 from tasks.targets import ShapeWork
