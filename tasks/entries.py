@@ -10,7 +10,6 @@ import contextlib
 import errno
 import os
 import shutil
-import uuid
 from pathlib import Path
 
 PREFIX = "kernel."
@@ -76,7 +75,7 @@ def publish(src: Path, root: Path) -> bool:
         return False
     if dest.exists():
         # A broken leftover (e.g. an interrupted 0.1.x build): move it aside first.
-        aside = Path(root) / "tmp" / f"broken-{uuid.uuid4().hex}"
+        aside = Path(root) / "tmp" / f"broken-{os.urandom(16).hex()}"
         aside.parent.mkdir(parents=True, exist_ok=True)
         with contextlib.suppress(FileNotFoundError):
             os.rename(dest, aside)

@@ -11,7 +11,6 @@ import importlib.util
 import os
 import shlex
 import sys
-import uuid
 from pathlib import Path
 
 from doit.exceptions import TaskFailed
@@ -50,7 +49,7 @@ def run(target: targets.Target, ctx: warm.Context):
 
     root = ctx.root.path
     log = records.log_path(root, f"fallback-{target.name}")
-    staging = records.state_dir(root) / "staging" / f"fallback-{os.getpid()}-{uuid.uuid4().hex[:6]}"
+    staging = records.state_dir(root) / "staging" / f"fallback-{os.getpid()}-{os.urandom(3).hex()}"
     argv = targets.fallback_command(target, sys.executable)
     print(f"[{target.name}] fallback: {shlex.join(argv)} (timeout {target.fallback_timeout_s}s, log {log})",
           flush=True)

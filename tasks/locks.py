@@ -11,7 +11,6 @@ from __future__ import annotations
 import os
 import re
 import tomllib
-import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -88,7 +87,7 @@ def write(model_file: Path, capture: Capture) -> Path:
         captures = {}  # a broken lock is rewritten from what the server just reported
     captures[capture.launch] = capture
     doc = {"capture": [_as_toml(c) for c in sorted(captures.values(), key=lambda c: c.launch)]}
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{os.urandom(4).hex()}.tmp")
     tmp.write_text(_HEADER + tomli_w.dumps(doc), encoding="utf-8")
     os.replace(tmp, path)
     return path
