@@ -4,6 +4,8 @@
 says why. Planning here never imports torch or deep_gemm.
 """
 
+from doit import task_params
+
 from tasks import doit_tasks
 
 DOIT_CONFIG = doit_tasks.DOIT_CONFIG
@@ -11,9 +13,11 @@ doit_tasks.install_sigterm_as_interrupt()
 doit_tasks.report_group_failures_as_failures()
 
 
-def task_warm():
+@task_params([{"name": "shard", "long": "shard", "type": str, "default": "",
+               "help": "warm only shard i of N (i/N, 1-based); default: JITWARM_SHARD, else everything"}])
+def task_warm(shard):
     """Warm every stale (model, tp, launch args) target."""
-    yield from doit_tasks.warm_tasks()
+    yield from doit_tasks.warm_tasks(shard)
 
 
 def task__shape():

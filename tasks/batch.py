@@ -19,7 +19,7 @@ import time
 
 import filelock
 
-from . import fingerprint, pool, records, warm, worker
+from . import events, fingerprint, pool, records, warm, worker
 from .settings import REPO_ROOT
 from .targets import ShapeWork, Target
 
@@ -92,6 +92,7 @@ def _warm(ctx: warm.Context, fp: dict, items: list[tuple[ShapeWork, list[Target]
         record = _replay_record(work, replay, report)
         _write(root, work, fp, record)
         recorded.add(work.key)
+        events.emit("shape_done", key=work.key, ok=record["ok"])
         if record["ok"]:
             print(f"warmed {work.name}: {len(record['entries'])} entries, replay compiled "
                   f"{len(record['new'])}", flush=True)
@@ -101,6 +102,7 @@ def _warm(ctx: warm.Context, fp: dict, items: list[tuple[ShapeWork, list[Target]
     for work in works:
         if work.key not in recorded:
             _write(root, work, fp, {"ok": False, **report.failures.get(work.key, {"error": "not warmed"})})
+            events.emit("shape_done", key=work.key, ok=False)
 
 
 def _replay_record(work: ShapeWork, replay: pool.Replay, report: pool.Report) -> dict:

@@ -12,13 +12,17 @@ import os
 import signal
 from pathlib import Path
 
-from . import cacheroot, fingerprint, locks, records, registry, settings, targets, warm
+from doit.exceptions import InvalidCommand
+
+from . import cacheroot, fingerprint, locks, records, registry, settings, sharding, targets, warm
+from .reporter import WarmReporter
 
 # The process doit runs in; with `doit -n` actions run in forked workers instead.
 MAIN_PID = os.getpid()
 
 DOIT_CONFIG = {
     "default_tasks": ["warm"],
+    "reporter": WarmReporter,
     "continue": True,
     "dep_file": os.environ.get("JITWARM_DOIT_DB", ".doit.db"),
     "backend": "json",
@@ -55,11 +59,13 @@ class _Check(abc.ABC):
 
 
 class TargetCheck(_Check):
-    def __init__(self, root: Path, target: targets.Target):
+    def __init__(self, root: Path, target: targets.Target, local_keys: frozenset[str] | None = None):
+        """`local_keys`: under sharding, the target's shapes this shard warms (None: all)."""
         self.root, self.name, self.error = root, target.name, target.error
         self.launch_hash, self.plan_hash = target.launch_hash, target.plan_hash
         self.model, self.launch_index = target.model, target.launch_index
         self.shapes = [(w.name, w.key) for w in target.works]
+        self.local_keys = local_keys if local_keys is not None and len(local_keys) < len(self.shapes) else None
 
     def compute(self) -> list[str]:
         if self.error:
@@ -67,6 +73,10 @@ class TargetCheck(_Check):
         fp = fingerprint.current()
         reasons = records.target_reasons(self.root, self.name, self.launch_hash, self.plan_hash,
                                          fp, self.model, self.launch_index)
+        if reasons and self.local_keys is not None:
+            # Only part of the target is this shard's job: it holds when that part does.
+            return [f"shape {name}: {why[0]}" for name, key in self.shapes
+                    if key in self.local_keys and (why := records.shape_reasons(self.root, key, fp))]
         if reasons and reasons[0].startswith("not warmed yet"):
             # Say what stands in the way, not just that no marker exists.
             for name, key in self.shapes:
@@ -100,19 +110,49 @@ def load() -> tuple[warm.Context, list[targets.Target]]:
     return ctx, targets.expand(registry.load(conf.models_dir))
 
 
-def warm_tasks():
+@functools.lru_cache(maxsize=4)
+def selection(shard_option: str = "") -> tuple[warm.Context, sharding.Selection]:
+    """The targets this run covers: all of them, or one shard's (--shard or JITWARM_SHARD)."""
     ctx, all_targets = load()
+    try:
+        shard = sharding.from_settings(shard_option, os.environ)
+    except sharding.ShardError as exc:
+        raise InvalidCommand(str(exc)) from None
+    return ctx, sharding.select(all_targets, shard)
+
+
+_shard_option = ""  # what `doit warm --shard` said; the shape tasks follow the same split
+_checks: dict[str, TargetCheck] = {}
+
+
+def current() -> tuple[warm.Context, sharding.Selection, dict[str, TargetCheck]]:
+    """This run's context, selection and target checks (for the reporter)."""
+    ctx, chosen = selection(_shard_option)
+    return ctx, chosen, _checks
+
+
+def warm_tasks(shard_option: str = ""):
+    global _shard_option
+    _shard_option = shard_option or ""
+    ctx, chosen = selection(_shard_option)
     root = ctx.root.path
-    checks = [TargetCheck(root, t) for t in all_targets]
+    checks = [TargetCheck(root, t, chosen.local_keys[t.name]) for t in chosen.targets]
+    _checks.clear()
+    _checks.update((c.name, c) for c in checks)
+    where = f"shard {chosen.shard} of " if chosen.shard else ""
     yield {"basename": "warm", "name": None, "uptodate": [AnyStale(checks)],
-           "doc": f"warm every stale target into {ctx.root.path}"}
-    for target, check in zip(all_targets, checks):
-        action = _run_fallback if target.path == targets.FALLBACK else warm.finish_target
+           "doc": f"warm every stale target of {where}the registry into {ctx.root.path}"}
+    for target, check in zip(chosen.targets, checks):
+        local = check.local_keys
+        if target.path == targets.FALLBACK:
+            action = (_run_fallback, [target, ctx])
+        else:
+            action = (warm.finish_target, [target, ctx, local])
         yield {
             "name": target.name,
             "doc": target.doc,
-            "actions": [(action, [target, ctx])],
-            "task_dep": [shape_task_name(w) for w in target.works],
+            "actions": [action],
+            "task_dep": [shape_task_name(w) for w in target.works if local is None or w.key in local],
             "uptodate": [check],
             "meta": _meta(target, ctx),
             "verbosity": 2,
@@ -120,12 +160,16 @@ def warm_tasks():
 
 
 def shape_tasks():
-    ctx, all_targets = load()
+    ctx, chosen = selection(_shard_option)
     dependents: dict[str, list[targets.Target]] = {}
-    for target in all_targets:
+    for target in chosen.targets:
+        local = chosen.local_keys[target.name]
         for work in target.works:
-            dependents.setdefault(work.key, []).append(target)
-    for work in targets.shared_works(all_targets).values():
+            if local is None or work.key in local:
+                dependents.setdefault(work.key, []).append(target)
+    for work in targets.shared_works(chosen.targets).values():
+        if work.key not in dependents:
+            continue  # another shard's shape
         yield {
             "name": work.name,
             "doc": f"{work.shape.kind.value} N={work.shape.n} K={work.shape.k} "

@@ -15,6 +15,8 @@ class Settings:
     models_dir: Path
     shape_timeout_s: float
     jobs: int = 0  # compile workers at most; 0 = every usable core
+    junit_xml: Path | None = None  # where `doit warm` writes JUnit XML; None = nowhere
+    report_json: Path | None = None  # where it writes the JSON report (docs/report.schema.json)
 
 
 def load(environ=None) -> Settings:
@@ -41,4 +43,15 @@ def load(environ=None) -> Settings:
         jobs = -1
     if jobs < 0:
         raise SystemExit(f"jitwarm: jobs: expected a number of workers (0 = all cores), got {raw_jobs!r}")
-    return Settings(models, timeout, jobs)
+    return Settings(models, timeout, jobs, _output(env, table, "JITWARM_JUNIT_XML", "junit_xml"),
+                    _output(env, table, "JITWARM_REPORT_JSON", "report_json"))
+
+
+def _output(env, table: dict, env_name: str, key: str) -> Path | None:
+    """A report path: the environment's is relative to the working directory, pyproject's to the repo."""
+    if value := env.get(env_name):
+        return Path(value).absolute()
+    value = table.get(key) or ""
+    if not isinstance(value, str):
+        raise SystemExit(f"jitwarm: pyproject.toml: tool.jitwarm.{key}: expected a path, got {value!r}")
+    return (REPO_ROOT / value) if value else None

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from doit.exceptions import TaskFailed
 
-from . import fingerprint, records
+from . import events, fingerprint, records
 from .cacheroot import CacheRoot
 from .settings import Settings
 from .targets import Target
@@ -54,8 +54,12 @@ def preflight(fp: dict) -> str | None:
     return None
 
 
-def finish_target(target: Target, ctx: Context):
-    """doit action: commit the marker, or fail with each unwarmed shape's reason."""
+def finish_target(target: Target, ctx: Context, local_keys: frozenset[str] | None = None):
+    """doit action: commit the marker, or fail with each unwarmed shape's reason.
+
+    Under sharding, `local_keys` names the target's shapes this shard warms; when only
+    the other shards' shapes are missing, the target's part here succeeded.
+    """
     if target.error:
         return TaskFailed(target.error)
     if target.works and (problem := preflight(fingerprint.current())):
@@ -66,6 +70,11 @@ def finish_target(target: Target, ctx: Context):
     if not records.target_reasons(ctx.root.path, target.name, target.launch_hash, target.plan_hash, fp):
         return None  # the batch committed it
     failures = commit_target(target, ctx)
+    if failures and local_keys is not None:
+        if not any(records.shape_reasons(ctx.root.path, w.key, fp) for w in target.works if w.key in local_keys):
+            print(f"{target.name}: partial, {len(local_keys)} of {len(target.works)} shapes warmed in this "
+                  f"shard; the marker is written where every shard's shapes are in one cache root", flush=True)
+            return None
     return TaskFailed("\n".join(failures)) if failures else None
 
 
@@ -95,6 +104,7 @@ def commit_target(target: Target, ctx: Context) -> list[str]:
                  seconds={"warm": max((s["seconds"] or 0 for s in shapes), default=0),
                           "replays": round(sum((s["replay"] or {}).get("seconds", 0) for s in shapes), 3)})
     print(f"{target.name}: up to date, {len(target.works)} shapes, {len(merged)} entries", flush=True)
+    events.emit("target_ready", name=target.name)
     return []
 
 

@@ -32,7 +32,7 @@ class Workspace:
         self.root = tmp / "cache"
         self.compile_log = tmp / "compiles.log"
         self.env = {k: v for k, v in os.environ.items()
-                    if not k.startswith(("SGLANG_", "DG_JIT_", "FAKE_DG_", "JITWARM_"))}
+                    if not k.startswith(("SGLANG_", "DG_JIT_", "FAKE_DG_", "JITWARM_", "GITHUB_", "NO_COLOR"))}
         self.env.update({
             "JITWARM_MODELS_DIR": str(self.models),
             "DG_JIT_CACHE_DIR": str(self.root),

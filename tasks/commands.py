@@ -1,0 +1,132 @@
+"""doit commands registered in pyproject.toml ([tool.doit.plugins.command]):
+
+  doit stale [TARGET...]  stale targets with their reasons; exit 1 if any (a CI gate)
+  doit plan [TARGET...]   each target's path, shapes, M list and estimated compile cost
+
+Both read the registry and the markers only: no GPU, no torch, no deep_gemm. A TARGET
+is a target name (with or without `warm:`) or a model name, meaning all its targets.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+from doit.cmd_base import Command
+
+from . import estimate, sharding, targets
+
+EXIT_STALE, EXIT_USAGE = 1, 2
+
+_opt_shard = {
+    "name": "shard", "long": "shard", "type": str, "default": "",
+    "help": "only shard i of N (i/N, 1-based), as `doit warm --shard`; default: JITWARM_SHARD",
+}
+
+
+def _select(shard_option: str, names: list[str]):
+    """(ctx, selection, targets named), or a usage error line."""
+    from . import doit_tasks
+
+    ctx, all_targets = doit_tasks.load()
+    try:
+        chosen = sharding.select(all_targets, sharding.from_settings(shard_option, os.environ))
+    except sharding.ShardError as exc:
+        return None, str(exc)
+    if not names:
+        return (ctx, chosen, chosen.targets), None
+    picked, known = [], {t.name for t in all_targets} | {t.model for t in all_targets}
+    for raw in names:
+        name = raw.removeprefix("warm:")
+        if name not in known:
+            return None, f"unknown target {raw!r}; `doit list` shows the targets"
+        picked += [t for t in chosen.targets if name in (t.name, t.model) and t not in picked]
+    return (ctx, chosen, picked), None
+
+
+class Stale(Command):
+    name = "stale"
+    doc_purpose = "list stale warm targets with their reasons; exit 1 if any is stale"
+    doc_usage = "[TARGET ...]"
+    doc_description = "A CI gate: exit 0 when every (selected) target is up to date, 1 otherwise."
+    cmd_options = (_opt_shard,)
+
+    def execute(self, params, args):
+        from . import doit_tasks
+
+        found, problem = _select(params["shard"], args)
+        if problem:
+            print(f"jitwarm: {problem}", file=sys.stderr)
+            return EXIT_USAGE
+        ctx, chosen, picked = found
+        stale = 0
+        for target in picked:
+            check = doit_tasks.TargetCheck(ctx.root.path, target, chosen.local_keys[target.name])
+            if not check(None, None):
+                stale += 1
+                print(f"stale {target.name}: {check}")
+        where = f" of shard {chosen.shard}" if chosen.shard else ""
+        print(f"{stale} of {len(picked)} targets{where} stale (cache {ctx.root})")
+        return EXIT_STALE if stale else 0
+
+
+class Plan(Command):
+    name = "plan"
+    doc_purpose = "show each target's warm plan: path, shapes, M list, estimated kernels and compile time"
+    doc_usage = "[TARGET ...]"
+    doc_description = ("Estimates come from H100 measurements of sgl-deep-gemm 0.1.2 (tasks/estimate.py); "
+                       "kernels shared between shapes make them an upper bound.")
+    cmd_options = (_opt_shard,)
+
+    def execute(self, params, args):
+        found, problem = _select(params["shard"], args)
+        if problem:
+            print(f"jitwarm: {problem}", file=sys.stderr)
+            return EXIT_USAGE
+        ctx, chosen, picked = found
+        from . import doit_tasks
+
+        _, all_targets = doit_tasks.load()
+        invalid = 0
+        for target in picked:
+            print("\n".join(describe(target, all_targets, chosen.local_keys[target.name])))
+            invalid += bool(target.error)
+        unique = targets.shared_works(picked)
+        total = estimate.ZERO
+        for work in unique.values():
+            total = total + estimate.shape_cost(work)
+        fallbacks = [t for t in picked if t.path == targets.FALLBACK and not t.error]
+        guess = ""
+        if fallbacks:
+            each = estimate.fallback_cost(all_targets).nvcc_s
+            guess = f" + {len(fallbacks)} fallback targets, ~{each * len(fallbacks):.0f}s guessed"
+        print(f"total: {len(picked)} targets, {len(unique)} distinct shapes, ~{total.kernels} kernels, "
+              f"~{total.nvcc_s:.0f}s of nvcc on one core{guess}{f' (shard {chosen.shard})' if chosen.shard else ''}")
+        return 1 if invalid else 0
+
+
+def describe(target: targets.Target, all_targets: list[targets.Target], local_keys=None) -> list[str]:
+    if target.error:
+        return [f"warm:{target.name}", f"  FAILS: {target.error}"]
+    lines = [f"warm:{target.name}", f"  path: {target.path}",
+             f"  {target.hf_id} tp{target.tp} {' '.join(target.args)}".rstrip()]
+    if target.path == targets.FALLBACK:
+        cost = estimate.fallback_cost(all_targets)
+        lines += [f"  shapes: unknown until the server reports them ({target.fallback_reason})",
+                  f"  runs: {' '.join(targets.fallback_command(target, 'python'))}",
+                  f"  estimate: ~{cost.kernels} kernels, ~{cost.nvcc_s:.0f}s of nvcc (a guess: the median "
+                  f"planned target), at most {target.fallback_timeout_s}s"]
+        return lines
+    policy = target.m_policy
+    m_count = len(target.works[0].m_values) if target.works else 0
+    lines.append(f"  M list: {policy.describe() if policy else '-'}, {m_count} values")
+    lines.append(f"  shapes: {len(target.works)}")
+    for work in target.works:
+        cost = estimate.shape_cost(work)
+        here = "" if local_keys is None or work.key in local_keys else "  (another shard)"
+        lines.append(f"    {work.name}  {work.shape.kind.value} N={work.shape.n} K={work.shape.k} "
+                     f"groups={work.shape.groups}  M={len(work.m_values)}  ~{cost.kernels} kernels  "
+                     f"~{cost.nvcc_s:.0f}s{here}")
+    cost = estimate.target_cost(target)
+    lines.append(f"  estimate: ~{cost.kernels} kernels, ~{cost.nvcc_s:.0f}s of nvcc on one core")
+    return lines

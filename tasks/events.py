@@ -1,0 +1,31 @@
+"""In-process progress events: the warm's code says what happened, the reporter listens.
+
+Only the process doit runs in has listeners; under `doit -n` the forked workers emit
+into the void and the reporter falls back to what doit itself tells it.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Callable
+
+_listeners: list[Callable[[str, dict], None]] = []
+
+
+def listen(callback: Callable[[str, dict], None]) -> None:
+    _listeners.append(callback)
+
+
+def forget(callback: Callable[[str, dict], None]) -> None:
+    if callback in _listeners:
+        _listeners.remove(callback)
+
+
+def emit(kind: str, **data) -> None:
+    """kind: "shape_done" (key, ok) or "target_ready" (name). Never raises into the warm."""
+    data.setdefault("at", time.monotonic())
+    for callback in list(_listeners):
+        try:
+            callback(kind, data)
+        except Exception:  # a display problem must not fail a warm
+            pass

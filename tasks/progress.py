@@ -1,0 +1,148 @@
+"""What `doit warm` shows while it runs: a live table on a terminal, plain lines elsewhere.
+
+Both take the same calls from the reporter. The live display redraws from a background
+thread a few times a second and never blocks the warm; output printed meanwhile
+scrolls above it. NO_COLOR is honoured; JITWARM_PROGRESS=plain forces plain lines.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass
+
+
+@dataclass
+class Row:
+    name: str
+    shapes: int
+    status: str = "waiting"  # waiting | running | up to date | rebuilt | partial | failed
+    shapes_done: int = 0
+    kernels: int = 0
+    began: float | None = None
+    ended: float | None = None
+
+    def elapsed(self, now: float) -> float:
+        if self.began is None:
+            return 0.0
+        return (self.ended or now) - self.began
+
+
+class Display:
+    """The calls the reporter makes; shared bookkeeping."""
+
+    def __init__(self, stream, rows: dict[str, Row]):
+        self.stream, self.rows, self.started = stream, rows, time.monotonic()
+
+    @property
+    def finished(self) -> int:
+        return sum(r.status not in ("waiting", "running") for r in self.rows.values())
+
+    def write(self, text: str) -> None:
+        self.stream.write(text)
+        self.stream.flush()
+
+    def start(self) -> None:
+        pass
+
+    def running(self, name: str) -> None:
+        row = self.rows[name]
+        if row.began is None:
+            row.began = time.monotonic()
+        row.status = "running"
+
+    def shape_done(self, name: str) -> None:
+        self.rows[name].shapes_done += 1
+
+    def done(self, name: str, status: str, kernels: int, detail: str = "") -> None:
+        row = self.rows[name]
+        if row.status not in ("waiting", "running"):
+            return  # already reported (e.g. ready during the batch, then doit's own event)
+        row.status, row.kernels, row.ended = status, kernels, time.monotonic()
+        if row.began is None:
+            row.began = row.ended if status == "up to date" else self.started
+        if status in ("rebuilt", "partial"):
+            row.shapes_done = row.shapes
+        self.event(row, detail)
+
+    def event(self, row: Row, detail: str) -> None:
+        pass
+
+    def stop(self, summary: str) -> None:
+        self.write(summary + "\n")
+
+
+class Plain(Display):
+    """One line per target event, for CI logs."""
+
+    def running(self, name: str) -> None:
+        first = self.rows[name].began is None
+        super().running(name)
+        if first:
+            self.write(f"jitwarm: [{self.finished}/{len(self.rows)}] started {name}\n")
+
+    def event(self, row: Row, detail: str) -> None:
+        parts = [f"{row.shapes} shapes"] if row.shapes else []
+        if row.status != "up to date":
+            parts += [f"{row.kernels} kernels compiled", f"{row.elapsed(time.monotonic()):.1f}s"]
+        extra = f" ({', '.join(parts)})" if parts else ""
+        self.write(f"jitwarm: [{self.finished}/{len(self.rows)}] {row.status} {row.name}{extra}"
+                   f"{': ' + detail if detail else ''}\n")
+
+
+class Live(Display):
+    """A rich live table: overall progress, then one row per target."""
+
+    def __init__(self, stream, rows: dict[str, Row]):
+        super().__init__(stream, rows)
+        from rich.console import Console
+        from rich.live import Live as RichLive
+
+        self.console = Console(file=stream, no_color=bool(os.environ.get("NO_COLOR")), highlight=False)
+        self.live = RichLive(console=self.console, get_renderable=self.render, refresh_per_second=4,
+                             redirect_stdout=True, redirect_stderr=True, transient=False)
+
+    def start(self) -> None:
+        self.live.start()
+
+    def write(self, text: str) -> None:
+        self.console.print(text, end="", markup=False, highlight=False, soft_wrap=True)
+
+    def render(self):
+        from rich.console import Group
+        from rich.progress_bar import ProgressBar
+        from rich.table import Table
+
+        now = time.monotonic()
+        kernels = sum(r.kernels for r in self.rows.values())
+        head = Table.grid(padding=(0, 1))
+        head.add_row("[bold]jitwarm[/]", ProgressBar(total=max(1, len(self.rows)), completed=self.finished,
+                                                     width=30),
+                     f"{self.finished}/{len(self.rows)} targets", f"{kernels} kernels compiled",
+                     f"{now - self.started:.1f}s")
+        table = Table(box=None, padding=(0, 2), show_edge=False)
+        for column, justify in (("target", "left"), ("status", "left"), ("shapes", "right"),
+                                ("kernels", "right"), ("elapsed", "right")):
+            table.add_column(column, justify=justify, style="dim" if column == "elapsed" else None)
+        style = {"failed": "red", "rebuilt": "green", "partial": "yellow", "running": "cyan", "up to date": "green"}
+        for row in self.rows.values():
+            shapes = f"{row.shapes_done}/{row.shapes}" if row.shapes else "-"
+            status = f"[{style.get(row.status, 'white')}]{row.status}[/]"
+            table.add_row(row.name, status, shapes, str(row.kernels), f"{row.elapsed(now):.1f}s")
+        return Group(head, table)
+
+    def stop(self, summary: str) -> None:
+        self.live.refresh()
+        self.live.stop()
+        self.write(summary + "\n")
+
+
+def create(stream, rows: dict[str, Row]) -> Display:
+    wanted = os.environ.get("JITWARM_PROGRESS", "auto")
+    tty = hasattr(stream, "isatty") and stream.isatty() and os.environ.get("TERM") != "dumb"
+    if wanted == "live" or (wanted == "auto" and tty):
+        try:
+            return Live(stream, rows)
+        except ImportError:
+            pass  # rich missing: plain lines still tell the story
+    return Plain(stream, rows)

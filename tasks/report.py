@@ -1,0 +1,205 @@
+"""The run report: what one `doit warm` did to each target, built from markers and records.
+
+The same data feeds the JSON report (this schema, versioned), JUnit XML and the GitHub
+step summary. The JSON schema is generated from these types: docs/report.schema.json.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Annotated, Literal, Union
+
+import msgspec
+
+from . import entries, records
+from .targets import FALLBACK, Target
+
+SCHEMA_VERSION = 1
+TAIL_LINES = 30
+
+Outcome = Literal["up to date", "rebuilt", "partial", "failed"]
+Scalar = Union[str, int, float, bool, None]
+Kernels = Annotated[int, msgspec.Meta(ge=0, description="cache entries that appeared during this run")]
+
+
+class ShapeResult(msgspec.Struct, kw_only=True):
+    name: str
+    key: str
+    outcome: Literal["up to date", "rebuilt", "failed", "other shard"]
+    entries: Annotated[int, msgspec.Meta(ge=0, description="cache entries the shape's sweep uses")]
+    kernels_compiled: Kernels
+    seconds: Annotated[float | None, msgspec.Meta(
+        description="from the start of the shape's compile batch until its replay proof ended")] = None
+    replay_new_entries: int | None = None
+    error: str | None = None
+    log_tail: list[str] = []
+
+
+class PhaseResult(msgspec.Struct, kw_only=True):
+    """A fallback target's steps: the server run, then capturing its shapes into a lock."""
+
+    name: Literal["server", "capture"]
+    outcome: Literal["up to date", "passed", "failed", "not run"]
+    seconds: float | None = None
+    message: str | None = None
+    log_tail: list[str] = []
+
+
+class TargetResult(msgspec.Struct, kw_only=True):
+    name: str
+    model: str
+    path: Literal["planned", "locked", "fallback", "invalid"]
+    outcome: Outcome
+    reason: Annotated[str, msgspec.Meta(description='why it was rebuilt, why it failed, or "up to date"')]
+    kernels_compiled: Kernels
+    seconds: Annotated[float, msgspec.Meta(
+        ge=0, description="from the start of the run until the target was ready or failed; 0 when up to date")]
+    shapes: list[ShapeResult] = []
+    phases: list[PhaseResult] = []
+    log_tail: list[str] = []
+
+
+class Totals(msgspec.Struct, kw_only=True):
+    targets: int
+    up_to_date: int
+    rebuilt: int
+    partial: int
+    failed: int
+    kernels_compiled: Kernels
+    seconds: Annotated[float, msgspec.Meta(ge=0, description="wall time of the whole run")]
+
+
+class Report(msgspec.Struct, kw_only=True):
+    schema_version: Literal[1] = SCHEMA_VERSION
+    tool: Literal["jitwarm"] = "jitwarm"
+    started_at: str
+    finished_at: str
+    exit_code: int
+    cache_root: str
+    shard: str | None = None
+    fingerprint: dict[str, Scalar]
+    totals: Totals
+    targets: list[TargetResult]
+
+
+class TargetRun(msgspec.Struct, kw_only=True):
+    """What the doit reporter saw of one target, before it is turned into a result."""
+
+    stale_reasons: list[str]
+    finished: bool = False
+    failed: bool = False
+    failure: str = ""
+    seconds: float = 0.0
+
+
+def json_schema() -> dict:
+    schema = msgspec.json.schema(Report)
+    schema["$comment"] = "jitwarm run report; regenerate with: python -m tasks.report --schema"
+    return schema
+
+
+def encode(report: Report) -> bytes:
+    return msgspec.json.format(msgspec.json.encode(report), indent=1) + b"\n"
+
+
+def write(report: Report, path: Path) -> None:
+    """Write-then-rename, like every record: a reader never sees half a report."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_bytes(encode(report))
+    os.replace(tmp, path)
+
+
+def cache_names(root: Path) -> set[str]:
+    """Entry names in the cache now: the difference across a run is what it compiled."""
+    try:
+        return {e.name for e in os.scandir(entries.cache_dir(root)) if e.name.startswith(entries.PREFIX)}
+    except FileNotFoundError:
+        return set()
+
+
+def target_result(target: Target, run: TargetRun, root: Path, new: set[str],
+                  local_keys: frozenset[str] | None, started_at: str) -> TargetResult:
+    """`new`: cache entries that appeared during the run; `started_at`: its ISO start time."""
+    path = "invalid" if target.error else target.path
+    marker, _ = records.read_json(records.marker_path(root, target.name))
+    stale = bool(run.stale_reasons)
+    if run.failed:
+        outcome: Outcome = "failed"
+    elif not stale:
+        outcome = "up to date"
+    elif local_keys is not None and (marker is None or records.target_reasons(
+            root, target.name, target.launch_hash, target.plan_hash, marker.get("fingerprint", {}))):
+        outcome = "partial"
+    else:
+        outcome = "rebuilt"
+    failure = run.failure.splitlines()
+    reason = (failure[0] if failure else "failed") if run.failed else (
+        "; ".join(run.stale_reasons) if stale else "up to date")
+    shapes = [_shape_result(w, root, new, local_keys, started_at, run.failed, stale) for w in target.works]
+    used = set((marker or {}).get("entries", {}))
+    for work in target.works:
+        record, _ = records.read_json(records.shape_path(root, work.key))
+        used |= set((record or {}).get("entries", {}))
+    phases = _phases(target, run, root, marker) if target.path == FALLBACK and not target.error else []
+    tail = [line.removeprefix("  | ") for line in failure[1:]][-TAIL_LINES:]
+    return TargetResult(name=target.name, model=target.model, path=path, outcome=outcome, reason=reason,
+                        kernels_compiled=len(used & new), seconds=round(run.seconds, 3),
+                        shapes=shapes, phases=phases, log_tail=tail)
+
+
+def _shape_result(work, root: Path, new: set[str], local_keys, started_at: str, failed: bool,
+                  stale: bool) -> ShapeResult:
+    base = {"name": work.name, "key": work.key}
+    if local_keys is not None and work.key not in local_keys:
+        return ShapeResult(**base, outcome="other shard", entries=0, kernels_compiled=0)
+    record, why = records.read_json(records.shape_path(root, work.key))
+    if record is None:  # the marker alone holds a target up to date; a failed one names it
+        return ShapeResult(**base, outcome="failed" if failed else "up to date", entries=0, kernels_compiled=0,
+                           error=("never warmed" if why == "missing" else f"shape record {why}") if failed else None)
+    names = set(record.get("entries", {}))
+    common = {"entries": len(names), "kernels_compiled": len(names & new), "seconds": record.get("seconds")}
+    if not record.get("ok"):
+        return ShapeResult(**base, **common, outcome="failed", error=record.get("error", "unknown error"),
+                           log_tail=list(record.get("log_tail") or [])[-TAIL_LINES:])
+    # Only a stale target's shapes can have been rebuilt; timestamps have one-second resolution.
+    this_run = stale and str(record.get("finished_at", "")) >= started_at
+    return ShapeResult(**base, **common, outcome="rebuilt" if this_run else "up to date",
+                       replay_new_entries=(record.get("replay") or {}).get("new_entries"))
+
+
+def _phases(target: Target, run: TargetRun, root: Path, marker: dict | None) -> list[PhaseResult]:
+    from .supervise import log_tail
+
+    log = records.log_path(root, f"fallback-{target.name}")
+    if not run.stale_reasons and not run.failed:
+        return [PhaseResult(name="server", outcome="up to date"), PhaseResult(name="capture", outcome="up to date")]
+    tail = log_tail(log, TAIL_LINES) if log.exists() else []
+    if run.failed:
+        message = run.failure.splitlines()[0] if run.failure else "failed"
+        return [PhaseResult(name="server", outcome="failed", seconds=round(run.seconds, 3), message=message,
+                            log_tail=tail),
+                PhaseResult(name="capture", outcome="not run")]
+    seconds = ((marker or {}).get("seconds") or {}).get("server")
+    shapes = (marker or {}).get("captured_shapes") or []
+    return [PhaseResult(name="server", outcome="passed", seconds=seconds, log_tail=tail),
+            PhaseResult(name="capture", outcome="passed",
+                        message=f"{len(shapes)} shapes into {(marker or {}).get('lock', 'the lock')}")]
+
+
+def totals(results: list[TargetResult], new: set[str], seconds: float) -> Totals:
+    count = {o: sum(r.outcome == o for r in results) for o in ("up to date", "rebuilt", "partial", "failed")}
+    return Totals(targets=len(results), up_to_date=count["up to date"], rebuilt=count["rebuilt"],
+                  partial=count["partial"], failed=count["failed"], kernels_compiled=len(new),
+                  seconds=round(seconds, 3))
+
+
+if __name__ == "__main__":
+    import sys
+
+    if sys.argv[1:] == ["--schema"]:
+        sys.stdout.write(msgspec.json.format(msgspec.json.encode(json_schema()), indent=2).decode() + "\n")
+    else:
+        sys.exit("usage: python -m tasks.report --schema")

@@ -1,0 +1,78 @@
+"""GitHub step summary: a markdown table appended to $GITHUB_STEP_SUMMARY.
+
+GitHub rejects a step summary over 1 MiB, so rows that do not fit are dropped (up to
+date ones first, failures last) and a note says how many.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from .report import Report, TargetResult
+
+LIMIT_BYTES = 1024 * 1024
+ENV = "GITHUB_STEP_SUMMARY"
+_ORDER = {"failed": 0, "partial": 1, "rebuilt": 2, "up to date": 3}
+_REASON_CHARS = 500
+
+
+def cell(text: str) -> str:
+    """One table cell: pipes escaped, lines joined, long text cut."""
+    text = " ".join(str(text).split())
+    if len(text) > _REASON_CHARS:
+        text = text[:_REASON_CHARS - 1] + "…"
+    return text.replace("\\", "\\\\").replace("|", "\\|")
+
+
+def row(target: TargetResult) -> str:
+    return (f"| `{cell(target.name)}` | {target.outcome} | {cell(target.reason)} | "
+            f"{target.kernels_compiled} | {target.seconds:.1f} |\n")
+
+
+def render(report: Report, budget: int = LIMIT_BYTES) -> str:
+    """The markdown, at most `budget` bytes (UTF-8)."""
+    t = report.totals
+    head = (f"### jitwarm{f' (shard {report.shard})' if report.shard else ''}: {t.rebuilt} rebuilt, "
+            f"{t.partial} partial, {t.up_to_date} up to date, {t.failed} failed\n\n"
+            "| target | outcome | reason | kernels compiled | seconds |\n|---|---|---|---:|---:|\n")
+    foot = (f"\n**Totals:** {t.targets} targets, {t.kernels_compiled} kernels compiled, {t.seconds:.1f} s. "
+            f"Cache root: `{cell(report.cache_root)}`\n\n")
+    rows = [row(x) for x in sorted(report.targets, key=lambda x: (_ORDER[x.outcome], x.name))]
+    used = len((head + foot).encode())
+    kept: list[str] = []
+    for index, line in enumerate(rows):
+        # Room for this row and, if rows remain after it, the note about them.
+        rest = len(rows) - index - 1
+        note = _note(rest) if rest else ""
+        if used + len(line.encode()) + len(note.encode()) > budget:
+            break
+        kept.append(line)
+        used += len(line.encode())
+    dropped = len(rows) - len(kept)
+    # Failures sort first, so what is cut is what matters least.
+    text = head + "".join(kept) + (_note(dropped) if dropped else "") + foot
+    while len(text.encode()) > budget and kept:  # a pathological budget: shed rows until it fits
+        kept.pop()
+        dropped += 1
+        text = head + "".join(kept) + _note(dropped) + foot
+    return text if len(text.encode()) <= budget else _note(len(rows))[: max(0, budget)]
+
+
+def _note(dropped: int) -> str:
+    return (f"\n_{dropped} more targets not shown: a step summary is limited to 1 MiB. "
+            f"The JSON report and JUnit XML list every target._\n")
+
+
+def append(report: Report, environ=None) -> Path | None:
+    env = os.environ if environ is None else environ
+    target = env.get(ENV)
+    if not target:
+        return None
+    path = Path(target)
+    existing = path.stat().st_size if path.exists() else 0
+    text = render(report, LIMIT_BYTES - existing)
+    if text:
+        with open(path, "a", encoding="utf-8") as fh:
+            fh.write(text)
+    return path

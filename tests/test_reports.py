@@ -1,0 +1,143 @@
+"""JUnit XML, the JSON report and the GitHub step summary, from real `doit warm` runs."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import jsonschema
+from junitparser import Failure, JUnitXml, Skipped
+
+from conftest import REPO, Workspace, model_file
+from tasks import report, summary
+
+SMALL = "m_list = [1, 32, 128, 1024]\n"
+TP8 = "[[launch]]\ntp = 8\n" + SMALL
+DP8 = '[[launch]]\ntp = 8\nargs = ["--dp", "8", "--enable-dp-attention"]\n' + SMALL
+SCHEMA = json.loads((REPO / "docs" / "report.schema.json").read_text())
+
+
+def warm_with_reports(ws: Workspace, **env):
+    paths = {"JITWARM_JUNIT_XML": ws.tmp / "out" / "junit.xml", "JITWARM_REPORT_JSON": ws.tmp / "out" / "report.json",
+             "GITHUB_STEP_SUMMARY": ws.tmp / "summary.md"}
+    out = ws.doit("warm", **{k: str(v) for k, v in paths.items()}, **env)
+    return out, paths
+
+
+def suites(path: Path) -> dict:
+    return {suite.name: suite for suite in JUnitXml.fromfile(str(path))}
+
+
+def cache_entries(ws: Workspace) -> set[str]:
+    return {p.name for p in (ws.root / "cache").iterdir()}
+
+
+def test_reports_name_each_outcome_with_reasons_and_tails(ws):
+    model_file(ws.models, "v3", TP8 + DP8)
+    (ws.models / "broken.toml").write_text('hf_id = "a/b"\n[[launch]]\ntp = "8"\n')
+    out, paths = warm_with_reports(ws, FAKE_DG_CRASH_ON="7168x16384")  # only the dp-attention plan has it
+    assert out.returncode == 1, out.stdout + out.stderr
+
+    data = json.loads(paths["JITWARM_REPORT_JSON"].read_text())
+    jsonschema.validate(data, SCHEMA)
+    v3 = [t for t in data["targets"] if t["model"] == "v3"]
+    # Only the dp-attention plan has the 7168x16384 shape.
+    (dp,) = [t for t in v3 if any("7168x16384" in s["name"] for s in t["shapes"])]
+    (plain,) = [t for t in v3 if t is not dp]
+    (broken,) = [t for t in data["targets"] if t["model"] == "broken"]
+    assert (plain["outcome"], dp["outcome"], broken["outcome"]) == ("rebuilt", "failed", "failed")
+    assert plain["reason"] == "not warmed yet (no marker)"
+    assert "launch[0].tp: expected a positive integer" in broken["reason"]
+    crashed = [s for s in dp["shapes"] if s["outcome"] == "failed"]
+    assert [s["name"].split("-")[1] for s in crashed] == ["7168x16384"]
+    assert any("CUDA error" in line for line in crashed[0]["log_tail"])
+    # Kernels compiled add up to what appeared in the cache (shared kernels counted once).
+    assert data["totals"]["kernels_compiled"] == len(cache_entries(ws)) > 0
+    assert plain["kernels_compiled"] == len(json.loads(next((ws.root / "jitwarm" / "markers").glob(
+        f"{plain['name']}.json")).read_text())["entries"])
+    assert data["totals"] | {"seconds": 0} == {"targets": 3, "up_to_date": 0, "rebuilt": 1, "partial": 0,
+                                               "failed": 2, "kernels_compiled": len(cache_entries(ws)), "seconds": 0}
+    assert data["exit_code"] == 1 and data["fingerprint"]["deep_gemm.module"] == "fake_deep_gemm"
+
+    found = suites(paths["JITWARM_JUNIT_XML"])
+    assert set(found) == {plain["name"], dp["name"], broken["name"]}
+    assert (found[plain["name"]].tests, found[plain["name"]].failures) == (len(plain["shapes"]), 0)
+    dp_suite = found[dp["name"]]
+    assert (dp_suite.tests, dp_suite.failures) == (len(dp["shapes"]), 1)
+    failure = next(r for case in dp_suite for r in case.result if isinstance(r, Failure))
+    assert "7168x16384" in failure.message or "CUDA error" in (failure.text or "")
+    assert "CUDA error" in failure.text
+    (broken_case,) = list(found[broken["name"]])
+    assert "expected a positive integer" in broken_case.result[0].message
+
+    text = paths["GITHUB_STEP_SUMMARY"].read_text()
+    assert "| target | outcome | reason | kernels compiled | seconds |" in text
+    assert f"| `{plain['name']}` | rebuilt | not warmed yet (no marker) | {plain['kernels_compiled']} |" in text
+    assert f"| `{dp['name']}` | failed |" in text
+    assert f"Cache root: `{data['cache_root']}`" in text and "3 targets" in text
+
+    # Plain progress lines, one per target event.
+    assert f"rebuilt {plain['name']}" in out.stdout and f"failed {dp['name']}" in out.stdout
+
+
+def test_up_to_date_targets_pass_with_skip(ws):
+    model_file(ws.models, "v3", TP8)
+    assert ws.doit("warm").returncode == 0
+    out, paths = warm_with_reports(ws)
+    assert out.returncode == 0, out.stdout
+    (suite,) = suites(paths["JITWARM_JUNIT_XML"]).values()
+    assert suite.tests > 0 and suite.skipped == suite.tests and suite.failures == 0
+    assert all(isinstance(r, Skipped) and r.message == "up to date" for case in suite for r in case.result)
+    data = json.loads(paths["JITWARM_REPORT_JSON"].read_text())
+    jsonschema.validate(data, SCHEMA)
+    assert data["totals"]["up_to_date"] == 1 and data["totals"]["kernels_compiled"] == 0
+    assert "| up to date | up to date | 0 |" in paths["GITHUB_STEP_SUMMARY"].read_text()
+
+
+def test_schema_file_is_generated_from_the_report_types():
+    assert SCHEMA == json.loads(json.dumps(report.json_schema())), "run: python -m tasks.report --schema"
+
+
+def test_schema_rejects_a_report_missing_totals():
+    bad = json.loads(report.encode(_report(2)))
+    del bad["totals"]
+    try:
+        jsonschema.validate(bad, SCHEMA)
+    except jsonschema.ValidationError:
+        return
+    raise AssertionError("a report without totals validated")
+
+
+def _report(count: int, reason: str = "not warmed yet (no marker)") -> report.Report:
+    targets = [report.TargetResult(name=f"m{i}@tp8-{i:08x}", model=f"m{i}", path="planned",
+                                   outcome="failed" if i % 7 == 0 else "rebuilt", reason=reason,
+                                   kernels_compiled=i, seconds=1.5) for i in range(count)]
+    return report.Report(started_at="t0", finished_at="t1", exit_code=1, cache_root="/cache", fingerprint={},
+                         totals=report.totals(targets, set(), 3.0), targets=targets)
+
+
+def test_summary_stays_under_1_mib_and_says_what_it_cut():
+    big = _report(20000, reason="x" * 400)
+    text = summary.render(big)
+    size = len(text.encode())
+    assert 1024 * 1024 - 2000 < size <= 1024 * 1024
+    shown = text.count("\n| `m")
+    assert f"_{20000 - shown} more targets not shown" in text
+    # Failures are kept first: every failed row that fits precedes any rebuilt row.
+    rows = [line for line in text.splitlines() if line.startswith("| `m")]
+    assert rows[0].split(" | ")[1] == "failed"
+    assert text.rstrip().endswith("`")  # the totals line survives the cut
+
+
+def test_summary_append_respects_what_the_file_already_holds(tmp_path):
+    target = tmp_path / "summary.md"
+    target.write_text("a" * (1024 * 1024 - 5000))
+    summary.append(_report(500, reason="y" * 300), {"GITHUB_STEP_SUMMARY": str(target)})
+    assert target.stat().st_size <= 1024 * 1024
+    assert "more targets not shown" in target.read_text()
+
+
+def test_summary_cells_cannot_break_the_table():
+    text = summary.render(_report(1, reason="a | b\nc"))
+    (row,) = [line for line in text.splitlines() if line.startswith("| `m0")]
+    assert "a \\| b c" in row and row.count(" | ") == 4
