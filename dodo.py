@@ -15,7 +15,7 @@ doit_tasks.report_group_failures_as_failures()
 
 @task_params([{"name": "shard", "long": "shard", "type": str, "default": "",
                "help": "warm only shard i of N (i/N, 1-based); default: JITWARM_SHARD, else everything"}])
-def task_warm(shard):
+def task_warm(shard=""):
     """Warm every stale (model, tp, launch args) target."""
     yield from doit_tasks.warm_tasks(shard)
 

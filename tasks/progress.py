@@ -31,8 +31,10 @@ class Row:
 class Display:
     """The calls the reporter makes; shared bookkeeping."""
 
-    def __init__(self, stream, rows: dict[str, Row]):
+    def __init__(self, stream, rows: dict[str, Row], count_kernels=None):
+        """`count_kernels()`: kernels compiled so far in this run, for the live header."""
         self.stream, self.rows, self.started = stream, rows, time.monotonic()
+        self.count_kernels = count_kernels
 
     @property
     def finished(self) -> int:
@@ -51,8 +53,9 @@ class Display:
             row.began = time.monotonic()
         row.status = "running"
 
-    def shape_done(self, name: str) -> None:
-        self.rows[name].shapes_done += 1
+    def shape_done(self, name: str, kernels: int) -> None:
+        row = self.rows[name]
+        row.shapes_done, row.kernels = min(row.shapes, row.shapes_done + 1), kernels
 
     def done(self, name: str, status: str, kernels: int, detail: str = "") -> None:
         row = self.rows[name]
@@ -93,8 +96,9 @@ class Plain(Display):
 class Live(Display):
     """A rich live table: overall progress, then one row per target."""
 
-    def __init__(self, stream, rows: dict[str, Row]):
-        super().__init__(stream, rows)
+    def __init__(self, stream, rows: dict[str, Row], count_kernels=None):
+        super().__init__(stream, rows, count_kernels)
+        self._kernels, self._counted = 0, 0.0
         from rich.console import Console
         from rich.live import Live as RichLive
 
@@ -114,7 +118,9 @@ class Live(Display):
         from rich.table import Table
 
         now = time.monotonic()
-        kernels = sum(r.kernels for r in self.rows.values())
+        if self.count_kernels is not None and now - self._counted > 0.5:  # a directory scan: not every frame
+            self._kernels, self._counted = self.count_kernels(), now
+        kernels = self._kernels if self.count_kernels is not None else sum(r.kernels for r in self.rows.values())
         head = Table.grid(padding=(0, 1))
         head.add_row("[bold]jitwarm[/]", ProgressBar(total=max(1, len(self.rows)), completed=self.finished,
                                                      width=30),
@@ -137,12 +143,12 @@ class Live(Display):
         self.write(summary + "\n")
 
 
-def create(stream, rows: dict[str, Row]) -> Display:
+def create(stream, rows: dict[str, Row], count_kernels=None) -> Display:
     wanted = os.environ.get("JITWARM_PROGRESS", "auto")
     tty = hasattr(stream, "isatty") and stream.isatty() and os.environ.get("TERM") != "dumb"
     if wanted == "live" or (wanted == "auto" and tty):
         try:
-            return Live(stream, rows)
+            return Live(stream, rows, count_kernels)
         except ImportError:
             pass  # rich missing: plain lines still tell the story
-    return Plain(stream, rows)
+    return Plain(stream, rows, count_kernels)

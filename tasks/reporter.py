@@ -48,7 +48,8 @@ class WarmReporter(ConsoleReporter):
             keys = {w.key for w in target.works if check.local_keys is None or w.key in check.local_keys}
             self.keys_of[target.name] = keys
             rows[target.name] = progress.Row(target.name, len(keys))
-        self.display = progress.create(self.outstream, rows)
+        self.display = progress.create(self.outstream, rows,
+                                       lambda: len(report.cache_names(self.root) - self.before))
         self.display.start()
         events.listen(self.on_event)
 
@@ -106,7 +107,7 @@ class WarmReporter(ConsoleReporter):
         if kind == "shape_done":
             for name, keys in self.keys_of.items():
                 if data["key"] in keys:
-                    self.display.shape_done(name)
+                    self.display.shape_done(name, self._kernels(name))
         elif kind == "target_ready" and data["name"] in self.runs:
             run = self.runs[data["name"]]
             run.seconds = run.seconds or data["at"] - self.started

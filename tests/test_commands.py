@@ -1,0 +1,76 @@
+"""`doit stale` (a CI gate) and `doit plan`, run as plain doit commands from the repo root."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+from conftest import REPO, Workspace, model_file
+from tasks import mlists, planner, registry
+
+SMALL = "m_list = [1, 32, 128, 1024]\n"
+TP8 = "[[launch]]\ntp = 8\n" + SMALL
+DP8 = '[[launch]]\ntp = 8\nargs = ["--dp", "8", "--enable-dp-attention"]\n' + SMALL
+
+
+def plain_doit(ws: Workspace, *args: str, **env) -> subprocess.CompletedProcess:
+    """`doit <args>` with no -f: the commands come from pyproject.toml in the repo root."""
+    return subprocess.run([sys.executable, "-m", "doit", *args], cwd=REPO, env={**ws.env, **env},
+                          capture_output=True, text=True, timeout=120)
+
+
+def test_stale_exits_1_with_reasons_then_0_once_warm(ws):
+    model_file(ws.models, "v3", TP8 + DP8)
+    before = plain_doit(ws, "stale")
+    assert before.returncode == 1, before.stdout + before.stderr
+    assert before.stdout.count("not warmed yet (no marker)") == 2
+    assert "2 of 2 targets stale" in before.stdout
+    assert ws.doit("warm").returncode == 0
+    after = plain_doit(ws, "stale")
+    assert after.returncode == 0, after.stdout
+    assert "0 of 2 targets stale" in after.stdout
+    # One entry gone: stale again, naming it.
+    entry = next((ws.root / "cache").iterdir())
+    for child in entry.iterdir():
+        child.unlink()
+    entry.rmdir()
+    again = plain_doit(ws, "stale")
+    assert again.returncode == 1 and f"entry {entry.name} missing" in again.stdout
+
+
+def test_stale_selects_targets_and_rejects_unknown_ones(ws):
+    model_file(ws.models, "v3", TP8)
+    model_file(ws.models, "other", DP8)  # a shape v3 does not have: warming v3 leaves it stale
+    assert ws.doit(next(n for n in ws.status() if n.startswith("warm:v3"))).returncode == 0
+    assert plain_doit(ws, "stale", "v3").returncode == 0
+    assert plain_doit(ws, "stale", "other").returncode == 1
+    assert plain_doit(ws, "stale").returncode == 1
+    unknown = plain_doit(ws, "stale", "nope")
+    assert unknown.returncode == 2 and "unknown target 'nope'" in unknown.stderr
+    bad = plain_doit(ws, "stale", "--shard", "0/2")
+    assert bad.returncode == 2 and "--shard: expected i/N" in bad.stderr
+
+
+def test_plan_lists_the_planners_shapes_for_deepseek_v3(ws):
+    shipped = registry.load_file(REPO / "models" / "deepseek-v3-0324.toml")
+    launch = shipped.launches[0]
+    expected = planner.plan(shipped.config, launch.flags).shapes
+    m_count = len(mlists.policy(launch.flags, False, launch.m_list).values())
+    out = plain_doit(ws, "plan", "deepseek-v3-0324", JITWARM_MODELS_DIR=str(REPO / "models"))
+    assert out.returncode == 0, out.stdout + out.stderr
+    lines = out.stdout.splitlines()
+    shape_lines = [line.split() for line in lines if line.startswith("    ")]
+    listed = [(fields[1], int(fields[2][2:]), int(fields[3][2:]), int(fields[4][7:])) for fields in shape_lines]
+    assert listed == [(s.kind.value, s.n, s.k, s.groups) for s in expected]
+    assert {fields[5] for fields in shape_lines} == {f"M={m_count}"}
+    assert "  path: planned" in lines
+    assert f"  shapes: {len(expected)}" in lines
+    assert any(line.startswith("  estimate: ~") and "kernels" in line for line in lines)
+
+
+def test_plan_shows_fallback_targets_without_a_gpu(ws):
+    out = plain_doit(ws, "plan", "mimo-v2.5", JITWARM_MODELS_DIR=str(REPO / "models"))
+    assert out.returncode == 0, out.stderr
+    assert "  path: fallback" in out.stdout
+    assert "shapes: unknown until the server reports them" in out.stdout
+    assert "-m sglang.compile_deep_gemm --model-path XiaomiMiMo/MiMo-V2.5" in out.stdout

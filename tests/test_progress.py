@@ -1,0 +1,85 @@
+"""Progress: a live table on a terminal (NO_COLOR honoured), plain lines elsewhere."""
+
+from __future__ import annotations
+
+import io
+import os
+import pty
+import re
+import subprocess
+import sys
+
+from conftest import DODO, model_file
+from tasks import progress
+
+SMALL = "m_list = [1, 32, 128, 1024]\n"
+TP8 = "[[launch]]\ntp = 8\n" + SMALL
+DP8 = '[[launch]]\ntp = 8\nargs = ["--dp", "8", "--enable-dp-attention"]\n' + SMALL
+COLOR = re.compile(r"\x1b\[[0-9;]*3[0-9](;[0-9]+)*m")  # an SGR foreground colour
+
+
+def on_terminal(ws, **env) -> tuple[int, str]:
+    """Run `doit warm` with a pseudo-terminal as stdout; return its exit code and output."""
+    master, slave = pty.openpty()
+    proc = subprocess.Popen([sys.executable, "-m", "doit", "-f", str(DODO), "warm"], cwd=ws.tmp,
+                            env={**ws.env, "TERM": "xterm-256color", "COLUMNS": "160", **env},
+                            stdout=slave, stderr=slave, stdin=subprocess.DEVNULL)
+    os.close(slave)
+    chunks = []
+    while True:
+        try:
+            data = os.read(master, 65536)
+        except OSError:  # EIO: the child closed the terminal
+            break
+        if not data:
+            break
+        chunks.append(data)
+    os.close(master)
+    return proc.wait(timeout=120), b"".join(chunks).decode(errors="replace")
+
+
+def test_live_table_on_a_terminal(ws):
+    model_file(ws.models, "v3", TP8 + DP8)
+    code, out = on_terminal(ws, FAKE_DG_COMPILE_S="0.3")
+    assert code == 0, out
+    assert "target" in out and "status" in out and "kernels" in out  # the table header
+    assert re.search(r"2/2 targets", out) and "rebuilt" in out
+    assert "jitwarm: 2 rebuilt, 0 partial, 0 up to date, 0 failed" in out
+    assert "\x1b[" in out  # it is a live display, redrawn in place
+    assert COLOR.search(out)  # with colour, unless NO_COLOR (below)
+
+
+def test_no_color_is_honoured(ws):
+    model_file(ws.models, "v3", TP8)
+    code, out = on_terminal(ws, NO_COLOR="1")
+    assert code == 0, out
+    assert "rebuilt" in out and not COLOR.search(out)
+
+
+def test_plain_lines_off_a_terminal(ws):
+    model_file(ws.models, "v3", TP8 + DP8)
+    out = ws.doit("warm")
+    assert out.returncode == 0
+    events = [line for line in out.stdout.splitlines() if line.startswith("jitwarm: [")]
+    assert len(events) == 3  # started (the target whose action runs the batch), then one per target
+    assert events[0].startswith("jitwarm: [0/2] started ")
+    assert [e.split()[2] for e in events[1:]] == ["rebuilt", "rebuilt"]
+    assert "\x1b[" not in out.stdout
+    again = ws.doit("warm")
+    assert sum(line.startswith("jitwarm: [") and " up to date " in line for line in again.stdout.splitlines()) == 2
+
+
+def test_display_done_reports_each_target_once():
+    stream = io.StringIO()
+    display = progress.Plain(stream, {"a": progress.Row("a", 2), "b": progress.Row("b", 0)})
+    display.running("a")
+    display.shape_done("a", 3)
+    assert display.rows["a"].kernels == 3 and display.rows["a"].shapes_done == 1
+    display.done("a", "rebuilt", 7)
+    display.done("a", "rebuilt", 7)  # doit's own event after the batch already said so
+    display.done("b", "failed", 0, "no GPU")
+    lines = stream.getvalue().splitlines()
+    assert lines[0] == "jitwarm: [0/2] started a"
+    assert lines[1].startswith("jitwarm: [1/2] rebuilt a (2 shapes, 7 kernels compiled, ")
+    assert lines[2].startswith("jitwarm: [2/2] failed b (0 kernels compiled, ") and lines[2].endswith(": no GPU")
+    assert len(lines) == 3

@@ -1,0 +1,105 @@
+"""`--shard i/N`: every shape in exactly one shard, shards balanced by estimated cost."""
+
+from __future__ import annotations
+
+import statistics
+from collections import Counter
+
+import pytest
+
+from conftest import model_file
+from tasks import registry, settings, sharding, targets
+
+SMALL = "m_list = [1, 32, 128, 1024]\n"
+TP8 = "[[launch]]\ntp = 8\n" + SMALL
+DP8 = '[[launch]]\ntp = 8\nargs = ["--dp", "8", "--enable-dp-attention"]\n' + SMALL
+
+
+@pytest.fixture(scope="module")
+def shipped() -> list[targets.Target]:
+    return targets.expand(registry.load(settings.REPO_ROOT / "models"))
+
+
+def test_parse_accepts_i_of_n_and_names_the_source_of_a_bad_value():
+    assert sharding.parse("2/4", "--shard") == sharding.Shard(2, 4)
+    assert sharding.parse("", "--shard") is None
+    for bad in ("0/4", "5/4", "2", "a/b", "2/0", "-1/3"):
+        with pytest.raises(sharding.ShardError, match=r"^JITWARM_SHARD: expected i/N"):
+            sharding.parse(bad, "JITWARM_SHARD")
+    assert sharding.from_settings("1/2", {"JITWARM_SHARD": "2/2"}) == sharding.Shard(1, 2)  # the flag wins
+    assert sharding.from_settings("", {"JITWARM_SHARD": "2/2"}) == sharding.Shard(2, 2)
+
+
+@pytest.mark.parametrize("count", range(1, 9))
+def test_shipped_registry_shards_cover_every_shape_once(shipped, count):
+    all_keys = set(targets.shared_works(shipped))
+    seen = Counter()
+    unit_targets = Counter()
+    for index in range(1, count + 1):
+        chosen = sharding.select(shipped, sharding.Shard(index, count))
+        keys = set()
+        for target in chosen.targets:
+            local = chosen.local_keys[target.name]
+            if target.works:
+                keys |= set(local) if local is not None else {w.key for w in target.works}
+            else:
+                unit_targets[target.name] += 1
+        seen.update(keys)
+    assert set(seen) == all_keys and set(seen.values()) == {1}
+    assert unit_targets == Counter({t.name: 1 for t in shipped if not t.works})
+
+
+@pytest.mark.parametrize("count", range(1, 9))
+def test_shipped_registry_shards_are_balanced(shipped, count):
+    part = sharding.partition(shipped, count)
+    costs = sharding.units(shipped)
+    mean = statistics.mean(part.loads)
+    largest = max(part.loads)
+    if largest <= 1.5 * mean:
+        return
+    # Only an indivisible unit (a fallback target, whose shapes only its server knows)
+    # may push a shard past 1.5x the mean, and then it sits alone in its shard.
+    heavy = part.loads.index(largest) + 1
+    assert part.members(heavy) and len(part.members(heavy)) == 1, (part.loads, part.members(heavy))
+    assert costs[part.members(heavy)[0]] > 1.5 * mean
+
+
+def test_planned_shapes_alone_balance_within_1_5x(shipped):
+    planned = [t for t in shipped if t.works]
+    for count in range(1, 9):
+        loads = sharding.partition(planned, count).loads
+        assert max(loads) <= 1.5 * statistics.mean(loads), (count, loads)
+
+
+def test_partition_is_deterministic_whatever_the_order(shipped):
+    assert sharding.partition(shipped, 5) == sharding.partition(list(reversed(shipped)), 5)
+
+
+def test_two_shards_warm_each_shape_once_into_a_shared_root(ws):
+    model_file(ws.models, "v3", TP8 + DP8)
+    first = ws.doit("warm", "--shard", "1/2")
+    assert first.returncode == 0, first.stdout + first.stderr
+    after_first = ws.compiles()
+    assert after_first
+    second = ws.doit("warm", JITWARM_SHARD="2/2")
+    assert second.returncode == 0, second.stdout + second.stderr
+    compiled = ws.compiles()
+    assert len(compiled) == len(set(compiled)) > len(after_first)  # nothing built twice
+    # With one cache root seen by both shards, every target is whole and up to date.
+    assert set(ws.status().values()) == {"U"}
+    assert ws.doit("warm").stdout.count("up to date") >= 2
+
+
+def test_doit_list_honours_the_shard(ws):
+    model_file(ws.models, "v3", TP8 + DP8)
+    private = {}
+    for index in (1, 2):
+        out = ws.doit("list", "--all", "--private", JITWARM_SHARD=f"{index}/2")
+        assert out.returncode == 0, out.stderr
+        private[index] = {line.split()[0] for line in out.stdout.splitlines() if line.startswith("_shape:")}
+    everything = ws.doit("list", "--all", "--private")
+    all_shapes = {line.split()[0] for line in everything.stdout.splitlines() if line.startswith("_shape:")}
+    assert private[1] and private[2] and not private[1] & private[2]
+    assert private[1] | private[2] == all_shapes
+    bad = ws.doit("list", JITWARM_SHARD="3/2")
+    assert bad.returncode != 0 and "JITWARM_SHARD: expected i/N" in bad.stderr
