@@ -34,6 +34,21 @@ def log_path(root: Path, name: str) -> Path:
     return state_dir(root) / "logs" / f"{name}.log"
 
 
+_TAIL_BYTES = 256 * 1024
+
+
+def log_tail(path: Path, lines: int = 30) -> list[str]:
+    """The last lines of a log, reading at most its last 256 KiB."""
+    try:
+        with open(path, "rb") as fh:
+            fh.seek(0, os.SEEK_END)
+            fh.seek(max(0, fh.tell() - _TAIL_BYTES))
+            text = fh.read().decode("utf-8", errors="replace")
+    except OSError:
+        return []
+    return text.splitlines()[-lines:]
+
+
 def write_json(path: Path, data: dict) -> None:
     """Write-then-rename, so readers see the old file or the new one, never half of one."""
     global generation

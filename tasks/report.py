@@ -171,12 +171,10 @@ def _shape_result(work, root: Path, new: set[str], local_keys, started_at: str, 
 
 
 def _phases(target: Target, run: TargetRun, root: Path, marker: dict | None) -> list[PhaseResult]:
-    from .supervise import log_tail
-
     log = records.log_path(root, f"fallback-{target.name}")
     if not run.stale_reasons and not run.failed:
         return [PhaseResult(name="server", outcome="up to date"), PhaseResult(name="capture", outcome="up to date")]
-    tail = log_tail(log, TAIL_LINES) if log.exists() else []
+    tail = records.log_tail(log, TAIL_LINES)
     if run.failed:
         message = run.failure.splitlines()[0] if run.failure else "failed"
         return [PhaseResult(name="server", outcome="failed", seconds=round(run.seconds, 3), message=message,

@@ -8,7 +8,9 @@ runs. Writing a report never fails the warm: a problem is one warning line.
 
 from __future__ import annotations
 
+import os
 import time
+from collections import Counter
 
 from doit.reporter import ConsoleReporter
 
@@ -95,12 +97,16 @@ class WarmReporter(ConsoleReporter):
         super().complete_run()
         if self.display is None:
             return
-        result = self.build()
-        t = result.totals
-        self.display.stop(f"jitwarm: {t.rebuilt} rebuilt, {t.partial} partial, {t.up_to_date} up to date, "
-                          f"{t.failed} failed; {t.kernels_compiled} kernels compiled in {t.seconds:.1f}s "
-                          f"(cache {result.cache_root})")
-        self.publish(result)
+        conf = self.ctx.settings
+        wanted = conf.report_json or conf.junit_xml or os.environ.get(summary.ENV)
+        result = self.build() if wanted else None  # a no-op run with no reports stays cheap
+        counts = Counter(r.status for r in self.display.rows.values())
+        kernels = len(report.cache_names(self.root) - self.before)
+        self.display.stop(f"jitwarm: {counts['rebuilt']} rebuilt, {counts['partial']} partial, "
+                          f"{counts['up to date']} up to date, {counts['failed']} failed; {kernels} kernels "
+                          f"compiled in {time.monotonic() - self.started:.1f}s (cache {self.root})")
+        if result is not None:
+            self.publish(result)
 
     # --- the warm's own events ----------------------------------------------------
     def on_event(self, kind: str, data: dict) -> None:

@@ -9,9 +9,8 @@ least loaded shard (ties: the lowest index), so every runner computes the same s
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from typing import NamedTuple
 
-from . import estimate
 from .targets import Target
 
 ENV = "JITWARM_SHARD"
@@ -21,8 +20,7 @@ class ShardError(ValueError):
     """One line naming where the bad value came from."""
 
 
-@dataclass(frozen=True)
-class Shard:
+class Shard(NamedTuple):  # NamedTuples, not dataclasses: every doit start imports this module
     index: int  # 1-based
     count: int
 
@@ -46,8 +44,7 @@ def from_settings(cli: str | None, environ) -> Shard | None:
     return parse(environ.get(ENV), ENV)
 
 
-@dataclass(frozen=True)
-class Partition:
+class Partition(NamedTuple):
     count: int
     owner: dict[str, int]  # unit -> shard index (1-based)
     loads: tuple[float, ...]  # estimated nvcc seconds per shard
@@ -62,6 +59,8 @@ def target_unit(target: Target) -> str:
 
 def units(all_targets: list[Target]) -> dict[str, float]:
     """Every unit with its estimated cost (nvcc seconds on one core)."""
+    from . import estimate  # only a sharded run needs costs
+
     out: dict[str, float] = {}
     for target in all_targets:
         if target.works:
@@ -83,8 +82,7 @@ def partition(all_targets: list[Target], count: int) -> Partition:
     return Partition(count, owner, tuple(round(x, 1) for x in loads))
 
 
-@dataclass(frozen=True)
-class Selection:
+class Selection(NamedTuple):
     """What one shard runs: its targets, and per target the shape keys it warms here."""
 
     shard: Shard | None

@@ -19,9 +19,10 @@ from pathlib import Path
 
 import psutil
 
+from .records import log_tail  # noqa: F401  (callers read a log's tail from here too)
+
 GRACE_S = float(os.environ.get("JITWARM_KILL_GRACE_S", "5"))
 _POLL_S = 0.1
-_TAIL_BYTES = 256 * 1024
 
 
 @dataclass
@@ -47,17 +48,6 @@ class Outcome:
                 name = str(-self.returncode)
             return f"killed by {name}"
         return f"exited with code {self.returncode}"
-
-
-def log_tail(path: Path, lines: int = 30) -> list[str]:
-    try:
-        with open(path, "rb") as fh:
-            fh.seek(0, os.SEEK_END)
-            fh.seek(max(0, fh.tell() - _TAIL_BYTES))
-            text = fh.read().decode("utf-8", errors="replace")
-    except OSError:
-        return []
-    return text.splitlines()[-lines:]
 
 
 _PR_SET_CHILD_SUBREAPER = 36
