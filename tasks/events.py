@@ -6,13 +6,17 @@ into the void and the reporter falls back to what doit itself tells it.
 
 from __future__ import annotations
 
+import os
 import time
 from typing import Callable
 
 _listeners: list[Callable[[str, dict], None]] = []
+_owner = 0  # the pid that listens; `doit -n` forks copy the listeners, which must stay silent there
 
 
 def listen(callback: Callable[[str, dict], None]) -> None:
+    global _owner
+    _owner = os.getpid()
     _listeners.append(callback)
 
 
@@ -23,6 +27,8 @@ def forget(callback: Callable[[str, dict], None]) -> None:
 
 def emit(kind: str, **data) -> None:
     """kind: "shape_done" (key, ok) or "target_ready" (name). Never raises into the warm."""
+    if os.getpid() != _owner:
+        return
     data.setdefault("at", time.monotonic())
     for callback in list(_listeners):
         try:

@@ -63,8 +63,9 @@ class Display:
         if row.status not in ("waiting", "running"):
             return  # already reported (e.g. ready during the batch, then doit's own event)
         row.status, row.kernels, row.ended = status, kernels, time.monotonic()
-        if row.began is None:
-            row.began = row.ended if status == "up to date" else self.started
+        # A finished target's time counts from the start of the run, as in the report (under
+        # `doit -n`, doit only says a target started once it has ended).
+        row.began = row.ended if status == "up to date" else self.started
         if status in ("rebuilt", "partial"):
             row.shapes_done = row.shapes
         self.event(row, detail)

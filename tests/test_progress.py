@@ -85,3 +85,12 @@ def test_display_done_reports_each_target_once():
     assert lines[1].startswith("jitwarm: [1/2] rebuilt a (2 shapes, 7 kernels compiled, ")
     assert lines[2].startswith("jitwarm: [2/2] failed b (0 kernels compiled, ") and lines[2].endswith(": no GPU")
     assert len(lines) == 3
+
+
+def test_parallel_doit_reports_each_target_once(ws):
+    model_file(ws.models, "v3", TP8 + DP8)
+    out = ws.doit("-n", "2", "warm")
+    assert out.returncode == 0, out.stdout + out.stderr
+    ends = [line for line in out.stdout.splitlines() if line.startswith("jitwarm: [") and " rebuilt " in line]
+    assert len(ends) == 2 and len({line.split()[3] for line in ends}) == 2  # forked workers stay silent
+    assert "jitwarm: 2 rebuilt, 0 partial, 0 up to date, 0 failed" in out.stdout
