@@ -25,7 +25,7 @@ _opt_shard = {
 
 
 def _select(shard_option: str, names: list[str]):
-    """(ctx, selection, targets named), or a usage error line."""
+    """((ctx, selection, targets named, all targets), None), or (None, a usage error line)."""
     from . import doit_tasks
 
     ctx, all_targets = doit_tasks.load()
@@ -34,31 +34,41 @@ def _select(shard_option: str, names: list[str]):
     except sharding.ShardError as exc:
         return None, str(exc)
     if not names:
-        return (ctx, chosen, chosen.targets), None
+        return (ctx, chosen, chosen.targets, all_targets), None
     picked, known = [], {t.name for t in all_targets} | {t.model for t in all_targets}
     for raw in names:
         name = raw.removeprefix("warm:")
         if name not in known:
             return None, f"unknown target {raw!r}; `doit list` shows the targets"
         picked += [t for t in chosen.targets if name in (t.name, t.model) and t not in picked]
-    return (ctx, chosen, picked), None
+    return (ctx, chosen, picked, all_targets), None
 
 
-class Stale(Command):
-    name = "stale"
-    doc_purpose = "list stale warm targets with their reasons; exit 1 if any is stale"
-    doc_usage = "[TARGET ...]"
-    doc_description = "A CI gate: exit 0 when every (selected) target is up to date, 1 otherwise."
+class _TargetCommand(Command):
+    """Selects targets from the arguments and --shard, then runs `report` on them."""
+
     cmd_options = (_opt_shard,)
 
     def execute(self, params, args):
-        from . import doit_tasks
-
         found, problem = _select(params["shard"], args)
         if problem:
             print(f"jitwarm: {problem}", file=sys.stderr)
             return EXIT_USAGE
-        ctx, chosen, picked = found
+        return self.report(*found)
+
+    def report(self, ctx, chosen, picked, all_targets) -> int:
+        raise NotImplementedError
+
+
+class Stale(_TargetCommand):
+    name = "stale"
+    doc_purpose = "list stale warm targets with their reasons; exit 1 if any is stale"
+    doc_usage = "[TARGET ...]"
+    doc_description = "A CI gate: exit 0 when every (selected) target is up to date, 1 otherwise."
+
+    def report(self, ctx, chosen, picked, all_targets) -> int:
+        from . import doit_tasks
+
         stale = 0
         for target in picked:
             check = doit_tasks.TargetCheck(ctx.root.path, target, chosen.local_keys[target.name])
@@ -70,23 +80,14 @@ class Stale(Command):
         return EXIT_STALE if stale else 0
 
 
-class Plan(Command):
+class Plan(_TargetCommand):
     name = "plan"
     doc_purpose = "show each target's warm plan: path, shapes, M list, estimated kernels and compile time"
     doc_usage = "[TARGET ...]"
     doc_description = ("Estimates come from H100 measurements of sgl-deep-gemm 0.1.2 (tasks/estimate.py); "
                        "kernels shared between shapes make them an upper bound.")
-    cmd_options = (_opt_shard,)
 
-    def execute(self, params, args):
-        found, problem = _select(params["shard"], args)
-        if problem:
-            print(f"jitwarm: {problem}", file=sys.stderr)
-            return EXIT_USAGE
-        ctx, chosen, picked = found
-        from . import doit_tasks
-
-        _, all_targets = doit_tasks.load()
+    def report(self, ctx, chosen, picked, all_targets) -> int:
         invalid = 0
         for target in picked:
             print("\n".join(describe(target, all_targets, chosen.local_keys[target.name])))

@@ -32,12 +32,15 @@ class Cost:
 ZERO = Cost(0, 0.0)
 
 
+def _of(kernels: int) -> Cost:
+    return Cost(kernels, round(kernels * NVCC_SECONDS, 1))
+
+
 def shape_cost(work: ShapeWork) -> Cost:
     count = len(work.m_values)
     if count == 0:
         return ZERO
-    kernels = min(count, round(BASE + SLOPE * math.log2(count))) + 1  # +1: the shape's scale transpose
-    return Cost(kernels, round(kernels * NVCC_SECONDS, 1))
+    return _of(min(count, round(BASE + SLOPE * math.log2(count))) + 1)  # +1: the shape's scale transpose
 
 
 def target_cost(target: Target) -> Cost:
@@ -50,10 +53,9 @@ def target_cost(target: Target) -> Cost:
 def fallback_cost(all_targets: list[Target]) -> Cost:
     """A fallback target's shapes are unknown until its server runs: guess the median planned target."""
     planned = [target_cost(t) for t in all_targets if t.works]
-    if not planned:
-        return Cost(round(BASE + SLOPE * 14) + 1, round((BASE + SLOPE * 14 + 1) * NVCC_SECONDS, 1))
-    kernels = round(statistics.median(c.kernels for c in planned))
-    return Cost(kernels, round(kernels * NVCC_SECONDS, 1))
+    if not planned:  # nothing to compare with: one shape over the default 16384-value list
+        return _of(round(BASE + SLOPE * 14) + 1)
+    return _of(round(statistics.median(c.kernels for c in planned)))
 
 
 def for_target(target: Target, all_targets: list[Target]) -> Cost:

@@ -44,7 +44,7 @@ class Display:
         self.stream.flush()
 
     def start(self) -> None:
-        pass
+        """Begin showing progress (the live display starts its redraw thread here)."""
 
     def running(self, name: str) -> None:
         row = self.rows[name]
@@ -71,7 +71,7 @@ class Display:
         self.event(row, detail)
 
     def event(self, row: Row, detail: str) -> None:
-        pass
+        """A target finished: the plain display prints a line; the live one redraws anyway."""
 
     def stop(self, summary: str) -> None:
         self.write(summary + "\n")

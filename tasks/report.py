@@ -138,11 +138,9 @@ def target_result(target: Target, run: TargetRun, root: Path, new: set[str],
     failure = run.failure.splitlines()
     reason = (failure[0] if failure else "failed") if run.failed else (
         "; ".join(run.stale_reasons) if stale else "up to date")
-    shapes = [_shape_result(w, root, new, local_keys, started_at, run.failed, stale) for w in target.works]
-    used = set((marker or {}).get("entries", {}))
-    for work in target.works:
-        record, _ = records.read_json(records.shape_path(root, work.key))
-        used |= set((record or {}).get("entries", {}))
+    found = _shape_records(target, root)
+    shapes = [_shape_result(w, found[w.key], new, local_keys, started_at, run.failed, stale) for w in target.works]
+    used = _used_entries(marker, found)
     phases = _phases(target, run, root, marker) if target.path == FALLBACK and not target.error else []
     tail = [line.removeprefix("  | ") for line in failure[1:]][-TAIL_LINES:]
     return TargetResult(name=target.name, model=target.model, path=path, outcome=outcome, reason=reason,
@@ -150,12 +148,29 @@ def target_result(target: Target, run: TargetRun, root: Path, new: set[str],
                         shapes=shapes, phases=phases, log_tail=tail)
 
 
-def _shape_result(work, root: Path, new: set[str], local_keys, started_at: str, failed: bool,
-                  stale: bool) -> ShapeResult:
+def kernels_compiled(target: Target, root: Path, new: set[str]) -> int:
+    """How many of the entries the target uses appeared during the run (`new`)."""
+    marker, _ = records.read_json(records.marker_path(root, target.name))
+    return len(_used_entries(marker, _shape_records(target, root)) & new)
+
+
+def _shape_records(target: Target, root: Path) -> dict[str, tuple[dict | None, str | None]]:
+    return {w.key: records.read_json(records.shape_path(root, w.key)) for w in target.works}
+
+
+def _used_entries(marker: dict | None, found: dict) -> set[str]:
+    used = set((marker or {}).get("entries", {}))
+    for record, _ in found.values():
+        used |= set((record or {}).get("entries", {}))
+    return used
+
+
+def _shape_result(work, found: tuple[dict | None, str | None], new: set[str], local_keys, started_at: str,
+                  failed: bool, stale: bool) -> ShapeResult:
     base = {"name": work.name, "key": work.key}
     if local_keys is not None and work.key not in local_keys:
         return ShapeResult(**base, outcome="other shard", entries=0, kernels_compiled=0)
-    record, why = records.read_json(records.shape_path(root, work.key))
+    record, why = found
     if record is None:  # the marker alone holds a target up to date; a failed one names it
         return ShapeResult(**base, outcome="failed" if failed else "up to date", entries=0, kernels_compiled=0,
                            error=("never warmed" if why == "missing" else f"shape record {why}") if failed else None)

@@ -99,9 +99,10 @@ class WarmReporter(ConsoleReporter):
             return
         conf = self.ctx.settings
         wanted = conf.report_json or conf.junit_xml or os.environ.get(summary.ENV)
-        result = self.build() if wanted else None  # a no-op run with no reports stays cheap
+        new = report.cache_names(self.root) - self.before
+        result = self.build(new) if wanted else None  # a no-op run with no reports stays cheap
         counts = Counter(r.status for r in self.display.rows.values())
-        kernels = len(report.cache_names(self.root) - self.before)
+        kernels = len(new)
         self.display.stop(f"jitwarm: {counts['rebuilt']} rebuilt, {counts['partial']} partial, "
                           f"{counts['up to date']} up to date, {counts['failed']} failed; {kernels} kernels "
                           f"compiled in {time.monotonic() - self.started:.1f}s (cache {self.root})")
@@ -140,12 +141,10 @@ class WarmReporter(ConsoleReporter):
                                           fingerprint.current())
 
     def _kernels(self, name: str) -> int:
-        new = report.cache_names(self.root) - self.before
-        return report.target_result(self.targets[name], self.runs[name], self.root, new,
-                                    self.local[name], self.started_at).kernels_compiled
+        return report.kernels_compiled(self.targets[name], self.root, report.cache_names(self.root) - self.before)
 
-    def build(self) -> report.Report:
-        new = report.cache_names(self.root) - self.before
+    def build(self, new: set[str]) -> report.Report:
+        """`new`: the cache entries that appeared during the run."""
         results = []
         for name, run in self.runs.items():
             if run.stale_reasons and not run.finished and not run.failed:

@@ -89,10 +89,6 @@ class Selection(NamedTuple):
     targets: list[Target]
     local_keys: dict[str, frozenset[str] | None]  # target name -> keys here; None = all of them
 
-    def is_partial(self, target: Target) -> bool:
-        keys = self.local_keys.get(target.name)
-        return keys is not None and len(keys) < len({w.key for w in target.works})
-
 
 def select(all_targets: list[Target], shard: Shard | None) -> Selection:
     if shard is None:

@@ -39,24 +39,20 @@ def render(report: Report, budget: int = LIMIT_BYTES) -> str:
     foot = (f"\n**Totals:** {t.targets} targets, {t.kernels_compiled} kernels compiled, {t.seconds:.1f} s. "
             f"Cache root: `{cell(report.cache_root)}`\n\n")
     rows = [row(x) for x in sorted(report.targets, key=lambda x: (_ORDER[x.outcome], x.name))]
-    used = len((head + foot).encode())
+    text = head + "".join(rows) + foot
+    if len(text.encode()) <= budget:
+        return text
+    # Keep rows while they fit beside the longest possible note; failures sort first, so
+    # what is cut is what matters least.
+    used = len((head + foot + _note(len(rows))).encode())
     kept: list[str] = []
-    for index, line in enumerate(rows):
-        # Room for this row and, if rows remain after it, the note about them.
-        rest = len(rows) - index - 1
-        note = _note(rest) if rest else ""
-        if used + len(line.encode()) + len(note.encode()) > budget:
+    for line in rows:
+        used += len(line.encode())
+        if used > budget:
             break
         kept.append(line)
-        used += len(line.encode())
-    dropped = len(rows) - len(kept)
-    # Failures sort first, so what is cut is what matters least.
-    text = head + "".join(kept) + (_note(dropped) if dropped else "") + foot
-    while len(text.encode()) > budget and kept:  # a pathological budget: shed rows until it fits
-        kept.pop()
-        dropped += 1
-        text = head + "".join(kept) + _note(dropped) + foot
-    return text if len(text.encode()) <= budget else _note(len(rows))[: max(0, budget)]
+    text = head + "".join(kept) + _note(len(rows) - len(kept)) + foot
+    return text if len(text.encode()) <= budget else ""  # not even the header fits: write nothing
 
 
 def _note(dropped: int) -> str:
