@@ -15,11 +15,13 @@ finish that shape (then the replay completes it).
 from __future__ import annotations
 
 import os
+import shutil
 import time
 
 import filelock
 
-from . import events, fingerprint, pool, records, warm, worker
+from . import events, fingerprint, pool, records, remote_cache, warm, worker
+
 from .settings import REPO_ROOT
 from .targets import ShapeWork, Target
 
@@ -76,33 +78,71 @@ def run(ctx: warm.Context, items: list[tuple[ShapeWork, list[Target]]]) -> None:
             _commit(ctx, fp, dependents)
 
 
-def _warm(ctx: warm.Context, fp: dict, items: list[tuple[ShapeWork, list[Target]]]) -> None:
-    """Compile and replay `items`; record each shape and commit its targets as it lands."""
+def _warm(ctx: warm.Context, fp: dict, items: list[tuple[ShapeWork, list[Target]]],
+          pulls: dict[str, remote_cache.Outcome] | None = None) -> None:
+    """Compile and replay `items`; record each shape and commit its targets as it lands.
+
+    With a remote cache, shapes are pulled first and only replayed; a pulled shape whose
+    replay fails loses what the pull brought and is compiled locally (`pulls` then holds
+    the first attempt's outcomes and the remote is not asked again).
+    """
     if not items:
         return
     root = ctx.root.path
     works = [w for w, _ in items]
     dependents = {w.key: d for w, d in items}
-    store = pool.store_for(root, fp, max_age_s=2 * ctx.shape_timeout_s)
-    report = pool.Report()  # pool.run fills it in before the first replay is delivered
-    recorded: set[str] = set()
+    shared = remote_cache.for_settings(ctx.settings)
+    scratch = root / "tmp" / f"jitwarm-remote-{os.getpid()}-{os.urandom(4).hex()}"
+    try:
+        if pulls is None:
+            pulls = remote_cache.pull(shared, works, root, fp, scratch)
+            replay_only = {key for key, outcome in pulls.items() if outcome.status == "hit"}
+        else:
+            replay_only = set()
+        store = pool.store_for(root, fp, max_age_s=2 * ctx.shape_timeout_s)
+        report = pool.Report()  # pool.run fills it in before the first replay is delivered
+        recorded: dict[str, dict] = {}
+        retry: list[tuple[ShapeWork, list[Target]]] = []
 
-    def on_replay(work: ShapeWork, replay: pool.Replay) -> None:
-        # Record each shape as its replay ends, and commit targets as soon as they hold.
-        record = _replay_record(work, replay, report)
-        _write(root, work, fp, record)
-        recorded.add(work.key)
-        events.emit("shape_done", key=work.key, ok=record["ok"])
-        if record["ok"]:
-            print(f"warmed {work.name}: {len(record['entries'])} entries, replay compiled "
-                  f"{len(record['new'])}", flush=True)
-            _commit(ctx, fp, dependents[work.key])
+        def on_replay(work: ShapeWork, replay: pool.Replay) -> None:
+            # Record each shape as its replay ends, and commit targets as soon as they hold.
+            record = _replay_record(work, replay, report)
+            if work.key in replay_only and not remote_cache.accept_replay(pulls[work.key], record):
+                retry.append((work, dependents[work.key]))
+                return  # compiled locally below
+            if work.key in pulls:
+                record["remote"] = {"pull": pulls[work.key].as_record()}
+            _write(root, work, fp, record)
+            recorded[work.key] = record
+            events.emit("shape_done", key=work.key, ok=record["ok"])
+            if record["ok"]:
+                print(f"warmed {work.name}: {len(record['entries'])} entries, replay compiled "
+                      f"{len(record['new'])}", flush=True)
+                _commit(ctx, fp, dependents[work.key])
 
-    pool.run(works, root, fp, ctx.settings, _worker_env(), store, on_replay, report)
-    for work in works:
-        if work.key not in recorded:
-            _write(root, work, fp, {"ok": False, **report.failures.get(work.key, {"error": "not warmed"})})
-            events.emit("shape_done", key=work.key, ok=False)
+        pool.run(works, root, fp, ctx.settings, _worker_env(), store, on_replay, report, replay_only)
+        retried = {w.key for w, _ in retry}
+        for work in works:
+            if work.key not in recorded and work.key not in retried:
+                _write(root, work, fp, {"ok": False, **report.failures.get(work.key, {"error": "not warmed"})})
+                events.emit("shape_done", key=work.key, ok=False)
+        if retry:
+            remote_cache.discard_pulled(root, [pulls[w.key] for w, _ in retry])
+            _warm(ctx, fp, retry, pulls)
+        if shared is not None and shared.config.writable:
+            _push(ctx, fp, shared, {w.key: w for w in works}, recorded, pulls, scratch)
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+
+
+def _push(ctx, fp, shared, works: dict, recorded: dict, pulls: dict, scratch) -> None:
+    """Upload the shapes this batch compiled, and note the push in their records."""
+    todo = [(works[key], sorted(record["entries"])) for key, record in recorded.items()
+            if record["ok"] and getattr(pulls.get(key), "status", None) != "hit"]
+    for key, outcome in remote_cache.push(shared, todo, ctx.root.path, fp, scratch).items():
+        record = recorded[key]
+        record["remote"] = {**record.get("remote", {}), "push": outcome.as_record()}
+        _write(ctx.root.path, works[key], fp, record)
 
 
 def _replay_record(work: ShapeWork, replay: pool.Replay, report: pool.Report) -> dict:

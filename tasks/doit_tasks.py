@@ -208,6 +208,8 @@ def _meta(target: targets.Target, ctx: warm.Context) -> dict:
     else:
         meta["shapes"] = [f"{w.name}: {len(w.m_values)} M, {', '.join(target.plan.uses[w.shape])}"
                           for w in target.works]
+    if ctx.settings.remote is not None:
+        meta["remote cache"] = RemoteInfo(ctx.root.path, str(ctx.settings.remote), target.works)
     if target.lock is not None:
         lock = target.lock
         meta["lock"] = (f"{locks.path_for(target.source).name} captured {lock.captured_at} "
@@ -215,6 +217,31 @@ def _meta(target: targets.Target, ctx: warm.Context) -> dict:
     if target.lock_note:
         meta["lock"] = target.lock_note
     return meta
+
+
+class RemoteInfo:
+    """What the remote cache did for each shape at its last warm, read only when shown."""
+
+    def __init__(self, root: Path, remote: str, works: list[targets.ShapeWork]):
+        self.root, self.remote, self.works = root, remote, works
+
+    def lines(self) -> list[str]:
+        said, counts = [], {}
+        for work in self.works:
+            record, _ = records.read_json(records.shape_path(self.root, work.key))
+            remote = (record or {}).get("remote") or {}
+            pull, push = remote.get("pull") or {}, remote.get("push") or {}
+            status = pull.get("status", "not asked")
+            counts[status] = counts.get(status, 0) + 1
+            text = f"{work.name}: {status}" + (f" ({pull['detail']})" if pull.get("detail") else "")
+            if push:
+                text += f"; push: {push.get('status')}" + (f" ({push['detail']})" if push.get("detail") else "")
+            said.append(text)
+        total = ", ".join(f"{n} {status}" for status, n in sorted(counts.items()))
+        return [f"{self.remote}; at the shapes' last warm: {total or 'no shapes'}", *said]
+
+    def __repr__(self) -> str:
+        return repr(self.lines())
 
 
 def install_sigterm_as_interrupt() -> None:

@@ -26,7 +26,7 @@ def forget(callback: Callable[[str, dict], None]) -> None:
 
 
 def emit(kind: str, **data) -> None:
-    """kind: "shape_done" (key, ok) or "target_ready" (name). Never raises into the warm."""
+    """kind: "shape_done" (key, ok), "target_ready" (name) or "pulled" (names). Never raises into the warm."""
     if os.getpid() != _owner:
         return
     data.setdefault("at", time.monotonic())

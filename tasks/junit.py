@@ -10,8 +10,10 @@ from .report import Report, TargetResult
 def build(report: Report):
     from junitparser import Failure, JUnitXml, Skipped, TestCase, TestSuite
 
-    def case(target: TargetResult, name: str, outcome: str, seconds, message, tail) -> TestCase:
+    def case(target: TargetResult, name: str, outcome: str, seconds, message, tail, remote="") -> TestCase:
         item = TestCase(name, classname=target.name, time=seconds or 0.0)
+        if remote:
+            item.system_out = remote
         if outcome == "failed":
             failure = Failure(message or "failed")
             failure.text = "\n".join([message or "failed", *tail])
@@ -24,7 +26,7 @@ def build(report: Report):
     for target in report.targets:
         suite = TestSuite(target.name)
         if target.shapes:
-            cases = [case(target, s.name, s.outcome, s.seconds, s.error, s.log_tail) for s in target.shapes]
+            cases = [case(target, s.name, s.outcome, s.seconds, s.error, s.log_tail, _remote(s)) for s in target.shapes]
             if target.outcome == "failed" and not any(s.outcome == "failed" for s in target.shapes):
                 # Failed before any shape ran (e.g. no deep_gemm here): say so once.
                 cases.append(case(target, "target", "failed", target.seconds, target.reason, target.log_tail))
@@ -39,6 +41,11 @@ def build(report: Report):
         xml.add_testsuite(suite)
     xml.update_statistics()
     return xml
+
+
+def _remote(shape) -> str:
+    said = [f"remote cache: {shape.remote}" if shape.remote else "", f"pushed: {shape.pushed}" if shape.pushed else ""]
+    return "; ".join(filter(None, said))
 
 
 def write(report: Report, path: Path) -> None:

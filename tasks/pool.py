@@ -134,8 +134,11 @@ class Replay:
 
 
 def run(works: list[ShapeWork], root: Path, fp: dict, settings: Settings, base_env: dict,
-        store: Path, on_replay, report: Report | None = None) -> Report:
+        store: Path, on_replay, report: Report | None = None, replay_only=frozenset()) -> Report:
     """Compile every work's kernels in parallel, then replay each work in its own view.
+
+    Works in `replay_only` (their entries came from the remote cache) skip the compile
+    phase; their replay completes whatever is missing.
 
     One supervised process (tasks/zygote.py) imports torch once and forks the compile
     workers, then the replays. `on_replay(work, Replay)` is called for each
@@ -147,7 +150,8 @@ def run(works: list[ShapeWork], root: Path, fp: dict, settings: Settings, base_e
     free = gpumem.free_bytes() if module == "deep_gemm" else None
     slots = plan_memory(works, report, usable_cores(settings), free, gpumem.margin_bytes())
     runnable = [w for w in works if report.m_values[w.key] and w.key not in report.failures]
-    queue = queue_order(runnable, report.m_values, QUEUE_CHUNK)
+    compiling = [w for w in runnable if w.key not in replay_only]
+    queue = queue_order(compiling, report.m_values, QUEUE_CHUNK)
     report.workers = min(slots, -(-len(queue) // QUEUE_CHUNK))
     if not runnable:
         return report
@@ -155,9 +159,10 @@ def run(works: list[ShapeWork], root: Path, fp: dict, settings: Settings, base_e
     work_dir.mkdir(parents=True)
     shapes = [{"kind": w.shape.kind.value, "n": w.shape.n, "k": w.shape.k, "groups": w.shape.groups,
                "rows": max(report.m_values[w.key])} for w in runnable]
+    compile_shapes = [shapes[s] for s, w in enumerate(runnable) if w.key not in replay_only]
     compile_jobs = [{
-        "plan": {"module": module, "shapes": shapes, "busy_flag": str(work_dir / f"busy-{i}"),
-                 "first_call": _first_call(i, runnable, report.m_values)},
+        "plan": {"module": module, "shapes": compile_shapes, "busy_flag": str(work_dir / f"busy-{i}"),
+                 "first_call": _first_call(i, compiling, report.m_values)},
         "env": {"JITWARM_BUSY_FLAG": str(work_dir / f"busy-{i}"), "DG_JIT_CACHE_DIR": str(root)},
         "log": str(records.log_path(root, f"compile-{i}")), "result": str(work_dir / f"compile-{i}.json"),
         "status": str(work_dir / f"compile-{i}.status")} for i in range(report.workers)]
@@ -175,7 +180,8 @@ def run(works: list[ShapeWork], root: Path, fp: dict, settings: Settings, base_e
         "timings": str(work_dir / "timings.json")}))
     records.log_path(root, "pool").parent.mkdir(parents=True, exist_ok=True)
     compiled_before = _compiled_count(store)
-    print(f"compiling {len(runnable)} shapes ({len(queue)} calls) with {report.workers} workers", flush=True)
+    pulled = f"; replaying {len(runnable) - len(compiling)} pulled from the remote" if replay_only else ""
+    print(f"compiling {len(compiling)} shapes ({len(queue)} calls) with {report.workers} workers{pulled}", flush=True)
     pending = dict(enumerate(runnable))
 
     def deliver(outcome: supervise.Outcome | None) -> None:
@@ -184,7 +190,7 @@ def run(works: list[ShapeWork], root: Path, fp: dict, settings: Settings, base_e
             if outcome is None and not Path(job["status"]).exists():
                 continue
             if not report.complete and not report.failures:
-                _read_compile(report, runnable, compile_jobs, outcome)
+                _read_compile(report, compiling, compile_jobs, outcome)
             del pending[s]
             on_replay(work, Replay(_status(job, outcome), records.read_json_any(Path(job["result"])),
                                    Path(job["log"])))
@@ -202,7 +208,7 @@ def run(works: list[ShapeWork], root: Path, fp: dict, settings: Settings, base_e
             for w in runnable:
                 report.failures[w.key] = {"error": error}
         else:
-            _read_compile(report, runnable, compile_jobs, outcome)
+            _read_compile(report, compiling, compile_jobs, outcome)
         deliver(outcome)
     finally:
         for s in range(len(runnable)):
@@ -227,7 +233,7 @@ def _first_call(worker_index: int, works: list[ShapeWork], m_values: dict) -> li
     return [s, values[order[(worker_index // len(works)) % len(values)]]]
 
 
-def _read_compile(report, runnable, compile_jobs, outcome) -> None:
+def _read_compile(report, compiling, compile_jobs, outcome) -> None:
     """Which shapes the compile phase finished, and which shape a dead worker died on.
 
     Workers share one queue, so a dead worker may have dropped calls of any shape: then
@@ -245,9 +251,9 @@ def _read_compile(report, runnable, compile_jobs, outcome) -> None:
         tail = supervise.log_tail(Path(job["log"]), 200)
         culprit = _last_shape(tail)
         if culprit is not None:
-            report.failures.setdefault(runnable[culprit].key, {
+            report.failures.setdefault(compiling[culprit].key, {
                 "error": f"compile worker {_status(job, outcome)} (log {job['log']})", "log_tail": tail[-30:]})
-    report.complete = set() if broken else {w.key for w in runnable}
+    report.complete = set() if broken else {w.key for w in compiling}
 
 
 def _status(job: dict, outcome: supervise.Outcome | None) -> str:

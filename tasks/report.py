@@ -2,11 +2,13 @@
 
 The same data feeds the JSON report (this schema, versioned), JUnit XML and the GitHub
 step summary. The JSON schema is generated from these types: docs/report.schema.json.
+Within one schema_version, fields are only ever added, never removed or changed in meaning.
 """
 
 from __future__ import annotations
 
 import os
+from collections import Counter
 from pathlib import Path
 from typing import Annotated, Literal, Union
 
@@ -20,7 +22,10 @@ TAIL_LINES = 30
 
 Outcome = Literal["up to date", "rebuilt", "partial", "failed"]
 Scalar = Union[str, int, float, bool, None]
-Kernels = Annotated[int, msgspec.Meta(ge=0, description="cache entries that appeared during this run")]
+Kernels = Annotated[int, msgspec.Meta(ge=0, description="cache entries compiled during this run "
+                                                          "(not those pulled from the remote cache)")]
+RemotePull = Literal["hit", "miss", "rejected", "error", "incomplete"]
+RemotePush = Literal["pushed", "exists", "error"]
 
 
 class ShapeResult(msgspec.Struct, kw_only=True):
@@ -32,6 +37,9 @@ class ShapeResult(msgspec.Struct, kw_only=True):
     seconds: Annotated[float | None, msgspec.Meta(
         description="from the start of the shape's compile batch until its replay proof ended")] = None
     replay_new_entries: int | None = None
+    remote: Annotated[RemotePull | None, msgspec.Meta(
+        description="what the remote cache gave this run (none: no remote, or the shape was up to date)")] = None
+    pushed: Annotated[RemotePush | None, msgspec.Meta(description="what this run uploaded to the remote")] = None
     error: str | None = None
     log_tail: list[str] = []
 
@@ -60,6 +68,19 @@ class TargetResult(msgspec.Struct, kw_only=True):
     log_tail: list[str] = []
 
 
+class RemoteTotals(msgspec.Struct, kw_only=True):
+    """Shapes this run asked the remote cache for, by outcome, and what it uploaded."""
+
+    url: Annotated[str, msgspec.Meta(description="the remote, without any query string, and its mode")]
+    hits: int = 0
+    misses: Annotated[int, msgspec.Meta(description="no artifact for the shape and toolchain")] = 0
+    rejected: Annotated[int, msgspec.Meta(description="bad sha256, unsafe archive or failed replay")] = 0
+    errors: Annotated[int, msgspec.Meta(description="the remote failed or did not answer in time")] = 0
+    incomplete: Annotated[int, msgspec.Meta(description="pulled, but the replay compiled what was missing")] = 0
+    pushed: int = 0
+    push_errors: int = 0
+
+
 class Totals(msgspec.Struct, kw_only=True):
     targets: int
     up_to_date: int
@@ -68,6 +89,7 @@ class Totals(msgspec.Struct, kw_only=True):
     failed: int
     kernels_compiled: Kernels
     seconds: Annotated[float, msgspec.Meta(ge=0, description="wall time of the whole run")]
+    remote: RemoteTotals | None = None
 
 
 class Report(msgspec.Struct, kw_only=True):
@@ -181,8 +203,10 @@ def _shape_result(work, found: tuple[dict | None, str | None], new: set[str], lo
                            log_tail=list(record.get("log_tail") or [])[-TAIL_LINES:])
     # Only a stale target's shapes can have been rebuilt; timestamps have one-second resolution.
     this_run = stale and str(record.get("finished_at", "")) >= started_at
+    remote = (record.get("remote") or {}) if this_run else {}
     return ShapeResult(**base, **common, outcome="rebuilt" if this_run else "up to date",
-                       replay_new_entries=(record.get("replay") or {}).get("new_entries"))
+                       replay_new_entries=(record.get("replay") or {}).get("new_entries"),
+                       remote=(remote.get("pull") or {}).get("status"), pushed=(remote.get("push") or {}).get("status"))
 
 
 def _phases(target: Target, run: TargetRun, root: Path, marker: dict | None) -> list[PhaseResult]:
@@ -202,11 +226,30 @@ def _phases(target: Target, run: TargetRun, root: Path, marker: dict | None) -> 
                         message=f"{len(shapes)} shapes into {(marker or {}).get('lock', 'the lock')}")]
 
 
-def totals(results: list[TargetResult], new: set[str], seconds: float) -> Totals:
+def totals(results: list[TargetResult], new: set[str], seconds: float, remote: str | None = None) -> Totals:
     count = {o: sum(r.outcome == o for r in results) for o in ("up to date", "rebuilt", "partial", "failed")}
     return Totals(targets=len(results), up_to_date=count["up to date"], rebuilt=count["rebuilt"],
                   partial=count["partial"], failed=count["failed"], kernels_compiled=len(new),
-                  seconds=round(seconds, 3))
+                  seconds=round(seconds, 3), remote=remote_totals(results, remote) if remote else None)
+
+
+def remote_totals(results: list[TargetResult], url: str) -> RemoteTotals:
+    """Counted per distinct shape: targets share shapes."""
+    shapes = {s.key: s for r in results for s in r.shapes}.values()
+    pulls = Counter(s.remote for s in shapes if s.remote)
+    pushes = Counter(s.pushed for s in shapes if s.pushed)
+    return RemoteTotals(url=url, hits=pulls["hit"], misses=pulls["miss"], rejected=pulls["rejected"],
+                        errors=pulls["error"], incomplete=pulls["incomplete"], pushed=pushes["pushed"],
+                        push_errors=pushes["error"])
+
+
+def pulled_entries(targets: list[Target], root: Path) -> set[str]:
+    """Entries the remote cache brought in, as the shape records say: not compiled here."""
+    names: set[str] = set()
+    for work in {w.key: w for t in targets for w in t.works}.values():
+        record, _ = records.read_json(records.shape_path(root, work.key))
+        names.update((((record or {}).get("remote") or {}).get("pull") or {}).get("published") or ())
+    return names
 
 
 if __name__ == "__main__":

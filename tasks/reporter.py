@@ -28,6 +28,7 @@ class WarmReporter(ConsoleReporter):
         self.runs: dict[str, report.TargetRun] = {}
         self.display: progress.Display | None = None
         self.targets, self.local, self.keys_of = {}, {}, {}
+        self.pulled: set[str] = set()  # entries the remote cache brought in
 
     # --- doit's calls -------------------------------------------------------------
     def initialize(self, tasks, selected_tasks):
@@ -50,8 +51,7 @@ class WarmReporter(ConsoleReporter):
             keys = {w.key for w in target.works if check.local_keys is None or w.key in check.local_keys}
             self.keys_of[target.name] = keys
             rows[target.name] = progress.Row(target.name, len(keys))
-        self.display = progress.create(self.outstream, rows,
-                                       lambda: len(report.cache_names(self.root) - self.before))
+        self.display = progress.create(self.outstream, rows, lambda: len(self._new()))
         self.display.start()
         events.listen(self.on_event)
 
@@ -99,19 +99,24 @@ class WarmReporter(ConsoleReporter):
             return
         conf = self.ctx.settings
         wanted = conf.report_json or conf.junit_xml or os.environ.get(summary.ENV)
-        new = report.cache_names(self.root) - self.before
+        appeared = report.cache_names(self.root) - self.before
+        if conf.remote is not None and appeared:  # the records say what came from the remote
+            self.pulled |= report.pulled_entries(list(self.targets.values()), self.root)
+        new = appeared - self.pulled
         result = self.build(new) if wanted else None  # a no-op run with no reports stays cheap
         counts = Counter(r.status for r in self.display.rows.values())
-        kernels = len(new)
+        pulled = f", {len(appeared & self.pulled)} pulled from the remote" if conf.remote is not None else ""
         self.display.stop(f"jitwarm: {counts['rebuilt']} rebuilt, {counts['partial']} partial, "
-                          f"{counts['up to date']} up to date, {counts['failed']} failed; {kernels} kernels "
-                          f"compiled in {time.monotonic() - self.started:.1f}s (cache {self.root})")
+                          f"{counts['up to date']} up to date, {counts['failed']} failed; {len(new)} kernels "
+                          f"compiled{pulled} in {time.monotonic() - self.started:.1f}s (cache {self.root})")
         if result is not None:
             self.publish(result)
 
     # --- the warm's own events ----------------------------------------------------
     def on_event(self, kind: str, data: dict) -> None:
-        if kind == "shape_done":
+        if kind == "pulled":
+            self.pulled.update(data["names"])
+        elif kind == "shape_done":
             for name, keys in self.keys_of.items():
                 if data["key"] in keys:
                     self.display.shape_done(name, self._kernels(name))
@@ -141,7 +146,11 @@ class WarmReporter(ConsoleReporter):
                                           fingerprint.current())
 
     def _kernels(self, name: str) -> int:
-        return report.kernels_compiled(self.targets[name], self.root, report.cache_names(self.root) - self.before)
+        return report.kernels_compiled(self.targets[name], self.root, self._new())
+
+    def _new(self) -> set[str]:
+        """Entries compiled so far in this run: those that appeared, less those pulled."""
+        return report.cache_names(self.root) - self.before - self.pulled
 
     def build(self, new: set[str]) -> report.Report:
         """`new`: the cache entries that appeared during the run."""
@@ -152,11 +161,12 @@ class WarmReporter(ConsoleReporter):
             results.append(report.target_result(self.targets[name], run, self.root, new, self.local[name],
                                                 self.started_at))
         seconds = time.monotonic() - self.started
+        remote = str(self.ctx.settings.remote) if self.ctx.settings.remote is not None else None
         failed = any(r.outcome == "failed" for r in results)
         return report.Report(started_at=self.started_at, finished_at=warm.now(),
                              exit_code=3 if self.runtime_errors else int(failed),
                              cache_root=str(self.root), shard=self.shard, fingerprint=_fingerprint(),
-                             totals=report.totals(results, new, seconds), targets=results)
+                             totals=report.totals(results, new, seconds, remote), targets=results)
 
     def publish(self, result: report.Report) -> None:
         conf = self.ctx.settings

@@ -8,6 +8,37 @@ from dataclasses import dataclass
 from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
+REMOTE_MODES = ("read", "read-write", "off")
+
+
+@dataclass(frozen=True)
+class RemoteConfig:
+    url: str
+    mode: str = "read"
+    timeout_s: float = 60.0
+
+    @property
+    def writable(self) -> bool:
+        return self.mode == "read-write"
+
+    def __str__(self) -> str:
+        return f"{display_url(self.url)} ({self.mode})"
+
+
+def display_url(url: str) -> str:
+    """The URL without a query string (where some stores put signed tokens)."""
+    return url.split("?", 1)[0]
+
+
+def config_error(url: str) -> str | None:
+    """Why a remote URL is refused, without echoing it (it might hold a secret)."""
+    scheme, sep, rest = url.partition("://")
+    if not sep or not scheme or not rest:
+        return "expected an fsspec URL such as s3://bucket/prefix or file:///mnt/shared/jitwarm"
+    if "@" in rest.split("/", 1)[0]:
+        return ("credentials in the URL are not accepted; give them in the environment "
+                "(e.g. AWS_ACCESS_KEY_ID) or the provider's standard chain")
+    return None
 
 
 @dataclass(frozen=True)
@@ -17,6 +48,7 @@ class Settings:
     jobs: int = 0  # compile workers at most; 0 = every usable core
     junit_xml: Path | None = None  # where `doit warm` writes JUnit XML; None = nowhere
     report_json: Path | None = None  # where it writes the JSON report (docs/report.schema.json)
+    remote: RemoteConfig | None = None  # the shared remote cache; None = off
 
 
 def load(environ=None) -> Settings:
@@ -44,7 +76,34 @@ def load(environ=None) -> Settings:
     if jobs < 0:
         raise SystemExit(f"jitwarm: jobs: expected a number of workers (0 = all cores), got {raw_jobs!r}")
     return Settings(models, timeout, jobs, _output(env, table, "JITWARM_JUNIT_XML", "junit_xml"),
-                    _output(env, table, "JITWARM_REPORT_JSON", "report_json"))
+                    _output(env, table, "JITWARM_REPORT_JSON", "report_json"), _remote(env, table))
+
+
+def _remote(env, table: dict) -> RemoteConfig | None:
+    """[tool.jitwarm] remote / remote_mode / remote_timeout_s, or JITWARM_REMOTE{,_MODE,_TIMEOUT_S}."""
+    def pick(env_name: str, key: str, default):
+        if env.get(env_name):
+            return env[env_name], env_name
+        return table.get(key, default), f"pyproject.toml: tool.jitwarm.{key}"
+
+    url, where = pick("JITWARM_REMOTE", "remote", "")
+    if not isinstance(url, str):
+        raise SystemExit(f"jitwarm: {where}: expected a URL string, got a {type(url).__name__}")
+    mode, mode_where = pick("JITWARM_REMOTE_MODE", "remote_mode", "read")
+    if mode not in REMOTE_MODES:
+        raise SystemExit(f"jitwarm: {mode_where}: expected one of {', '.join(REMOTE_MODES)}, got {mode!r}")
+    raw, timeout_where = pick("JITWARM_REMOTE_TIMEOUT_S", "remote_timeout_s", 60)
+    try:
+        timeout = float(raw)
+    except (TypeError, ValueError):
+        timeout = 0.0
+    if timeout <= 0:
+        raise SystemExit(f"jitwarm: {timeout_where}: expected a positive number of seconds, got {raw!r}")
+    if not url or mode == "off":
+        return None
+    if problem := config_error(url):
+        raise SystemExit(f"jitwarm: {where}: {problem}")
+    return RemoteConfig(url, mode, timeout)
 
 
 def _output(env, table: dict, env_name: str, key: str) -> Path | None:

@@ -37,7 +37,7 @@ def render(report: Report, budget: int = LIMIT_BYTES) -> str:
             f"{t.partial} partial, {t.up_to_date} up to date, {t.failed} failed\n\n"
             "| target | outcome | reason | kernels compiled | seconds |\n|---|---|---|---:|---:|\n")
     foot = (f"\n**Totals:** {t.targets} targets, {t.kernels_compiled} kernels compiled, {t.seconds:.1f} s. "
-            f"Cache root: `{cell(report.cache_root)}`\n\n")
+            f"Cache root: `{cell(report.cache_root)}`\n\n{_remote_line(report)}")
     rows = [row(x) for x in sorted(report.targets, key=lambda x: (_ORDER[x.outcome], x.name))]
     text = head + "".join(rows) + foot
     if len(text.encode()) <= budget:
@@ -53,6 +53,14 @@ def render(report: Report, budget: int = LIMIT_BYTES) -> str:
         kept.append(line)
     text = head + "".join(kept) + _note(len(rows) - len(kept)) + foot
     return text if len(text.encode()) <= budget else ""  # not even the header fits: write nothing
+
+
+def _remote_line(report: Report) -> str:
+    r = report.totals.remote
+    if r is None:
+        return ""
+    return (f"**Remote cache** `{cell(r.url)}`: {r.hits} hits, {r.misses} misses, {r.rejected} rejected, "
+            f"{r.errors} errors, {r.incomplete} incomplete; {r.pushed} pushed, {r.push_errors} push errors.\n\n")
 
 
 def _note(dropped: int) -> str:

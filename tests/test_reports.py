@@ -56,7 +56,8 @@ def test_reports_name_each_outcome_with_reasons_and_tails(ws):
     assert plain["kernels_compiled"] == len(json.loads(next((ws.root / "jitwarm" / "markers").glob(
         f"{plain['name']}.json")).read_text())["entries"])
     assert data["totals"] | {"seconds": 0} == {"targets": 3, "up_to_date": 0, "rebuilt": 1, "partial": 0,
-                                               "failed": 2, "kernels_compiled": len(cache_entries(ws)), "seconds": 0}
+                                               "failed": 2, "kernels_compiled": len(cache_entries(ws)), "seconds": 0,
+                                               "remote": None}
     assert data["exit_code"] == 1 and data["fingerprint"]["deep_gemm.module"] == "fake_deep_gemm"
 
     found = suites(paths["JITWARM_JUNIT_XML"])

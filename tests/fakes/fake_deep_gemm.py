@@ -73,7 +73,8 @@ def _ensure(name: str, code: str) -> None:
         except OSError:
             pass  # someone else published it first
     with open(entry / "kernel.cubin", "rb") as fh:  # "loading" reads the binary
-        fh.read()
+        if b"CUBIN" not in fh.read(8):
+            raise RuntimeError(f"CUDA error: device kernel image is invalid ({name})")
     _loaded.add(name)
 
 

@@ -1,0 +1,308 @@
+"""The remote cache end to end: a file:// remote and a real S3 endpoint (moto's server on
+loopback), through the stand-in deep_gemm, whose compile log counts every compile."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import logging
+import os
+import socket
+import tarfile
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from conftest import Workspace, model_file
+
+SMALL = "m_list = [1, 32, 128, 1024]\n"
+TP8 = "[[launch]]\ntp = 8\n" + SMALL
+SECRET = "jitwarm-test-secret-" + os.urandom(6).hex()
+KEY_ID = "AKIAJITWARMTEST" + os.urandom(3).hex().upper()
+
+
+def second_root(ws: Workspace, name: str) -> Workspace:
+    """The same registry and compile log, an empty cache root: another runner."""
+    ws.root = ws.tmp / name
+    ws.env["DG_JIT_CACHE_DIR"] = str(ws.root)
+    ws.env["JITWARM_DOIT_DB"] = str(ws.tmp / f"{name}.db")
+    return ws
+
+
+def manifests(remote: Path) -> list[Path]:
+    return sorted(remote.glob("jitwarm/v1/*/*/manifest.json"))
+
+
+def tree(path: Path) -> dict[str, tuple[int, int]]:
+    return {str(p.relative_to(path)): (p.stat().st_size, p.stat().st_mtime_ns) for p in path.rglob("*")}
+
+
+def report(ws: Workspace, out, name: str = "report.json") -> dict:
+    assert out.returncode == 0, out.stdout + out.stderr
+    return json.loads((ws.tmp / name).read_text())
+
+
+def warm(ws: Workspace, remote: str, mode: str = "read", **env):
+    env.setdefault("JITWARM_REMOTE_TIMEOUT_S", "30")
+    return ws.doit("warm", JITWARM_REMOTE=remote, JITWARM_REMOTE_MODE=mode,
+                   JITWARM_REPORT_JSON=str(ws.tmp / "report.json"), **env)
+
+
+@pytest.fixture
+def pushed(ws):
+    """A file:// remote filled by one runner's read-write warm of a 6-shape target."""
+    model_file(ws.models, "v3", TP8)
+    remote = ws.tmp / "remote"
+    out = warm(ws, f"file://{remote}", "read-write")
+    data = report(ws, out)
+    assert data["totals"]["remote"]["pushed"] == 6 and len(manifests(remote)) == 6
+    return ws, remote, len(ws.compiles())
+
+
+def test_pull_into_an_empty_root_compiles_nothing(pushed):
+    ws, remote, compiled = pushed
+    assert compiled > 0
+    ws = second_root(ws, "runner-b")
+    out = warm(ws, f"file://{remote}")
+    data = report(ws, out)
+    assert len(ws.compiles()) == compiled, "a pulled shape was compiled again"
+    assert set(ws.status().values()) == {"U"}
+    remote_totals = data["totals"]["remote"]
+    assert (remote_totals["hits"], remote_totals["misses"], remote_totals["pushed"]) == (6, 0, 0)
+    assert data["totals"]["kernels_compiled"] == 0
+    assert {s["remote"] for t in data["targets"] for s in t["shapes"]} == {"hit"}
+    info = ws.doit("info", f"warm:{next(iter(ws.status())).removeprefix('warm:')}", JITWARM_REMOTE=f"file://{remote}")
+    assert "6 hit" in info.stdout and "entries unpacked" in info.stdout
+
+
+def test_tampered_archive_is_rejected_and_its_shape_compiled_locally(pushed):
+    ws, remote, compiled = pushed
+    victim = manifests(remote)[0]
+    archive = next(p for p in victim.parent.iterdir() if p.name != "manifest.json")
+    data = bytearray(archive.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    archive.write_bytes(bytes(data))
+    ws = second_root(ws, "runner-b")
+    out = warm(ws, f"file://{remote}")
+    result = report(ws, out)
+    assert "rejected: archive" in out.stdout and "does not match its sha256" in out.stdout
+    assert result["totals"]["remote"] | {"url": ""} == {
+        "url": "", "hits": 5, "misses": 0, "rejected": 1, "errors": 0, "incomplete": 0, "pushed": 0, "push_errors": 0}
+    assert 0 < len(ws.compiles()) - compiled < compiled, "only the rejected shape compiles"
+    assert set(ws.status().values()) == {"U"}
+
+
+def test_consistent_but_broken_artifact_fails_replay_and_compiles_locally(pushed):
+    """A re-signed artifact with a garbage kernel passes the sha256 but not the replay."""
+    ws, remote, compiled = pushed
+    manifest_path = manifests(remote)[0]
+    manifest = json.loads(manifest_path.read_text())
+    members = {name: b"not a kernel image" if name.endswith(".cubin") else b"// source\n"
+               for name in manifest["files"]}
+    write_artifact(manifest_path, manifest, members)
+    ws = second_root(ws, "runner-b")
+    out = warm(ws, f"file://{remote}")
+    result = report(ws, out)
+    assert "replay of the pulled entries failed" in out.stdout
+    assert result["totals"]["remote"]["rejected"] == 1 and result["totals"]["remote"]["hits"] == 5
+    assert len(ws.compiles()) > compiled
+    assert set(ws.status().values()) == {"U"}
+    for entry in (ws.root / "cache").iterdir():  # nothing of the broken artifact is left
+        assert b"not a kernel" not in (entry / "kernel.cubin").read_bytes()
+
+
+@pytest.mark.parametrize("evil", ["traversal", "symlink"])
+def test_unsafe_archive_on_the_remote_is_rejected(pushed, evil):
+    ws, remote, compiled = pushed
+    manifest_path = manifests(remote)[0]
+    manifest = json.loads(manifest_path.read_text())
+    members = {name: b"CUBIN ok" for name in manifest["files"]}
+    escape = ws.tmp / "escaped"
+    if evil == "traversal":
+        members["../../../../escaped"] = b"owned"
+    else:
+        members[f"{next(iter(manifest['files'])).split('/')[0]}/link"] = escape
+    write_artifact(manifest_path, manifest, members)
+    ws = second_root(ws, "runner-b")
+    out = warm(ws, f"file://{remote}")
+    result = report(ws, out)
+    assert ("unsafe path" if evil == "traversal" else "link") in out.stdout
+    assert result["totals"]["remote"]["rejected"] == 1
+    assert not escape.exists() and not list(ws.root.rglob("link"))
+    assert set(ws.status().values()) == {"U"}
+
+
+def test_read_mode_never_writes(pushed):
+    ws, remote, _ = pushed
+    for manifest in manifests(remote)[:2]:  # two misses: a read-write run would push them
+        for path in manifest.parent.iterdir():
+            path.unlink()
+    before = tree(remote)
+    ws = second_root(ws, "runner-b")
+    out = warm(ws, f"file://{remote}", "read")
+    result = report(ws, out)
+    assert result["totals"]["remote"]["misses"] == 2 and result["totals"]["remote"]["pushed"] == 0
+    assert tree(remote) == before
+
+
+def test_concurrent_pushers_of_one_key_are_harmless(ws):
+    import subprocess
+    import sys
+
+    from conftest import DODO
+
+    model_file(ws.models, "v3", TP8)
+    remote = ws.tmp / "remote"
+    runs = []
+    for name in ("a", "b"):
+        env = {**ws.env, "DG_JIT_CACHE_DIR": str(ws.tmp / name), "JITWARM_DOIT_DB": str(ws.tmp / f"{name}.db"),
+               "JITWARM_REMOTE": f"file://{remote}", "JITWARM_REMOTE_MODE": "read-write"}
+        runs.append(subprocess.Popen([sys.executable, "-m", "doit", "-f", str(DODO), "warm"], cwd=ws.tmp, env=env,
+                                     stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True))
+    for run in runs:
+        out, _ = run.communicate(timeout=120)
+        assert run.returncode == 0, out
+    assert len(manifests(remote)) == 6
+    assert not [p for p in remote.rglob("*") if ".tmp-" in p.name], "a temporary upload was left behind"
+    compiled = len(ws.compiles())
+    ws = second_root(ws, "runner-c")
+    assert report(ws, warm(ws, f"file://{remote}"))["totals"]["remote"]["hits"] == 6
+    assert len(ws.compiles()) == compiled
+
+
+# --- S3 over loopback -----------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def s3_endpoint():
+    from moto.server import ThreadedMotoServer
+
+    logging.getLogger("werkzeug").setLevel(logging.ERROR)
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    yield f"http://{host}:{port}"
+    server.stop()
+
+
+def s3_env(endpoint: str) -> dict:
+    return {"AWS_ENDPOINT_URL": endpoint, "AWS_ACCESS_KEY_ID": KEY_ID, "AWS_SECRET_ACCESS_KEY": SECRET,
+            "AWS_DEFAULT_REGION": "us-east-1"}
+
+
+def make_bucket(endpoint: str) -> str:
+    import boto3
+
+    name = f"jitwarm-{os.urandom(4).hex()}"
+    boto3.client("s3", **{"endpoint_url": endpoint, "aws_access_key_id": KEY_ID,
+                          "aws_secret_access_key": SECRET, "region_name": "us-east-1"}).create_bucket(Bucket=name)
+    return name
+
+
+def bucket_listing(endpoint: str, bucket: str) -> dict[str, str]:
+    import boto3
+
+    client = boto3.client("s3", endpoint_url=endpoint, aws_access_key_id=KEY_ID, aws_secret_access_key=SECRET,
+                          region_name="us-east-1")
+    listed = client.list_objects_v2(Bucket=bucket).get("Contents", [])
+    return {o["Key"]: o["ETag"] for o in listed}
+
+
+def test_s3_push_then_pull_with_no_secret_in_any_output(ws, s3_endpoint):
+    bucket = make_bucket(s3_endpoint)
+    url = f"s3://{bucket}/fleet"
+    ws.env.update(s3_env(s3_endpoint))
+    model_file(ws.models, "v3", TP8)
+    summary = ws.tmp / "summary.md"
+    first = warm(ws, url, "read-write", GITHUB_STEP_SUMMARY=str(summary), JITWARM_JUNIT_XML=str(ws.tmp / "j.xml"))
+    assert report(ws, first)["totals"]["remote"]["pushed"] == 6
+    objects = bucket_listing(s3_endpoint, bucket)
+    assert sum(k.endswith("/manifest.json") for k in objects) == 6 and len(objects) == 12
+    compiled = len(ws.compiles())
+    outputs = [first.stdout + first.stderr]
+
+    ws = second_root(ws, "runner-b")
+    second = warm(ws, url, "read", GITHUB_STEP_SUMMARY=str(summary))
+    assert report(ws, second)["totals"]["remote"]["hits"] == 6
+    assert len(ws.compiles()) == compiled and set(ws.status().values()) == {"U"}
+    assert bucket_listing(s3_endpoint, bucket) == objects, "read mode wrote to the bucket"
+    assert "6 hits, 0 misses" in summary.read_text()
+    outputs.append(second.stdout + second.stderr)
+    files = [p for p in ws.tmp.rglob("*") if p.is_file() and p.stat().st_size < (8 << 20)]
+    assert files
+    for text in outputs + [p.read_bytes().decode("utf-8", "replace") for p in files]:
+        assert SECRET not in text and KEY_ID not in text
+
+
+def test_remote_down_warms_locally(ws, s3_endpoint):
+    with socket.socket() as probe:  # a port nobody listens on
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    ws.env.update(s3_env(f"http://127.0.0.1:{port}"))
+    model_file(ws.models, "v3", TP8)
+    started = time.monotonic()
+    out = warm(ws, "s3://nowhere/fleet", "read-write", JITWARM_REMOTE_TIMEOUT_S="5")
+    result = report(ws, out)
+    assert time.monotonic() - started < 60
+    assert result["totals"]["remote"]["errors"] == 6 and result["totals"]["remote"]["push_errors"] == 6
+    assert set(ws.status().values()) == {"U"}
+
+
+def test_remote_that_never_answers_costs_a_bounded_wait(ws):
+    """A listener that accepts and never replies: the pull gives up after the timeout,
+    and the push is not tried again in the same run."""
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(64)
+    held = []
+    threading.Thread(target=lambda: [held.append(listener.accept()) for _ in iter(int, 1)], daemon=True).start()
+    ws.env.update(s3_env(f"http://127.0.0.1:{listener.getsockname()[1]}"))
+    model_file(ws.models, "v3", TP8)
+    started = time.monotonic()
+    out = warm(ws, "s3://slow/fleet", "read-write", JITWARM_REMOTE_TIMEOUT_S="3")
+    elapsed = time.monotonic() - started
+    result = report(ws, out)
+    assert "did not answer within 3s" in out.stdout
+    assert result["totals"]["remote"]["errors"] == 6 and set(ws.status().values()) == {"U"}
+    assert elapsed < 45, f"the warm waited {elapsed:.0f}s on a silent remote"
+    listener.close()
+
+
+# --- configuration ----------------------------------------------------------------------
+
+def test_bad_remote_settings_are_one_line_errors(ws):
+    model_file(ws.models, "v3", TP8)
+    out = ws.doit("list", JITWARM_REMOTE="s3://b/p", JITWARM_REMOTE_MODE="readwrite")
+    assert out.returncode != 0
+    assert "JITWARM_REMOTE_MODE: expected one of read, read-write, off, got 'readwrite'" in out.stderr
+    out = ws.doit("list", JITWARM_REMOTE=f"s3://{KEY_ID}:{SECRET}@bucket/p")
+    assert out.returncode != 0 and "credentials in the URL are not accepted" in out.stderr
+    assert SECRET not in out.stdout + out.stderr
+    out = ws.doit("list", JITWARM_REMOTE="s3://b/p", JITWARM_REMOTE_MODE="off")
+    assert out.returncode == 0
+
+
+def write_artifact(manifest_path: Path, manifest: dict, members: dict) -> None:
+    """Replace a remote artifact with `members` (bytes, or a Path for a symlink), signed
+    consistently, so only the archive's own content can give it away."""
+    raw = io.BytesIO()
+    with tarfile.open(fileobj=raw, mode="w") as tar:
+        for name, content in members.items():
+            info = tarfile.TarInfo(name)
+            if isinstance(content, Path):
+                info.type, info.linkname = tarfile.SYMTYPE, str(content)
+                tar.addfile(info)
+                continue
+            info.size = len(content)
+            tar.addfile(info, io.BytesIO(content))
+    data = raw.getvalue()
+    sha = hashlib.sha256(data).hexdigest()
+    for old in manifest_path.parent.iterdir():
+        old.unlink()
+    (manifest_path.parent / f"{sha}.tar").write_bytes(data)
+    manifest["archive"] = {"name": f"{sha}.tar", "sha256": sha, "size": len(data), "format": "tar"}
+    manifest["files"] = {name: {"sha256": hashlib.sha256(c).hexdigest(), "size": len(c)}
+                         for name, c in members.items() if isinstance(c, bytes)}
+    manifest_path.write_text(json.dumps(manifest))
