@@ -136,13 +136,10 @@ def _warm(ctx: warm.Context, fp: dict, items: list[tuple[ShapeWork, list[Target]
 
 
 def _push(ctx, fp, shared, works: dict, recorded: dict, pulls: dict, scratch) -> None:
-    """Upload the shapes this batch compiled, and note the push in their records."""
+    """Upload the shapes this batch compiled (not those the remote gave it)."""
     todo = [(works[key], sorted(record["entries"])) for key, record in recorded.items()
             if record["ok"] and getattr(pulls.get(key), "status", None) != "hit"]
-    for key, outcome in remote_cache.push(shared, todo, ctx.root.path, fp, scratch).items():
-        record = recorded[key]
-        record["remote"] = {**record.get("remote", {}), "push": outcome.as_record()}
-        _write(ctx.root.path, works[key], fp, record)
+    remote_cache.push(shared, todo, ctx.root.path, fp, scratch)
 
 
 def _replay_record(work: ShapeWork, replay: pool.Replay, report: pool.Report) -> dict:

@@ -2,14 +2,16 @@
 
   doit stale [TARGET...]  stale targets with their reasons; exit 1 if any (a CI gate)
   doit plan [TARGET...]   each target's path, shapes, M list and estimated compile cost
+  doit push [TARGET...]   upload the warm shapes the remote cache lacks (read-write mode)
 
-Both read the registry and the markers only: no GPU, no torch, no deep_gemm. A TARGET
-is a target name (with or without `warm:`) or a model name, meaning all its targets.
+They need no GPU, torch or deep_gemm. A TARGET is a target name (with or without
+`warm:`) or a model name, meaning all its targets.
 """
 
 from __future__ import annotations
 
 import os
+import shutil
 import sys
 
 from doit.cmd_base import Command
@@ -104,6 +106,36 @@ class Plan(_TargetCommand):
         print(f"total: {len(picked)} targets, {len(unique)} distinct shapes, ~{total.kernels} kernels, "
               f"~{total.nvcc_s:.0f}s of nvcc on one core{guess}{f' (shard {chosen.shard})' if chosen.shard else ''}")
         return 1 if invalid else 0
+
+
+class Push(_TargetCommand):
+    name = "push"
+    doc_purpose = "upload the selected targets' warm shapes that the remote cache lacks"
+    doc_usage = "[TARGET ...]"
+    doc_description = ("Seeds the remote cache from a cache root warmed earlier (a `doit warm` in read-write "
+                       "mode pushes what it compiles by itself). Needs remote_mode = read-write. "
+                       "Exit 1 if an upload failed.")
+
+    def report(self, ctx, chosen, picked, all_targets) -> int:
+        from . import fingerprint, remote_cache
+
+        shared = remote_cache.for_settings(ctx.settings)
+        if shared is None or not shared.config.writable:
+            print("jitwarm: doit push needs a remote cache in read-write mode "
+                  "(remote / JITWARM_REMOTE and remote_mode / JITWARM_REMOTE_MODE)", file=sys.stderr)
+            return EXIT_USAGE
+        root, fp = ctx.root.path, fingerprint.current()
+        works = [w for t in picked for w in t.works
+                 if chosen.local_keys[t.name] is None or w.key in chosen.local_keys[t.name]]
+        unique = list({w.key: w for w in works}.values())
+        items = remote_cache.warm_shapes(root, unique, fp)
+        print(f"{len(items)} of {len(unique)} shapes are warm in {ctx.root}")
+        scratch = root / "tmp" / f"jitwarm-push-{os.getpid()}-{os.urandom(4).hex()}"
+        try:
+            outcomes = remote_cache.push(shared, items, root, fp, scratch)
+        finally:
+            shutil.rmtree(scratch, ignore_errors=True)
+        return 1 if any(o.status == "error" for o in outcomes.values()) else 0
 
 
 def describe(target: targets.Target, all_targets: list[targets.Target], local_keys=None) -> list[str]:

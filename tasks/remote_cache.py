@@ -12,7 +12,7 @@ import shutil
 from collections import Counter
 from pathlib import Path
 
-from . import entries, events
+from . import entries, events, records
 from .remote import Outcome, Remote
 from .settings import RemoteConfig, Settings
 
@@ -66,14 +66,30 @@ def discard_pulled(root: Path, outcomes: list[Outcome]) -> None:
 
 
 def push(shared: Remote, items, root: Path, fp: dict, scratch: Path) -> dict[str, Outcome]:
+    """Upload (work, entry names) items; note each outcome in the shape's record."""
     if not items:
         return {}
     outcomes = shared.push_many(items, root, fp, scratch)
     for work, _ in items:
-        if (outcome := outcomes[work.key]).status == "error":
+        outcome = outcomes[work.key]
+        if outcome.status == "error":
             print(f"warning: could not push {work.name}: {outcome.detail}", flush=True)
+        record, _ = records.read_json(records.shape_path(root, work.key))
+        if record is not None:
+            record["remote"] = {**(record.get("remote") or {}), "push": outcome.as_record()}
+            records.write_json(records.shape_path(root, work.key), record)
     print(f"remote {shared.config}: {_counts(outcomes)}", flush=True)
     return outcomes
+
+
+def warm_shapes(root: Path, works, fp: dict) -> list[tuple]:
+    """(work, entry names) for each work that is warm here: what `doit push` uploads."""
+    found = []
+    for work in works:
+        if not records.shape_reasons(root, work.key, fp):
+            record, _ = records.read_json(records.shape_path(root, work.key))
+            found.append((work, sorted(record["entries"])))
+    return found
 
 
 def _counts(outcomes: dict[str, Outcome]) -> str:

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import Workspace, model_file
+from conftest import REPO, Workspace, model_file
 
 SMALL = "m_list = [1, 32, 128, 1024]\n"
 TP8 = "[[launch]]\ntp = 8\n" + SMALL
@@ -306,3 +306,21 @@ def write_artifact(manifest_path: Path, manifest: dict, members: dict) -> None:
     manifest["files"] = {name: {"sha256": hashlib.sha256(c).hexdigest(), "size": len(c)}
                          for name, c in members.items() if isinstance(c, bytes)}
     manifest_path.write_text(json.dumps(manifest))
+
+
+def test_doit_push_seeds_the_remote_from_a_warm_root(ws):
+    model_file(ws.models, "v3", TP8)
+    assert ws.doit("warm").returncode == 0  # no remote configured
+    compiled = len(ws.compiles())
+    remote = f"file://{ws.tmp / 'remote'}"
+    refused = ws.doit("push", cwd=REPO, JITWARM_REMOTE=remote)
+    assert refused.returncode == 2 and "read-write" in refused.stderr
+    assert not (ws.tmp / "remote").exists()
+    first = ws.doit("push", cwd=REPO, JITWARM_REMOTE=remote, JITWARM_REMOTE_MODE="read-write")
+    assert first.returncode == 0, first.stdout + first.stderr
+    assert "6 of 6 shapes are warm" in first.stdout and "6 pushed" in first.stdout
+    again = ws.doit("push", cwd=REPO, JITWARM_REMOTE=remote, JITWARM_REMOTE_MODE="read-write")
+    assert "6 exists" in again.stdout
+    ws = second_root(ws, "runner-b")
+    assert report(ws, warm(ws, remote))["totals"]["remote"]["hits"] == 6
+    assert len(ws.compiles()) == compiled
