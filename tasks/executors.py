@@ -8,6 +8,8 @@ BF16 output; CONTIG adds int32 zero m_indices, MASKED int32 zero masked_m.
 
 from __future__ import annotations
 
+import contextlib
+
 _BLOCK = 128
 # Masked GEMMs pick their kernel from expected_m, not the buffer: on an H100 with
 # sgl-deep-gemm 0.1.2, 64-row buffers selected the same kernels as 16384-row ones
@@ -53,6 +55,20 @@ class _Base:
 
     def sync(self):
         self.torch.cuda.synchronize()
+
+    @contextlib.contextmanager
+    def capture(self):
+        """Record the calls' launches in a CUDA graph that is never replayed.
+
+        Each call still runs on the host exactly as an eager one: DeepGEMM picks the
+        kernel for M, finds it in the cache (or compiles it), loads it and sets up the
+        launch. Only the GEMMs themselves never run, which is most of a 16384-value
+        sweep's time on large shapes. "relaxed" admits the module loads a first call does.
+        """
+        graph = self.torch.cuda.CUDAGraph()
+        with self.torch.cuda.graph(graph, capture_error_mode="relaxed"):
+            yield
+        del graph
 
 
 class _Normal(_Base):

@@ -2,6 +2,7 @@
 
 import importlib.util
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -56,3 +57,25 @@ def test_grouped_contiguous_and_masked_kernels_warm_too(tmp_path):
     marker = warm_and_replay(tmp_path, launch)
     kinds = {s["kind"] for s in marker["shapes"] if s["groups"] == 32}
     assert kinds == {"GROUPED_GEMM_NT_F8F8BF16_CONTIG", "GROUPED_GEMM_NT_F8F8BF16_MASKED"}
+
+
+def test_captured_replay_still_compiles_a_missing_kernel(tmp_path):
+    """The replay records launches in a CUDA graph instead of running them: it must still
+    find, and build, every kernel its calls need. Delete one and replay that shape."""
+    marker = warm_and_replay(tmp_path, "[[launch]]\ntp = 8\nm_list = [1, 64, 1024, 8192]\n")
+    shape = next(s for s in marker["shapes"] if len(s["entries"]) > 1)
+    victim = sorted(name for name in shape["entries"] if "transpose" not in name)[0]
+    root = tmp_path / "cache"
+    shutil.rmtree(root / "cache" / victim)
+    plan = tmp_path / "replay.json"
+    plan.write_text(json.dumps({"root": str(root), "staging": str(tmp_path / "view"), "module": "deep_gemm",
+                                "shape": {k: shape[k] for k in ("kind", "n", "k", "groups")},
+                                "m_values": [1, 64, 1024, 8192], "contig_alignment": 128}))
+    code = "import json, sys; from tasks import worker; print(json.dumps(worker.run(json.load(open(sys.argv[1])))))"
+    out = subprocess.run([sys.executable, "-c", code, str(plan)], cwd=REPO, capture_output=True, text=True,
+                         timeout=600, env={**os.environ, "PYTHONPATH": os.pathsep.join(
+                             filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))})
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    result = json.loads(out.stdout.strip().splitlines()[-1])
+    assert result["launches"].startswith("captured")
+    assert result["new"] == [victim] and victim in result["entries"]
