@@ -25,3 +25,15 @@ def test_dodo_imports_neither_torch_nor_deep_gemm(tmp_path):
                               "HOME": str(tmp_path)})
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "[]"
+
+
+def test_a_configured_remote_costs_planning_no_storage_imports(tmp_path):
+    """fsspec, its backends and zstd load only when a stale shape asks the remote."""
+    probe = PROBE.replace('("torch", "deep_gemm", "triton", "sglang")',
+                          '("fsspec", "s3fs", "botocore", "aiobotocore", "zstandard", "tarfile")')
+    probe = probe.replace("print(bad)", "print(bad, ns['DOIT_CONFIG'] is not None)")
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, cwd=REPO,
+                         env={"PYTHONPATH": str(REPO), "PATH": "/usr/bin:/bin", "HOME": str(tmp_path),
+                              "JITWARM_REMOTE": "s3://bucket/jitwarm", "JITWARM_REMOTE_MODE": "read-write"})
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "[] True"
