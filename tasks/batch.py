@@ -21,7 +21,6 @@ import time
 import filelock
 
 from . import events, fingerprint, pool, records, remote_cache, warm, worker
-
 from .settings import REPO_ROOT
 from .targets import ShapeWork, Target
 

@@ -21,6 +21,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import threading
 import time
 from dataclasses import dataclass, field
@@ -41,6 +42,7 @@ _MAX_MANIFEST_BYTES = 16 << 20
 _PARALLEL = 8
 # Object stores publish a whole object on put; elsewhere write a temporary name, then rename.
 _ATOMIC_PUT = {"s3", "s3a", "gs", "gcs", "az", "abfs", "abfss", "oss"}
+_HEX64 = re.compile(r"[0-9a-f]{64}")
 
 
 def key_parts(fp: dict) -> dict:
@@ -104,10 +106,9 @@ class Remote:
         into.mkdir(parents=True)
         local = into / "archive"
         try:
-            fs.get_file(f"{where}/{archive['name']}", str(local))
+            size = _download(fs, f"{where}/{archive['name']}", local, limit=archive["size"] + 1)
         except FileNotFoundError:
             return Outcome("rejected", f"manifest names {archive['name']}, which is missing")
-        size = local.stat().st_size
         if size != archive["size"] or artifact.sha256_file(local) != archive["sha256"]:
             return Outcome("rejected", f"archive {archive['name']} does not match its sha256 "
                                        f"({size} bytes, manifest says {archive['size']})")
@@ -225,7 +226,7 @@ def _check_manifest(raw: bytes, shape_key: str, parts: dict) -> tuple[dict, str 
         archive, files = manifest["archive"], manifest["files"]
         ok = (manifest.get("schema") == MANIFEST_SCHEMA and isinstance(files, dict)
               and all(isinstance(v.get("sha256"), str) and isinstance(v.get("size"), int) for v in files.values())
-              and isinstance(archive.get("sha256"), str) and isinstance(archive.get("size"), int)
+              and _HEX64.fullmatch(str(archive.get("sha256"))) and isinstance(archive.get("size"), int)
               and archive.get("format") in (artifact.TAR, artifact.TAR_ZSTD)
               and archive.get("name") == f"{archive['sha256']}.{artifact.suffix(archive['format'])}")
     except (ValueError, KeyError, TypeError, AttributeError):
@@ -235,6 +236,16 @@ def _check_manifest(raw: bytes, shape_key: str, parts: dict) -> tuple[dict, str 
     if manifest.get("shape_key") != shape_key or manifest.get("parts") != parts:
         return {}, "manifest is for another shape or toolchain"
     return manifest, None
+
+
+def _download(fs, path: str, dest: Path, limit: int) -> int:
+    """Copy at most `limit` bytes: an archive larger than its manifest says is cut, then rejected."""
+    copied = 0
+    with fs.open(path, "rb") as src, open(dest, "wb") as out:
+        while copied < limit and (chunk := src.read(min(1 << 22, limit - copied))):
+            out.write(chunk)
+            copied += len(chunk)
+    return copied
 
 
 def _one_line(exc: BaseException) -> str:

@@ -78,17 +78,24 @@ def test_pull_into_an_empty_root_compiles_nothing(pushed):
     assert "6 hit" in info.stdout and "entries unpacked" in info.stdout
 
 
-def test_tampered_archive_is_rejected_and_its_shape_compiled_locally(pushed):
+@pytest.mark.parametrize("damage, says", [
+    ("flip", "does not match its sha256"), ("truncate", "does not match its sha256"), ("grow", "does not match"),
+    ("delete", "which is missing")])
+def test_damaged_artifact_is_rejected_and_its_shape_compiled_locally(pushed, damage, says):
     ws, remote, compiled = pushed
     victim = manifests(remote)[0]
     archive = next(p for p in victim.parent.iterdir() if p.name != "manifest.json")
     data = bytearray(archive.read_bytes())
-    data[len(data) // 2] ^= 0xFF
-    archive.write_bytes(bytes(data))
+    if damage == "flip":
+        data[len(data) // 2] ^= 0xFF
+    archive.write_bytes({"flip": bytes(data), "truncate": bytes(data[:len(data) // 2]),
+                         "grow": bytes(data) + b"\0" * 4096, "delete": b""}[damage])
+    if damage == "delete":
+        archive.unlink()
     ws = second_root(ws, "runner-b")
     out = warm(ws, f"file://{remote}")
     result = report(ws, out)
-    assert "rejected: archive" in out.stdout and "does not match its sha256" in out.stdout
+    assert "rejected: " in out.stdout and says in out.stdout
     assert result["totals"]["remote"] | {"url": ""} == {
         "url": "", "hits": 5, "misses": 0, "rejected": 1, "errors": 0, "incomplete": 0, "pushed": 0, "push_errors": 0}
     assert 0 < len(ws.compiles()) - compiled < compiled, "only the rejected shape compiles"
