@@ -14,6 +14,7 @@ a complete one.
 from __future__ import annotations
 
 import hashlib
+import importlib.util
 import io
 import tarfile
 from pathlib import Path, PurePosixPath
@@ -34,11 +35,7 @@ def suffix(fmt: str) -> str:
 
 
 def best_format() -> str:
-    try:
-        import zstandard  # noqa: F401
-    except ImportError:
-        return TAR
-    return TAR_ZSTD
+    return TAR_ZSTD if importlib.util.find_spec("zstandard") else TAR
 
 
 def sha256_file(path: Path) -> str:
@@ -89,11 +86,12 @@ def unpack(archive: Path, fmt: str, files: dict[str, dict], root: Path, work_dir
             raise Rejected(f"unreadable archive ({exc.__class__.__name__}: {exc})") from None
     if missing := sorted(set(files) - seen):
         raise Rejected(f"archive lacks {len(missing)} file(s) of its manifest, e.g. {missing[0]}")
-    published, kept = [], []
-    for entry in sorted(p for p in staging.iterdir()):
+    staged = sorted(staging.iterdir())
+    for entry in staged:
         if entries.describe(entry) is None:
             raise Rejected(f"entry {entry.name} in the archive is incomplete")
-    for entry in sorted(staging.iterdir()):
+    published, kept = [], []
+    for entry in staged:
         (published if entries.publish(entry, root) else kept).append(entry.name)
     return published, kept
 

@@ -64,6 +64,15 @@ def problem(root: Path, name: str, recorded: dict) -> str | None:
     return None
 
 
+def remove(root: Path, name: str) -> None:
+    """Take an entry out of the cache: renamed aside first, so no reader sees it half deleted."""
+    aside = Path(root) / "tmp" / f"removed-{os.urandom(16).hex()}"
+    aside.parent.mkdir(parents=True, exist_ok=True)
+    with contextlib.suppress(FileNotFoundError):
+        os.rename(cache_dir(root) / name, aside)
+    shutil.rmtree(aside, ignore_errors=True)
+
+
 def publish(src: Path, root: Path) -> bool:
     """Move a complete entry into the cache by atomic rename; never replace a complete one.
 
@@ -74,12 +83,7 @@ def publish(src: Path, root: Path) -> bool:
     if describe(dest) is not None:
         return False
     if dest.exists():
-        # A broken leftover (e.g. an interrupted 0.1.x build): move it aside first.
-        aside = Path(root) / "tmp" / f"broken-{os.urandom(16).hex()}"
-        aside.parent.mkdir(parents=True, exist_ok=True)
-        with contextlib.suppress(FileNotFoundError):
-            os.rename(dest, aside)
-        shutil.rmtree(aside, ignore_errors=True)
+        remove(root, src.name)  # a broken leftover (e.g. an interrupted 0.1.x build)
     try:
         os.rename(src, dest)
     except OSError as exc:

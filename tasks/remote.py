@@ -18,6 +18,7 @@ is left alone for the rest of the run. fsspec is imported only when a remote is 
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -143,11 +144,9 @@ class Remote:
     def _push(self, work, names: list[str], parts: dict, root: Path, into: Path) -> Outcome:
         started = time.monotonic()
         fs, where = self._filesystem(), f"{self._base}/{artifact_dir(work.key, parts)}"
-        try:
+        with contextlib.suppress(FileNotFoundError):
             fs.cat_file(f"{where}/{MANIFEST}", start=0, end=1)
             return Outcome("exists", "the remote already has this artifact")
-        except FileNotFoundError:
-            pass
         into.mkdir(parents=True)
         fmt = artifact.best_format()
         local = into / "archive"

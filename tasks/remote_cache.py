@@ -7,8 +7,6 @@ bad artifact only means the shape compiles locally (tasks/remote.py holds the st
 from __future__ import annotations
 
 import functools
-import os
-import shutil
 from collections import Counter
 from pathlib import Path
 
@@ -55,14 +53,7 @@ def accept_replay(outcome: Outcome, record: dict) -> bool:
 def discard_pulled(root: Path, outcomes: list[Outcome]) -> None:
     """Take out the entries failed pulls brought in, so the local compile rebuilds them."""
     for name in sorted({n for outcome in outcomes for n in outcome.published}):
-        entry = entries.cache_dir(root) / name
-        aside = Path(root) / "tmp" / f"rejected-{os.urandom(8).hex()}"
-        aside.parent.mkdir(parents=True, exist_ok=True)
-        try:
-            os.rename(entry, aside)
-        except OSError:
-            continue
-        shutil.rmtree(aside, ignore_errors=True)
+        entries.remove(root, name)
 
 
 def push(shared: Remote, items, root: Path, fp: dict, scratch: Path) -> dict[str, Outcome]:

@@ -61,13 +61,8 @@ def load(environ=None) -> Settings:
     models = Path(env.get("JITWARM_MODELS_DIR") or table.get("models_dir", "models"))
     if not models.is_absolute():
         models = REPO_ROOT / models
-    raw = env.get("JITWARM_SHAPE_TIMEOUT_S") or table.get("shape_timeout_s", 1800)
-    try:
-        timeout = float(raw)
-    except (TypeError, ValueError):
-        timeout = 0.0
-    if timeout <= 0:
-        raise SystemExit(f"jitwarm: shape timeout: expected a positive number of seconds, got {raw!r}")
+    timeout = _positive_seconds(env.get("JITWARM_SHAPE_TIMEOUT_S") or table.get("shape_timeout_s", 1800),
+                                "shape timeout")
     raw_jobs = env.get("JITWARM_JOBS") or table.get("jobs", 0)
     try:
         jobs = int(raw_jobs)
@@ -77,6 +72,16 @@ def load(environ=None) -> Settings:
         raise SystemExit(f"jitwarm: jobs: expected a number of workers (0 = all cores), got {raw_jobs!r}")
     return Settings(models, timeout, jobs, _output(env, table, "JITWARM_JUNIT_XML", "junit_xml"),
                     _output(env, table, "JITWARM_REPORT_JSON", "report_json"), _remote(env, table))
+
+
+def _positive_seconds(raw, where: str) -> float:
+    try:
+        seconds = float(raw)
+    except (TypeError, ValueError):
+        seconds = 0.0
+    if seconds <= 0:
+        raise SystemExit(f"jitwarm: {where}: expected a positive number of seconds, got {raw!r}")
+    return seconds
 
 
 def _remote(env, table: dict) -> RemoteConfig | None:
@@ -92,13 +97,7 @@ def _remote(env, table: dict) -> RemoteConfig | None:
     mode, mode_where = pick("JITWARM_REMOTE_MODE", "remote_mode", "read")
     if mode not in REMOTE_MODES:
         raise SystemExit(f"jitwarm: {mode_where}: expected one of {', '.join(REMOTE_MODES)}, got {mode!r}")
-    raw, timeout_where = pick("JITWARM_REMOTE_TIMEOUT_S", "remote_timeout_s", 60)
-    try:
-        timeout = float(raw)
-    except (TypeError, ValueError):
-        timeout = 0.0
-    if timeout <= 0:
-        raise SystemExit(f"jitwarm: {timeout_where}: expected a positive number of seconds, got {raw!r}")
+    timeout = _positive_seconds(*pick("JITWARM_REMOTE_TIMEOUT_S", "remote_timeout_s", 60))
     if not url or mode == "off":
         return None
     if problem := config_error(url):

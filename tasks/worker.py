@@ -10,6 +10,7 @@ A child exits 0 when done; 3 (EXIT_ENV) for an environment problem, reported as 
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import os
 import time
@@ -77,10 +78,8 @@ def _sweep(executor, chunk: list[int], capture):
         except Exception as exc:
             print(f"  graph capture failed ({exc.__class__.__name__}: {exc}); running the sweep eagerly",
                   flush=True)
-            try:
+            with contextlib.suppress(Exception):  # a broken context shows again in the eager calls
                 executor.sync()
-            except Exception:  # a broken context shows again in the eager calls below
-                pass
     for m in chunk:
         executor.execute(m)
     return None
