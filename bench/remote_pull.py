@@ -7,7 +7,9 @@ default M lists). Steps, each a `doit` subprocess timed by wall clock:
   push   `doit push` from A to a file:// remote (read-write)
   pull   `doit warm` into empty root B from the remote (read mode), twice (B, C)
 The remote lives on the same host's disk, so the pull wall excludes network time; the
-result gives the artifact bytes to add a network's transfer time.
+result gives the artifact bytes to add a network's transfer time. torch is imported once
+before the cold run (page cache), and whether its modules are byte-compiled is recorded:
+each step imports torch once, which takes seconds longer without .pyc files.
 
 Usage: python bench/remote_pull.py --work DIR [--out FILE]
 """
@@ -50,6 +52,8 @@ def phase(work: Path, name: str, env: dict, timeout: float, *args) -> dict:
         data = json.loads(report.read_text())
         result["totals"] = data["totals"]
         result["fingerprint"] = data["fingerprint"]
+    if out is not None:  # the pool's own account: phases, torch import, replays
+        result["pool"] = next((line for line in out.stdout.splitlines() if line.startswith("compiled ")), None)
     if out is not None and out.returncode != 0:
         result["output_tail"] = (out.stdout + out.stderr)[-3000:]
     return result
@@ -60,6 +64,18 @@ def replay_new_entries(root: Path) -> int:
     for path in (root / "jitwarm" / "shapes").glob("*.json"):
         total += json.loads(path.read_text()).get("replay", {}).get("new_entries", 0)
     return total
+
+
+def torch_bytecode() -> dict:
+    """Whether torch's modules are byte-compiled: without .pyc files (and with
+    PYTHONDONTWRITEBYTECODE set) every `import torch` compiles them, taking seconds."""
+    import importlib.util
+
+    spec = importlib.util.find_spec("torch")
+    where = Path(spec.origin).parent if spec and spec.origin else None
+    return {"pyc_files": len(list(where.rglob("*.pyc"))) if where else None,
+            "py_files": len(list(where.rglob("*.py"))) if where else None,
+            "PYTHONDONTWRITEBYTECODE": os.environ.get("PYTHONDONTWRITEBYTECODE")}
 
 
 def main() -> int:
@@ -83,7 +99,11 @@ def main() -> int:
                 **extra}
 
     pulling = {"JITWARM_REMOTE": f"file://{remote}", "JITWARM_REMOTE_MODE": "read"}
-    result: dict = {"date": datetime.now(timezone.utc).isoformat(timespec="seconds"), "models": list(MODELS)}
+    result: dict = {"date": datetime.now(timezone.utc).isoformat(timespec="seconds"), "models": list(MODELS),
+                    "torch_bytecode": torch_bytecode()}
+    # Read torch's files into the page cache first, so the cold run is not also the first
+    # to load them from disk (the pulls come later and would find them cached).
+    subprocess.run([sys.executable, "-c", "import torch"], check=True, timeout=300)
     result["cold"] = phase(opts.work, "cold", env("a"), opts.cold_timeout, "warm")
     result["cold"]["entries"] = len(list((opts.work / "a" / "cache").glob("kernel.*")))
     result["push"] = phase(opts.work, "push", env("a", JITWARM_REMOTE=f"file://{remote}",

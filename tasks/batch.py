@@ -34,6 +34,10 @@ def enqueue(work: ShapeWork, ctx: warm.Context, dependents: list[Target] = ()) -
     if os.getpid() != MAIN_PID:
         run(ctx, [(work, list(dependents))])  # a `doit -n` worker process: no shared queue
         return
+    if not _pending and warm.preflight(fingerprint.current()) is None:
+        # There is work: start the pool's process now, so its torch import overlaps the
+        # rest of the queueing and the remote pulls.
+        pool.prestart(ctx.root.path, fingerprint.current(), ctx.settings, _worker_env())
     _pending[work.key] = (work, list(dependents))
     print(f"queued {work.name} ({len(work.m_values)} M values)", flush=True)
 
@@ -42,7 +46,10 @@ def flush(ctx: warm.Context) -> None:
     if _pending:
         items = list(_pending.values())
         _pending.clear()
-        run(ctx, items)
+        try:
+            run(ctx, items)
+        finally:
+            pool.stop_standby()  # unused if every shape was warmed by a concurrent run
 
 
 def run(ctx: warm.Context, items: list[tuple[ShapeWork, list[Target]]]) -> None:
@@ -95,9 +102,9 @@ def _warm(ctx: warm.Context, fp: dict, items: list[tuple[ShapeWork, list[Target]
     try:
         if pulls is None:
             pulls = remote_cache.pull(shared, works, root, fp, scratch)
-            replay_only = {key for key, outcome in pulls.items() if outcome.status == "hit"}
+            replay_only = {key: outcome.names for key, outcome in pulls.items() if outcome.status == "hit"}
         else:
-            replay_only = set()
+            replay_only = {}
         store = pool.store_for(root, fp, max_age_s=2 * ctx.shape_timeout_s)
         report = pool.Report()  # pool.run fills it in before the first replay is delivered
         recorded: dict[str, dict] = {}
@@ -123,7 +130,10 @@ def _warm(ctx: warm.Context, fp: dict, items: list[tuple[ShapeWork, list[Target]
         retried = {w.key for w, _ in retry}
         for work in works:
             if work.key not in recorded and work.key not in retried:
-                _write(root, work, fp, {"ok": False, **report.failures.get(work.key, {"error": "not warmed"})})
+                record = {"ok": False, **report.failures.get(work.key, {"error": "not warmed"})}
+                if work.key in pulls:  # e.g. rejected by its replay, then failed locally too
+                    record["remote"] = {"pull": pulls[work.key].as_record()}
+                _write(root, work, fp, record)
                 events.emit("shape_done", key=work.key, ok=False)
         if retry:
             remote_cache.discard_pulled(root, [pulls[w.key] for w, _ in retry])

@@ -21,6 +21,7 @@ class CacheView:
         self.root, self.path = Path(root), Path(path)
         self.staged = _stage(self.root, self.path)
         self.watcher = _EntryWatcher(entries.cache_dir(self.path), self.staged)
+        self._created: set[str] = set()  # what checkpoint() has already reported
 
     def drain(self) -> None:
         """Read pending events; call now and then so the kernel queue cannot overflow."""
@@ -41,6 +42,23 @@ class CacheView:
                 raise RuntimeError(f"entry {name} is incomplete after the run")
             described[name] = desc
         return described, created, how
+
+    def checkpoint(self) -> tuple[set[str], set[str]]:
+        """(entries opened, entries created) since the last checkpoint; the created ones
+        are published into the real root at once. Created entries are found by listing
+        the view, so they are known even without inotify; opened ones need inotify."""
+        opened, _ = self.watcher.take()
+        cache = entries.cache_dir(self.path)
+        created = {p.name for p in cache.iterdir() if p.name.startswith(entries.PREFIX)} - self.staged - self._created
+        self._created |= created
+        for name in created:
+            if entries.describe(cache / name) is not None:
+                entries.publish(cache / name, self.root)
+        return opened - created, created
+
+    @property
+    def sees_opens(self) -> bool:
+        return self.watcher.inotify is not None and not self.watcher.overflow
 
 
 def salvage(path: Path, root: Path) -> None:
@@ -107,6 +125,13 @@ class _EntryWatcher:
                 self.created.add(event.name)
             elif event.wd in self.wd_names and event.name:
                 self.opened.add(self.wd_names[event.wd])
+
+    def take(self) -> tuple[set[str], set[str]]:
+        """What was opened and created since the last take()."""
+        self.drain()
+        taken = (self.opened, self.created)
+        self.opened, self.created = set(), set()
+        return taken
 
     def used(self) -> tuple[set[str], str]:
         self.drain()

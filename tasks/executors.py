@@ -21,6 +21,14 @@ def _ceil_div(a: int, b: int) -> int:
     return (a + b - 1) // b
 
 
+def start_device() -> None:
+    """Create this process's CUDA context now rather than at its first buffer."""
+    import torch
+
+    if torch.cuda.is_available():
+        torch.empty(1, device="cuda")
+
+
 def create(dg, kind: str, n: int, k: int, groups: int, max_m: int):
     import torch
 
@@ -55,6 +63,12 @@ class _Base:
 
     def sync(self):
         self.torch.cuda.synchronize()
+
+    def release(self):
+        """Free this shape's buffers (a shared replay moves on to another shape)."""
+        for name in [n for n, v in vars(self).items() if isinstance(v, self.torch.Tensor)]:
+            delattr(self, name)
+        self.torch.cuda.empty_cache()
 
     @contextlib.contextmanager
     def capture(self):

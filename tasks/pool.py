@@ -11,17 +11,20 @@ already building what it needs.
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import hashlib
 import json
 import os
 import shutil
+import signal
+import subprocess
 import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from . import cacheview, fingerprint, gpumem, mlists, records, supervise, worker
+from . import cacheview, fingerprint, gpumem, mlists, records, shared_replay, supervise, worker
 from .settings import REPO_ROOT, Settings
 from .targets import ShapeWork
 
@@ -121,6 +124,59 @@ def store_for(root: Path, fp: dict, max_age_s: float) -> Path:
     return store
 
 
+_standby: tuple[tuple[str, str], subprocess.Popen] | None = None  # ((root, store), the pool process)
+
+
+def prestart(root: Path, fp: dict, settings: Settings, base_env: dict) -> None:
+    """Start the pool's process now: its torch import (seconds) then overlaps whatever the
+    warm does before it needs the pool (pulls, planning). It waits for its plan on stdin;
+    `run` hands it one, and `stop_standby` ends it if no pool is needed after all."""
+    global _standby
+    if _standby is not None:
+        return
+    store = store_for(root, fp, max_age_s=2 * settings.shape_timeout_s)
+    argv = [sys.executable, "-m", "tasks.zygote", "--standby", fp["deep_gemm.module"]]
+    proc = supervise.spawn(argv, shim_env(store, base_env), records.log_path(root, "pool"), cwd=REPO_ROOT,
+                           stdin=subprocess.PIPE)
+    _standby = ((str(root), str(store)), proc)
+    atexit.register(stop_standby)
+
+
+def stop_standby() -> None:
+    """End a prestarted pool process that was never handed a plan."""
+    global _standby
+    if _standby is None:
+        return
+    _, proc = _standby
+    _standby = None
+    with contextlib.suppress(OSError):
+        proc.stdin.close()  # it exits on its own once its import is done
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(proc.pid, signal.SIGKILL)
+    with contextlib.suppress(subprocess.TimeoutExpired):
+        proc.wait(timeout=5)
+
+
+def _hand_plan(root: Path, store: Path, plan_file: Path) -> subprocess.Popen | None:
+    """The prestarted pool process for this root, given its plan; None if there is none."""
+    global _standby
+    if _standby is None or _standby[0] != (str(root), str(store)):
+        return None
+    _, proc = _standby
+    _standby = None
+    try:
+        if proc.poll() is None:
+            proc.stdin.write(f"{plan_file}\n".encode())
+            proc.stdin.close()
+            return proc
+    except OSError:  # it died just now
+        pass
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    return None  # a fresh one reports whatever stopped it
+
+
 @dataclass
 class Replay:
     """How one shape's replay child ended, and what it reported."""
@@ -134,23 +190,25 @@ class Replay:
 
 
 def run(works: list[ShapeWork], root: Path, fp: dict, settings: Settings, base_env: dict,
-        store: Path, on_replay, report: Report | None = None, replay_only=frozenset()) -> Report:
+        store: Path, on_replay, report: Report | None = None, pulled: dict | None = None) -> Report:
     """Compile every work's kernels in parallel, then replay each work in its own view.
 
-    Works in `replay_only` (their entries came from the remote cache) skip the compile
-    phase; their replay completes whatever is missing.
+    Works in `pulled` (key -> the entry names the remote cache gave it) skip the compile
+    phase and are replayed together in a few shared processes (tasks/shared_replay.py);
+    their replay completes whatever is missing.
 
     One supervised process (tasks/zygote.py) imports torch once and forks the compile
     workers, then the replays. `on_replay(work, Replay)` is called for each
     work as soon as its replay ends (or the pool does), so results land as they come.
     """
     report = Report() if report is None else report
+    pulled = pulled or {}
     started = report.started = time.monotonic()
     module = fp["deep_gemm.module"]
     free = gpumem.free_bytes() if module == "deep_gemm" else None
     slots = plan_memory(works, report, usable_cores(settings), free, gpumem.margin_bytes())
     runnable = [w for w in works if report.m_values[w.key] and w.key not in report.failures]
-    compiling = [w for w in runnable if w.key not in replay_only]
+    compiling = [w for w in runnable if w.key not in pulled]
     queue = queue_order(compiling, report.m_values, QUEUE_CHUNK)
     report.workers = min(slots, -(-len(queue) // QUEUE_CHUNK))
     if not runnable:
@@ -159,46 +217,59 @@ def run(works: list[ShapeWork], root: Path, fp: dict, settings: Settings, base_e
     work_dir.mkdir(parents=True)
     shapes = [{"kind": w.shape.kind.value, "n": w.shape.n, "k": w.shape.k, "groups": w.shape.groups,
                "rows": max(report.m_values[w.key])} for w in runnable]
-    compile_shapes = [shapes[s] for s, w in enumerate(runnable) if w.key not in replay_only]
+    compile_shapes = [shapes[s] for s, w in enumerate(runnable) if w.key not in pulled]
     compile_jobs = [{
         "plan": {"module": module, "shapes": compile_shapes, "busy_flag": str(work_dir / f"busy-{i}"),
                  "first_call": _first_call(i, compiling, report.m_values)},
         "env": {"JITWARM_BUSY_FLAG": str(work_dir / f"busy-{i}"), "DG_JIT_CACHE_DIR": str(root)},
         "log": str(records.log_path(root, f"compile-{i}")), "result": str(work_dir / f"compile-{i}.json"),
         "status": str(work_dir / f"compile-{i}.status")} for i in range(report.workers)]
-    replay_jobs = [{
+    replay_jobs = {s: {
         "plan": {"root": str(root), "staging": str(work_dir / f"view-{s}"), "module": module,
                  "shape": {k: v for k, v in shapes[s].items() if k != "rows"},
                  "m_values": list(report.m_values[w.key]),
                  "contig_alignment": mlists.CONTIG_ALIGNMENT},
         "log": str(records.log_path(root, w.name)), "result": str(work_dir / f"replay-{s}.json"),
-        "status": str(work_dir / f"replay-{s}.status")} for s, w in enumerate(runnable)]
+        "status": str(work_dir / f"replay-{s}.status")} for s, w in enumerate(runnable) if w.key not in pulled}
+    shared_index = {s: i for i, s in enumerate(s for s, w in enumerate(runnable) if w.key in pulled)}
+    shared = _shared_spec(work_dir / "shared", root, module, [
+        ({k: v for k, v in shapes[s].items() if k != "rows"}, report.m_values[runnable[s].key]) for s in shared_index],
+        report.replay_slots) if shared_index else None
     plan_file = work_dir / "plan.json"
     plan_file.write_text(json.dumps({
         "module": module, "root": str(root), "compile": compile_jobs, "queue": queue, "chunk": QUEUE_CHUNK,
-        "replays": replay_jobs, "timeout_s": settings.shape_timeout_s, "parallel_replay": report.replay_slots,
+        "replays": list(replay_jobs.values()), "shared": shared, "timeout_s": settings.shape_timeout_s,
+        "parallel_replay": report.replay_slots,
         "timings": str(work_dir / "timings.json")}))
     records.log_path(root, "pool").parent.mkdir(parents=True, exist_ok=True)
     compiled_before = _compiled_count(store)
-    pulled = f"; replaying {len(runnable) - len(compiling)} pulled from the remote" if replay_only else ""
-    print(f"compiling {len(compiling)} shapes ({len(queue)} calls) with {report.workers} workers{pulled}", flush=True)
+    also = (f"; replaying {len(shared_index)} pulled from the remote in {shared['processes']} processes"
+            if shared else "")
+    print(f"compiling {len(compiling)} shapes ({len(queue)} calls) with {report.workers} workers{also}", flush=True)
     pending = dict(enumerate(runnable))
 
     def deliver(outcome: supervise.Outcome | None) -> None:
         for s, work in list(pending.items()):
-            job = replay_jobs[s]
-            if outcome is None and not Path(job["status"]).exists():
-                continue
+            if s in shared_index:
+                got = shared_replay.outcome(shared, shared_index[s], pulled[work.key], root,
+                                            outcome.describe() if outcome else None)
+                if got is None:
+                    continue
+                replay = Replay(*got)
+            else:
+                job = replay_jobs[s]
+                if outcome is None and not Path(job["status"]).exists():
+                    continue
+                replay = Replay(_status(job, outcome), records.read_json_any(Path(job["result"])), Path(job["log"]))
             if not report.complete and not report.failures:
                 _read_compile(report, compiling, compile_jobs, outcome)
             del pending[s]
-            on_replay(work, Replay(_status(job, outcome), records.read_json_any(Path(job["result"])),
-                                   Path(job["log"])))
+            on_replay(work, replay)
 
     try:
         outcome = supervise.run([sys.executable, "-m", "tasks.zygote", str(plan_file)], shim_env(store, base_env),
                                 records.log_path(root, "pool"), 2 * settings.shape_timeout_s + 120, cwd=REPO_ROOT,
-                                on_poll=lambda: deliver(None))
+                                on_poll=lambda: deliver(None), proc=_hand_plan(root, store, plan_file))
         report.timings = records.read_json_any(work_dir / "timings.json") or {}
         report.kernel_seconds = _kernel_seconds(store, compiled_before)
         report.compiled = _compiled_count(store) - compiled_before  # other runs' builds may count too
@@ -211,16 +282,30 @@ def run(works: list[ShapeWork], root: Path, fp: dict, settings: Settings, base_e
             _read_compile(report, compiling, compile_jobs, outcome)
         deliver(outcome)
     finally:
-        for s in range(len(runnable)):
-            cacheview.salvage(work_dir / f"view-{s}", root)
+        for view in [*work_dir.glob("view-*"), *work_dir.glob("shared/view-*")]:
+            cacheview.salvage(view, root)
         shutil.rmtree(work_dir, ignore_errors=True)
     t = report.timings
     print(f"compiled {report.compiled} kernels in {t.get('compile_s', '?')}s with {report.workers} workers "
           f"({report.deferred} calls deferred while another worker built their kernel); replays "
-          f"{t.get('replay_s', '?')}s; torch import {t.get('import_s', '?')}s; deep_gemm import in workers "
+          f"{t.get('replay_s', '?')}s; torch import {t.get('import_s', '?')}s"
+          f"{'' if 'waited_s' not in t else ' (started early: then waited ' + str(t['waited_s']) + 's)'}; "
+          f"deep_gemm import in workers "
           f"{t.get('worker_import_s', '?')}s; pool {report.seconds}s; "
           f"fingerprint {fingerprint.seconds}s", flush=True)
     return report
+
+
+def _shared_spec(where: Path, root: Path, module: str, shapes: list[tuple[dict, tuple]], slots: int) -> dict:
+    """What the shared replay processes of the pulled shapes work from."""
+    where.mkdir()
+    lengths = [len(m_values) for _, m_values in shapes]
+    processes = shared_replay.processes(sum(lengths), slots)
+    pieces = shared_replay.pieces(lengths, processes, worker.CAPTURE_CHUNK)
+    return {"dir": str(where), "root": str(root), "module": module, "contig_alignment": mlists.CONTIG_ALIGNMENT,
+            "shapes": [{"shape": shape, "m_values": list(m_values)} for shape, m_values in shapes],
+            "pieces": pieces, "processes": min(processes, len(pieces)),
+            "pool_log": str(records.log_path(root, "pool"))}
 
 
 def _first_call(worker_index: int, works: list[ShapeWork], m_values: dict) -> list[int]:

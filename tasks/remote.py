@@ -67,6 +67,7 @@ class Outcome:
     seconds: float = 0.0
     fetched: dict = field(default_factory=dict, repr=False)  # a pull's downloaded files, before unpacking
     published: list[str] = field(default_factory=list)  # entries a pull added to the local cache
+    names: list[str] = field(default_factory=list, repr=False)  # every entry of a pulled artifact
 
     def as_record(self) -> dict:
         return {"status": self.status, "detail": self.detail, "entries": self.entries,
@@ -128,6 +129,7 @@ class Remote:
             outcome.status, outcome.detail = "error", f"unpacking: {_one_line(exc)}"
             return
         outcome.entries, outcome.published = len(published) + len(kept), published
+        outcome.names = sorted(published + kept)
         outcome.detail = f"{len(published)} entries unpacked" + (f", {len(kept)} already here" if kept else "")
 
     # -- pushing ---------------------------------------------------------------------------

@@ -199,8 +199,9 @@ def _shape_result(work, found: tuple[dict | None, str | None], new: set[str], lo
     names = set(record.get("entries", {}))
     common = {"entries": len(names), "kernels_compiled": len(names & new), "seconds": record.get("seconds")}
     if not record.get("ok"):
+        pull = ((record.get("remote") or {}).get("pull") or {}) if stale else {}
         return ShapeResult(**base, **common, outcome="failed", error=record.get("error", "unknown error"),
-                           log_tail=list(record.get("log_tail") or [])[-TAIL_LINES:])
+                           log_tail=list(record.get("log_tail") or [])[-TAIL_LINES:], remote=pull.get("status"))
     # Only a stale target's shapes can have been rebuilt; timestamps have one-second resolution.
     this_run = stale and str(record.get("finished_at", "")) >= started_at
     remote = (record.get("remote") or {}) if this_run else {}

@@ -68,7 +68,8 @@ def _own_children() -> set[int]:
 
 @dataclass
 class Job:
-    """One child to supervise: argv, environment, log file, limits."""
+    """One child to supervise: argv, environment, log file, limits; `proc` if `spawn`
+    already started it."""
 
     argv: list[str]
     env: dict | None
@@ -76,13 +77,26 @@ class Job:
     timeout: float
     cwd: Path | None = None
     fail_patterns: tuple[str, ...] = ()
+    proc: subprocess.Popen | None = None
 
 
 def run(argv: list[str], env: dict, log: Path, timeout: float, cwd: Path | None = None,
-        fail_patterns: tuple[str, ...] = (), on_poll=None) -> Outcome:
+        fail_patterns: tuple[str, ...] = (), on_poll=None, proc: subprocess.Popen | None = None) -> Outcome:
     """Run argv with its output in `log`; end it on exit, timeout, a `fail_patterns` line
-    in its output, or KeyboardInterrupt (which is re-raised after the tree is ended)."""
-    return run_all([Job(argv, env, log, timeout, cwd, fail_patterns)], on_poll)[0]
+    in its output, or KeyboardInterrupt (which is re-raised after the tree is ended).
+    With `proc` (from `spawn`), supervise that process instead of starting argv."""
+    return run_all([Job(argv, env, log, timeout, cwd, fail_patterns, proc)], on_poll)[0]
+
+
+def spawn(argv: list[str], env: dict | None, log: Path, cwd: Path | None = None,
+          stdin=subprocess.DEVNULL) -> subprocess.Popen:
+    """Start argv in its own session with its output in `log`, as `run` does; pass it to
+    `run(proc=...)` later to supervise it from then on."""
+    _become_subreaper()
+    log.parent.mkdir(parents=True, exist_ok=True)
+    with open(log, "wb") as out:
+        return subprocess.Popen(argv, stdin=stdin, stdout=out, stderr=subprocess.STDOUT, env=env, cwd=cwd,
+                                start_new_session=True)
 
 
 def run_all(jobs: list[Job], on_poll=None) -> list[Outcome]:
@@ -117,12 +131,8 @@ def run_all(jobs: list[Job], on_poll=None) -> list[Outcome]:
 class _Child:
     def __init__(self, job: Job):
         self.job = job
-        job.log.parent.mkdir(parents=True, exist_ok=True)
         self.started = time.monotonic()
-        with open(job.log, "wb") as out:
-            self.proc = subprocess.Popen(job.argv, stdin=subprocess.DEVNULL, stdout=out,
-                                         stderr=subprocess.STDOUT, env=job.env, cwd=job.cwd,
-                                         start_new_session=True)
+        self.proc = job.proc or spawn(job.argv, job.env, job.log, job.cwd)
         self.seen: dict[int, psutil.Process] = {}
         with contextlib.suppress(psutil.NoSuchProcess):  # it may already be gone
             self.seen[self.proc.pid] = psutil.Process(self.proc.pid)

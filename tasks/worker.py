@@ -41,14 +41,27 @@ def run(plan: dict) -> dict:
 
     started = time.monotonic()
     executor = _executor(plan)
-    m_values = plan["m_values"]
-    # The first and last M run eagerly, so the kernels are seen to execute on this GPU;
-    # the rest are captured (see executors._Base.capture) where the executor can.
+    launches = sweep(executor, plan["m_values"], view)
+    seconds = time.monotonic() - started
+    used, created, how = view.commit()
+    return {"schema": records.SCHEMA, "entries": used, "new": created, "calls": len(plan["m_values"]),
+            "sweep_seconds": round(seconds, 3), "verification": how, "launches": launches}
+
+
+CAPTURED = "captured, not run (first and last M run)"
+
+
+def sweep(executor, m_values: list[int], view: CacheView) -> str:
+    """Make every call of `m_values`; return how their launches went (CAPTURED or "run").
+
+    The first and last M run eagerly, so the kernels are seen to execute on this GPU;
+    the rest are captured (see executors._Base.capture) where the executor can.
+    """
     for m in dict.fromkeys([m_values[0], m_values[-1]]):
         executor.execute(m)
     executor.sync()
     capture = getattr(executor, "capture", None)
-    last_report = started
+    last_report = time.monotonic()
     for first in range(0, len(m_values), CAPTURE_CHUNK):
         chunk = m_values[first:first + CAPTURE_CHUNK]
         capture = _sweep(executor, chunk, capture)
@@ -57,11 +70,7 @@ def run(plan: dict) -> dict:
             last_report = time.monotonic()
             print(f"  {first + len(chunk)}/{len(m_values)} M values, m={chunk[-1]}", flush=True)
     executor.sync()
-    seconds = time.monotonic() - started
-    used, created, how = view.commit()
-    return {"schema": records.SCHEMA, "entries": used, "new": created, "calls": len(m_values),
-            "sweep_seconds": round(seconds, 3), "verification": how,
-            "launches": "captured, not run (first and last M run)" if capture else "run"}
+    return CAPTURED if capture else "run"
 
 
 CAPTURE_CHUNK = 256  # calls per graph: 0.70 s per 16384-call sweep vs 1.05 s at 64, same peak memory
@@ -85,12 +94,23 @@ def _sweep(executor, chunk: list[int], capture):
     return None
 
 
-def _executor(plan: dict):
-    module = plan["module"]
+def import_module(module: str):
     try:
-        dg = importlib.import_module(module)
+        return importlib.import_module(module)
     except ImportError as exc:
         raise EnvironmentProblem(f"cannot import {module}: {exc}") from None
+
+
+def start_device(module: str) -> None:
+    """Import deep_gemm and create the CUDA context its executors will use."""
+    if getattr(import_module(module), "jitwarm_executor", None) is None:
+        from . import executors
+        executors.start_device()
+
+
+def _executor(plan: dict):
+    module = plan["module"]
+    dg = import_module(module)
     shape, m_values = plan["shape"], plan["m_values"]
     factory = getattr(dg, "jitwarm_executor", None)
     if factory is None:

@@ -1,6 +1,7 @@
 """The pool's one supervised process: import torch once, then fork the workers.
 
 Usage: python -m tasks.zygote PLAN.json
+       python -m tasks.zygote --standby MODULE   (then the plan's path on stdin)
 
 Importing torch takes seconds, and sixteen processes doing it at once take longer still.
 This process imports it once, without touching CUDA, then forks one child per compile
@@ -23,24 +24,28 @@ import time
 import traceback
 from pathlib import Path
 
-from . import compile_worker, records, worker
+from . import compile_worker, records, shared_replay, worker
 
 
 def main(argv: list[str]) -> int:
-    plan = json.loads(Path(argv[1]).read_text())
     started = time.monotonic()
-    if plan["module"] == "deep_gemm":
-        # torch is the slow import and leaves CUDA alone; deep_gemm's import starts CUDA,
-        # which cannot survive a fork, so each child imports deep_gemm itself.
-        try:
-            torch = importlib.import_module("torch")
-        except ImportError as exc:
-            print(f"{worker.PROBLEM_PREFIX}cannot import torch: {exc}", file=sys.stderr, flush=True)
-            return worker.EXIT_ENV
-        if torch.cuda.is_initialized():
-            print(f"{worker.PROBLEM_PREFIX}CUDA was initialised before fork", file=sys.stderr, flush=True)
-            return worker.EXIT_ENV
-    timings = {"import_s": round(time.monotonic() - started, 3)}
+    if argv[1] == "--standby":
+        # Started before the plan exists (tasks/pool.prestart): import first, then wait.
+        problem = _import_torch(argv[2])
+        if problem is not None:
+            return problem
+        imported = time.monotonic() - started
+        line = sys.stdin.readline().strip()
+        if not line:
+            return 0  # the warm needed no pool after all
+        plan = json.loads(Path(line).read_text())
+        timings = {"import_s": round(imported, 3), "waited_s": round(time.monotonic() - started - imported, 3)}
+    else:
+        plan = json.loads(Path(argv[1]).read_text())
+        problem = _import_torch(plan["module"])
+        if problem is not None:
+            return problem
+        timings = {"import_s": round(time.monotonic() - started, 3)}
     # The compile queue: one list, a counter in shared memory that every forked worker
     # advances, so an idle worker always takes the next calls nobody has started.
     queue, chunk = plan["queue"], plan["chunk"]
@@ -52,39 +57,150 @@ def main(argv: list[str]) -> int:
             counter.value = start + chunk
         return queue[start:start + chunk]
 
-    compile_jobs = [(job, lambda job: _compile_child(job, take)) for job in plan["compile"]]
-    timings["compile_s"], pids = _run_children(compile_jobs, len(compile_jobs), plan["timeout_s"])
+    compile_kids = [_Kid(job, lambda job: _compile_child(job, take)) for job in plan["compile"]]
+    timings["compile_s"], pids = _run_children(compile_kids, len(compile_kids), plan["timeout_s"])
     _remove_build_leftovers(Path(plan["root"]), pids)
-    replay_jobs = [(job, _replay_child) for job in plan["replays"]]
-    timings["replay_s"], _ = _run_children(replay_jobs, plan["parallel_replay"], plan["timeout_s"])
+    kids = [_Kid(job, _replay_child) for job in plan["replays"]]
+    shared = _Shared(plan["shared"]) if plan.get("shared") else None
+    if shared is not None:
+        kids += [shared.kid() for _ in range(plan["shared"]["processes"])]
+    timings["replay_s"], _ = _run_children(kids, plan["parallel_replay"], plan["timeout_s"])
+    if shared is not None:
+        shared.finish()
     Path(plan["timings"]).write_text(json.dumps(timings))
     return 0
 
 
-def _run_children(jobs, parallel: int, timeout: float) -> tuple[float, list[int]]:
+def _import_torch(module: str) -> int | None:
+    """Import torch for the children (the real deep_gemm needs it); EXIT_ENV if that fails.
+
+    torch is the slow import and leaves CUDA alone; deep_gemm's import starts CUDA, which
+    cannot survive a fork, so each child imports deep_gemm itself."""
+    if module != "deep_gemm":
+        return None
+    try:
+        torch = importlib.import_module("torch")
+    except ImportError as exc:
+        print(f"{worker.PROBLEM_PREFIX}cannot import torch: {exc}", file=sys.stderr, flush=True)
+        return worker.EXIT_ENV
+    if torch.cuda.is_initialized():
+        print(f"{worker.PROBLEM_PREFIX}CUDA was initialised before fork", file=sys.stderr, flush=True)
+        return worker.EXIT_ENV
+    return None
+
+
+class _Kid:
+    """One forked child: a job (log, status file) and the body it runs."""
+
+    def __init__(self, job: dict, body):
+        self.job, self.body = job, body
+        self.began = 0.0
+        self.killed_for: str | None = None  # why the zygote killed it, if it did
+
+    def overdue(self, now: float, timeout: float) -> bool:
+        return now - self.began > timeout
+
+    def ended(self, how: str) -> list:
+        """Note how it ended; return the children to start in its place."""
+        _note(self.job, self.killed_for or how)
+        return []
+
+
+class _Shared:
+    """Processes that drain one queue of replay pieces (tasks/shared_replay.py)."""
+
+    def __init__(self, spec: dict):
+        self.spec = spec
+        self.counter = multiprocessing.Value("l", 0)
+        self.device_lock = multiprocessing.Lock()
+        self.started = 0
+        self.broken: tuple[str, str] | None = None  # (how, log) of a process that could not start
+
+    def take(self) -> int | None:
+        with self.counter.get_lock():
+            i = self.counter.value
+            if i >= len(self.spec["pieces"]):
+                return None
+            self.counter.value = i + 1
+            return i
+
+    def left(self) -> bool:
+        return self.broken is None and self.counter.value < len(self.spec["pieces"])
+
+    def kid(self) -> "_SharedKid":
+        n, self.started = self.started, self.started + 1
+        job = {"log": str(records.log_path(Path(self.spec["root"]), f"replay-pulled-{n}")),
+               "staging": str(Path(self.spec["dir"]) / f"view-{n}")}
+        return _SharedKid(self, job)
+
+    def note(self, i: int, how: str, log: str) -> None:
+        _write_once(shared_replay.status_path(self.spec, i), {"how": how, "log": log})
+
+    def finish(self) -> None:
+        """Pieces nobody took (their processes could not start) end with the reason."""
+        how, log = self.broken or ("did not run", self.spec["pool_log"])
+        while (i := self.take()) is not None:
+            self.note(i, how, log)
+
+
+class _SharedKid(_Kid):
+    def __init__(self, shared: _Shared, job: dict):
+        self.shared = shared
+        self.slot = multiprocessing.Array("d", [-1.0, 0.0, 0.0])  # piece, began, pieces taken
+        super().__init__(job, lambda job: shared_replay.run(shared.spec, job, shared.take, self.slot,
+                                                            shared.device_lock))
+
+    def _piece(self) -> tuple[int, float, int]:
+        with self.slot.get_lock():
+            return int(self.slot[0]), self.slot[1], int(self.slot[2])
+
+    def overdue(self, now: float, timeout: float) -> bool:
+        piece, began, taken = self._piece()
+        if piece < 0:  # starting up (timed as a whole) or between two pieces
+            return taken == 0 and now - self.began > timeout
+        return now - began > timeout
+
+    def ended(self, how: str) -> list:
+        how = self.killed_for or how
+        piece, _, taken = self._piece()
+        if piece >= 0:
+            self.shared.note(piece, how, self.job["log"])
+        if how == f"exited with code {worker.EXIT_ENV}" or (taken == 0 and how != "exited with code 0"):
+            self.shared.broken = (how, self.job["log"])  # the next process would fare no better
+        return [self.shared.kid()] if self.shared.left() else []
+
+
+def _write_once(path: Path, data: dict) -> None:
+    if not path.exists():
+        tmp = path.with_name(path.name + ".tmp")
+        tmp.write_text(json.dumps(data))
+        os.replace(tmp, path)  # the parent polls for it: never half-written
+
+
+def _run_children(kids: list[_Kid], parallel: int, timeout: float) -> tuple[float, list[int]]:
     """Fork up to `parallel` children at a time; record how each one ended."""
     started = time.monotonic()
-    queue, running, timed_out, pids = list(jobs), {}, set(), []
+    queue, running, pids = list(kids), {}, []
     while queue or running:
         while queue and len(running) < parallel:
-            job, body = queue.pop(0)
-            pid = _fork(job, body)
+            kid = queue.pop(0)
+            kid.began = time.monotonic()
+            pid = _fork(kid.job, kid.body)
             pids.append(pid)
-            running[pid] = (job, time.monotonic())
+            running[pid] = kid
         pid, status = os.waitpid(-1, os.WNOHANG)
         if pid == 0:
-            for child, (job, began) in list(running.items()):
-                if child not in timed_out and time.monotonic() - began > timeout:
-                    timed_out.add(child)
+            now = time.monotonic()
+            for child, kid in list(running.items()):
+                if kid.killed_for is None and kid.overdue(now, timeout):
+                    kid.killed_for = f"timed out after {timeout:.0f}s"
                     _kill_group(child)
-                    _note(job, f"timed out after {timeout:.0f}s")
             time.sleep(0.02)
             continue
         if pid in running:
-            job, _ = running.pop(pid)
+            kid = running.pop(pid)
             _kill_group(pid)  # whatever the child left running ends with it
-            if pid not in timed_out:
-                _note(job, _describe(status))
+            queue[:0] = kid.ended(_describe(status))
     return round(time.monotonic() - started, 3), pids
 
 

@@ -52,6 +52,20 @@ class Workspace:
     def compiles(self) -> list[str]:
         return self.compile_log.read_text().split() if self.compile_log.exists() else []
 
+    def pool_processes(self) -> list:
+        """Live pool processes (tasks/zygote.py) that work on this workspace's cache root."""
+        import psutil
+
+        found = []
+        for proc in psutil.process_iter(["cmdline"]):
+            try:
+                if "tasks.zygote" in (proc.info["cmdline"] or []) and \
+                        proc.environ().get("DG_JIT_CACHE_DIR") == str(self.root):
+                    found.append(proc)
+            except psutil.Error:
+                continue
+        return found
+
     def status(self, **env) -> dict[str, str]:
         """{target: 'U' | 'R'} from `doit list --status`."""
         out = self.doit("list", "--status", "--all", **env)

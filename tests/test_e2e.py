@@ -185,6 +185,7 @@ def test_interrupted_run_keeps_finished_markers(ws):
     proc.communicate(timeout=60)
     finished = markers(ws)
     assert len(finished) == 1
+    assert not ws.pool_processes()
     assert not list((ws.root / "jitwarm" / "staging").glob("*")), "staging views must be cleaned up"
     status = ws.status()
     assert sorted(status.values()) == ["R", "U"]

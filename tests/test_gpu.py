@@ -19,14 +19,19 @@ pytestmark = [
 ]
 
 
-def warm_and_replay(tmp_path, launch: str) -> dict:
-    """Warm one V3 target with the real deep_gemm, check its marker, replay sglang's sweep."""
+def real_workspace(tmp_path) -> Workspace:
     ws = Workspace(tmp_path)
     for key in ("JITWARM_DEEP_GEMM_MODULE", "FAKE_DG_COMPILE_LOG", "DG_JIT_NVCC_COMPILER"):
         ws.env.pop(key)
+    return ws
+
+
+def warm_and_replay(tmp_path, launch: str, **env) -> dict:
+    """Warm one V3 target with the real deep_gemm, check its marker, replay sglang's sweep."""
+    ws = real_workspace(tmp_path)
     model_file(ws.models, "v3", launch)
 
-    out = ws.doit("-n", "12", "warm", timeout=900)
+    out = ws.doit("-n", "12", "warm", timeout=900, **env)
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
     [marker] = [json.loads(p.read_text()) for p in (ws.root / "jitwarm" / "markers").glob("*.json")]
     assert marker["fingerprint"]["deep_gemm.dist"] == "sgl-deep-gemm"
@@ -52,11 +57,24 @@ def test_real_warm_lands_kernels_that_replay_without_compiling(tmp_path):
     assert len(marker["shapes"]) == 6
 
 
-def test_grouped_contiguous_and_masked_kernels_warm_too(tmp_path):
+def test_grouped_contiguous_and_masked_kernels_warm_too_and_pull_without_compiling(tmp_path):
     launch = '[[launch]]\ntp = 8\nargs = ["--moe-a2a-backend", "deepep"]\nm_list = [128, 4096]\n'
-    marker = warm_and_replay(tmp_path, launch)
+    remote = f"file://{tmp_path / 'remote'}"
+    marker = warm_and_replay(tmp_path, launch, JITWARM_REMOTE=remote, JITWARM_REMOTE_MODE="read-write")
     kinds = {s["kind"] for s in marker["shapes"] if s["groups"] == 32}
     assert kinds == {"GROUPED_GEMM_NT_F8F8BF16_CONTIG", "GROUPED_GEMM_NT_F8F8BF16_MASKED"}
+
+    # Another runner pulls it: the shared replay processes load every kernel, build none.
+    (tmp_path / "runner-b").mkdir()
+    ws = real_workspace(tmp_path / "runner-b")
+    model_file(ws.models, "v3", launch)
+    out = ws.doit("warm", timeout=600, JITWARM_REMOTE=remote, JITWARM_REPORT_JSON=str(ws.tmp / "report.json"))
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    totals = json.loads((ws.tmp / "report.json").read_text())["totals"]
+    assert totals["kernels_compiled"] == 0 and totals["remote"]["hits"] == len(marker["shapes"])
+    [pulled] = [json.loads(p.read_text()) for p in (ws.root / "jitwarm" / "markers").glob("*.json")]
+    assert pulled["entries"] == marker["entries"]
+    assert all(shape["verification"].startswith("remote manifest") for shape in pulled["shapes"])
 
 
 def test_captured_replay_still_compiles_a_missing_kernel(tmp_path):

@@ -7,7 +7,7 @@ import sys
 from collections import Counter
 
 from conftest import DODO, model_file
-from tasks import gpumem, pool
+from tasks import gpumem, pool, shared_replay
 from tasks.planner import GemmShape, Kind
 from tasks.targets import ShapeWork
 
@@ -81,6 +81,7 @@ def test_two_concurrent_runs_never_warm_a_shape_or_compile_a_kernel_twice(ws):
     warmed = [line.split(":")[0] for out in outputs for line in out.splitlines() if line.startswith("warmed ")]
     assert len(warmed) == len(set(warmed)) == 9  # 9 distinct shapes, each warmed once
     assert "reusing the concurrent warm's result" in "".join(outputs)
+    assert not ws.pool_processes(), "a prestarted pool process outlived its run"
     compiled = ws.compiles()
     assert len(compiled) == len(set(compiled)), "a kernel was compiled twice"
     assert set(ws.status().values()) == {"U"}
@@ -102,3 +103,21 @@ def test_shape_records_carry_the_completeness_proof(ws):
         record = json.loads(path.read_text())
         assert record["ok"] and record["replay"]["new_entries"] == 0 and record["replay"]["calls"] == 4
         assert record["pool"]["complete"] is True and record["pool"]["workers"] >= 1
+
+
+def test_shared_replay_pieces_cover_every_call_once_in_whole_graphs():
+    lengths = [16384] * 19 + [100, 3]
+    pieces = shared_replay.pieces(lengths, 16, 256)
+    for s, n in enumerate(lengths):
+        mine = sorted((first, count) for shape, first, count in pieces if shape == s)
+        assert [f for f, _ in mine] == list(range(0, n, mine[0][1])) and sum(c for _, c in mine) == n
+    assert all(count % 256 == 0 for s, first, count in pieces if first + count < lengths[s])
+    assert 16 * 3 <= len(pieces) <= 16 * 5  # a few pieces per process, so their ends even out
+    assert shared_replay.pieces([4] * 6, 2, 256) == [(s, 0, 4) for s in range(6)]
+
+
+def test_shared_replay_processes_balance_context_start_against_the_calls():
+    assert shared_replay.processes(24, 16) == 1  # a few calls: one context is cheapest
+    assert shared_replay.processes(19 * 16384, 16) == 11
+    assert shared_replay.processes(19 * 16384, 4) == 4  # never more than memory and cores allow
+    assert shared_replay.processes(200 * 16384, 16) == 16

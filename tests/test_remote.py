@@ -14,6 +14,7 @@ import threading
 import time
 from pathlib import Path
 
+import psutil
 import pytest
 
 from conftest import REPO, Workspace, model_file
@@ -119,6 +120,83 @@ def test_consistent_but_broken_artifact_fails_replay_and_compiles_locally(pushed
     assert set(ws.status().values()) == {"U"}
     for entry in (ws.root / "cache").iterdir():  # nothing of the broken artifact is left
         assert b"not a kernel" not in (entry / "kernel.cubin").read_bytes()
+
+
+def shape_records(root: Path) -> dict[str, dict]:
+    return {p.stem: json.loads(p.read_text()) for p in (root / "jitwarm" / "shapes").glob("*.json")}
+
+
+def test_pulled_shapes_share_replay_processes_and_keep_the_pushers_entries(pushed):
+    ws, remote, compiled = pushed
+    pushers = shape_records(ws.root)
+    ws = second_root(ws, "runner-b")
+    report(ws, warm(ws, f"file://{remote}", JITWARM_JOBS="2"))
+    pulled = shape_records(ws.root)
+    # One process replays six tiny shapes, so most find the shared transpose kernel already
+    # loaded: their entries still come out as the pusher attributed them.
+    assert {k: r["entries"] for k, r in pulled.items()} == {k: r["entries"] for k, r in pushers.items()}
+    assert all(r["ok"] and r["new"] == [] and r["calls"] == 4 for r in pulled.values())
+    assert all(r["verification"].startswith("remote manifest") for r in pulled.values())
+    logs = {Path(r["log"]).name for r in pulled.values()}
+    assert logs == {"replay-pulled-0.log"}, logs
+    assert len(ws.compiles()) == compiled
+
+
+def test_artifact_lacking_a_kernel_is_completed_by_its_replay(pushed):
+    ws, remote, compiled = pushed
+    manifest_path = manifests(remote)[0]
+    manifest = json.loads(manifest_path.read_text())
+    dropped = next(name for name in manifest["entries"] if "transpose" not in name)
+    members = {name: (ws.root / "cache" / name).read_bytes() for name in manifest["files"]
+               if not name.startswith(f"{dropped}/")}
+    manifest["entries"].remove(dropped)
+    write_artifact(manifest_path, manifest, members)
+    ws = second_root(ws, "runner-b")
+    data = report(ws, warm(ws, f"file://{remote}"))
+    assert ws.compiles()[compiled:] == [dropped]
+    assert (data["totals"]["remote"]["incomplete"], data["totals"]["remote"]["hits"]) == (1, 5)
+    record = shape_records(ws.root)[manifest["shape_key"]]
+    assert record["ok"] and record["new"] == [dropped] and dropped in record["entries"]
+    assert (ws.root / "cache" / dropped / "kernel.cubin").is_file()
+    assert set(ws.status().values()) == {"U"}
+
+
+@pytest.mark.parametrize("fault", ["crash", "hang"])
+def test_a_pulled_shape_that_crashes_or_hangs_in_replay_spares_the_others(pushed, fault):
+    ws, remote, _ = pushed
+    victim = "2112x7168"  # the first piece: the other shapes' pieces are still to come
+    ws = second_root(ws, "runner-b")
+    token = f"jitwarm-test-{time.time_ns()}"
+    env = {"FAKE_DG_CRASH_ON": victim, "FAKE_DG_REPLAY_S": "0.3"} if fault == "crash" else {
+        "FAKE_DG_HANG_ON": victim, "FAKE_DG_TOKEN": token, "JITWARM_SHAPE_TIMEOUT_S": "3"}
+    out = warm(ws, f"file://{remote}", JITWARM_JOBS="2", **env)
+    assert out.returncode == 1, out.stdout + out.stderr  # the victim fails here too when compiled locally
+    data = json.loads((ws.tmp / "report.json").read_text())
+    assert (data["totals"]["remote"]["hits"], data["totals"]["remote"]["rejected"]) == (5, 1)
+    said = "killed by SIGABRT" if fault == "crash" else "timed out after 3s"
+    assert f"replay of the pulled entries failed: replay {said}" in out.stdout
+    records = shape_records(ws.root)
+    assert [f"{r['shape']['n']}x{r['shape']['k']}" for r in records.values() if not r["ok"]] == [victim]
+    assert sum(r["ok"] for r in records.values()) == 5
+    if fault == "crash":  # a new process took over the pieces the crashed one left
+        logs = ws.root / "jitwarm" / "logs"
+        assert "CUDA error" in (logs / "replay-pulled-0.log").read_text()
+        assert (logs / "replay-pulled-1.log").read_text().count("piece ") == 5
+    assert not [p for p in psutil.process_iter(["cmdline"]) if token in (p.info["cmdline"] or [])]
+
+
+def test_replay_processes_that_cannot_start_are_not_restarted_for_every_piece(pushed):
+    ws, remote, _ = pushed
+    ws = second_root(ws, "runner-b")
+    out = warm(ws, f"file://{remote}", JITWARM_JOBS="2", FAKE_DG_NO_DEVICE="1")
+    assert out.returncode == 1
+    records = shape_records(ws.root)
+    assert len(records) == 6 and not any(r["ok"] for r in records.values())
+    assert all(r["remote"]["pull"]["status"] == "rejected" for r in records.values())
+    assert "replay of the pulled entries failed: no CUDA device visible to torch" in out.stdout
+    # The one process planned (six tiny shapes) failed before its first piece: no new
+    # process is started for each of the six pieces.
+    assert len(list((ws.root / "jitwarm" / "logs").glob("replay-pulled-*.log"))) == 1
 
 
 @pytest.mark.parametrize("evil", ["traversal", "symlink"])

@@ -16,6 +16,7 @@ Knobs (environment):
   FAKE_DG_TOKEN         extra argv of the hanging child, so a test can find it
   FAKE_DG_REPLAY_EXTRA  replays (not compile workers) need one extra kernel per shape
   FAKE_DG_REPLAY_S      seconds each replay takes to start (to order events in tests)
+  FAKE_DG_NO_DEVICE     every executor fails as on a host whose GPU is gone
 """
 
 import hashlib
@@ -106,6 +107,9 @@ class _Executor:
 
 
 def jitwarm_executor(dg, kind, n, k, groups, max_m):
+    if os.environ.get("FAKE_DG_NO_DEVICE"):
+        from tasks.worker import EnvironmentProblem
+        raise EnvironmentProblem("no CUDA device visible to torch")
     if "JITWARM_BUSY_FLAG" not in os.environ:  # a replay, not a compile worker
         time.sleep(float(os.environ.get("FAKE_DG_REPLAY_S", "0")))
     return _Executor(kind, n, k, groups)
