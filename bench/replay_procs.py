@@ -3,8 +3,7 @@
 On a root that already holds every kernel of the shipped planned targets (warm it first,
 e.g. with bench/remote_pull.py), a parent imports torch once and forks children as the
 pool does. Measured:
-  startup   k children at once (k = 1, 4, 8, 11, 16) importing deep_gemm and starting CUDA,
-            all at once, then taking turns for the context (as tasks/shared_replay.py does)
+  startup   k children at once (k = 1, 4, 8, 11, 16) importing deep_gemm and starting CUDA
   shapes    one child replaying every shape in turn: each shape's setup and captured sweep
   groups    the shapes spread over P children (P = 16, 8, 4; longest sweeps first, each
             to the least-loaded child), all at once: the wall of the whole replay phase
@@ -17,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import importlib
-import multiprocessing
 import json
 import os
 import sys
@@ -57,22 +55,16 @@ def fork_all(bodies) -> tuple[float, list[dict]]:
     return round(time.monotonic() - started, 3), results
 
 
-def start_cuda(lock=None, t0: float | None = None) -> dict:
-    """Import deep_gemm, then create the CUDA context (under `lock`, if given, as the shared
-    replay processes do); `ready_s` counts from `t0`, when all children were forked."""
-    t0 = time.monotonic() if t0 is None else t0
+def start_cuda() -> dict:
+    """Import deep_gemm, then create the CUDA context, as a replay process does."""
     began = time.monotonic()
     importlib.import_module("deep_gemm")
     t1 = time.monotonic()
     import torch
-    if lock is not None:
-        lock.acquire()
     torch.empty(1, device="cuda")
     torch.cuda.synchronize()
-    if lock is not None:
-        lock.release()
     return {"deep_gemm_import_s": round(t1 - began, 3), "cuda_s": round(time.monotonic() - t1, 3),
-            "ready_s": round(time.monotonic() - t0, 3)}
+            "ready_s": round(time.monotonic() - began, 3)}
 
 
 def replay(shapes: list[dict]) -> dict:
@@ -132,15 +124,12 @@ def main() -> int:
     t0 = time.monotonic()
     importlib.import_module("torch")  # once, as the zygote does, before forking
     result["torch_import_s"] = round(time.monotonic() - t0, 3)
-    result["startup"], result["startup_taking_turns"] = {}, {}
+    result["startup"] = {}
     for k in (1, 4, 8, 11, 16):
         wall, outs = fork_all([start_cuda] * k)
-        result["startup"][k] = {"wall_s": wall, "children": outs}
-        lock, t0 = multiprocessing.Lock(), time.monotonic()
-        wall, outs = fork_all([lambda: start_cuda(lock, t0)] * k)
         ready = [o["ready_s"] for o in outs]
-        result["startup_taking_turns"][k] = {"wall_s": wall, "mean_ready_s": round(sum(ready) / k, 3),
-                                             "max_ready_s": max(ready), "children": outs}
+        result["startup"][k] = {"wall_s": wall, "mean_ready_s": round(sum(ready) / k, 3), "max_ready_s": max(ready),
+                                "children": outs}
     wall, (one,) = fork_all([lambda: replay(shapes)])
     result["shapes_in_one_process"] = {"wall_s": wall, **one}
     costs = {s["key"]: r["setup_s"] + r["sweep_s"] for s, r in zip(shapes, one.get("shapes", []))}

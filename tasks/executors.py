@@ -47,6 +47,7 @@ def create(dg, kind: str, n: int, k: int, groups: int, max_m: int):
 class _Base:
     def __init__(self, torch, dg, n, k, groups, max_m):
         self.torch, self.dg = torch, dg
+        self._capture_stream = self._capture_pool = self._last_graph = None
         self.setup(n, k, groups, max_m)
 
     def token_fp8(self, *dims_k):
@@ -68,6 +69,7 @@ class _Base:
         """Free this shape's buffers (a shared replay moves on to another shape)."""
         for name in [n for n, v in vars(self).items() if isinstance(v, self.torch.Tensor)]:
             delattr(self, name)
+        self._last_graph = None
         self.torch.cuda.empty_cache()
 
     @contextlib.contextmanager
@@ -78,11 +80,27 @@ class _Base:
         kernel for M, finds it in the cache (or compiles it), loads it and sets up the
         launch. Only the GEMMs themselves never run, which is most of a 16384-value
         sweep's time on large shapes. "relaxed" admits the module loads a first call does.
+
+        Not torch.cuda.graph: it synchronises and empties the allocator's cache before
+        every capture, so each graph's temporaries were allocated and freed anew. These
+        graphs share one pool, and the last one is kept so the pool's memory stays.
         """
-        graph = self.torch.cuda.CUDAGraph()
-        with self.torch.cuda.graph(graph, capture_error_mode="relaxed"):
-            yield
-        del graph
+        torch = self.torch
+        if self._capture_stream is None:
+            self._capture_stream, self._capture_pool = torch.cuda.Stream(), torch.cuda.graph_pool_handle()
+        graph = torch.cuda.CUDAGraph()
+        self._capture_stream.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(self._capture_stream):
+            graph.capture_begin(pool=self._capture_pool, capture_error_mode="relaxed")
+            try:
+                yield
+            except BaseException:
+                with contextlib.suppress(Exception):  # end the capture; the call's error is what counts
+                    graph.capture_end()
+                raise
+            graph.capture_end()
+        torch.cuda.current_stream().wait_stream(self._capture_stream)
+        self._last_graph = graph
 
 
 class _Normal(_Base):

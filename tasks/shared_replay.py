@@ -26,12 +26,12 @@ from . import entries, records, worker
 from .cacheview import CacheView
 
 PIECES_PER_PROCESS = 4  # enough to even out the processes' ends; each piece costs a shape switch
-# Measured on an H100 host (16 cores, bench/results/replay_procs-h100-2026-11-22.json): CUDA
-# contexts start one at a time, all processes finishing together after ~0.15 s each, and a
-# captured call costs ~50 us of host time alone, ~90 us with 16 processes at once.
+# Measured on an H100 host (16 cores, bench/results/replay_procs-h100-2026-11-22.json): n
+# processes starting CUDA at once are all ready after ~0.15 s * n (taking turns under a lock
+# was no faster: a context took ~0.3 s while the others replayed), and a captured call costs
+# ~50 us of host time alone, ~70 us with a dozen processes at once.
 CONTEXT_S = 0.15
 CALL_S = 60e-6
-DEVICE_LOCK_S = 30
 
 
 def processes(calls: int, slots: int) -> int:
@@ -61,21 +61,15 @@ def _failed_flag(spec: dict, s: int) -> Path:
     return Path(spec["dir"]) / f"failed-{s}"
 
 
-def run(spec: dict, job: dict, take, slot, device_lock) -> int:
+def run(spec: dict, job: dict, take, slot) -> int:
     """A process's body: replay pieces from `take()` until none are left (or one fails or
     compiles). `slot` = [piece now running or -1, when it began, pieces taken], read by the
     zygote to time pieces out and to tell which piece a dead process was on."""
     view = CacheView(Path(spec["root"]), Path(job["staging"]))
     os.environ["DG_JIT_CACHE_DIR"] = str(view.path)
-    # CUDA contexts start one after another anyway; taking turns lets the first process
-    # start replaying after one start-up instead of all of them waiting for all of them
-    # (measured on an H100: 11 processes ready on average after 1.28 s instead of 1.81 s).
-    locked = device_lock.acquire(timeout=DEVICE_LOCK_S)  # a stuck holder only costs the wait
-    try:
-        worker.start_device(spec["module"])
-    finally:
-        if locked:
-            device_lock.release()
+    began = time.monotonic()
+    worker.start_device(spec["module"])
+    print(f"device ready in {time.monotonic() - began:.2f}s", flush=True)
     current: list = [None, None]  # shape index, executor: one shape's buffers at a time
     while (i := take()) is not None:
         s, first, count = spec["pieces"][i]
@@ -103,9 +97,11 @@ def run(spec: dict, job: dict, take, slot, device_lock) -> int:
             _failed_flag(spec, s).touch()
             records.write_json(piece_path(spec, i), {"error": _one_line(exc), "log": job["log"]})
             return 0
+        seconds = round(time.monotonic() - started, 3)
+        print(f"  {count} calls in {seconds}s", flush=True)
         records.write_json(piece_path(spec, i), {
             "opened": sorted(opened), "created": sorted(created), "calls": count, "launches": launches,
-            "seconds": round(time.monotonic() - started, 3), "sees_opens": view.sees_opens, "log": job["log"]})
+            "seconds": seconds, "sees_opens": view.sees_opens, "log": job["log"]})
         with slot.get_lock():
             slot[0] = -1
         if created:

@@ -112,7 +112,6 @@ class _Shared:
     def __init__(self, spec: dict):
         self.spec = spec
         self.counter = multiprocessing.Value("l", 0)
-        self.device_lock = multiprocessing.Lock()
         self.started = 0
         self.broken: tuple[str, str] | None = None  # (how, log) of a process that could not start
 
@@ -147,8 +146,7 @@ class _SharedKid(_Kid):
     def __init__(self, shared: _Shared, job: dict):
         self.shared = shared
         self.slot = multiprocessing.Array("d", [-1.0, 0.0, 0.0])  # piece, began, pieces taken
-        super().__init__(job, lambda job: shared_replay.run(shared.spec, job, shared.take, self.slot,
-                                                            shared.device_lock))
+        super().__init__(job, lambda job: shared_replay.run(shared.spec, job, shared.take, self.slot))
 
     def _piece(self) -> tuple[int, float, int]:
         with self.slot.get_lock():
