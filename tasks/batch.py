@@ -9,7 +9,8 @@ it twice: the second waits and reuses the first one's record. After the compile 
 each shape's full sweep is replayed in a fresh process against a private view of the
 cache (tasks/worker.py): it attributes the entries the shape uses and must compile
 nothing. A replay that compiles something is a failed warm, unless the pool could not
-finish that shape (then the replay completes it).
+finish that shape (then the replay completes it). Shapes pulled from the remote cache
+skip the compile pool and share a few replay processes (tasks/shared_replay.py).
 """
 
 from __future__ import annotations

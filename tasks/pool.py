@@ -285,15 +285,17 @@ def run(works: list[ShapeWork], root: Path, fp: dict, settings: Settings, base_e
         for view in [*work_dir.glob("view-*"), *work_dir.glob("shared/view-*")]:
             cacheview.salvage(view, root)
         shutil.rmtree(work_dir, ignore_errors=True)
-    t = report.timings
-    print(f"compiled {report.compiled} kernels in {t.get('compile_s', '?')}s with {report.workers} workers "
-          f"({report.deferred} calls deferred while another worker built their kernel); replays "
-          f"{t.get('replay_s', '?')}s; torch import {t.get('import_s', '?')}s"
-          f"{'' if 'waited_s' not in t else ' (started early: then waited ' + str(t['waited_s']) + 's)'}; "
-          f"deep_gemm import in workers "
-          f"{t.get('worker_import_s', '?')}s; pool {report.seconds}s; "
-          f"fingerprint {fingerprint.seconds}s", flush=True)
+    print(_summary(report), flush=True)
     return report
+
+
+def _summary(report: Report) -> str:
+    t = report.timings
+    early = f" (started early, then waited {t['waited_s']}s for its plan)" if "waited_s" in t else ""
+    return (f"compiled {report.compiled} kernels in {t.get('compile_s', '?')}s with {report.workers} workers "
+            f"({report.deferred} calls deferred while another worker built their kernel); replays "
+            f"{t.get('replay_s', '?')}s; torch import {t.get('import_s', '?')}s{early}; deep_gemm import in "
+            f"workers {t.get('worker_import_s', '?')}s; pool {report.seconds}s; fingerprint {fingerprint.seconds}s")
 
 
 def _shared_spec(where: Path, root: Path, module: str, shapes: list[tuple[dict, tuple]], slots: int) -> dict:

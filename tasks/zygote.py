@@ -5,9 +5,11 @@ Usage: python -m tasks.zygote PLAN.json
 
 Importing torch takes seconds, and sixteen processes doing it at once take longer still.
 This process imports it once, without touching CUDA, then forks one child per compile
-slice and, when those are done, one child per shape replay. Each child imports deep_gemm
-and initialises CUDA itself (safe after fork, since the parent never did), writes its
-own log and result file, and is killed if it outlives its timeout.
+slice and, when those are done, one child per compiled shape's replay plus the few that
+share the replays of the shapes pulled from the remote cache (tasks/shared_replay.py).
+Each child imports deep_gemm and initialises CUDA itself (safe after fork, since the
+parent never did), writes its own log and result file, and is killed if it outlives its
+timeout (a shared replay child: if one piece does).
 """
 
 from __future__ import annotations
