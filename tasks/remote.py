@@ -29,6 +29,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from . import artifact, fingerprint
+from .worker import one_line
 from .settings import RemoteConfig
 
 # What DeepGEMM hashes into an entry's name: its code and include path, the compiler,
@@ -126,7 +127,7 @@ class Remote:
             outcome.status, outcome.detail = "rejected", str(exc)
             return
         except Exception as exc:  # e.g. a full disk: the shape compiles locally
-            outcome.status, outcome.detail = "error", f"unpacking: {_one_line(exc)}"
+            outcome.status, outcome.detail = "error", f"unpacking: {one_line(exc)}"
             return
         outcome.entries, outcome.published = len(published) + len(kept), published
         outcome.names = sorted(published + kept)
@@ -206,7 +207,7 @@ class Remote:
                 try:
                     results[key] = job()
                 except Exception as exc:  # any store error is a warning, never a failed warm
-                    results[key] = Outcome("error", _one_line(exc))
+                    results[key] = Outcome("error", one_line(exc))
 
         threads = [threading.Thread(target=run, args=item, daemon=True, name=f"jitwarm-{phase}")
                    for item in jobs.items()]
@@ -247,8 +248,3 @@ def _download(fs, path: str, dest: Path, limit: int) -> int:
             out.write(chunk)
             copied += len(chunk)
     return copied
-
-
-def _one_line(exc: BaseException) -> str:
-    text = " ".join(str(exc).split()) or "no message"
-    return f"{exc.__class__.__name__}: {text[:200]}"

@@ -95,7 +95,7 @@ def run(spec: dict, job: dict, take, slot) -> int:
         except Exception as exc:
             traceback.print_exc()
             _failed_flag(spec, s).touch()
-            records.write_json(piece_path(spec, i), {"error": _one_line(exc), "log": job["log"]})
+            records.write_json(piece_path(spec, i), {"error": worker.one_line(exc, 300), "log": job["log"]})
             return 0
         seconds = round(time.monotonic() - started, 3)
         print(f"  {count} calls in {seconds}s", flush=True)
@@ -130,7 +130,6 @@ def outcome(spec: dict, s: int, expected: list[str], root: Path, pool_ended: str
                 return None
             status = {"how": f"did not run: the pool {pool_ended}", "log": spec["pool_log"]}
         found.append((result, status))
-    log = Path(spec["pool_log"])
     for result, status in found:
         if status is not None:
             return status["how"], None, Path(status["log"])
@@ -143,19 +142,14 @@ def outcome(spec: dict, s: int, expected: list[str], root: Path, pool_ended: str
     for name in sorted(set(expected) | opened | set(created)):
         desc = entries.describe(entries.cache_dir(root) / name)
         if desc is None:
-            return f"failed: entry {name} is incomplete after the replay", None, log
+            return f"failed: entry {name} is incomplete after the replay", None, Path(spec["pool_log"])
         described[name] = desc
     how = "remote manifest, plus entries its calls opened or created (shared replay processes)"
     if not all(r["sees_opens"] for r in done):
         how = "remote manifest, plus entries its calls created (opens not seen: inotify unavailable)"
-    launches = {r["launches"] for r in done}
-    return "exited with code 0", {
-        "schema": records.SCHEMA, "entries": described, "new": created, "calls": sum(r["calls"] for r in done),
-        "sweep_seconds": round(sum(r["seconds"] for r in done), 3), "verification": how,
-        "launches": worker.CAPTURED.replace("M run", "M of each piece run") if launches == {worker.CAPTURED}
-        else "run", "pieces": len(done), "processes": len({r["log"] for r in done})}, Path(done[0]["log"]) if done else log
-
-
-def _one_line(exc: BaseException) -> str:
-    text = " ".join(str(exc).split()) or "no message"
-    return f"{exc.__class__.__name__}: {text[:300]}"
+    captured = all(r["launches"] == worker.CAPTURED for r in done)
+    result = {"schema": records.SCHEMA, "entries": described, "new": created, "calls": sum(r["calls"] for r in done),
+              "sweep_seconds": round(sum(r["seconds"] for r in done), 3), "verification": how,
+              "launches": "captured, not run (first and last M of each piece run)" if captured else "run",
+              "pieces": len(done), "processes": len({r["log"] for r in done})}
+    return "exited with code 0", result, Path(done[0]["log"])

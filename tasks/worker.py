@@ -35,6 +35,12 @@ def problem_line(log_tail: list[str]) -> str:
     return line.removeprefix(PROBLEM_PREFIX)
 
 
+def one_line(exc: BaseException, limit: int = 200) -> str:
+    """An exception as one short line, for records and warnings."""
+    text = " ".join(str(exc).split()) or "no message"
+    return f"{exc.__class__.__name__}: {text[:limit]}"
+
+
 def run(plan: dict) -> dict:
     view = CacheView(Path(plan["root"]), Path(plan["staging"]))
     os.environ["DG_JIT_CACHE_DIR"] = str(view.path)
