@@ -35,10 +35,11 @@ def enqueue(work: ShapeWork, ctx: warm.Context, dependents: list[Target] = ()) -
     if os.getpid() != MAIN_PID:
         run(ctx, [(work, list(dependents))])  # a `doit -n` worker process: no shared queue
         return
-    if not _pending and warm.preflight(fingerprint.current()) is None:
+    fp = fingerprint.current()
+    if not _pending and warm.preflight(fp) is None:
         # There is work: start the pool's process now, so its torch import overlaps the
         # rest of the queueing and the remote pulls.
-        pool.prestart(ctx.root.path, fingerprint.current(), ctx.settings, _worker_env())
+        pool.prestart(ctx.root.path, fp, ctx.settings, _worker_env())
     _pending[work.key] = (work, list(dependents))
     print(f"queued {work.name} ({len(work.m_values)} M values)", flush=True)
 

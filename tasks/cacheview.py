@@ -49,7 +49,7 @@ class CacheView:
         the view, so they are known even without inotify; opened ones need inotify."""
         opened, _ = self.watcher.take()
         cache = entries.cache_dir(self.path)
-        created = {p.name for p in cache.iterdir() if p.name.startswith(entries.PREFIX)} - self.staged - self._created
+        created = entries.names(self.path) - self.staged - self._created
         self._created |= created
         for name in created:
             if entries.describe(cache / name) is not None:
@@ -137,6 +137,6 @@ class _EntryWatcher:
         self.drain()
         if self.inotify is None or self.overflow:
             # Cannot tell what was read: attribute everything, which errs towards stale.
-            everything = self.staged | {p.name for p in self.cache.iterdir() if p.name.startswith(entries.PREFIX)}
+            everything = self.staged | entries.names(self.cache.parent)
             return everything, "all entries attributed (inotify unavailable)"
         return self.opened | self.created, "inotify: entries opened or created by this run"

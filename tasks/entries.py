@@ -38,6 +38,14 @@ def describe(entry: Path) -> dict | None:
     return None
 
 
+def names(root: Path) -> set[str]:
+    """Entry names in the cache now, complete or not: the difference across a run is what it built."""
+    try:
+        return {e.name for e in os.scandir(cache_dir(root)) if e.name.startswith(PREFIX)}
+    except FileNotFoundError:
+        return set()
+
+
 def complete_entries(root: Path) -> dict[str, dict]:
     found = {}
     try:

@@ -8,11 +8,12 @@ no weight load. Locks are meant to be committed next to the model file.
 
 from __future__ import annotations
 
-import os
 import re
 import tomllib
 from dataclasses import dataclass
 from pathlib import Path
+
+from . import records
 
 CAPTURE_LINE = re.compile(r"Try DeepGEMM JIT Compiling for <?([A-Z0-9_]+)>? N=(\d+), K=(\d+), num_groups=(\d+)")
 _SHAPE_TEXT = re.compile(r"([A-Z0-9_]+) N=(\d+) K=(\d+) num_groups=(\d+)")
@@ -87,9 +88,7 @@ def write(model_file: Path, capture: Capture) -> Path:
         captures = {}  # a broken lock is rewritten from what the server just reported
     captures[capture.launch] = capture
     doc = {"capture": [_as_toml(c) for c in sorted(captures.values(), key=lambda c: c.launch)]}
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{os.urandom(4).hex()}.tmp")
-    tmp.write_text(_HEADER + tomli_w.dumps(doc), encoding="utf-8")
-    os.replace(tmp, path)
+    records.replace_file(path, (_HEADER + tomli_w.dumps(doc)).encode())
     return path
 
 

@@ -163,17 +163,13 @@ def _hand_plan(root: Path, store: Path, plan_file: Path) -> subprocess.Popen | N
     if _standby is None or _standby[0] != (str(root), str(store)):
         return None
     _, proc = _standby
-    _standby = None
-    try:
+    with contextlib.suppress(OSError):  # OSError: it died just now
         if proc.poll() is None:
             proc.stdin.write(f"{plan_file}\n".encode())
             proc.stdin.close()
+            _standby = None
             return proc
-    except OSError:  # it died just now
-        pass
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(proc.pid, signal.SIGKILL)
-    proc.wait()
+    stop_standby()
     return None  # a fresh one reports whatever stopped it
 
 

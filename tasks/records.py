@@ -53,11 +53,16 @@ def write_json(path: Path, data: dict) -> None:
     """Write-then-rename, so readers see the old file or the new one, never half of one."""
     global generation
     generation += 1
+    replace_file(path, (json.dumps(data, indent=1, sort_keys=True) + "\n").encode())
+
+
+def replace_file(path: Path, data: bytes) -> None:
+    """Write `data` to a temporary name beside `path`, then rename it over `path`."""
+    path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.{os.urandom(4).hex()}.tmp")
-    with open(tmp, "w", encoding="utf-8") as fh:
-        json.dump(data, fh, indent=1, sort_keys=True)
-        fh.write("\n")
+    with open(tmp, "wb") as fh:
+        fh.write(data)
         fh.flush()
         os.fsync(fh.fileno())
     os.replace(tmp, path)

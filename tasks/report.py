@@ -7,14 +7,13 @@ Within one schema_version, fields are only ever added, never removed or changed 
 
 from __future__ import annotations
 
-import os
 from collections import Counter
 from pathlib import Path
 from typing import Annotated, Literal, Union
 
 import msgspec
 
-from . import entries, records
+from . import records
 from .targets import FALLBACK, Target
 
 SCHEMA_VERSION = 1
@@ -127,19 +126,7 @@ def encode(report: Report) -> bytes:
 
 def write(report: Report, path: Path) -> None:
     """Write-then-rename, like every record: a reader never sees half a report."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_bytes(encode(report))
-    os.replace(tmp, path)
-
-
-def cache_names(root: Path) -> set[str]:
-    """Entry names in the cache now: the difference across a run is what it compiled."""
-    try:
-        return {e.name for e in os.scandir(entries.cache_dir(root)) if e.name.startswith(entries.PREFIX)}
-    except FileNotFoundError:
-        return set()
+    records.replace_file(path, encode(report))
 
 
 def target_result(target: Target, run: TargetRun, root: Path, new: set[str],

@@ -14,7 +14,7 @@ from collections import Counter
 
 from doit.reporter import ConsoleReporter
 
-from . import events, fingerprint, progress, report, summary, warm
+from . import entries, events, fingerprint, progress, report, summary, warm
 
 PREFIX = "warm:"
 
@@ -38,7 +38,7 @@ class WarmReporter(ConsoleReporter):
         self.shard = str(chosen.shard) if chosen.shard else None
         wanted = {n.removeprefix(PREFIX) for n in _expand(tasks, selected_tasks) if n.startswith(PREFIX)}
         self.root = self.ctx.root.path
-        self.before = report.cache_names(self.root)
+        self.before = entries.names(self.root)
         rows = {}
         for target in chosen.targets:
             if target.name not in wanted:
@@ -99,7 +99,7 @@ class WarmReporter(ConsoleReporter):
             return
         conf = self.ctx.settings
         wanted = conf.report_json or conf.junit_xml or os.environ.get(summary.ENV)
-        appeared = report.cache_names(self.root) - self.before
+        appeared = entries.names(self.root) - self.before
         if conf.remote is not None and appeared:  # the records say what came from the remote
             self.pulled |= report.pulled_entries(list(self.targets.values()), self.root)
         new = appeared - self.pulled
@@ -150,7 +150,7 @@ class WarmReporter(ConsoleReporter):
 
     def _new(self) -> set[str]:
         """Entries compiled so far in this run: those that appeared, less those pulled."""
-        return report.cache_names(self.root) - self.before - self.pulled
+        return entries.names(self.root) - self.before - self.pulled
 
     def build(self, new: set[str]) -> report.Report:
         """`new`: the cache entries that appeared during the run."""

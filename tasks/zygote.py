@@ -135,7 +135,9 @@ class _Shared:
         return _SharedKid(self, job)
 
     def note(self, i: int, how: str, log: str) -> None:
-        _write_once(shared_replay.status_path(self.spec, i), {"how": how, "log": log})
+        path = shared_replay.status_path(self.spec, i)
+        if not path.exists():  # a timeout's note stays when the kill is reaped
+            records.write_json(path, {"how": how, "log": log})
 
     def finish(self) -> None:
         """Pieces nobody took (their processes could not start) end with the reason."""
@@ -168,13 +170,6 @@ class _SharedKid(_Kid):
         if how == f"exited with code {worker.EXIT_ENV}" or (taken == 0 and how != "exited with code 0"):
             self.shared.broken = (how, self.job["log"])  # the next process would fare no better
         return [self.shared.kid()] if self.shared.left() else []
-
-
-def _write_once(path: Path, data: dict) -> None:
-    if not path.exists():
-        tmp = path.with_name(path.name + ".tmp")
-        tmp.write_text(json.dumps(data))
-        os.replace(tmp, path)  # the parent polls for it: never half-written
 
 
 def _run_children(kids: list[_Kid], parallel: int, timeout: float) -> tuple[float, list[int]]:
@@ -255,9 +250,7 @@ def _replay_child(job: dict) -> int:
 
 
 def _note(job: dict, how: str) -> None:
-    tmp = Path(job["status"] + ".tmp")
-    tmp.write_text(how)
-    os.replace(tmp, job["status"])  # the parent polls for it: never half-written
+    records.replace_file(Path(job["status"]), how.encode())  # the parent polls for it: never half-written
 
 
 def _describe(status: int) -> str:
