@@ -1,14 +1,14 @@
 """Pack a shape's cache entries into one archive, and unpack one without trusting it.
 
-An archive is a tar of `kernel.<name>.<hash>/<file>` members, zstd-compressed when the
-`zstandard` package is present. Its manifest lists every file's sha256 and size. Packing
+An archive is a tar of `<entry>/<file>` members (entries named as the cache's layout
+names them), zstd-compressed when the `zstandard` package is present. Its manifest lists every file's sha256 and size. Packing
 is deterministic (sorted names, zero times and owners), so two runners that built the
 same kernels push the same bytes.
 
-Unpacking refuses anything but plain files and directories under `kernel.*` names (no
-absolute paths, `..`, links or devices), checks every file against the manifest, and
-publishes each entry into the cache by atomic rename (tasks/entries.py), never replacing
-a complete one.
+Unpacking refuses anything but plain files and directories under entry names of the
+layout (no absolute paths, `..`, links or devices), checks every file against the
+manifest, and publishes each entry into the writable root by atomic rename
+(tasks/entries.py), never replacing a complete one.
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ import tarfile
 from pathlib import Path, PurePosixPath
 
 from . import entries
+from .cacheroot import CacheRoot
 
 TAR, TAR_ZSTD = "tar", "tar+zstd"
 _SUFFIX = {TAR: "tar", TAR_ZSTD: "tar.zst"}
@@ -46,16 +47,15 @@ def sha256_file(path: Path) -> str:
     return digest.hexdigest()
 
 
-def pack(root: Path, names: list[str], dest: Path, fmt: str) -> dict[str, dict]:
-    """Write `names` (entries under <root>/cache) to `dest`; return {member: {sha256, size}}."""
-    cache = entries.cache_dir(root)
+def pack(cache: CacheRoot, names: list[str], dest: Path, fmt: str) -> dict[str, dict]:
+    """Write entries `names` (from whichever root holds each) to `dest`; return {member: {sha256, size}}."""
     files: dict[str, dict] = {}
     with open(dest, "wb") as raw, _compressor(raw, fmt) as out, \
             tarfile.open(fileobj=out, mode="w|", format=tarfile.PAX_FORMAT) as tar:
         for name in sorted(names):
-            if entries.describe(cache / name) is None:
+            if entries.describe(cache, name) is None:
                 raise FileNotFoundError(f"entry {name} is not complete in {cache}")
-            for path in sorted((cache / name).iterdir()):
+            for path in sorted(entries.locate(cache, name).iterdir()):
                 if not path.is_file() or path.is_symlink():
                     continue
                 member = f"{name}/{path.name}"
@@ -67,7 +67,8 @@ def pack(root: Path, names: list[str], dest: Path, fmt: str) -> dict[str, dict]:
     return files
 
 
-def unpack(archive: Path, fmt: str, files: dict[str, dict], root: Path, work_dir: Path) -> tuple[list[str], list[str]]:
+def unpack(archive: Path, fmt: str, files: dict[str, dict], cache: CacheRoot,
+           work_dir: Path) -> tuple[list[str], list[str]]:
     """Check and publish an archive's entries: (published, already complete here).
 
     Raises Rejected before publishing anything if one member is unsafe or does not match.
@@ -79,7 +80,7 @@ def unpack(archive: Path, fmt: str, files: dict[str, dict], root: Path, work_dir
         try:
             with tarfile.open(fileobj=stream, mode="r|") as tar:
                 for member in tar:
-                    _extract(tar, member, files, staging, seen)
+                    _extract(tar, member, files, staging, seen, cache.layout)
         except Rejected:
             raise
         except Exception as exc:  # tar, zstd and I/O errors alike: a bad archive, not a crash
@@ -88,21 +89,21 @@ def unpack(archive: Path, fmt: str, files: dict[str, dict], root: Path, work_dir
         raise Rejected(f"archive lacks {len(missing)} file(s) of its manifest, e.g. {missing[0]}")
     staged = sorted(staging.iterdir())
     for entry in staged:
-        if entries.describe(entry) is None:
-            raise Rejected(f"entry {entry.name} in the archive is incomplete")
+        if cache.layout.describe(entry) is None:
+            raise Rejected(f"entry {entry.name} in the archive is incomplete ({cache.layout.flaw(entry)})")
     published, kept = [], []
     for entry in staged:
-        (published if entries.publish(entry, root) else kept).append(entry.name)
+        (published if entries.publish(entry, cache) else kept).append(entry.name)
     return published, kept
 
 
-def _extract(tar: tarfile.TarFile, member: tarfile.TarInfo, files: dict, staging: Path, seen: set) -> None:
+def _extract(tar: tarfile.TarFile, member: tarfile.TarInfo, files: dict, staging: Path, seen: set, layout) -> None:
     name = member.name
     parts = PurePosixPath(name).parts
     if name.startswith("/") or "\\" in name or ".." in parts or not parts:
         raise Rejected(f"unsafe path {name!r} in archive")
-    if not parts[0].startswith(entries.PREFIX) or len(parts) > 2:
-        raise Rejected(f"unexpected path {name!r} in archive (only kernel.*/<file>)")
+    if not layout.is_entry(parts[0]) or len(parts) > 2:
+        raise Rejected(f"unexpected path {name!r} in archive (only <entry>/<file> of the {layout.id} layout)")
     if member.isdir():
         return
     if not member.isreg():

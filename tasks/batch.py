@@ -39,7 +39,7 @@ def enqueue(work: ShapeWork, ctx: warm.Context, dependents: list[Target] = ()) -
     if not _pending and warm.preflight(fp) is None:
         # There is work: start the pool's process now, so its torch import overlaps the
         # rest of the queueing and the remote pulls.
-        pool.prestart(ctx.root.path, fp, ctx.settings, _worker_env())
+        pool.prestart(ctx.root, fp, ctx.settings, _worker_env())
     _pending[work.key] = (work, list(dependents))
     print(f"queued {work.name} ({len(work.m_values)} M values)", flush=True)
 
@@ -55,7 +55,7 @@ def flush(ctx: warm.Context) -> None:
 
 
 def run(ctx: warm.Context, items: list[tuple[ShapeWork, list[Target]]]) -> None:
-    root, fp = ctx.root.path, fingerprint.current()
+    cache, root, fp = ctx.root, ctx.root.path, fingerprint.current()
     if problem := warm.preflight(fp):
         for work, _ in items:
             _write(root, work, fp, {"ok": False, "error": problem})
@@ -70,7 +70,7 @@ def run(ctx: warm.Context, items: list[tuple[ShapeWork, list[Target]]]) -> None:
             continue
         mine.append((work, dependents, lock))
     try:
-        _warm(ctx, fp, [(w, d) for w, d, _ in mine if records.shape_reasons(root, w.key, fp)])
+        _warm(ctx, fp, [(w, d) for w, d, _ in mine if records.shape_reasons(cache, w.key, fp)])
         for work, dependents, _ in mine:
             _commit(ctx, fp, dependents)
     finally:
@@ -79,7 +79,7 @@ def run(ctx: warm.Context, items: list[tuple[ShapeWork, list[Target]]]) -> None:
     for work, dependents, lock in theirs:
         print(f"{work.name}: another process is warming it; waiting", flush=True)
         with lock.acquire(timeout=ctx.shape_timeout_s):
-            if records.shape_reasons(root, work.key, fp):
+            if records.shape_reasons(cache, work.key, fp):
                 _warm(ctx, fp, [(work, dependents)])
             else:
                 print(f"{work.name}: reusing the concurrent warm's result", flush=True)
@@ -103,7 +103,7 @@ def _warm(ctx: warm.Context, fp: dict, items: list[tuple[ShapeWork, list[Target]
     scratch = root / "tmp" / f"jitwarm-remote-{os.getpid()}-{os.urandom(4).hex()}"
     try:
         if pulls is None:
-            pulls = remote_cache.pull(shared, works, root, fp, scratch)
+            pulls = remote_cache.pull(shared, works, ctx.root, fp, scratch)
             replay_only = {key: outcome.names for key, outcome in pulls.items() if outcome.status == "hit"}
         else:
             replay_only = {}
@@ -128,7 +128,7 @@ def _warm(ctx: warm.Context, fp: dict, items: list[tuple[ShapeWork, list[Target]
                       f"{len(record['new'])}", flush=True)
                 _commit(ctx, fp, dependents[work.key])
 
-        pool.run(works, root, fp, ctx.settings, _worker_env(), store, on_replay, report, replay_only)
+        pool.run(works, ctx.root, fp, ctx.settings, _worker_env(), store, on_replay, report, replay_only)
         retried = {w.key for w, _ in retry}
         for work in works:
             if work.key not in recorded and work.key not in retried:
@@ -150,7 +150,7 @@ def _push(ctx, fp, shared, works: dict, recorded: dict, pulls: dict, scratch) ->
     """Upload the shapes this batch compiled (not those the remote gave it)."""
     todo = [(works[key], sorted(record["entries"])) for key, record in recorded.items()
             if record["ok"] and getattr(pulls.get(key), "status", None) != "hit"]
-    remote_cache.push(shared, todo, ctx.root.path, fp, scratch)
+    remote_cache.push(shared, todo, ctx.root, fp, scratch)
 
 
 def _replay_record(work: ShapeWork, replay: pool.Replay, report: pool.Report) -> dict:
@@ -185,9 +185,8 @@ def _write(root, work: ShapeWork, fp: dict, fields: dict) -> None:
 
 
 def _commit(ctx: warm.Context, fp: dict, dependents: list[Target]) -> None:
-    root = ctx.root.path
     for target in dependents:
-        if records.target_reasons(root, target.name, target.launch_hash, target.plan_hash, fp):
+        if records.target_reasons(ctx.root, target.name, target.launch_hash, target.plan_hash, fp):
             warm.commit_target(target, ctx)
 
 

@@ -1,9 +1,11 @@
-"""A private, hard-linked view of a cache root, watched with inotify.
+"""A private, hard-linked view of a cache (all its roots), watched with inotify.
 
 A warm (one shape's worker, or a whole fallback server run) points DeepGEMM at the view.
-inotify on the view's own directories tells exactly which entries that run loaded or
-created, even while other runs read the same real entries through their own views. New
-entries are published into the real root by atomic rename, DeepGEMM's own protocol.
+The view holds every complete entry the loader would find in any root, so read-only
+roots count as they will for the server. inotify on the view's own directories tells
+exactly which entries that run loaded or created, even while other runs read the same
+real entries through their own views. New entries are published into the writable root
+by atomic rename, DeepGEMM's own protocol.
 """
 
 from __future__ import annotations
@@ -14,13 +16,14 @@ import shutil
 from pathlib import Path
 
 from . import entries
+from .cacheroot import CacheRoot
 
 
 class CacheView:
-    def __init__(self, root: Path, path: Path):
-        self.root, self.path = Path(root), Path(path)
-        self.staged = _stage(self.root, self.path)
-        self.watcher = _EntryWatcher(entries.cache_dir(self.path), self.staged)
+    def __init__(self, cache: CacheRoot, path: Path):
+        self.cache, self.path = cache, Path(path)
+        self.staged = _stage(cache, self.path)
+        self.watcher = _EntryWatcher(entries.cache_dir(self.path), self.staged, cache.layout)
         self._created: set[str] = set()  # what checkpoint() has already reported
 
     def drain(self) -> None:
@@ -29,15 +32,14 @@ class CacheView:
 
     def commit(self) -> tuple[dict[str, dict], list[str], str]:
         """Publish what this run built; return (entries it used, as described in the real
-        root; names it created; how the attribution was made)."""
+        roots; names it created; how the attribution was made)."""
         used, how = self.watcher.used()
         created = sorted(name for name in used if name not in self.staged)
         for name in created:
-            if entries.describe(entries.cache_dir(self.path) / name) is not None:
-                entries.publish(entries.cache_dir(self.path) / name, self.root)
+            self._publish(name)
         described = {}
         for name in sorted(used):
-            desc = entries.describe(entries.cache_dir(self.root) / name)
+            desc = entries.describe(self.cache, name)
             if desc is None:
                 raise RuntimeError(f"entry {name} is incomplete after the run")
             described[name] = desc
@@ -48,43 +50,46 @@ class CacheView:
         are published into the real root at once. Created entries are found by listing
         the view, so they are known even without inotify; opened ones need inotify."""
         opened, _ = self.watcher.take()
-        cache = entries.cache_dir(self.path)
-        created = entries.names(self.path) - self.staged - self._created
+        created = entries.names(self.path, self.cache.layout) - self.staged - self._created
         self._created |= created
         for name in created:
-            if entries.describe(cache / name) is not None:
-                entries.publish(cache / name, self.root)
+            self._publish(name)
         return opened - created, created
+
+    def _publish(self, name: str) -> None:
+        entry = entries.cache_dir(self.path) / name
+        if self.cache.layout.describe(entry) is not None:
+            entries.publish(entry, self.cache)
 
     @property
     def sees_opens(self) -> bool:
         return self.watcher.inotify is not None and not self.watcher.overflow
 
 
-def salvage(path: Path, root: Path) -> None:
+def salvage(path: Path, cache: CacheRoot) -> None:
     """Publish every complete entry left in a view (even after a crash), then remove it."""
-    cache = entries.cache_dir(path)
-    if cache.is_dir():
-        for entry in cache.iterdir():
-            if entry.name.startswith(entries.PREFIX) and entries.describe(entry) is not None:
+    found = entries.cache_dir(path)
+    if found.is_dir():
+        for entry in found.iterdir():
+            if cache.layout.is_entry(entry.name) and cache.layout.describe(entry) is not None:
                 with contextlib.suppress(OSError):  # best effort; the next warm rebuilds it
-                    entries.publish(entry, root)
+                    entries.publish(entry, cache)
     shutil.rmtree(path, ignore_errors=True)
 
 
-def _stage(root: Path, path: Path) -> set[str]:
-    """Hard-link every complete entry of `root` into the view; return their names."""
+def _stage(cache: CacheRoot, path: Path) -> set[str]:
+    """Hard-link every complete entry the loader finds into the view; return their names."""
     target = entries.cache_dir(path)
     target.mkdir(parents=True, exist_ok=True)
     names = set()
-    for name in entries.complete_entries(root):
-        src, dst = entries.cache_dir(root) / name, target / name
+    for name, src in entries.complete(cache).items():
+        dst = target / name
         dst.mkdir()
         for child in os.scandir(src):
             if child.is_file(follow_symlinks=False):
                 try:
                     os.link(child.path, dst / child.name)
-                except OSError:  # another filesystem: copying keeps the view private
+                except OSError:  # another filesystem (a read-only root, say): copying keeps the view private
                     shutil.copy2(child.path, dst / child.name)
         names.add(name)
     return names
@@ -93,8 +98,8 @@ def _stage(root: Path, path: Path) -> set[str]:
 class _EntryWatcher:
     """Which staged entries get opened, and which new entries appear."""
 
-    def __init__(self, cache: Path, staged: set[str]):
-        self.cache, self.staged = cache, staged
+    def __init__(self, cache: Path, staged: set[str], layout):
+        self.cache, self.staged, self.layout = cache, staged, layout
         self.opened: set[str] = set()
         self.created: set[str] = set()
         self.overflow = False
@@ -121,7 +126,7 @@ class _EntryWatcher:
         for event in self.inotify.read(timeout=0):
             if event.mask & self.flags.Q_OVERFLOW:
                 self.overflow = True
-            elif event.wd == self.cache_wd and event.name.startswith(entries.PREFIX):
+            elif event.wd == self.cache_wd and self.layout.is_entry(event.name):
                 self.created.add(event.name)
             elif event.wd in self.wd_names and event.name:
                 self.opened.add(self.wd_names[event.wd])
@@ -137,6 +142,6 @@ class _EntryWatcher:
         self.drain()
         if self.inotify is None or self.overflow:
             # Cannot tell what was read: attribute everything, which errs towards stale.
-            everything = self.staged | entries.names(self.cache.parent)
+            everything = self.staged | entries.names(self.cache.parent, self.layout)
             return everything, "all entries attributed (inotify unavailable)"
         return self.opened | self.created, "inotify: entries opened or created by this run"

@@ -73,7 +73,7 @@ class Stale(_TargetCommand):
 
         stale = 0
         for target in picked:
-            check = doit_tasks.TargetCheck(ctx.root.path, target, chosen.local_keys[target.name])
+            check = doit_tasks.TargetCheck(ctx.root, target, chosen.local_keys[target.name])
             if not check(None, None):
                 stale += 1
                 print(f"stale {target.name}: {check}")
@@ -128,11 +128,11 @@ class Push(_TargetCommand):
         works = [w for t in picked for w in t.works
                  if chosen.local_keys[t.name] is None or w.key in chosen.local_keys[t.name]]
         unique = list({w.key: w for w in works}.values())
-        items = remote_cache.warm_shapes(root, unique, fp)
+        items = remote_cache.warm_shapes(ctx.root, unique, fp)
         print(f"{len(items)} of {len(unique)} shapes are warm in {ctx.root}")
         scratch = root / "tmp" / f"jitwarm-push-{os.getpid()}-{os.urandom(4).hex()}"
         try:
-            outcomes = remote_cache.push(shared, items, root, fp, scratch)
+            outcomes = remote_cache.push(shared, items, ctx.root, fp, scratch)
         finally:
             shutil.rmtree(scratch, ignore_errors=True)
         return 1 if any(o.status == "error" for o in outcomes.values()) else 0

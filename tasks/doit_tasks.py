@@ -14,7 +14,8 @@ from pathlib import Path
 
 from doit.exceptions import InvalidCommand
 
-from . import cacheroot, fingerprint, locks, records, registry, settings, sharding, targets, warm
+from . import cacheroot, fingerprint, layouts, locks, records, registry, settings, sharding, targets, warm
+from .cacheroot import CacheRoot
 from .reporter import WarmReporter
 
 # The process doit runs in; with `doit -n` actions run in forked workers instead.
@@ -59,9 +60,9 @@ class _Check(abc.ABC):
 
 
 class TargetCheck(_Check):
-    def __init__(self, root: Path, target: targets.Target, local_keys: frozenset[str] | None = None):
+    def __init__(self, cache: CacheRoot, target: targets.Target, local_keys: frozenset[str] | None = None):
         """`local_keys`: under sharding, the target's shapes this shard warms (None: all)."""
-        self.root, self.name, self.error = root, target.name, target.error
+        self.cache, self.name, self.error = cache, target.name, target.error
         self.launch_hash, self.plan_hash = target.launch_hash, target.plan_hash
         self.model, self.launch_index = target.model, target.launch_index
         self.shapes = [(w.name, w.key) for w in target.works]
@@ -71,27 +72,27 @@ class TargetCheck(_Check):
         if self.error:
             return [self.error]
         fp = fingerprint.current()
-        reasons = records.target_reasons(self.root, self.name, self.launch_hash, self.plan_hash,
+        reasons = records.target_reasons(self.cache, self.name, self.launch_hash, self.plan_hash,
                                          fp, self.model, self.launch_index)
         if reasons and self.local_keys is not None:
             # Only part of the target is this shard's job: it holds when that part does.
             return [f"shape {name}: {why[0]}" for name, key in self.shapes
-                    if key in self.local_keys and (why := records.shape_reasons(self.root, key, fp))]
+                    if key in self.local_keys and (why := records.shape_reasons(self.cache, key, fp))]
         if reasons and reasons[0].startswith("not warmed yet"):
             # Say what stands in the way, not just that no marker exists.
             for name, key in self.shapes:
-                shape = records.shape_reasons(self.root, key, fp)
+                shape = records.shape_reasons(self.cache, key, fp)
                 if shape and shape[0].startswith("last warm failed"):
                     reasons.append(f"shape {name}: {shape[0]}")
         return reasons
 
 
 class ShapeCheck(_Check):
-    def __init__(self, root: Path, key: str):
-        self.root, self.key = root, key
+    def __init__(self, cache: CacheRoot, key: str):
+        self.cache, self.key = cache, key
 
     def compute(self) -> list[str]:
-        return records.shape_reasons(self.root, self.key, fingerprint.current())
+        return records.shape_reasons(self.cache, self.key, fingerprint.current())
 
 
 class AnyStale(_Check):
@@ -106,7 +107,12 @@ class AnyStale(_Check):
 @functools.lru_cache(maxsize=1)
 def load() -> tuple[warm.Context, list[targets.Target]]:
     conf = settings.load()
-    ctx = warm.Context(cacheroot.resolve(), conf)
+    try:
+        layout = layouts.detect(fingerprint.deep_gemm_module())
+        root = cacheroot.resolve(layout)
+    except layouts.LayoutError as exc:
+        raise SystemExit(f"jitwarm: {exc}") from None
+    ctx = warm.Context(root, conf)
     return ctx, targets.expand(registry.load(conf.models_dir))
 
 
@@ -135,8 +141,7 @@ def warm_tasks(shard_option: str = ""):
     global _shard_option
     _shard_option = shard_option or ""
     ctx, chosen = selection(_shard_option)
-    root = ctx.root.path
-    checks = [TargetCheck(root, t, chosen.local_keys[t.name]) for t in chosen.targets]
+    checks = [TargetCheck(ctx.root, t, chosen.local_keys[t.name]) for t in chosen.targets]
     _checks.clear()
     _checks.update((c.name, c) for c in checks)
     where = f"shard {chosen.shard} of " if chosen.shard else ""
@@ -175,7 +180,7 @@ def shape_tasks():
             "doc": f"{work.shape.kind.value} N={work.shape.n} K={work.shape.k} "
                    f"groups={work.shape.groups}, {len(work.m_values)} M values",
             "actions": [(_enqueue_shape, [work, ctx, dependents[work.key]])],
-            "uptodate": [ShapeCheck(ctx.root.path, work.key)],
+            "uptodate": [ShapeCheck(ctx.root, work.key)],
             "verbosity": 2,
         }
 
@@ -197,7 +202,8 @@ def shape_task_name(work: targets.ShapeWork) -> str:
 
 
 def _meta(target: targets.Target, ctx: warm.Context) -> dict:
-    meta = {"cache root": str(ctx.root), "model file": registry.display_path(target.source),
+    meta = {"cache roots": ctx.root.lines(), "cache layout": ctx.root.layout.title,
+            "model file": registry.display_path(target.source),
             "marker": str(records.marker_path(ctx.root.path, target.name))}
     if target.error:
         return meta

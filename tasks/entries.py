@@ -1,7 +1,9 @@
-"""DeepGEMM cache entries: `<root>/cache/kernel.<name>.<hash>/` with kernel.cu and a binary.
+"""DeepGEMM cache entries across a cache's roots, in whichever layout it uses (tasks/layouts.py).
 
-An entry is complete when its source exists and its binary is non-empty; a marker also
-records the binary's size so a truncated or swapped file reads as stale.
+A name is looked up as the loader does: in each root in order, the first where the entry
+is present (0.2.x: `.committed` exists) is the one it takes, complete or not. A marker
+records each entry's binary, its size and the root holding it, so a truncated or swapped
+file reads as stale. New entries are only ever published into the writable root.
 """
 
 from __future__ import annotations
@@ -12,68 +14,72 @@ import os
 import shutil
 from pathlib import Path
 
-PREFIX = "kernel."
-SOURCE = "kernel.cu"
-BINARIES = ("kernel.cubin", "kernel.so")
+from .cacheroot import CacheRoot
 
 
 def cache_dir(root: Path) -> Path:
     return Path(root) / "cache"
 
 
-def describe(entry: Path) -> dict | None:
-    """{"binary": file, "size": bytes} for a complete entry, None otherwise."""
-    base = os.fspath(entry)
+def names(root: Path, layout) -> set[str]:
+    """Entry names in one root now, complete or not: the difference across a run is what it built."""
     try:
-        os.stat(os.path.join(base, SOURCE))
-    except OSError:
-        return None
-    for binary in BINARIES:
-        try:
-            size = os.stat(os.path.join(base, binary)).st_size
-        except OSError:
-            continue
-        if size > 0:
-            return {"binary": binary, "size": size}
-    return None
-
-
-def names(root: Path) -> set[str]:
-    """Entry names in the cache now, complete or not: the difference across a run is what it built."""
-    try:
-        return {e.name for e in os.scandir(cache_dir(root)) if e.name.startswith(PREFIX)}
+        return {e.name for e in os.scandir(cache_dir(root)) if layout.is_entry(e.name)}
     except FileNotFoundError:
         return set()
 
 
-def complete_entries(root: Path) -> dict[str, dict]:
-    found = {}
-    try:
-        children = list(os.scandir(cache_dir(root)))
-    except FileNotFoundError:
-        return found
-    for child in children:
-        if child.name.startswith(PREFIX) and child.is_dir(follow_symlinks=False):
-            desc = describe(Path(child.path))
-            if desc:
-                found[child.name] = desc
+def locate(cache: CacheRoot, name: str) -> Path | None:
+    """The directory the loader takes for `name`, or None if no root has it."""
+    for root in cache.roots:
+        entry = cache_dir(root) / name
+        if cache.layout.present(entry):
+            return entry
+    return None
+
+
+def describe(cache: CacheRoot, name: str) -> dict | None:
+    """{"binary", "size", "root"} of the entry the loader takes, if it is complete."""
+    entry = locate(cache, name)
+    desc = cache.layout.describe(entry) if entry is not None else None
+    return {**desc, "root": str(entry.parent.parent)} if desc else None
+
+
+def complete(cache: CacheRoot) -> dict[str, Path]:
+    """Every complete entry the loader would take, by name, across the roots."""
+    found: dict[str, Path] = {}
+    seen: set[str] = set()
+    for root in cache.roots:
+        try:
+            children = list(os.scandir(cache_dir(root)))
+        except OSError:  # missing or unreadable: the loader finds nothing there either
+            continue
+        for child in children:
+            if child.name in seen or not cache.layout.is_entry(child.name) or not child.is_dir(follow_symlinks=False):
+                continue
+            if cache.layout.present(child.path):
+                seen.add(child.name)
+                if cache.layout.describe(child.path) is not None:
+                    found[child.name] = Path(child.path)
     return found
 
 
-def problem(root: Path, name: str, recorded: dict) -> str | None:
+def problem(cache: CacheRoot, name: str, recorded: dict) -> str | None:
     """Why a recorded entry no longer holds, or None if it is intact."""
-    entry = os.path.join(root, "cache", name)
-    now = describe(entry)
+    entry = locate(cache, name) or cache_dir(cache.path) / name
+    if not os.path.isdir(entry):
+        return f"entry {name} missing"
+    now = cache.layout.describe(entry)
     if now is None:
-        return f"entry {name} {'incomplete' if os.path.isdir(entry) else 'missing'}"
-    if now != recorded:
+        return f"entry {name} incomplete ({cache.layout.flaw(entry)})"
+    if (now["binary"], now["size"]) != (recorded.get("binary"), recorded.get("size")):
         return (f"entry {name} changed ({recorded.get('binary')} {recorded.get('size')} bytes"
                 f" -> {now['binary']} {now['size']} bytes)")
     return None
 
 
 def remove(root: Path, name: str) -> None:
-    """Take an entry out of the cache: renamed aside first, so no reader sees it half deleted."""
+    """Take an entry out of a root: renamed aside first, so no reader sees it half deleted."""
     aside = Path(root) / "tmp" / f"removed-{os.urandom(16).hex()}"
     aside.parent.mkdir(parents=True, exist_ok=True)
     with contextlib.suppress(FileNotFoundError):
@@ -81,17 +87,18 @@ def remove(root: Path, name: str) -> None:
     shutil.rmtree(aside, ignore_errors=True)
 
 
-def publish(src: Path, root: Path) -> bool:
-    """Move a complete entry into the cache by atomic rename; never replace a complete one.
+def publish(src: Path, cache: CacheRoot) -> bool:
+    """Move a complete entry into the writable root by atomic rename, unless the loader
+    already finds a complete one; a broken leftover in the writable root is replaced.
 
     Returns True if `src` became the published entry.
     """
-    dest = cache_dir(root) / src.name
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    if describe(dest) is not None:
+    if describe(cache, src.name) is not None:
         return False
-    if dest.exists():
-        remove(root, src.name)  # a broken leftover (e.g. an interrupted 0.1.x build)
+    dest = cache_dir(cache.path) / src.name
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    if os.path.lexists(dest):
+        remove(cache.path, src.name)  # e.g. an interrupted 0.1.x build, or 0.2.x without .committed
     try:
         os.rename(src, dest)
     except OSError as exc:

@@ -54,7 +54,7 @@ def run(target: targets.Target, ctx: warm.Context):
     print(f"[{target.name}] fallback: {shlex.join(argv)} (timeout {target.fallback_timeout_s}s, log {log})",
           flush=True)
     try:
-        view = cacheview.CacheView(root, staging)
+        view = cacheview.CacheView(ctx.root, staging)
         outcome = supervise.run(argv, _env(staging), log, target.fallback_timeout_s, cwd=REPO_ROOT,
                                 fail_patterns=FAIL_LINES, on_poll=view.drain)
         if outcome.returncode != 0 or outcome.matched or outcome.timed_out:
@@ -66,7 +66,7 @@ def run(target: targets.Target, ctx: warm.Context):
     finally:
         # Every path, an interrupt included: show what the server said, keep what it built.
         _print_tail(target, log)
-        cacheview.salvage(staging, root)
+        cacheview.salvage(staging, ctx.root)
 
     shapes = locks.parse_log(_lines(log))
     capture = locks.Capture(
@@ -74,9 +74,11 @@ def run(target: targets.Target, ctx: warm.Context):
         captured_at=warm.now(),
         shapes=tuple(shapes), **fingerprint.package_versions())
     lock = locks.write(target.source, capture)
-    # Record the plan the lock now implies, so the target reads as locked and up to date.
-    works = targets.works_for(targets.locked_plan(shapes), target.m_policy)
-    warm.write_marker(target, root, fp, used, targets.plan_hash(works), path=targets.FALLBACK,
+    # Record the plan the lock now implies, so the target reads as locked and up to date:
+    # the server warmed every shape, those of types jitwarm cannot run included.
+    plan, unsupported = targets.locked_plan(shapes)
+    works = targets.works_for(plan, target.m_policy)
+    warm.write_marker(target, root, fp, used, targets.plan_hash(works, unsupported), path=targets.FALLBACK,
                       lock=str(lock), captured_shapes=[locks.shape_text(s) for s in shapes],
                       new=created, verification=how, seconds={"server": round(outcome.seconds, 3)})
     print(f"[{target.name}] captured {len(shapes)} shapes into {lock}; {len(used)} entries "
@@ -87,7 +89,9 @@ def run(target: targets.Target, ctx: warm.Context):
 def _env(staging: Path) -> dict:
     env = dict(os.environ)
     env["PYTHONUNBUFFERED"] = "1"
-    # sglang derives DG_JIT_CACHE_DIR from SGLANG_DG_CACHE_DIR; point both at the view.
+    # sglang derives DG_JIT_CACHE_DIR from SGLANG_DG_CACHE_DIR, after copying SGL_DG_CACHE_DIR
+    # over it; point them all at the view, which holds every root's entries.
+    env.pop("SGL_DG_CACHE_DIR", None)
     env["SGLANG_DG_CACHE_DIR"] = env["DG_JIT_CACHE_DIR"] = str(staging)
     return env
 

@@ -8,8 +8,7 @@ None ("absent"), never raised.
 from __future__ import annotations
 
 import contextlib
-import importlib.metadata as metadata
-import importlib.util
+import hashlib
 import json
 import os
 import re
@@ -19,21 +18,10 @@ import sys
 import time
 from pathlib import Path
 
-# Env vars that change DeepGEMM's compiled kernels or sglang's warmup (FACTS.md §1).
-KERNEL_ENV = (
-    "DG_JIT_USE_NVRTC",
-    "DG_JIT_NVCC_COMPILER",
-    "DG_JIT_CPP_STANDARD",
-    "DG_JIT_WITH_LINEINFO",
-    "DG_JIT_PTXAS_VERBOSE",
-    "DG_JIT_DEBUG",
-    "SGLANG_DG_USE_NVRTC",
-    "SGL_DG_USE_NVRTC",
-    "SGLANG_JIT_DEEPGEMM_FAST_WARMUP",
-    "SGLANG_JIT_DEEPGEMM_PRECOMPILE",
-    "SGLANG_ENABLE_JIT_DEEPGEMM",
-)
-DEEP_GEMM_DISTS = ("sgl-deep-gemm", "deep-gemm")
+from . import layouts
+
+# Env vars that change sglang's warmup; each layout adds those that change its kernels.
+SGLANG_ENV = ("SGLANG_JIT_DEEPGEMM_FAST_WARMUP", "SGLANG_JIT_DEEPGEMM_PRECOMPILE", "SGLANG_ENABLE_JIT_DEEPGEMM")
 # Test seam: tests point this at a stand-in module; production leaves it unset.
 MODULE_ENV = "JITWARM_DEEP_GEMM_MODULE"
 _TIMEOUT_S = 10
@@ -59,9 +47,15 @@ def current() -> dict:
 seconds: float | None = None  # how long computing the fingerprint took, for the warm's report
 
 
+def kernel_env(layout) -> tuple[str, ...]:
+    return (*layout.kernel_env, *SGLANG_ENV)
+
+
 def compute(environ=None) -> dict:
     env = os.environ if environ is None else environ
-    nvcc = _start([nvcc_path(env), "--version"], env)
+    module = deep_gemm_module(env)
+    layout = layouts.detect(module, env)
+    nvcc = _start([nvcc_path(env, layout), "--version"], env)
     smi = _start(_smi_argv(env), env)
     # The SM count needs the driver; ask now, in parallel, wherever nvidia-smi exists.
     probe = _start([sys.executable, "-m", "tasks.gpu_probe"], env, timeout=20) if smi.proc else _Child(None, 0)
@@ -74,21 +68,21 @@ def compute(environ=None) -> dict:
                                        "nvidia-cuda-runtime-cu12"),
         "sglang": _dist_version("sglang"),
     }
-    fp.update(_deep_gemm(deep_gemm_module(env)))
-    fp["nvcc"] = _nvcc_release(_finish(nvcc))
+    fp.update(_deep_gemm(module, layout))
+    version_text = _finish(nvcc)
+    fp["nvcc"] = _nvcc_release(version_text)
+    if not layout.keys_install_path:
+        # DeepJIT hashes the whole `nvcc --version` text into every entry's key.
+        fp["nvcc.version_sha256"] = hashlib.sha256(version_text.encode()).hexdigest()[:16] if version_text else None
     fp.update(_gpu(_finish(smi), _finish(probe)))
-    for name in KERNEL_ENV:
+    for name in kernel_env(layout):
         fp[f"env.{name}"] = env.get(name)
     return fp
 
 
-def _deep_gemm_dist() -> str | None:
-    return next((name for name in DEEP_GEMM_DISTS if _dist_version(name)), None)
-
-
 def package_versions() -> dict:
     """sglang and deep_gemm versions from package metadata alone (cheap, for planning)."""
-    dist = _deep_gemm_dist()
+    dist = layouts.deep_gemm_dist()
     return {"sglang": _dist_version("sglang"),
             "deep_gemm": f"{dist} {_dist_version(dist)}" if dist else None}
 
@@ -107,32 +101,16 @@ def _show(value) -> str:
     return "absent" if value is None else str(value)
 
 
-def _dist_version(name: str) -> str | None:
-    try:
-        return metadata.version(name)
-    except metadata.PackageNotFoundError:
-        return None
+_dist_version = layouts.dist_version
 
 
 def _first_version(*names: str) -> str | None:
     return next((v for v in map(_dist_version, names) if v), None)
 
 
-def _package_dir(module: str) -> Path | None:
-    try:
-        spec = importlib.util.find_spec(module)
-    except (ImportError, ValueError):
-        return None
-    if spec is None:
-        return None
-    if spec.submodule_search_locations:
-        return Path(list(spec.submodule_search_locations)[0]).resolve()
-    return Path(spec.origin).resolve() if spec.origin else None
-
-
 def _torch_cuda() -> str | None:
     """torch.version.cuda, read from torch/version.py without importing torch."""
-    where = _package_dir("torch")
+    where = layouts.package_dir("torch")
     try:
         text = (where / "version.py").read_text() if where else ""
     except OSError:
@@ -141,22 +119,25 @@ def _torch_cuda() -> str | None:
     return match.group(1) if match else None
 
 
-def _deep_gemm(module: str) -> dict:
-    path = _package_dir(module)
-    dist = _deep_gemm_dist() if module == "deep_gemm" else None
-    return {
+def _deep_gemm(module: str, layout) -> dict:
+    dist = layouts.deep_gemm_dist() if module == "deep_gemm" else None
+    found = {
         "deep_gemm.module": module,
         "deep_gemm.dist": dist,
         "deep_gemm.version": _dist_version(dist) if dist else None,
-        # The absolute include path enters DeepGEMM's own cache key.
-        "deep_gemm.path": str(path) if path else None,
+        "deep_gemm.layout": layout.id,
     }
+    if layout.keys_install_path:  # 0.1.x: the absolute include path enters DeepGEMM's own key
+        path = layouts.package_dir(module)
+        found["deep_gemm.path"] = str(path) if path else None
+    return found
 
 
-def nvcc_path(env) -> str:
-    """Where deep_gemm finds nvcc: DG_JIT_NVCC_COMPILER, else $CUDA_HOME/bin/nvcc."""
-    if env.get("DG_JIT_NVCC_COMPILER"):
-        return env["DG_JIT_NVCC_COMPILER"]
+def nvcc_path(env, layout=layouts.LAYOUTS["0.1.x"]) -> str:
+    """Where deep_gemm finds nvcc: DG_JIT_NVCC_COMPILER (0.2.x: or DJ_), else $CUDA_HOME/bin/nvcc."""
+    for name in layout.nvcc_env:
+        if env.get(name):
+            return env[name]
     home = env.get("CUDA_HOME") or env.get("CUDA_PATH")
     if not home:
         found = shutil.which("nvcc", path=env.get("PATH"))

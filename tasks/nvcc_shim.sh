@@ -5,6 +5,11 @@
 # compile while others either wait (JITWARM_NVCC_WAIT=1) or are told "busy" at once
 # (exit 75, and JITWARM_BUSY_FLAG is touched) so they can work on other kernels.
 #
+# Both layouts call it through a shell from the build directory: 0.1.x as
+# `cd <tmp> && nvcc <tmp>/kernel.cu -cubin -o <out> ...`, 0.2.x (DeepJIT) as
+# `cd <tmp> && nvcc <tmp>/kernel.cu --cubin --output-file <out> ...`; `nvcc --version`
+# passes straight through, so DeepJIT hashes the real compiler's text.
+#
 # Environment: JITWARM_REAL_NVCC (required), JITWARM_KSTORE (store directory).
 real="${JITWARM_REAL_NVCC:?JITWARM_REAL_NVCC is not set}"
 store="${JITWARM_KSTORE:-}"
@@ -13,13 +18,15 @@ case "$src" in *.cu) ;; *) exec "$real" "$@" ;; esac
 out=""
 prev=""
 for a in "$@"; do
-    [ "$prev" = "-o" ] && out="$a"
+    case "$prev" in -o|--output-file) out="$a" ;; esac
+    case "$a" in --output-file=*|-o=*) out="${a#*=}" ;; esac
     prev="$a"
 done
 if [ -z "$out" ] || [ -z "$store" ]; then exec "$real" "$@"; fi
 
+# The build directory's paths differ per call; everything else must match.
 key=$( { cat "$src"; for a in "$@"; do
-            [ "$a" = "$src" ] || [ "$a" = "$out" ] || printf '%s\n' "$a"
+            case "$a" in "$src"|"$out"|--output-file=*|-o=*) ;; *) printf '%s\n' "$a" ;; esac
         done; } | sha256sum | cut -c1-32 )
 mkdir -p "$store"
 if [ -s "$store/$key.cubin" ]; then cp "$store/$key.cubin" "$out" && exit 0; fi

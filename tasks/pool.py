@@ -24,7 +24,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from . import cacheview, fingerprint, gpumem, mlists, records, shared_replay, supervise, worker
+from . import cacheview, fingerprint, gpumem, layouts, mlists, records, shared_replay, supervise, worker
+from .cacheroot import CacheRoot
 from .settings import REPO_ROOT, Settings
 from .targets import ShapeWork
 
@@ -99,10 +100,10 @@ def queue_order(works: list[ShapeWork], m_values: dict[str, tuple[int, ...]], ch
     return queue
 
 
-def shim_env(store: Path, env: dict | None = None) -> dict:
-    """Environment that routes deep_gemm's nvcc calls through the shim."""
+def shim_env(store: Path, env: dict | None = None, layout=layouts.LAYOUTS["0.1.x"]) -> dict:
+    """Environment that routes deep_gemm's nvcc calls through the shim (DG_ wins over DJ_ in 0.2.x)."""
     env = dict(os.environ if env is None else env)
-    env["JITWARM_REAL_NVCC"] = fingerprint.nvcc_path(env)
+    env["JITWARM_REAL_NVCC"] = fingerprint.nvcc_path(env, layout)
     env["JITWARM_KSTORE"] = str(store)
     env["DG_JIT_NVCC_COMPILER"] = str(SHIM)
     env["JITWARM_NVCC_WAIT"] = "1"
@@ -127,16 +128,17 @@ def store_for(root: Path, fp: dict, max_age_s: float) -> Path:
 _standby: tuple[tuple[str, str], subprocess.Popen] | None = None  # ((root, store), the pool process)
 
 
-def prestart(root: Path, fp: dict, settings: Settings, base_env: dict) -> None:
+def prestart(cache: CacheRoot, fp: dict, settings: Settings, base_env: dict) -> None:
     """Start the pool's process now: its torch import (seconds) then overlaps whatever the
     warm does before it needs the pool (pulls, planning). It waits for its plan on stdin;
     `run` hands it one, and `stop_standby` ends it if no pool is needed after all."""
     global _standby
     if _standby is not None:
         return
+    root = cache.path
     store = store_for(root, fp, max_age_s=2 * settings.shape_timeout_s)
     argv = [sys.executable, "-m", "tasks.zygote", "--standby", fp["deep_gemm.module"]]
-    proc = supervise.spawn(argv, shim_env(store, base_env), records.log_path(root, "pool"), cwd=REPO_ROOT,
+    proc = supervise.spawn(argv, shim_env(store, base_env, cache.layout), records.log_path(root, "pool"), cwd=REPO_ROOT,
                            stdin=subprocess.PIPE)
     _standby = ((str(root), str(store)), proc)
     atexit.register(stop_standby)
@@ -185,7 +187,7 @@ class Replay:
         return supervise.log_tail(self.log, lines)
 
 
-def run(works: list[ShapeWork], root: Path, fp: dict, settings: Settings, base_env: dict,
+def run(works: list[ShapeWork], cache: CacheRoot, fp: dict, settings: Settings, base_env: dict,
         store: Path, on_replay, report: Report | None = None, pulled: dict | None = None) -> Report:
     """Compile every work's kernels in parallel, then replay each work in its own view.
 
@@ -199,6 +201,7 @@ def run(works: list[ShapeWork], root: Path, fp: dict, settings: Settings, base_e
     """
     report = Report() if report is None else report
     pulled = pulled or {}
+    root = cache.path
     started = report.started = time.monotonic()
     module = fp["deep_gemm.module"]
     free = gpumem.free_bytes() if module == "deep_gemm" else None
@@ -217,23 +220,24 @@ def run(works: list[ShapeWork], root: Path, fp: dict, settings: Settings, base_e
     compile_jobs = [{
         "plan": {"module": module, "shapes": compile_shapes, "busy_flag": str(work_dir / f"busy-{i}"),
                  "first_call": _first_call(i, compiling, report.m_values)},
-        "env": {"JITWARM_BUSY_FLAG": str(work_dir / f"busy-{i}"), "DG_JIT_CACHE_DIR": str(root)},
+        # Compile workers build straight into the writable root and find what every root holds.
+        "env": {"JITWARM_BUSY_FLAG": str(work_dir / f"busy-{i}"), "DG_JIT_CACHE_DIR": cache.env_value()},
         "log": str(records.log_path(root, f"compile-{i}")), "result": str(work_dir / f"compile-{i}.json"),
         "status": str(work_dir / f"compile-{i}.status")} for i in range(report.workers)]
     replay_jobs = {s: {
-        "plan": {"root": str(root), "staging": str(work_dir / f"view-{s}"), "module": module,
+        "plan": {"cache": cache.as_plan(), "staging": str(work_dir / f"view-{s}"), "module": module,
                  "shape": {k: v for k, v in shapes[s].items() if k != "rows"},
                  "m_values": list(report.m_values[w.key]),
                  "contig_alignment": mlists.CONTIG_ALIGNMENT},
         "log": str(records.log_path(root, w.name)), "result": str(work_dir / f"replay-{s}.json"),
         "status": str(work_dir / f"replay-{s}.status")} for s, w in enumerate(runnable) if w.key not in pulled}
     shared_index = {s: i for i, s in enumerate(s for s, w in enumerate(runnable) if w.key in pulled)}
-    shared = _shared_spec(work_dir / "shared", root, module, [
+    shared = _shared_spec(work_dir / "shared", cache, module, [
         ({k: v for k, v in shapes[s].items() if k != "rows"}, report.m_values[runnable[s].key]) for s in shared_index],
         report.replay_slots) if shared_index else None
     plan_file = work_dir / "plan.json"
     plan_file.write_text(json.dumps({
-        "module": module, "root": str(root), "compile": compile_jobs, "queue": queue, "chunk": QUEUE_CHUNK,
+        "module": module, "cache": cache.as_plan(), "compile": compile_jobs, "queue": queue, "chunk": QUEUE_CHUNK,
         "replays": list(replay_jobs.values()), "shared": shared, "timeout_s": settings.shape_timeout_s,
         "parallel_replay": report.replay_slots,
         "timings": str(work_dir / "timings.json")}))
@@ -247,7 +251,7 @@ def run(works: list[ShapeWork], root: Path, fp: dict, settings: Settings, base_e
     def deliver(outcome: supervise.Outcome | None) -> None:
         for s, work in list(pending.items()):
             if s in shared_index:
-                got = shared_replay.outcome(shared, shared_index[s], pulled[work.key], root,
+                got = shared_replay.outcome(shared, shared_index[s], pulled[work.key], cache,
                                             outcome.describe() if outcome else None)
                 if got is None:
                     continue
@@ -263,7 +267,8 @@ def run(works: list[ShapeWork], root: Path, fp: dict, settings: Settings, base_e
             on_replay(work, replay)
 
     try:
-        outcome = supervise.run([sys.executable, "-m", "tasks.zygote", str(plan_file)], shim_env(store, base_env),
+        outcome = supervise.run([sys.executable, "-m", "tasks.zygote", str(plan_file)],
+                                shim_env(store, base_env, cache.layout),
                                 records.log_path(root, "pool"), 2 * settings.shape_timeout_s + 120, cwd=REPO_ROOT,
                                 on_poll=lambda: deliver(None), proc=_hand_plan(root, store, plan_file))
         report.timings = records.read_json_any(work_dir / "timings.json") or {}
@@ -279,7 +284,7 @@ def run(works: list[ShapeWork], root: Path, fp: dict, settings: Settings, base_e
         deliver(outcome)
     finally:
         for view in [*work_dir.glob("view-*"), *work_dir.glob("shared/view-*")]:
-            cacheview.salvage(view, root)
+            cacheview.salvage(view, cache)
         shutil.rmtree(work_dir, ignore_errors=True)
     print(_summary(report), flush=True)
     return report
@@ -294,13 +299,14 @@ def _summary(report: Report) -> str:
             f"workers {t.get('worker_import_s', '?')}s; pool {report.seconds}s; fingerprint {fingerprint.seconds}s")
 
 
-def _shared_spec(where: Path, root: Path, module: str, shapes: list[tuple[dict, tuple]], slots: int) -> dict:
+def _shared_spec(where: Path, cache: CacheRoot, module: str, shapes: list[tuple[dict, tuple]], slots: int) -> dict:
     """What the shared replay processes of the pulled shapes work from."""
     where.mkdir()
     lengths = [len(m_values) for _, m_values in shapes]
     processes = shared_replay.processes(sum(lengths), slots)
     pieces = shared_replay.pieces(lengths, processes, worker.CAPTURE_CHUNK)
-    return {"dir": str(where), "root": str(root), "module": module, "contig_alignment": mlists.CONTIG_ALIGNMENT,
+    root = cache.path
+    return {"dir": str(where), "cache": cache.as_plan(), "module": module, "contig_alignment": mlists.CONTIG_ALIGNMENT,
             "shapes": [{"shape": shape, "m_values": list(m_values)} for shape, m_values in shapes],
             "pieces": pieces, "processes": min(processes, len(pieces)),
             "pool_log": str(records.log_path(root, "pool"))}

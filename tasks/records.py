@@ -11,6 +11,7 @@ import os
 from pathlib import Path
 
 from . import entries, fingerprint
+from .cacheroot import CacheRoot
 
 SCHEMA = 1
 _MAX_ENTRY_REASONS = 5
@@ -90,22 +91,22 @@ def read_json_any(path: Path) -> dict | None:
     return data if isinstance(data, dict) else None
 
 
-def entry_reasons(root: Path, recorded: dict[str, dict]) -> list[str]:
-    problems = [p for name in sorted(recorded) if (p := entries.problem(root, name, recorded[name]))]
+def entry_reasons(cache: CacheRoot, recorded: dict[str, dict]) -> list[str]:
+    problems = [p for name in sorted(recorded) if (p := entries.problem(cache, name, recorded[name]))]
     if len(problems) > _MAX_ENTRY_REASONS:
         extra = len(problems) - _MAX_ENTRY_REASONS
         problems = problems[:_MAX_ENTRY_REASONS] + [f"and {extra} more entries"]
     return problems
 
 
-def shape_reasons(root: Path, key: str, fp: dict) -> list[str]:
+def shape_reasons(cache: CacheRoot, key: str, fp: dict) -> list[str]:
     """Why a shape's warm no longer holds; [] when it does."""
-    record, why = read_json(shape_path(root, key))
+    record, why = read_json(shape_path(cache.path, key))
     if record is None:
         return ["never warmed" if why == "missing" else f"shape record {why}"]
     if not record.get("ok"):
         return [f"last warm failed: {record.get('error', 'unknown error')}"]
-    return fingerprint.diff(record.get("fingerprint", {}), fp) or entry_reasons(root, record.get("entries", {}))
+    return fingerprint.diff(record.get("fingerprint", {}), fp) or entry_reasons(cache, record.get("entries", {}))
 
 
 def superseded(root: Path, name: str, model: str, launch_index: int | None) -> list[Path]:
@@ -120,14 +121,14 @@ def superseded(root: Path, name: str, model: str, launch_index: int | None) -> l
     return found
 
 
-def target_reasons(root: Path, name: str, launch_hash: str, plan_hash: str | None, fp: dict,
+def target_reasons(cache: CacheRoot, name: str, launch_hash: str, plan_hash: str | None, fp: dict,
                    model: str = "", launch_index: int | None = None) -> list[str]:
     """Why a target is stale, cheapest checks first; [] when up to date.
 
     `plan_hash` is None for fallback targets, whose shapes only the server knows.
     """
-    marker, why = read_json(marker_path(root, name))
-    if marker is None and why == "missing" and superseded(root, name, model, launch_index):
+    marker, why = read_json(marker_path(cache.path, name))
+    if marker is None and why == "missing" and superseded(cache.path, name, model, launch_index):
         return [f"launch args changed (launch[{launch_index}] was warmed with other args)"]
     if marker is None:
         return ["not warmed yet (no marker)" if why == "missing" else f"marker {why}"]
@@ -137,4 +138,4 @@ def target_reasons(root: Path, name: str, launch_hash: str, plan_hash: str | Non
     elif plan_hash is not None and marker.get("plan_hash") != plan_hash:
         reasons.append("shape plan changed")
     reasons += fingerprint.diff(marker.get("fingerprint", {}), fp)
-    return reasons or entry_reasons(root, marker.get("entries", {}))
+    return reasons or entry_reasons(cache, marker.get("entries", {}))

@@ -6,7 +6,7 @@ Layout under the remote URL, per shape and toolchain:
     jitwarm/v1/<shape key>/<parts digest>/<archive sha256>.tar.zst
 
 The parts digest covers every fingerprint part that enters DeepGEMM's own cache key
-(PARTS), so kernels only travel between matching toolchains. Archives are named by their
+(key_parts), so kernels only travel between matching toolchains. Archives are named by their
 own hash and written before the manifest that points to them: a reader never sees half
 an artifact, and concurrent pushers of one key each leave a manifest that points to a
 whole archive.
@@ -28,15 +28,16 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from . import artifact, fingerprint
+from . import artifact
+from .cacheroot import CacheRoot
 from .worker import one_line
 from .settings import RemoteConfig
 
-# What DeepGEMM hashes into an entry's name: its code and include path, the compiler,
-# the arch and SM count, and the env that picks or tunes the compiler (FACTS.md §1).
-PARTS = ("deep_gemm.module", "deep_gemm.dist", "deep_gemm.version", "deep_gemm.path", "nvcc",
-         "gpu.arch", "gpu.sms") + tuple(f"env.{name}" for name in fingerprint.KERNEL_ENV
-                                        if name.startswith("DG_JIT_") or name.endswith("DG_USE_NVRTC"))
+# What DeepGEMM hashes into an entry's name: its code (and for 0.1.x its include path),
+# the compiler, the arch and SM count, and the env that picks or tunes the compiler
+# (FACTS.md §1, §7). The fingerprint holds only the parts its layout keys on.
+_PARTS = ("deep_gemm.module", "deep_gemm.dist", "deep_gemm.version", "deep_gemm.layout", "deep_gemm.path",
+          "nvcc", "nvcc.version_sha256", "gpu.arch", "gpu.sms")
 LAYOUT = "jitwarm/v1"
 MANIFEST = "manifest.json"
 MANIFEST_SCHEMA = 1
@@ -48,7 +49,9 @@ _HEX64 = re.compile(r"[0-9a-f]{64}")
 
 
 def key_parts(fp: dict) -> dict:
-    return {name: fp.get(name) for name in PARTS}
+    env = {name: value for name, value in fp.items()
+           if name.startswith(("env.DG_JIT_", "env.DJ_JIT_")) or name.endswith("DG_USE_NVRTC")}
+    return {**{name: fp[name] for name in _PARTS if name in fp}, **env}
 
 
 def artifact_dir(shape_key: str, parts: dict) -> str:
@@ -85,14 +88,14 @@ class Remote:
 
     # -- pulling ---------------------------------------------------------------------------
 
-    def pull_many(self, works, root: Path, fp: dict, work_dir: Path) -> dict[str, Outcome]:
+    def pull_many(self, works, cache: CacheRoot, fp: dict, work_dir: Path) -> dict[str, Outcome]:
         """Fetch and verify each shape's artifact in parallel, then publish the good ones."""
         parts = key_parts(fp)
         jobs = {w.key: (lambda w=w: self._fetch(w, parts, work_dir / w.key)) for w in works}
         outcomes = self._bounded(jobs, "pull")
         for key, outcome in outcomes.items():
             if outcome.status == "hit":
-                self._publish(outcome, root, work_dir / key)
+                self._publish(outcome, cache, work_dir / key)
         return outcomes
 
     def _fetch(self, work, parts: dict, into: Path) -> Outcome:
@@ -119,10 +122,10 @@ class Remote:
                        fetched={"archive": local, "format": archive["format"], "files": manifest["files"]})
 
     @staticmethod
-    def _publish(outcome: Outcome, root: Path, work_dir: Path) -> None:
+    def _publish(outcome: Outcome, cache: CacheRoot, work_dir: Path) -> None:
         got = outcome.fetched
         try:
-            published, kept = artifact.unpack(got["archive"], got["format"], got["files"], root, work_dir)
+            published, kept = artifact.unpack(got["archive"], got["format"], got["files"], cache, work_dir)
         except artifact.Rejected as exc:
             outcome.status, outcome.detail = "rejected", str(exc)
             return
@@ -135,16 +138,16 @@ class Remote:
 
     # -- pushing ---------------------------------------------------------------------------
 
-    def push_many(self, items, root: Path, fp: dict, work_dir: Path) -> dict[str, Outcome]:
+    def push_many(self, items, cache: CacheRoot, fp: dict, work_dir: Path) -> dict[str, Outcome]:
         """Upload each (work, entry names) whose artifact the remote lacks."""
         if not self.config.writable:
             raise RuntimeError(f"remote is in {self.config.mode} mode: never writing")
         parts = key_parts(fp)
-        jobs = {w.key: (lambda w=w, names=names: self._push(w, names, parts, root, work_dir / f"push-{w.key}"))
+        jobs = {w.key: (lambda w=w, names=names: self._push(w, names, parts, cache, work_dir / f"push-{w.key}"))
                 for w, names in items}
         return self._bounded(jobs, "push")
 
-    def _push(self, work, names: list[str], parts: dict, root: Path, into: Path) -> Outcome:
+    def _push(self, work, names: list[str], parts: dict, cache: CacheRoot, into: Path) -> Outcome:
         started = time.monotonic()
         fs, where = self._filesystem(), f"{self._base}/{artifact_dir(work.key, parts)}"
         with contextlib.suppress(FileNotFoundError):
@@ -153,7 +156,7 @@ class Remote:
         into.mkdir(parents=True)
         fmt = artifact.best_format()
         local = into / "archive"
-        files = artifact.pack(root, names, local, fmt)
+        files = artifact.pack(cache, names, local, fmt)
         sha, size = artifact.sha256_file(local), local.stat().st_size
         name = f"{sha}.{artifact.suffix(fmt)}"
         manifest = {"schema": MANIFEST_SCHEMA, "shape_key": work.key, "shape": work.describe(), "parts": parts,

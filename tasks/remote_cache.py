@@ -11,6 +11,7 @@ from collections import Counter
 from pathlib import Path
 
 from . import entries, events, records
+from .cacheroot import CacheRoot
 from .remote import Outcome, Remote
 from .settings import RemoteConfig, Settings
 
@@ -24,10 +25,10 @@ def _remote(config: RemoteConfig) -> Remote:
     return Remote(config)  # one per run, so a remote found down stays skipped
 
 
-def pull(shared: Remote | None, works, root: Path, fp: dict, scratch: Path) -> dict[str, Outcome]:
+def pull(shared: Remote | None, works, cache: CacheRoot, fp: dict, scratch: Path) -> dict[str, Outcome]:
     if shared is None or not works:
         return {}
-    outcomes = shared.pull_many(works, root, fp, scratch)
+    outcomes = shared.pull_many(works, cache, fp, scratch)
     events.emit("pulled", names=[name for outcome in outcomes.values() for name in outcome.published])
     names = {w.key: w.name for w in works}
     for key, outcome in outcomes.items():
@@ -56,11 +57,12 @@ def discard_pulled(root: Path, outcomes: list[Outcome]) -> None:
         entries.remove(root, name)
 
 
-def push(shared: Remote, items, root: Path, fp: dict, scratch: Path) -> dict[str, Outcome]:
+def push(shared: Remote, items, cache: CacheRoot, fp: dict, scratch: Path) -> dict[str, Outcome]:
     """Upload (work, entry names) items; note each outcome in the shape's record."""
     if not items:
         return {}
-    outcomes = shared.push_many(items, root, fp, scratch)
+    root = cache.path
+    outcomes = shared.push_many(items, cache, fp, scratch)
     for work, _ in items:
         outcome = outcomes[work.key]
         if outcome.status == "error":
@@ -73,12 +75,12 @@ def push(shared: Remote, items, root: Path, fp: dict, scratch: Path) -> dict[str
     return outcomes
 
 
-def warm_shapes(root: Path, works, fp: dict) -> list[tuple]:
+def warm_shapes(cache: CacheRoot, works, fp: dict) -> list[tuple]:
     """(work, entry names) for each work that is warm here: what `doit push` uploads."""
     found = []
     for work in works:
-        if not records.shape_reasons(root, work.key, fp):
-            record, _ = records.read_json(records.shape_path(root, work.key))
+        if not records.shape_reasons(cache, work.key, fp):
+            record, _ = records.read_json(records.shape_path(cache.path, work.key))
             found.append((work, sorted(record["entries"])))
     return found
 

@@ -14,6 +14,7 @@ from typing import Annotated, Literal, Union
 import msgspec
 
 from . import records
+from .cacheroot import CacheRoot
 from .targets import FALLBACK, Target
 
 SCHEMA_VERSION = 1
@@ -129,10 +130,10 @@ def write(report: Report, path: Path) -> None:
     records.replace_file(path, encode(report))
 
 
-def target_result(target: Target, run: TargetRun, root: Path, new: set[str],
+def target_result(target: Target, run: TargetRun, cache: CacheRoot, new: set[str],
                   local_keys: frozenset[str] | None, started_at: str) -> TargetResult:
     """`new`: cache entries that appeared during the run; `started_at`: its ISO start time."""
-    path = "invalid" if target.error else target.path
+    path, root = "invalid" if target.error else target.path, cache.path
     marker, _ = records.read_json(records.marker_path(root, target.name))
     stale = bool(run.stale_reasons)
     if run.failed:
@@ -140,7 +141,7 @@ def target_result(target: Target, run: TargetRun, root: Path, new: set[str],
     elif not stale:
         outcome = "up to date"
     elif local_keys is not None and (marker is None or records.target_reasons(
-            root, target.name, target.launch_hash, target.plan_hash, marker.get("fingerprint", {}))):
+            cache, target.name, target.launch_hash, target.plan_hash, marker.get("fingerprint", {}))):
         outcome = "partial"
     else:
         outcome = "rebuilt"

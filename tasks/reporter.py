@@ -37,8 +37,9 @@ class WarmReporter(ConsoleReporter):
         self.ctx, chosen, checks = doit_tasks.current()
         self.shard = str(chosen.shard) if chosen.shard else None
         wanted = {n.removeprefix(PREFIX) for n in _expand(tasks, selected_tasks) if n.startswith(PREFIX)}
-        self.root = self.ctx.root.path
-        self.before = entries.names(self.root)
+        self.cache = self.ctx.root
+        self.root = self.cache.path
+        self.before = self._names()
         rows = {}
         for target in chosen.targets:
             if target.name not in wanted:
@@ -99,7 +100,7 @@ class WarmReporter(ConsoleReporter):
             return
         conf = self.ctx.settings
         wanted = conf.report_json or conf.junit_xml or os.environ.get(summary.ENV)
-        appeared = entries.names(self.root) - self.before
+        appeared = self._names() - self.before
         if conf.remote is not None and appeared:  # the records say what came from the remote
             self.pulled |= report.pulled_entries(list(self.targets.values()), self.root)
         new = appeared - self.pulled
@@ -142,7 +143,7 @@ class WarmReporter(ConsoleReporter):
         from . import records
 
         target = self.targets[name]
-        return not records.target_reasons(self.root, name, target.launch_hash, target.plan_hash,
+        return not records.target_reasons(self.cache, name, target.launch_hash, target.plan_hash,
                                           fingerprint.current())
 
     def _kernels(self, name: str) -> int:
@@ -150,7 +151,11 @@ class WarmReporter(ConsoleReporter):
 
     def _new(self) -> set[str]:
         """Entries compiled so far in this run: those that appeared, less those pulled."""
-        return entries.names(self.root) - self.before - self.pulled
+        return self._names() - self.before - self.pulled
+
+    def _names(self) -> set[str]:
+        """Entries in the writable root, where every build lands."""
+        return entries.names(self.root, self.cache.layout)
 
     def build(self, new: set[str]) -> report.Report:
         """`new`: the cache entries that appeared during the run."""
@@ -158,7 +163,7 @@ class WarmReporter(ConsoleReporter):
         for name, run in self.runs.items():
             if run.stale_reasons and not run.finished and not run.failed:
                 run.failed, run.failure = True, "not finished: the run was interrupted"
-            results.append(report.target_result(self.targets[name], run, self.root, new, self.local[name],
+            results.append(report.target_result(self.targets[name], run, self.cache, new, self.local[name],
                                                 self.started_at))
         seconds = time.monotonic() - self.started
         remote = str(self.ctx.settings.remote) if self.ctx.settings.remote is not None else None

@@ -23,6 +23,7 @@ import traceback
 from pathlib import Path
 
 from . import entries, records, worker
+from .cacheroot import CacheRoot
 from .cacheview import CacheView
 
 PIECES_PER_PROCESS = 4  # enough to even out the processes' ends; each piece costs a shape switch
@@ -65,7 +66,7 @@ def run(spec: dict, job: dict, take, slot) -> int:
     """A process's body: replay pieces from `take()` until none are left (or one fails or
     compiles). `slot` = [piece now running or -1, when it began, pieces taken], read by the
     zygote to time pieces out and to tell which piece a dead process was on."""
-    view = CacheView(Path(spec["root"]), Path(job["staging"]))
+    view = CacheView(CacheRoot.from_plan(spec["cache"]), Path(job["staging"]))
     os.environ["DG_JIT_CACHE_DIR"] = str(view.path)
     began = time.monotonic()
     worker.start_device(spec["module"])
@@ -115,7 +116,7 @@ def _release(executor) -> None:
         release()
 
 
-def outcome(spec: dict, s: int, expected: list[str], root: Path, pool_ended: str | None = None):
+def outcome(spec: dict, s: int, expected: list[str], cache: CacheRoot, pool_ended: str | None = None):
     """(status, result or None, log) of pulled shape `s` once each of its pieces has a
     result or a status; None while some are still running. With `pool_ended` (how the
     pool ended), pieces with neither count as not run."""
@@ -140,7 +141,7 @@ def outcome(spec: dict, s: int, expected: list[str], root: Path, pool_ended: str
     created = sorted({name for r in done for name in r["created"]})
     described = {}
     for name in sorted(set(expected) | opened | set(created)):
-        desc = entries.describe(entries.cache_dir(root) / name)
+        desc = entries.describe(cache, name)
         if desc is None:
             return f"failed: entry {name} is incomplete after the replay", None, Path(spec["pool_log"])
         described[name] = desc

@@ -51,8 +51,9 @@ def _m_digest(m_values: tuple[int, ...]) -> str:
     return hashlib.sha256(json.dumps(m_values).encode()).hexdigest()
 
 
-def plan_hash(works) -> str:
-    return hashlib.sha256(json.dumps(sorted(w.key for w in works)).encode()).hexdigest()
+def plan_hash(works, unsupported: tuple[str, ...] = ()) -> str:
+    keys = sorted(w.key for w in works)
+    return hashlib.sha256(json.dumps([keys, sorted(unsupported)] if unsupported else keys).encode()).hexdigest()
 
 
 @dataclass
@@ -75,11 +76,21 @@ class Target:
     fallback_timeout_s: int = 1800
     lock: locks.Capture | None = None
     lock_note: str | None = None  # why a lock on disk was not used
+    unsupported: tuple[str, ...] = ()  # locked shapes of kernel types jitwarm cannot run
 
     @property
     def plan_hash(self) -> str | None:
         """None for fallback targets: their shapes are unknown until the server reports them."""
-        return None if self.path == FALLBACK else plan_hash(self.works)
+        return None if self.path == FALLBACK else plan_hash(self.works, self.unsupported)
+
+    @property
+    def unsupported_line(self) -> str:
+        """One line: what this target's lock needs that jitwarm cannot warm."""
+        kinds = ", ".join(sorted({text.split()[0] for text in self.unsupported}))
+        return (f"no executor in jitwarm for kernel type {kinds}: {len(self.unsupported)} captured shape(s) "
+                f"left cold, e.g. {self.unsupported[0]}; the server will JIT-compile them at start (delete "
+                f"launch[{self.launch_index}]'s [[capture]] in {locks.path_for(self.source).name} to warm this "
+                f"target through the server instead)")
 
     @property
     def doc(self) -> str:
@@ -89,7 +100,8 @@ class Target:
         head = f"{self.hf_id} tp{self.tp}{' ' + args if args else ''}"
         if self.path == FALLBACK:
             return f"{head}: fallback via sglang.compile_deep_gemm ({self.fallback_reason})"
-        return f"{head}: {len(self.works)} shapes, {self.path}"
+        cold = f", {len(self.unsupported)} of a kernel type jitwarm cannot run" if self.unsupported else ""
+        return f"{head}: {len(self.works)} shapes, {self.path}{cold}"
 
 
 def expand(specs, environ=None) -> list[Target]:
@@ -151,7 +163,7 @@ def _choose_path(target, spec, launch, config, config_error, config_missing, cap
         target.lock_note = lock_error or _unusable(capture, launch, versions)
         if capture is not None and target.lock_note is None:
             target.path, target.lock = LOCKED, capture
-            target.plan = locked_plan(capture.shapes)
+            target.plan, target.unsupported = locked_plan(capture.shapes)
         else:
             target.path, target.fallback_reason = FALLBACK, reason
             return
@@ -193,11 +205,17 @@ def _values(policy: mlists.MListPolicy) -> tuple[int, ...]:
     return tuple(policy.values())
 
 
-def locked_plan(shapes) -> planner.Plan:
-    plan = planner.Plan()
+def locked_plan(shapes) -> tuple[planner.Plan, tuple[str, ...]]:
+    """The plan of the captured shapes jitwarm can run, and the text of those it cannot
+    (sglang 0.5.23's BLOCK32, BF16 and BF16BF16F32 types have no executor here yet)."""
+    plan, unsupported = planner.Plan(), []
+    known = {k.value for k in Kind}
     for kind, n, k, groups in shapes:
-        plan.add(GemmShape(Kind(kind), n, k, groups), "captured from sglang")
-    return plan
+        if kind in known:
+            plan.add(GemmShape(Kind(kind), n, k, groups), "captured from sglang")
+        else:
+            unsupported.append(locks.shape_text((kind, n, k, groups)))
+    return plan, tuple(unsupported)
 
 
 def _unusable(capture: locks.Capture | None, launch, versions: dict) -> str | None:
@@ -206,9 +224,6 @@ def _unusable(capture: locks.Capture | None, launch, versions: dict) -> str | No
     if capture.launch_hash != launch.hash:
         return (f"lock for launch[{launch.index}] was captured for other launch args "
                 f"({capture.launch_hash[:8]}, now {launch.hash[:8]}); ignored")
-    known = {k.value for k in Kind}
-    if unknown := sorted({s[0] for s in capture.shapes} - known):
-        return f"lock lists {', '.join(unknown)}, which the direct worker cannot run; ignored"
     if not capture.shapes and (capture.sglang, capture.deep_gemm) != (versions["sglang"], versions["deep_gemm"]):
         # "Uses no DeepGEMM kernel" holds only for the toolchain that said so.
         return (f"empty lock was captured with sglang {capture.sglang}, {capture.deep_gemm}; "

@@ -49,7 +49,13 @@ def preflight(fp: dict) -> str | None:
         return None  # a test stand-in needs no GPU
     if fp.get("gpu.arch") is None:
         return "no NVIDIA GPU visible (nvidia-smi reported none)"
-    if fp.get("nvcc") is None and os.environ.get("SGL_DG_USE_NVRTC", "0") == "0":
+    if fp.get("deep_gemm.layout") == "0.2.x":  # DeepJIT: nvcc only, at least 12.9 (backend.hpp)
+        release = tuple(int(part) for part in (fp.get("nvcc") or "0.0").split(".")[:2])
+        if fp.get("nvcc") is None:
+            return "nvcc not found (set CUDA_HOME or DG_JIT_NVCC_COMPILER); sgl-deep-gemm 0.2.x has no NVRTC"
+        if release < (12, 9):
+            return f"nvcc {fp['nvcc']} is too old: sgl-deep-gemm 0.2.x needs nvcc 12.9 or newer"
+    elif fp.get("nvcc") is None and os.environ.get("SGL_DG_USE_NVRTC", "0") == "0":
         return "nvcc not found (set CUDA_HOME or DG_JIT_NVCC_COMPILER)"
     return None
 
@@ -67,11 +73,11 @@ def finish_target(target: Target, ctx: Context, local_keys: frozenset[str] | Non
     from . import batch  # the queued shapes of this run: warm them all at once
     batch.flush(ctx)
     fp = fingerprint.current()
-    if not records.target_reasons(ctx.root.path, target.name, target.launch_hash, target.plan_hash, fp):
+    if not records.target_reasons(ctx.root, target.name, target.launch_hash, target.plan_hash, fp):
         return None  # the batch committed it
     failures = commit_target(target, ctx)
     if failures and local_keys is not None:
-        if not any(records.shape_reasons(ctx.root.path, w.key, fp) for w in target.works if w.key in local_keys):
+        if not any(records.shape_reasons(ctx.root, w.key, fp) for w in target.works if w.key in local_keys):
             print(f"{target.name}: partial, {len(local_keys)} of {len(target.works)} shapes warmed in this "
                   f"shard; the marker is written where every shard's shapes are in one cache root", flush=True)
             return None
@@ -88,7 +94,7 @@ def commit_target(target: Target, ctx: Context) -> list[str]:
     fp = fingerprint.current()
     failures, tails, merged, shapes = [], [], {}, []
     for work in target.works:
-        reasons = records.shape_reasons(root, work.key, fp)
+        reasons = records.shape_reasons(ctx.root, work.key, fp)
         record, _ = records.read_json(records.shape_path(root, work.key))
         if reasons:
             failures.append(f"shape {work.name}: {reasons[0]}")
@@ -99,7 +105,9 @@ def commit_target(target: Target, ctx: Context) -> list[str]:
                        "seconds": record.get("seconds"), "verification": record.get("verification"),
                        "replay": record.get("replay"), "reduced_max_m": record.get("reduced_max_m")})
     if failures:
-        return failures + tails
+        return failures + tails + ([target.unsupported_line] if target.unsupported else [])
+    if target.unsupported:
+        return [target.unsupported_line]  # no marker: those kernels are not in the cache
     write_marker(target, root, fp, merged, target.plan_hash, path=target.path, shapes=shapes,
                  seconds={"warm": max((s["seconds"] or 0 for s in shapes), default=0),
                           "replays": round(sum((s["replay"] or {}).get("seconds", 0) for s in shapes), 3)})

@@ -17,6 +17,7 @@ import time
 from pathlib import Path
 
 from . import records
+from .cacheroot import CacheRoot
 from .cacheview import CacheView
 
 EXIT_ENV = 3
@@ -42,7 +43,7 @@ def one_line(exc: BaseException, limit: int = 200) -> str:
 
 
 def run(plan: dict) -> dict:
-    view = CacheView(Path(plan["root"]), Path(plan["staging"]))
+    view = CacheView(CacheRoot.from_plan(plan["cache"]), Path(plan["staging"]))
     os.environ["DG_JIT_CACHE_DIR"] = str(view.path)
 
     started = time.monotonic()

@@ -27,6 +27,7 @@ import traceback
 from pathlib import Path
 
 from . import compile_worker, records, shared_replay, worker
+from .cacheroot import CacheRoot
 
 
 def main(argv: list[str]) -> int:
@@ -61,7 +62,7 @@ def main(argv: list[str]) -> int:
 
     compile_kids = [_Kid(job, lambda job: _compile_child(job, take)) for job in plan["compile"]]
     timings["compile_s"], pids = _run_children(compile_kids, len(compile_kids), plan["timeout_s"])
-    _remove_build_leftovers(Path(plan["root"]), pids)
+    _remove_build_leftovers(CacheRoot.from_plan(plan["cache"]), pids)
     kids = [_Kid(job, _replay_child) for job in plan["replays"]]
     shared = _Shared(plan["shared"]) if plan.get("shared") else None
     if shared is not None:
@@ -130,7 +131,7 @@ class _Shared:
 
     def kid(self) -> "_SharedKid":
         n, self.started = self.started, self.started + 1
-        job = {"log": str(records.log_path(Path(self.spec["root"]), f"replay-pulled-{n}")),
+        job = {"log": str(records.log_path(Path(self.spec["cache"]["root"]), f"replay-pulled-{n}")),
                "staging": str(Path(self.spec["dir"]) / f"view-{n}")}
         return _SharedKid(self, job)
 
@@ -199,11 +200,10 @@ def _run_children(kids: list[_Kid], parallel: int, timeout: float) -> tuple[floa
     return round(time.monotonic() - started, 3), pids
 
 
-def _remove_build_leftovers(root: Path, pids: list[int]) -> None:
-    """deep_gemm builds in <root>/tmp/<pid>-<uuid>/; a deferred call leaves its directory."""
-    for pid in pids:
-        for path in (root / "tmp").glob(f"{pid}-*"):
-            shutil.rmtree(path, ignore_errors=True)
+def _remove_build_leftovers(cache: CacheRoot, pids: list[int]) -> None:
+    """Build directories the workers' deferred calls left in the writable root (layout-specific)."""
+    for path in cache.layout.build_leftovers(cache.path, pids):
+        shutil.rmtree(path, ignore_errors=True)
 
 
 def _kill_group(pgid: int) -> None:

@@ -16,27 +16,56 @@ DODO = REPO / "dodo.py"
 V3_CONFIG = (REPO / "models" / "deepseek-v3-0324.toml").read_text().split("[[launch]]")[0]
 
 
+def make_entry(root: Path, name: str, layout: str = "0.1.x", binary: bytes | None = b"\x7fCUBIN",
+               source: str | None = "code", committed: bool = True) -> Path:
+    """A cache entry as the layout writes it (0.2.x adds meta.json and `.committed`)."""
+    entry = Path(root) / "cache" / name
+    entry.mkdir(parents=True)
+    if source is not None:
+        (entry / "kernel.cu").write_text(source)
+    if binary is not None:
+        (entry / "kernel.cubin").write_bytes(binary)
+    if layout == "0.2.x":
+        (entry / "meta.json").write_text('{"command": "nvcc"}')
+        if committed:
+            (entry / ".committed").write_text("")
+    return entry
+
+
+def cache(path: Path, layout: str = "0.1.x", *readonly: Path):
+    from tasks import layouts
+    from tasks.cacheroot import CacheRoot
+
+    return CacheRoot(Path(path), "test", layouts.by_id(layout), tuple(Path(p) for p in readonly))
+
+
 def model_file(directory: Path, name: str, launches: str, header: str = V3_CONFIG) -> Path:
     path = directory / f"{name}.toml"
     path.write_text(header + "\n" + launches)
     return path
 
 
+# The deep_gemm stand-in of each cache layout (tasks/layouts.py).
+STAND_INS = {"0.1.x": "fake_deep_gemm", "0.2.x": "fake_deep_jit"}
+
+
 class Workspace:
     """A registry dir, a cache root and the environment that points doit at them."""
 
-    def __init__(self, tmp: Path):
-        self.tmp = tmp
+    def __init__(self, tmp: Path, layout: str = "0.1.x"):
+        self.tmp, self.layout = tmp, layout
         self.models = tmp / "models"
         self.models.mkdir()
         self.root = tmp / "cache"
         self.compile_log = tmp / "compiles.log"
         self.env = {k: v for k, v in os.environ.items()
-                    if not k.startswith(("SGLANG_", "DG_JIT_", "FAKE_DG_", "JITWARM_", "GITHUB_", "NO_COLOR"))}
+                    if not k.startswith(("SGLANG_", "SGL_", "DG_JIT_", "DJ_JIT_", "FAKE_DG_", "JITWARM_", "GITHUB_",
+                                         "NO_COLOR"))}
         self.env.update({
             "JITWARM_MODELS_DIR": str(self.models),
             "DG_JIT_CACHE_DIR": str(self.root),
-            "JITWARM_DEEP_GEMM_MODULE": "fake_deep_gemm",
+            "JITWARM_DEEP_GEMM_MODULE": STAND_INS[layout],
+            "JITWARM_CACHE_LAYOUT": layout,
             "PYTHONPATH": os.pathsep.join(filter(None, [str(FAKES), str(REPO), os.environ.get("PYTHONPATH")])),
             "FAKE_DG_COMPILE_LOG": str(self.compile_log),
             "JITWARM_DOIT_DB": str(tmp / "doit.db"),
@@ -74,6 +103,17 @@ class Workspace:
         return {name: flag for flag, name in rows if name.startswith("warm:")}
 
 
+def pytest_generate_tests(metafunc):
+    """Modules marked `both_layouts` run each test that uses a workspace once per layout."""
+    if "layout" in metafunc.fixturenames and metafunc.definition.get_closest_marker("both_layouts"):
+        metafunc.parametrize("layout", list(STAND_INS), indirect=True)
+
+
 @pytest.fixture
-def ws(tmp_path) -> Workspace:
-    return Workspace(tmp_path)
+def layout(request) -> str:
+    return getattr(request, "param", "0.1.x")
+
+
+@pytest.fixture
+def ws(tmp_path, layout) -> Workspace:
+    return Workspace(tmp_path, layout)

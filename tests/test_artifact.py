@@ -8,32 +8,65 @@ import tarfile
 
 import pytest
 
+from conftest import cache, make_entry
 from tasks import artifact
 
-
-def make_entry(root, name: str, binary: bytes = b"CUBIN\x00\x01") -> None:
-    entry = root / "cache" / name
-    entry.mkdir(parents=True)
-    (entry / "kernel.cu").write_text(f"// {name}\n")
-    (entry / "kernel.cubin").write_bytes(binary)
+# Two entries per layout: 0.1.x names carry a kernel. prefix, 0.2.x (DeepJIT) ones do not.
+NAMES = {"0.1.x": ("kernel.gemm.aaaa", "kernel.transpose.bbbb"),
+         "0.2.x": ("sm90_fp8_gemm_1d2d." + "a" * 32, "transpose_fp32." + "b" * 32)}
+FILES = {"0.1.x": ["kernel.cu", "kernel.cubin"], "0.2.x": [".committed", "kernel.cu", "kernel.cubin", "meta.json"]}
 
 
+@pytest.mark.parametrize("layout", ["0.1.x", "0.2.x"])
 @pytest.mark.parametrize("fmt", [artifact.TAR, artifact.TAR_ZSTD])
-def test_round_trip_is_deterministic_and_keeps_complete_local_entries(tmp_path, fmt):
+def test_round_trip_is_deterministic_and_keeps_complete_local_entries(tmp_path, fmt, layout):
+    gemm, transpose = NAMES[layout]
     src, dst = tmp_path / "src", tmp_path / "dst"
-    for name in ("kernel.gemm.aaaa", "kernel.transpose.bbbb"):
-        make_entry(src, name)
+    for name in (gemm, transpose):
+        make_entry(src, name, layout, b"CUBIN\x00\x01")
     one, two = tmp_path / "one", tmp_path / "two"
-    files = artifact.pack(src, ["kernel.transpose.bbbb", "kernel.gemm.aaaa"], one, fmt)
-    assert artifact.pack(src, ["kernel.gemm.aaaa", "kernel.transpose.bbbb"], two, fmt) == files
+    files = artifact.pack(cache(src, layout), [transpose, gemm], one, fmt)
+    assert artifact.pack(cache(src, layout), [gemm, transpose], two, fmt) == files
     assert one.read_bytes() == two.read_bytes(), "packing is not deterministic"
-    assert sorted(files) == ["kernel.gemm.aaaa/kernel.cu", "kernel.gemm.aaaa/kernel.cubin",
-                             "kernel.transpose.bbbb/kernel.cu", "kernel.transpose.bbbb/kernel.cubin"]
-    make_entry(dst, "kernel.transpose.bbbb", b"CUBIN local")  # complete here already: never replaced
-    published, kept = artifact.unpack(one, fmt, files, dst, tmp_path / "work")
-    assert (published, kept) == (["kernel.gemm.aaaa"], ["kernel.transpose.bbbb"])
-    assert (dst / "cache" / "kernel.transpose.bbbb" / "kernel.cubin").read_bytes() == b"CUBIN local"
-    assert (dst / "cache" / "kernel.gemm.aaaa" / "kernel.cubin").read_bytes() == b"CUBIN\x00\x01"
+    assert sorted(files) == [f"{name}/{f}" for name in sorted((gemm, transpose)) for f in FILES[layout]]
+    make_entry(dst, transpose, layout, b"CUBIN local")  # complete here already: never replaced
+    published, kept = artifact.unpack(one, fmt, files, cache(dst, layout), tmp_path / "work")
+    assert (published, kept) == ([gemm], [transpose])
+    assert (dst / "cache" / transpose / "kernel.cubin").read_bytes() == b"CUBIN local"
+    assert (dst / "cache" / gemm / "kernel.cubin").read_bytes() == b"CUBIN\x00\x01"
+
+
+def test_deepjit_entries_pack_from_read_only_roots_and_unpack_only_what_no_root_has(tmp_path):
+    gemm, transpose = NAMES["0.2.x"]
+    old, new, dst = tmp_path / "old", tmp_path / "new", tmp_path / "dst"
+    make_entry(old, gemm, "0.2.x")
+    make_entry(new, transpose, "0.2.x")
+    archive = tmp_path / "a.tar"
+    files = artifact.pack(cache(new, "0.2.x", old), [gemm, transpose], archive, artifact.TAR)
+    assert f"{gemm}/.committed" in files
+    make_entry(tmp_path / "ro", gemm, "0.2.x")  # the reader has it in a read-only root
+    published, kept = artifact.unpack(archive, artifact.TAR, files, cache(dst, "0.2.x", tmp_path / "ro"),
+                                      tmp_path / "work")
+    assert (published, kept) == ([transpose], [gemm])
+    assert not (dst / "cache" / gemm).exists(), "an entry a read-only root holds was copied into the writable one"
+
+
+def test_an_uncommitted_deepjit_entry_or_a_foreign_layout_is_rejected(tmp_path):
+    gemm, _ = NAMES["0.2.x"]
+    src = tmp_path / "src"
+    make_entry(src, gemm, "0.2.x")
+    archive = tmp_path / "a.tar"
+    files = artifact.pack(cache(src, "0.2.x"), [gemm], archive, artifact.TAR)
+    entry = {k: v for k, v in files.items() if not k.endswith(".committed")}
+    evil_archive(archive, lambda tar: [regular(tar, k, (src / "cache" / k).read_bytes()) for k in sorted(entry)])
+    with pytest.raises(artifact.Rejected, match=r"incomplete \(no .committed\)"):
+        artifact.unpack(archive, artifact.TAR, entry, cache(tmp_path / "root", "0.2.x"), tmp_path / "work")
+    legacy = tmp_path / "legacy.tar"
+    make_entry(src, "kernel.gemm.aaaa")
+    legacy_files = artifact.pack(cache(src), ["kernel.gemm.aaaa"], legacy, artifact.TAR)
+    with pytest.raises(artifact.Rejected, match="unexpected path .* of the 0.2.x layout"):
+        artifact.unpack(legacy, artifact.TAR, legacy_files, cache(tmp_path / "root", "0.2.x"), tmp_path / "work2")
+    assert not (tmp_path / "root" / "cache").exists()
 
 
 def evil_archive(path, build) -> dict:
@@ -71,7 +104,7 @@ def test_unsafe_or_unlisted_members_are_rejected_before_anything_is_published(tm
     archive = tmp_path / "evil.tar"
     evil_archive(archive, build)
     with pytest.raises(artifact.Rejected, match=says):
-        artifact.unpack(archive, artifact.TAR, {}, tmp_path / "root", tmp_path / "work")
+        artifact.unpack(archive, artifact.TAR, {}, cache(tmp_path / "root"), tmp_path / "work")
     assert not (tmp_path / "root" / "cache").exists()
     assert not (tmp_path / "outside").exists()
 
@@ -83,19 +116,19 @@ def test_a_file_that_differs_from_its_manifest_is_rejected(tmp_path):
     files = {"kernel.x/kernel.cu": {"sha256": hashlib.sha256(b"// a").hexdigest(), "size": 4},
              "kernel.x/kernel.cubin": {"sha256": hashlib.sha256(b"CUBIN good").hexdigest(), "size": 10}}
     with pytest.raises(artifact.Rejected, match="does not match its sha256"):
-        artifact.unpack(archive, artifact.TAR, files, tmp_path / "root", tmp_path / "work")
+        artifact.unpack(archive, artifact.TAR, files, cache(tmp_path / "root"), tmp_path / "work")
     files["kernel.y/kernel.cu"] = files.pop("kernel.x/kernel.cubin")
     with pytest.raises(artifact.Rejected, match="not in the manifest"):
-        artifact.unpack(archive, artifact.TAR, files, tmp_path / "root", tmp_path / "work2")
+        artifact.unpack(archive, artifact.TAR, files, cache(tmp_path / "root"), tmp_path / "work2")
     assert not (tmp_path / "root" / "cache").exists()
 
 
 def test_a_truncated_archive_is_rejected(tmp_path):
     src = tmp_path / "src"
-    make_entry(src, "kernel.gemm.aaaa", b"CUBIN" * 4000)
+    make_entry(src, "kernel.gemm.aaaa", binary=b"CUBIN" * 4000)
     archive = tmp_path / "a.tar.zst"
-    files = artifact.pack(src, ["kernel.gemm.aaaa"], archive, artifact.TAR_ZSTD)
+    files = artifact.pack(cache(src), ["kernel.gemm.aaaa"], archive, artifact.TAR_ZSTD)
     archive.write_bytes(archive.read_bytes()[:-40])
     with pytest.raises(artifact.Rejected):
-        artifact.unpack(archive, artifact.TAR_ZSTD, files, tmp_path / "root", tmp_path / "work")
+        artifact.unpack(archive, artifact.TAR_ZSTD, files, cache(tmp_path / "root"), tmp_path / "work")
     assert not (tmp_path / "root" / "cache").exists()

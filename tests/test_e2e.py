@@ -3,18 +3,23 @@
 from __future__ import annotations
 
 import json
+import re
 import signal
 import subprocess
 import sys
 import time
 
 import psutil
+import pytest
 
-from conftest import DODO, REPO, Workspace, model_file
+from conftest import DODO, REPO, STAND_INS, Workspace, model_file
+
+pytestmark = pytest.mark.both_layouts
 
 SMALL = "m_list = [1, 32, 128, 1024]\n"
 TP8 = "[[launch]]\ntp = 8\n" + SMALL
 DP8 = '[[launch]]\ntp = 8\nargs = ["--dp", "8", "--enable-dp-attention"]\n' + SMALL
+ENTRY_NAME = {"0.1.x": r"kernel\.\w+\.[0-9a-f]+", "0.2.x": r"\w+\.[0-9a-f]{32}"}  # no kernel. prefix in 0.2.x
 
 
 def markers(ws: Workspace) -> dict[str, dict]:
@@ -49,10 +54,15 @@ def test_markers_record_spec_fingerprint_entries_and_durations(ws):
     assert ws.doit("warm").returncode == 0
     [marker] = markers(ws).values()
     assert marker["launch_args"] == [] and marker["tp"] == 8 and marker["hf_id"] == "deepseek-ai/DeepSeek-V3-0324"
-    assert marker["fingerprint"]["deep_gemm.module"] == "fake_deep_gemm"
+    assert marker["fingerprint"]["deep_gemm.module"] == STAND_INS[ws.layout]
+    assert marker["fingerprint"]["deep_gemm.layout"] == ws.layout
     assert len(marker["shapes"]) == 6 and marker["cache_root"] == str(ws.root)
     for name, desc in marker["entries"].items():
+        assert re.fullmatch(ENTRY_NAME[ws.layout], name), name
         assert (ws.root / "cache" / name / desc["binary"]).stat().st_size == desc["size"]
+        assert desc["root"] == str(ws.root)
+        if ws.layout == "0.2.x":
+            assert (ws.root / "cache" / name / ".committed").is_file()
     assert all(s["verification"].startswith("inotify") for s in marker["shapes"])
     assert marker["seconds"]["warm"] > 0 and marker["seconds"]["replays"] >= 0
     assert all(s["replay"]["new_entries"] == 0 for s in marker["shapes"])
@@ -153,7 +163,7 @@ def test_parallel_workers_attribute_entries_exactly(ws, tmp_path_factory):
     assert ws.doit("warm").returncode == 0
     sequential = {name: set(m["entries"]) for name, m in markers(ws).items()}
 
-    parallel_ws = Workspace(tmp_path_factory.mktemp("parallel"))
+    parallel_ws = Workspace(tmp_path_factory.mktemp("parallel"), ws.layout)
     model_file(parallel_ws.models, "v3", TP8 + DP8)
     out = parallel_ws.doit("-n", "4", "warm", FAKE_DG_COMPILE_S="0.2")
     assert out.returncode == 0, out.stdout + out.stderr

@@ -15,6 +15,8 @@ import pytest
 from conftest import Workspace, model_file
 from tasks import locks
 
+pytestmark = pytest.mark.both_layouts
+
 MIMO = 'hf_id = "XiaomiMiMo/MiMo-V2-Flash"\nconfig = {architectures = ["MiMoV2FlashForCausalLM"]}\n'
 M_LIST = "m_list = [1, 32, 128, 1024]\n"
 

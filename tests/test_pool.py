@@ -6,10 +6,14 @@ import subprocess
 import sys
 from collections import Counter
 
+import pytest
+
 from conftest import DODO, model_file
 from tasks import gpumem, pool, shared_replay
 from tasks.planner import GemmShape, Kind
 from tasks.targets import ShapeWork
+
+pytestmark = pytest.mark.both_layouts
 
 GIB = gpumem.GIB
 

@@ -19,6 +19,8 @@ import pytest
 
 from conftest import REPO, Workspace, model_file
 
+pytestmark = pytest.mark.both_layouts
+
 SMALL = "m_list = [1, 32, 128, 1024]\n"
 TP8 = "[[launch]]\ntp = 8\n" + SMALL
 SECRET = "jitwarm-test-secret-" + os.urandom(6).hex()
@@ -128,13 +130,18 @@ def shape_records(root: Path) -> dict[str, dict]:
 
 def test_pulled_shapes_share_replay_processes_and_keep_the_pushers_entries(pushed):
     ws, remote, compiled = pushed
-    pushers = shape_records(ws.root)
+    pusher_root = ws.root
+    pushers = shape_records(pusher_root)
     ws = second_root(ws, "runner-b")
     report(ws, warm(ws, f"file://{remote}", JITWARM_JOBS="2"))
     pulled = shape_records(ws.root)
     # One process replays six tiny shapes, so most find the shared transpose kernel already
     # loaded: their entries still come out as the pusher attributed them.
-    assert {k: r["entries"] for k, r in pulled.items()} == {k: r["entries"] for k, r in pushers.items()}
+    def sizes(found, root):
+        assert {d["root"] for r in found.values() for d in r["entries"].values()} == {str(root)}
+        return {k: {name: (d["binary"], d["size"]) for name, d in r["entries"].items()} for k, r in found.items()}
+
+    assert sizes(pulled, ws.root) == sizes(pushers, pusher_root)
     assert all(r["ok"] and r["new"] == [] and r["calls"] == 4 for r in pulled.values())
     assert all(r["verification"].startswith("remote manifest") for r in pulled.values())
     logs = {Path(r["log"]).name for r in pulled.values()}

@@ -3,24 +3,27 @@ JITWARM_COMPILE_MODULE=fake_compile_deep_gemm (tests only).
 
 It takes the server's argv (--model-path, --tp, launch args) and behaves as chosen by
 `--fake-mode` in the launch args:
-  ok          log capture lines and compile their kernels (through fake_deep_gemm), exit 0
+  ok          log capture lines and compile their kernels (through the deep_gemm stand-in
+              named by JITWARM_DEEP_GEMM_MODULE), exit 0
+  block32     like ok, plus a GEMM_NT_F8F8BF16_BLOCK32 shape (a type jitwarm has no executor for)
   empty       log no capture line (the model uses no DeepGEMM kernel), exit 0
   crash       log "Scheduler hit an exception" while a child keeps running, then hang
   sigquit     log "Received sigquit from a child", then hang
   hang        hang past any timeout
   grandchild  start a grandchild in its own session that ignores SIGTERM, then hang
   chatty      log more than 64 KiB, then behave like ok
+Like sglang 0.5.23 it copies SGL_DG_CACHE_DIR over SGLANG_DG_CACHE_DIR and sets
+DG_JIT_CACHE_DIR from it (default ~/.cache/sglang/deep_gemm) before the GEMMs run.
 Every run appends its argv to $FAKE_CDG_RAN_LOG, so a test can tell whether it ran.
 Children it starts carry $FAKE_DG_TOKEN in their argv, so a test can look for survivors.
 """
 
+import importlib
 import os
 import signal
 import subprocess
 import sys
 import time
-
-import fake_deep_gemm
 
 SHAPES = [("GEMM_NT_F8F8BF16", 2112, 7168, 1), ("GEMM_NT_F8F8BF16", 7168, 2048, 1),
           ("GROUPED_GEMM_NT_F8F8BF16_MASKED", 4096, 7168, 32)]
@@ -37,10 +40,15 @@ def log(line: str) -> None:
     print(f"[2026-11-22 10:00:00 TP0] {line}", flush=True)
 
 
-def warm_up() -> None:
-    for kind, n, k, groups in SHAPES:
+def warm_up(shapes) -> None:
+    if os.environ.get("SGL_DG_CACHE_DIR"):
+        os.environ["SGLANG_DG_CACHE_DIR"] = os.environ["SGL_DG_CACHE_DIR"]
+    os.environ["DG_JIT_CACHE_DIR"] = os.environ.get("SGLANG_DG_CACHE_DIR") or os.path.expanduser(
+        "~/.cache/sglang/deep_gemm")
+    dg = importlib.import_module(os.environ.get("JITWARM_DEEP_GEMM_MODULE", "fake_deep_gemm"))
+    for kind, n, k, groups in shapes:
         log(f"Try DeepGEMM JIT Compiling for <{kind}> N={n}, K={k}, num_groups={groups} with all Ms.")
-        executor = fake_deep_gemm.jitwarm_executor(fake_deep_gemm, kind, n, k, groups, max(M_VALUES))
+        executor = dg.jitwarm_executor(dg, kind, n, k, groups, max(M_VALUES))
         for m in M_VALUES:
             executor.execute(m)
 
@@ -56,8 +64,8 @@ def main(argv: list[str]) -> int:
     if mode == "chatty":
         for i in range(2000):
             log(f"chatter {i:05d} " + "x" * 40)
-    if mode in ("ok", "chatty"):
-        warm_up()
+    if mode in ("ok", "chatty", "block32"):
+        warm_up(SHAPES + ([("GEMM_NT_F8F8BF16_BLOCK32", 4096, 7168, 1)] if mode == "block32" else []))
         log("The server is fired up and ready to roll!")
         return 0
     if mode == "empty":

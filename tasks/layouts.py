@@ -1,0 +1,186 @@
+"""DeepGEMM's on-disk cache layouts: how entries are named, when one is complete, and
+what its cache key covers. One class per layout; everything that touches entries asks it.
+
+  0.1.x  sgl-deep-gemm 0.1.x: `<root>/cache/kernel.<name>.<hash>/` with kernel.cu and a
+         binary (kernel.cubin; older: kernel.so); one root, DG_JIT_CACHE_DIR taken literally.
+  0.2.x  sgl-deep-gemm 0.2.x, DeepJIT (include/deep_jit/cache/disk.hpp): `<root>/cache/
+         <tag>.<digest>/` with kernel.cu, kernel.cubin, meta.json and `.committed`; the
+         entry exists for DeepJIT only once `.committed` does. DG_JIT_CACHE_DIR (else
+         DJ_JIT_CACHE_DIR, else $HOME/.dj) is `WRITABLE:READONLY...`, searched in order.
+
+The layout is read from the installed deep_gemm without importing it (planning stays
+torch-free); JITWARM_CACHE_LAYOUT overrides it (test stand-ins name theirs).
+"""
+
+from __future__ import annotations
+
+import importlib.metadata as metadata
+import importlib.util
+import os
+import re
+from pathlib import Path
+
+OVERRIDE_ENV = "JITWARM_CACHE_LAYOUT"
+DEEP_GEMM_DISTS = ("sgl-deep-gemm", "deep-gemm")
+
+
+class LayoutError(ValueError):
+    """A setting the layout cannot accept; the message is one line naming it."""
+
+
+class Legacy:
+    """sgl-deep-gemm 0.1.x."""
+
+    id = "0.1.x"
+    title = "sgl-deep-gemm 0.1.x (cache/kernel.<name>.<hash>/)"
+    SOURCE = "kernel.cu"
+    BINARIES = ("kernel.cubin", "kernel.so")
+    multi_root = False
+    keys_install_path = True  # some 0.1.x builds hash the absolute include path (FACTS §1)
+    # Env vars that change its compiled kernels (FACTS §1); sglang maps *DG_USE_NVRTC onto the first.
+    kernel_env = ("DG_JIT_USE_NVRTC", "DG_JIT_NVCC_COMPILER", "DG_JIT_CPP_STANDARD", "DG_JIT_WITH_LINEINFO",
+                  "DG_JIT_PTXAS_VERBOSE", "DG_JIT_DEBUG", "SGLANG_DG_USE_NVRTC", "SGL_DG_USE_NVRTC")
+    nvcc_env = ("DG_JIT_NVCC_COMPILER",)
+    cache_dir_env = ("DG_JIT_CACHE_DIR",)
+
+    def is_entry(self, name: str) -> bool:
+        return name.startswith("kernel.")
+
+    def present(self, entry: Path) -> bool:
+        """Whether the loader takes this directory as the entry (complete or not)."""
+        return os.path.isdir(entry)
+
+    def describe(self, entry: Path) -> dict | None:
+        """{"binary": file, "size": bytes} for a complete entry, None otherwise."""
+        base = os.fspath(entry)
+        if not os.path.isfile(os.path.join(base, self.SOURCE)):
+            return None
+        for binary in self.BINARIES:
+            if (size := _size(os.path.join(base, binary))) > 0:
+                return {"binary": binary, "size": size}
+        return None
+
+    def flaw(self, entry: Path) -> str:
+        """What an incomplete entry lacks."""
+        if not os.path.isfile(os.path.join(entry, self.SOURCE)):
+            return f"{self.SOURCE} missing"
+        return f"{' and '.join(self.BINARIES)} missing or empty"
+
+    def roots(self, value: str) -> list[str]:
+        return [value]
+
+    def build_leftovers(self, root: Path, pids: list[int]) -> list[Path]:
+        """Build directories a killed or deferred call left: 0.1.x builds in tmp/<pid>-<uuid>/."""
+        return [path for pid in pids for path in (Path(root) / "tmp").glob(f"{pid}-*")]
+
+    def __repr__(self) -> str:
+        return self.id
+
+
+class DeepJit:
+    """sgl-deep-gemm 0.2.x (DeepJIT), what sglang 0.5.23 pins."""
+
+    id = "0.2.x"
+    title = "sgl-deep-gemm 0.2.x DeepJIT (cache/<tag>.<digest>/ with .committed)"
+    COMMITTED = ".committed"
+    BINARY = "kernel.cubin"
+    multi_root = True
+    keys_install_path = False  # disk.hpp/options.hpp: include paths are passed, not hashed
+    # Every DG_JIT_* is also read as DJ_JIT_* (utils/env.hpp). These change the flags that
+    # are hashed (options.hpp) or the compiler whose `--version` text is; NVRTC is gone.
+    _KERNEL_SUFFIXES = ("JIT_NVCC_COMPILER", "JIT_CPP_STANDARD", "JIT_WITH_LINEINFO", "JIT_PTXAS_VERBOSE",
+                        "JIT_DEBUG", "JIT_CHECK_NO_SPILLS", "JIT_CHECK_NO_LOCAL_MEMORY")
+    kernel_env = tuple(f"{prefix}_{suffix}" for suffix in _KERNEL_SUFFIXES for prefix in ("DG", "DJ"))
+    nvcc_env = ("DG_JIT_NVCC_COMPILER", "DJ_JIT_NVCC_COMPILER")
+    cache_dir_env = ("DG_JIT_CACHE_DIR", "DJ_JIT_CACHE_DIR")
+    _NAME = re.compile(r"[A-Za-z0-9_]+\.[0-9a-f]+")
+
+    def is_entry(self, name: str) -> bool:
+        return self._NAME.fullmatch(name) is not None
+
+    def present(self, entry: Path) -> bool:
+        return os.path.exists(os.path.join(entry, self.COMMITTED))
+
+    def describe(self, entry: Path) -> dict | None:
+        if not self.present(entry) or (size := _size(os.path.join(entry, self.BINARY))) <= 0:
+            return None
+        return {"binary": self.BINARY, "size": size}
+
+    def flaw(self, entry: Path) -> str:
+        if not self.present(entry):
+            return f"no {self.COMMITTED}"
+        return f"{self.BINARY} missing or empty"
+
+    def roots(self, value: str) -> list[str]:
+        parts = value.split(":")
+        if any(not part for part in parts):
+            raise LayoutError(f"empty path in the list {value!r} (DeepJIT refuses it)")
+        return parts
+
+    def build_leftovers(self, root: Path, pids: list[int]) -> list[Path]:
+        return []  # tmp/<uuid>/: DeepJIT removes its own on failure, and names carry no pid
+
+    def __repr__(self) -> str:
+        return self.id
+
+
+LAYOUTS = {layout.id: layout for layout in (Legacy(), DeepJit())}
+
+
+def by_id(layout_id: str):
+    try:
+        return LAYOUTS[layout_id]
+    except KeyError:
+        raise LayoutError(f"{OVERRIDE_ENV}: expected one of {', '.join(LAYOUTS)}, got {layout_id!r}") from None
+
+
+def detect(module: str, environ=None):
+    """The layout of the installed deep_gemm (or the override), without importing it."""
+    env = os.environ if environ is None else environ
+    if env.get(OVERRIDE_ENV):
+        return by_id(env[OVERRIDE_ENV])
+    where = package_dir(module)
+    if where is not None and (where / "include" / "deep_jit").is_dir():
+        return LAYOUTS["0.2.x"]
+    if module == "deep_gemm" and (version := deep_gemm_version()) is not None:
+        return LAYOUTS["0.2.x"] if _release(version) >= (0, 2) else LAYOUTS["0.1.x"]
+    return LAYOUTS["0.1.x"]
+
+
+def deep_gemm_dist() -> str | None:
+    return next((name for name in DEEP_GEMM_DISTS if dist_version(name)), None)
+
+
+def deep_gemm_version() -> str | None:
+    dist = deep_gemm_dist()
+    return dist_version(dist) if dist else None
+
+
+def dist_version(name: str) -> str | None:
+    try:
+        return metadata.version(name)
+    except metadata.PackageNotFoundError:
+        return None
+
+
+def package_dir(module: str) -> Path | None:
+    try:
+        spec = importlib.util.find_spec(module)
+    except (ImportError, ValueError):
+        return None
+    if spec is None:
+        return None
+    if spec.submodule_search_locations:
+        return Path(list(spec.submodule_search_locations)[0]).resolve()
+    return Path(spec.origin).resolve() if spec.origin else None
+
+
+def _release(version: str) -> tuple[int, ...]:
+    return tuple(int(part) for part in re.findall(r"\d+", version)[:2])
+
+
+def _size(path: str) -> int:
+    try:
+        return os.stat(path).st_size
+    except OSError:
+        return -1

@@ -1,0 +1,73 @@
+"""What both deep_gemm stand-ins share: the GEMM calls and the test knobs (tests only).
+
+A call picks a kernel config from M, as DeepGEMM does, and asks its stand-in's cache
+(`build`) for the kernels it needs: one scale transpose shared by every shape, like the
+real sm90 FP8 path, and the GEMM kernel of its (type, N, K, groups, config). The cache
+layouts differ per stand-in (fake_deep_gemm: 0.1.x, fake_deep_jit: 0.2.x DeepJIT).
+
+Knobs (environment):
+  FAKE_DG_COMPILE_LOG   append one line per compile (entry name) to this file
+  FAKE_DG_COMPILE_S     seconds one compile takes (default 0.05)
+  FAKE_DG_CRASH_ON      "NxK": print a CUDA error and abort on that shape
+  FAKE_DG_HANG_ON       "NxK": start a child, then hang on that shape
+  FAKE_DG_SALT          extra text in every kernel hash (stands in for a toolchain change)
+  FAKE_DG_TOKEN         extra argv of the hanging child, so a test can find it
+  FAKE_DG_REPLAY_EXTRA  replays (not compile workers) need one extra kernel per shape
+  FAKE_DG_REPLAY_S      seconds each replay takes to start (to order events in tests)
+  FAKE_DG_NO_DEVICE     every executor fails as on a host whose GPU is gone
+"""
+
+import os
+import subprocess
+import sys
+import time
+
+FAMILIES = {"GEMM_NT_F8F8BF16": "sm90_fp8_gemm_1d2d", "GEMM_NT_F8F8BF16_BLOCK32": "sm90_fp8_gemm_1d1d",
+            "GEMM_NT_BF16BF16F32": "sm90_bf16_gemm"}
+
+
+def config(m: int) -> int:
+    return 0 if m <= 16 else 1 if m <= 64 else 2 if m <= 256 else 3
+
+
+class Executor:
+    def __init__(self, build, kind, n, k, groups):
+        self.build, self.kind, self.n, self.k, self.groups = build, kind, n, k, groups
+        self.tag = f"{n}x{k}"
+
+    def execute(self, m):
+        if os.environ.get("FAKE_DG_CRASH_ON") == self.tag:
+            print("CUDA error: an illegal memory access was encountered", file=sys.stderr, flush=True)
+            os.abort()
+        if os.environ.get("FAKE_DG_HANG_ON") == self.tag:
+            token = os.environ.get("FAKE_DG_TOKEN", "")
+            subprocess.Popen([sys.executable, "-c", "import time; time.sleep(3600)", token])
+            print("hanging", flush=True)
+            time.sleep(3600)
+        self.build("transpose_fp32", (), "transpose")
+        if os.environ.get("FAKE_DG_REPLAY_EXTRA") and "JITWARM_BUSY_FLAG" not in os.environ:
+            # Only replays lack the compile pool's busy flag: a kernel the pool never built.
+            self.build("replay_only", (self.n, self.k), "replay-only")
+        family = FAMILIES.get(self.kind, "sm90_m_grouped_fp8_gemm")
+        cfg = config(m)
+        self.build(family, (self.kind, self.n, self.k, self.groups, cfg),
+                   f"{family}<{self.kind},{self.n},{self.k},{self.groups},{cfg}>")
+
+    def sync(self):
+        pass
+
+
+def executor(build, kind, n, k, groups):
+    if os.environ.get("FAKE_DG_NO_DEVICE"):
+        from tasks.worker import EnvironmentProblem
+        raise EnvironmentProblem("no CUDA device visible to torch")
+    if "JITWARM_BUSY_FLAG" not in os.environ:  # a replay, not a compile worker
+        time.sleep(float(os.environ.get("FAKE_DG_REPLAY_S", "0")))
+    return Executor(build, kind, n, k, groups)
+
+
+def log_compile(name: str) -> None:
+    log = os.environ.get("FAKE_DG_COMPILE_LOG")
+    if log:
+        with open(log, "a") as fh:
+            fh.write(f"{name}\n")
