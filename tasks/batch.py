@@ -21,7 +21,7 @@ import time
 
 import filelock
 
-from . import events, fingerprint, pool, records, remote_cache, warm, worker
+from . import entries, events, fingerprint, pool, records, remote_cache, warm, worker
 from .settings import REPO_ROOT
 from .targets import ShapeWork, Target
 
@@ -97,6 +97,9 @@ def _warm(ctx: warm.Context, fp: dict, items: list[tuple[ShapeWork, list[Target]
     if not items:
         return
     root = ctx.root.path
+    if pulls is None:
+        for line in entries.remove_broken(ctx.root):  # else they would block their own rebuild
+            print(line, flush=True)
     works = [w for w, _ in items]
     dependents = {w.key: d for w, d in items}
     shared = remote_cache.for_settings(ctx.settings)

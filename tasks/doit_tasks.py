@@ -202,7 +202,7 @@ def shape_task_name(work: targets.ShapeWork) -> str:
 
 
 def _meta(target: targets.Target, ctx: warm.Context) -> dict:
-    meta = {"cache roots": ctx.root.lines(), "cache layout": ctx.root.layout.title,
+    meta = {"cache roots": Shown(", then ".join(ctx.root.lines())), "cache layout": Shown(ctx.root.layout.title),
             "model file": registry.display_path(target.source),
             "marker": str(records.marker_path(ctx.root.path, target.name))}
     if target.error:
@@ -223,6 +223,16 @@ def _meta(target: targets.Target, ctx: warm.Context) -> dict:
     if target.lock_note:
         meta["lock"] = target.lock_note
     return meta
+
+
+class Shown:
+    """A `doit info` value printed whole: pprint would cut a long string in two."""
+
+    def __init__(self, text: str):
+        self.text = text
+
+    def __repr__(self) -> str:
+        return self.text
 
 
 class RemoteInfo:

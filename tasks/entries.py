@@ -87,6 +87,26 @@ def remove(root: Path, name: str) -> None:
     shutil.rmtree(aside, ignore_errors=True)
 
 
+def remove_broken(cache: CacheRoot) -> list[str]:
+    """Take incomplete entries out of the writable root; return a line for each.
+
+    Builds are published whole by rename in both layouts, so an incomplete entry in cache/
+    is damage, never work in progress. Left there it poisons the loader: 0.2.x DeepJIT
+    renames a rebuild onto it, fails, and loads the broken one. Read-only roots are left alone.
+    """
+    removed = []
+    try:
+        children = [c for c in os.scandir(cache_dir(cache.path)) if cache.layout.is_entry(c.name)]
+    except FileNotFoundError:
+        return removed
+    for child in children:
+        if child.is_dir(follow_symlinks=False) and cache.layout.describe(child.path) is None:
+            flaw = cache.layout.flaw(child.path)
+            remove(cache.path, child.name)
+            removed.append(f"removed broken entry {child.name} ({flaw}) from {cache.path}")
+    return removed
+
+
 def publish(src: Path, cache: CacheRoot) -> bool:
     """Move a complete entry into the writable root by atomic rename, unless the loader
     already finds a complete one; a broken leftover in the writable root is replaced.

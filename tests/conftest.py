@@ -104,8 +104,10 @@ class Workspace:
 
 
 def pytest_generate_tests(metafunc):
-    """Modules marked `both_layouts` run each test that uses a workspace once per layout."""
-    if "layout" in metafunc.fixturenames and metafunc.definition.get_closest_marker("both_layouts"):
+    """Modules marked `both_layouts` run each test that uses a workspace once per layout,
+    except tests marked `one_layout` (supervision and remote plumbing that no entry touches)."""
+    marked = metafunc.definition.get_closest_marker
+    if "layout" in metafunc.fixturenames and marked("both_layouts") and not marked("one_layout"):
         metafunc.parametrize("layout", list(STAND_INS), indirect=True)
 
 

@@ -124,6 +124,33 @@ def test_deleted_entry_makes_only_its_targets_stale_and_info_names_it(ws):
     assert set(ws.status().values()) == {"U"}
 
 
+@pytest.mark.parametrize("part", ["completion", "kernel.cubin"])
+def test_an_entry_losing_a_file_makes_exactly_its_targets_stale_and_a_rewarm_restores_it(ws, part):
+    """0.2.x: `.committed` or kernel.cubin; 0.1.x: kernel.cu or kernel.cubin."""
+    model_file(ws.models, "v3", TP8 + DP8)
+    assert ws.doit("warm").returncode == 0
+    by_target = {m["target"]: set(m["entries"]) for m in markers(ws).values()}
+    (tp_name, tp_entries), (dp_name, dp_entries) = sorted(by_target.items(), key=lambda kv: "dp" in str(kv))
+    victim = sorted(dp_entries - tp_entries)[0]
+    lost = {"completion": ".committed" if ws.layout == "0.2.x" else "kernel.cu", "kernel.cubin": "kernel.cubin"}[part]
+    (ws.root / "cache" / victim / lost).unlink()
+
+    status = ws.status()
+    dp_target = next(n for n in status if n.endswith(dp_name))
+    assert {n for n, flag in status.items() if flag == "R"} == {dp_target}
+    why = f"entry {victim} incomplete ({'no .committed' if lost == '.committed' else lost}"
+    stale = ws.doit("stale", cwd=REPO)
+    assert stale.returncode == 1 and f"stale {dp_name}: {why}" in stale.stdout, stale.stdout + stale.stderr
+    assert why in ws.doit("info", dp_target).stdout
+
+    out = ws.doit("warm")
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert f"removed broken entry {victim}" in out.stdout
+    assert (ws.root / "cache" / victim / lost).is_file()
+    assert set(ws.status().values()) == {"U"}
+    assert ws.doit("stale", cwd=REPO).returncode == 0
+
+
 def test_shared_entry_deletion_makes_all_users_stale(ws):
     model_file(ws.models, "v3", TP8 + DP8)
     assert ws.doit("warm").returncode == 0
@@ -272,3 +299,28 @@ def test_config_from_the_local_hugging_face_cache(ws):
     assert "org/cached-v3 tp8: 6 shapes, planned" in listing.stdout
     assert ("fallback via sglang.compile_deep_gemm (config.json for org/not-downloaded is not in the local "
             "Hugging Face cache)") in listing.stdout
+
+
+def test_a_read_only_root_that_holds_every_kernel_needs_no_compile(ws):
+    """DG_JIT_CACHE_DIR=<new>:<old> (0.2.x) with <old> complete: 0 compiles, all up to date,
+    each marker entry names <old>, and `doit info` prints both roots. 0.1.x has one root."""
+    model_file(ws.models, "v3", TP8 + DP8)
+    old, new = ws.root, ws.tmp / "new"
+    if ws.layout == "0.1.x":  # deep_gemm 0.1.x takes the value as one path, ':' and all
+        info = ws.doit("info", next(iter(ws.status())), DG_JIT_CACHE_DIR=f"{new}:{old}")
+        assert f"'cache roots': {new}:{old} (writable; DG_JIT_CACHE_DIR" in info.stdout
+        assert "read-only" not in info.stdout
+        return
+    assert ws.doit("warm").returncode == 0
+    compiled = len(ws.compiles())
+    out = ws.doit("warm", DG_JIT_CACHE_DIR=f"{new}:{old}")
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert len(ws.compiles()) == compiled, "a kernel present in the read-only root was compiled"
+    assert set(ws.status(DG_JIT_CACHE_DIR=f"{new}:{old}").values()) == {"U"}
+    assert not list((new / "cache").glob("*")), "entries of the read-only root were copied into the writable one"
+    for marker in (json.loads(p.read_text()) for p in (new / "jitwarm" / "markers").glob("*.json")):
+        assert {d["root"] for d in marker["entries"].values()} == {str(old)}
+    info = ws.doit("info", next(iter(ws.status())), DG_JIT_CACHE_DIR=f"{new}:{old}")
+    assert f"'cache roots': {new} (writable; DG_JIT_CACHE_DIR; sglang not installed), then {old} (read-only)" \
+        in info.stdout
+    assert "'cache layout': sgl-deep-gemm 0.2.x DeepJIT" in info.stdout

@@ -12,8 +12,8 @@ import time
 import psutil
 import pytest
 
-from conftest import Workspace, model_file
-from tasks import locks
+from conftest import REPO, Workspace, cache, model_file
+from tasks import entries, locks
 
 pytestmark = pytest.mark.both_layouts
 
@@ -96,6 +96,7 @@ def test_second_cold_warm_uses_the_lock_and_never_the_server(fws):
     assert set(fws.status().values()) == {"U"}
 
 
+@pytest.mark.one_layout
 @pytest.mark.parametrize("mode, line", [("crash", "Scheduler hit an exception"),
                                         ("sigquit", "Received sigquit from a child")])
 def test_failure_line_stops_the_server_early(fws, mode, line):
@@ -110,6 +111,7 @@ def test_failure_line_stops_the_server_early(fws, mode, line):
     assert not locks.path_for(fws.models / "mimo.toml").exists()
 
 
+@pytest.mark.one_layout
 def test_timeout_ends_the_server(fws):
     mimo(fws, "hang", timeout=3)
     out = fws.doit("warm")
@@ -118,6 +120,7 @@ def test_timeout_ends_the_server(fws):
     assert not survivors(fws)
 
 
+@pytest.mark.one_layout
 def test_grandchild_in_new_session_ignoring_sigterm_is_ended_and_bystander_survives(fws):
     bystander = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)", fws.env["FAKE_DG_TOKEN"]])
     try:
@@ -131,6 +134,7 @@ def test_grandchild_in_new_session_ignoring_sigterm_is_ended_and_bystander_survi
         bystander.wait()
 
 
+@pytest.mark.one_layout
 def test_large_output_is_streamed_and_tailed(fws):
     mimo(fws, "chatty")
     out = fws.doit("warm")
@@ -164,6 +168,7 @@ def test_lock_for_other_args_is_ignored_and_info_says_so(fws):
     assert "launch args changed" in info.stdout
 
 
+@pytest.mark.one_layout
 def test_missing_compile_module_fails_only_the_fallback_target(fws):
     mimo(fws, "ok")
     model_file(fws.models, "v3", "[[launch]]\ntp = 8\n" + M_LIST)
@@ -183,6 +188,7 @@ def test_without_sglang_the_fallback_says_so_in_one_line(ws):
     assert len(lines) == 1 and "python -m sglang.compile_deep_gemm" in lines[0]
 
 
+@pytest.mark.one_layout
 def test_interrupt_prints_the_tail_and_ends_the_server(fws):
     from conftest import DODO
 
@@ -198,3 +204,57 @@ def test_interrupt_prints_the_tail_and_ends_the_server(fws):
     assert "] | [2026-11-22 10:00:00 TP0] Load weight begin." in output
     assert not survivors(fws)
     assert not list((fws.root / "jitwarm" / "staging").glob("*"))
+
+
+def complete_entries(ws) -> set[str]:
+    return set(entries.complete(cache(ws.root, ws.layout)))
+
+
+@pytest.mark.parametrize("mode", ["ok", "warm-crash"])
+def test_every_kernel_the_server_compiled_is_kept_even_when_it_fails(fws, mode):
+    mimo(fws, mode, timeout=120)
+    out = fws.doit("warm")
+    assert out.returncode == (0 if mode == "ok" else 1), out.stdout + out.stderr
+    compiled = set(fws.compiles())
+    assert len(compiled) == 1 + 4 + 4 + 4  # a shared transpose, then 4 M configs for each of 3 shapes
+    assert compiled <= complete_entries(fws), f"lost {sorted(compiled - complete_entries(fws))}"
+    assert not list((fws.root / "jitwarm" / "staging").glob("*"))
+    if mode == "ok":
+        assert set(marker(fws)["entries"]) == compiled
+
+
+def test_server_honours_the_legacy_sgl_spelling_through_the_view(fws):
+    """sglang copies SGL_DG_CACHE_DIR over SGLANG_DG_CACHE_DIR: the run must still land in the view."""
+    mimo(fws, "ok")
+    elsewhere = fws.tmp / "elsewhere"
+    out = fws.doit("warm", SGL_DG_CACHE_DIR=str(fws.root), DG_JIT_CACHE_DIR=str(elsewhere))
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert set(fws.compiles()) <= complete_entries(fws) and marker(fws)["entries"]
+    assert not elsewhere.exists()
+
+
+def test_a_lock_naming_a_type_without_executor_fails_only_its_target_in_one_line(fws):
+    mimo(fws, "block32")
+    first = fws.doit("warm")
+    assert first.returncode == 0, first.stdout + first.stderr  # the server warmed every type itself
+    [capture] = locks.read(fws.models / "mimo.toml").values()
+    assert ("GEMM_NT_F8F8BF16_BLOCK32", 4096, 7168, 1) in capture.shapes
+    [mimo_target] = fws.status()
+    assert fws.status() == {mimo_target: "U"}
+    assert "of a kernel type jitwarm cannot run" in fws.doit("list", "--all").stdout
+
+    shutil.rmtree(fws.root)  # a cold runner with the lock committed: jitwarm warms what it can
+    model_file(fws.models, "v3", "[[launch]]\ntp = 8\n" + M_LIST)
+    out = fws.doit("warm")
+    text = out.stdout + out.stderr
+    assert out.returncode == 1 and "Traceback" not in text, text
+    lines = [line for line in text.splitlines() if "no executor in jitwarm for kernel type" in line]
+    assert len(lines) == 1 and "GEMM_NT_F8F8BF16_BLOCK32 N=4096 K=7168" in lines[0], text
+    status = fws.status()
+    assert status[mimo_target] == "R" and [f for n, f in status.items() if n != mimo_target] == ["U"]
+    assert server_runs(fws) == 1, "the server ran again"
+    shapes = [json.loads(p.read_text()) for p in (fws.root / "jitwarm" / "shapes").glob("*.json")]
+    # v3's six, and mimo's masked one: its two NORMAL shapes are v3's too, warmed once.
+    assert all(record["ok"] for record in shapes) and len(shapes) == 7
+    stale = fws.doit("stale", cwd=REPO)
+    assert "no executor in jitwarm for kernel type GEMM_NT_F8F8BF16_BLOCK32" not in stale.stdout  # not a stale reason

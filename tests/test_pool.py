@@ -66,6 +66,7 @@ def test_pool_size_is_bounded_by_free_memory():
     assert pool.plan_memory(works, pool.Report(), cores=16, free=None, margin=0) == 16
 
 
+@pytest.mark.one_layout
 def test_jobs_setting_caps_the_workers(ws):
     model_file(ws.models, "v3", "[[launch]]\ntp = 8\nm_list = [1, 32, 128, 1024]\n")
     out = ws.doit("warm", JITWARM_JOBS="1")

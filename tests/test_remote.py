@@ -328,6 +328,7 @@ def test_s3_push_then_pull_with_no_secret_in_any_output(ws, s3_endpoint):
         assert SECRET not in text and KEY_ID not in text
 
 
+@pytest.mark.one_layout
 def test_remote_down_warms_locally(ws, s3_endpoint):
     with socket.socket() as probe:  # a port nobody listens on
         probe.bind(("127.0.0.1", 0))
@@ -342,6 +343,7 @@ def test_remote_down_warms_locally(ws, s3_endpoint):
     assert set(ws.status().values()) == {"U"}
 
 
+@pytest.mark.one_layout
 def test_remote_that_never_answers_costs_a_bounded_wait(ws):
     """A listener that accepts and never replies: the pull gives up after the timeout,
     and the push is not tried again in the same run."""
@@ -364,6 +366,7 @@ def test_remote_that_never_answers_costs_a_bounded_wait(ws):
 
 # --- configuration ----------------------------------------------------------------------
 
+@pytest.mark.one_layout
 def test_bad_remote_settings_are_one_line_errors(ws):
     model_file(ws.models, "v3", TP8)
     out = ws.doit("list", JITWARM_REMOTE="s3://b/p", JITWARM_REMOTE_MODE="readwrite")

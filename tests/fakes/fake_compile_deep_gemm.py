@@ -6,6 +6,7 @@ It takes the server's argv (--model-path, --tp, launch args) and behaves as chos
   ok          log capture lines and compile their kernels (through the deep_gemm stand-in
               named by JITWARM_DEEP_GEMM_MODULE), exit 0
   block32     like ok, plus a GEMM_NT_F8F8BF16_BLOCK32 shape (a type jitwarm has no executor for)
+  warm-crash  compile like ok, then log "Scheduler hit an exception" and hang
   empty       log no capture line (the model uses no DeepGEMM kernel), exit 0
   crash       log "Scheduler hit an exception" while a child keeps running, then hang
   sigquit     log "Received sigquit from a child", then hang
@@ -64,10 +65,13 @@ def main(argv: list[str]) -> int:
     if mode == "chatty":
         for i in range(2000):
             log(f"chatter {i:05d} " + "x" * 40)
-    if mode in ("ok", "chatty", "block32"):
+    if mode in ("ok", "chatty", "block32", "warm-crash"):
         warm_up(SHAPES + ([("GEMM_NT_F8F8BF16_BLOCK32", 4096, 7168, 1)] if mode == "block32" else []))
+    if mode in ("ok", "chatty", "block32"):
         log("The server is fired up and ready to roll!")
         return 0
+    if mode == "warm-crash":
+        log("Scheduler hit an exception: Traceback (most recent call last): RuntimeError: CUDA error")
     if mode == "empty":
         log("The server is fired up and ready to roll!")
         return 0

@@ -1,0 +1,69 @@
+"""The nvcc shim (tasks/nvcc_shim.sh), called through a shell from the build directory as
+each deep_gemm layout calls nvcc: 0.1.x with `-o`, 0.2.x (DeepJIT) with `--output-file`."""
+
+import shlex
+import subprocess
+import time
+
+import pytest
+
+from conftest import FAKES
+from tasks import pool
+
+STYLES = {"0.1.x": ["-cubin", "-o"], "0.2.x": ["--cubin", "--output-file"]}
+
+
+def call(tmp_path, build: str, style: str, env: dict, source: str = "// entry: k.1\nkernel\n", **popen):
+    """`cd <build> && <shim> <build>/kernel.cu <cubin flag> <out flag> <build>/kernel.cubin ...`."""
+    where = tmp_path / build
+    where.mkdir(exist_ok=True)
+    (where / "kernel.cu").write_text(source)
+    cubin, out = STYLES[style]
+    argv = [str(pool.SHIM), str(where / "kernel.cu"), cubin, out, str(where / "kernel.cubin"),
+            "--gpu-architecture=sm_90a", "--include-path", "/opt/deep_gemm/include"]
+    command = f"cd {shlex.quote(str(where))} && {shlex.join(argv)} 2>&1"
+    return subprocess.Popen(command, shell=True, env=env, stdout=subprocess.PIPE, text=True, **popen)
+
+
+@pytest.fixture
+def env(tmp_path):
+    return {"PATH": "/usr/bin:/bin", "JITWARM_REAL_NVCC": str(FAKES / "fake_nvcc"),
+            "JITWARM_KSTORE": str(tmp_path / "store"), "FAKE_DG_COMPILE_LOG": str(tmp_path / "compiles.log"),
+            "JITWARM_BUSY_FLAG": str(tmp_path / "busy"), "FAKE_DG_COMPILE_S": "0.05"}
+
+
+def compiles(tmp_path) -> list[str]:
+    log = tmp_path / "compiles.log"
+    return log.read_text().split() if log.exists() else []
+
+
+@pytest.mark.parametrize("style", list(STYLES))
+def test_each_kernel_compiles_once_across_build_directories(tmp_path, env, style):
+    first = call(tmp_path, "tmp-a", style, env)
+    assert first.wait(timeout=30) == 0, first.stdout.read()
+    second = call(tmp_path, "tmp-b", style, env)
+    assert second.wait(timeout=30) == 0, second.stdout.read()
+    assert compiles(tmp_path) == ["k.1"], "the second build directory compiled the same kernel again"
+    assert (tmp_path / "tmp-b" / "kernel.cubin").read_bytes() == (tmp_path / "tmp-a" / "kernel.cubin").read_bytes()
+    other = call(tmp_path, "tmp-c", style, env, source="// entry: k.2\nanother kernel\n")
+    assert other.wait(timeout=30) == 0 and compiles(tmp_path) == ["k.1", "k.2"]
+
+
+def test_version_passes_through_whole(tmp_path, env):
+    text = subprocess.run([str(pool.SHIM), "--version"], env=env, capture_output=True, text=True).stdout
+    assert "release 13.0, V13.0.88" in text and text.startswith("nvcc: NVIDIA") and "Build cuda_13.0" in text
+
+
+@pytest.mark.parametrize("style", list(STYLES))
+def test_a_kernel_another_worker_builds_is_busy_at_once_or_waited_for(tmp_path, env, style):
+    slow = call(tmp_path, "tmp-a", style, {**env, "FAKE_DG_COMPILE_S": "2"})
+    deadline = time.monotonic() + 10
+    while not list((tmp_path / "store").glob("*.lock")) and time.monotonic() < deadline:
+        time.sleep(0.02)
+    busy = call(tmp_path, "tmp-b", style, {**env, "JITWARM_NVCC_WAIT": "0"})
+    assert busy.wait(timeout=5) == 75 and "being compiled by another worker" in busy.stdout.read()
+    assert (tmp_path / "busy").exists()
+    waiter = call(tmp_path, "tmp-c", style, {**env, "JITWARM_NVCC_WAIT": "1"})
+    assert waiter.wait(timeout=30) == 0 and slow.wait(timeout=30) == 0
+    assert compiles(tmp_path) == ["k.1"]
+    assert (tmp_path / "tmp-c" / "kernel.cubin").read_bytes() == (tmp_path / "tmp-a" / "kernel.cubin").read_bytes()
