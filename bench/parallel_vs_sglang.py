@@ -25,7 +25,7 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _emit import emit  # noqa: E402
+from _emit import emit, entry_names  # noqa: E402
 sys.path.insert(0, str(REPO))
 
 from tasks import fingerprint, registry, targets  # noqa: E402  (pure planning code)
@@ -34,8 +34,7 @@ SHAPES = [(7168, 2048), (2112, 7168), (3072, 1536), (4096, 512)]
 
 
 def entries(root: Path) -> set[str]:
-    cache = root / "cache"
-    return {p.name for p in cache.iterdir() if p.name.startswith("kernel.")} if cache.is_dir() else set()
+    return entry_names(root)
 
 
 def replay(plan: Path, root: Path, env: dict) -> tuple[dict, float]:

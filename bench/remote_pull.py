@@ -28,7 +28,7 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _emit import emit  # noqa: E402
+from _emit import emit, entry_names  # noqa: E402
 
 MODELS = ("deepseek-v3-0324.toml", "deepseek-v3.2.toml", "glm-5-fp8.toml")
 
@@ -105,7 +105,7 @@ def main() -> int:
     # to load them from disk (the pulls come later and would find them cached).
     subprocess.run([sys.executable, "-c", "import torch"], check=True, timeout=300)
     result["cold"] = phase(opts.work, "cold", env("a"), opts.cold_timeout, "warm")
-    result["cold"]["entries"] = len(list((opts.work / "a" / "cache").glob("kernel.*")))
+    result["cold"]["entries"] = len(entry_names(opts.work / "a"))
     result["push"] = phase(opts.work, "push", env("a", JITWARM_REMOTE=f"file://{remote}",
                                                   JITWARM_REMOTE_MODE="read-write"), 120, "push")
     result["push"]["artifacts"] = len(list(remote.glob("jitwarm/v1/*/*/manifest.json")))
@@ -113,7 +113,7 @@ def main() -> int:
     for name in ("b", "c"):
         pulled = phase(opts.work, f"pull-{name}", env(name, **pulling), 120, "warm")
         pulled["replay_new_entries"] = replay_new_entries(opts.work / name)
-        pulled["entries"] = len(list((opts.work / name / "cache").glob("kernel.*")))
+        pulled["entries"] = len(entry_names(opts.work / name))
         stale, _ = doit(env(name), 60, "list", "--status", "--all")
         rows = [line.split()[:2] for line in (stale.stdout if stale else "").splitlines()]
         pulled["stale_after"] = sum(len(r) == 2 and r[0] == "R" and r[1].startswith("warm:") for r in rows)

@@ -21,7 +21,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(REPO))
-from _emit import emit  # noqa: E402
+from _emit import emit, entry_names  # noqa: E402
 
 N, K, M_MAX = 7168, 16384, 16384
 
@@ -52,7 +52,7 @@ def main() -> int:
         worker._sweep(executor, m_values[first:first + 256], executor.capture)
     executor.sync()
     result["warm_s"] = round(time.monotonic() - started, 2)
-    result["entries"] = len(list((opts.work / "cache").glob("kernel.*")))
+    result["entries"] = len(entry_names(opts.work))
     result["captured"] = {}
     for chunk in (64, 256, 1024):
         torch.cuda.reset_peak_memory_stats()
@@ -67,7 +67,7 @@ def main() -> int:
         executor.execute(m)
     executor.sync()
     result["eager_every_16th_s"] = round(time.monotonic() - started, 3)
-    result["entries_after"] = len(list((opts.work / "cache").glob("kernel.*")))
+    result["entries_after"] = len(entry_names(opts.work))
     result["gpu"] = torch.cuda.get_device_name()
     result["versions"] = {"torch": torch.__version__, "deep_gemm": getattr(deep_gemm, "__version__", None)}
     return emit(result, opts.out)

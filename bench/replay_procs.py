@@ -27,7 +27,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(REPO))
-from _emit import emit  # noqa: E402
+from _emit import emit, entry_names  # noqa: E402
 
 
 def fork_all(bodies) -> tuple[float, list[dict]]:
@@ -117,7 +117,7 @@ def main() -> int:
     works = targets.shared_works(doit_tasks.load()[1]).values()
     shapes = [{"key": w.key, "shape": {"kind": w.shape.kind.value, "n": w.shape.n, "k": w.shape.k,
                                        "groups": w.shape.groups}, "m_values": list(w.m_values)} for w in works]
-    entries = lambda: len(list((opts.root / "cache").glob("kernel.*")))  # noqa: E731
+    entries = lambda: len(entry_names(opts.root))  # noqa: E731
     before = entries()
     result: dict = {"date": datetime.now(timezone.utc).isoformat(timespec="seconds"), "shapes": len(shapes),
                     "cpus": len(os.sched_getaffinity(0))}

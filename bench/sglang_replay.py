@@ -15,6 +15,9 @@ import sys
 import time
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _emit import entry_names  # noqa: E402
+
 BLOCK = 128
 
 
@@ -23,8 +26,7 @@ def ceil_div(a, b):
 
 
 def entries(root):
-    cache = Path(root) / "cache"
-    return {p.name for p in cache.iterdir() if p.name.startswith("kernel.")} if cache.is_dir() else set()
+    return entry_names(root)
 
 
 def main():

@@ -24,7 +24,7 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _emit import emit  # noqa: E402
+from _emit import emit, entry_names  # noqa: E402
 sys.path.insert(0, str(REPO))
 
 from tasks import fingerprint, registry, targets  # noqa: E402  (pure planning code)
@@ -40,7 +40,7 @@ def doit(env, *args) -> tuple[subprocess.CompletedProcess, float]:
 
 
 def cache_entries(root: Path) -> set[str]:
-    return {p.name for p in (root / "cache").iterdir() if p.name.startswith("kernel.")}
+    return entry_names(root)
 
 
 def status(env) -> dict[str, str]:
