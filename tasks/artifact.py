@@ -1,9 +1,9 @@
 """Pack a shape's cache entries into one archive, and unpack one without trusting it.
 
 An archive is a tar of `<entry>/<file>` members (entries named as the cache's layout
-names them), zstd-compressed when the `zstandard` package is present. Its manifest lists every file's sha256 and size. Packing
-is deterministic (sorted names, zero times and owners), so two runners that built the
-same kernels push the same bytes.
+names them), zstd-compressed when the `zstandard` package is present. Its manifest lists
+every file's sha256 and size. Packing is deterministic (sorted names, zero times and
+owners), so two runners that built the same kernels push the same bytes.
 
 Unpacking refuses anything but plain files and directories under entry names of the
 layout (no absolute paths, `..`, links or devices), checks every file against the

@@ -24,8 +24,8 @@ from . import layouts
 @dataclass(frozen=True)
 class CacheRoot:
     path: Path  # the writable root
-    source: str
-    layout: object = layouts.LAYOUTS["0.1.x"]
+    source: str  # where the value came from, for `doit info`
+    layout: layouts.CacheLayout
     readonly: tuple[Path, ...] = ()  # searched after `path`, in order, never written
 
     @property
@@ -53,10 +53,9 @@ class CacheRoot:
         return f"{self.path} ({self.source}){ro}"
 
 
-def resolve(layout=None, environ=None) -> CacheRoot:
+def resolve(layout: layouts.CacheLayout, environ=None) -> CacheRoot:
     """Raises layouts.LayoutError (one line, naming the variable) for a list DeepJIT refuses."""
     env = os.environ if environ is None else environ
-    layout = layouts.LAYOUTS["0.1.x"] if layout is None else layout
     name, value = _sglang_var(env, "DG_CACHE_DIR")
     if value:
         return _root(value, name, layout, env)

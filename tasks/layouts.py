@@ -19,6 +19,7 @@ import importlib.util
 import os
 import re
 from pathlib import Path
+from typing import Protocol
 
 OVERRIDE_ENV = "JITWARM_CACHE_LAYOUT"
 DEEP_GEMM_DISTS = ("sgl-deep-gemm", "deep-gemm")
@@ -26,6 +27,33 @@ DEEP_GEMM_DISTS = ("sgl-deep-gemm", "deep-gemm")
 
 class LayoutError(ValueError):
     """A setting the layout cannot accept; the message is one line naming it."""
+
+
+class CacheLayout(Protocol):
+    id: str  # "0.1.x" or "0.2.x": what markers, plans and the override name
+    title: str  # for `doit info`
+    multi_root: bool  # whether the cache-dir variable is a WRITABLE:READONLY... list
+    keys_install_path: bool  # whether the install path enters the kernels' cache key
+    kernel_env: tuple[str, ...]  # env vars that change its compiled kernels
+    nvcc_env: tuple[str, ...]  # env vars naming nvcc, first wins
+    cache_dir_env: tuple[str, ...]  # env vars naming the roots without sglang, first wins
+
+    def is_entry(self, name: str) -> bool: ...
+
+    def present(self, entry: Path) -> bool:
+        """Whether the loader takes this directory as the entry (complete or not)."""
+
+    def describe(self, entry: Path) -> dict | None:
+        """{"binary": file, "size": bytes} for a complete entry, None otherwise."""
+
+    def flaw(self, entry: Path) -> str:
+        """What an incomplete entry lacks, in a few words."""
+
+    def roots(self, value: str) -> list[str]:
+        """The cache-dir variable's value as roots, writable first; LayoutError if refused."""
+
+    def build_leftovers(self, root: Path, pids: list[int]) -> list[Path]:
+        """Build directories the given processes may have left in `root`."""
 
 
 class Legacy:
@@ -47,11 +75,9 @@ class Legacy:
         return name.startswith("kernel.")
 
     def present(self, entry: Path) -> bool:
-        """Whether the loader takes this directory as the entry (complete or not)."""
         return os.path.isdir(entry)
 
     def describe(self, entry: Path) -> dict | None:
-        """{"binary": file, "size": bytes} for a complete entry, None otherwise."""
         base = os.fspath(entry)
         if not os.path.isfile(os.path.join(base, self.SOURCE)):
             return None
@@ -61,7 +87,6 @@ class Legacy:
         return None
 
     def flaw(self, entry: Path) -> str:
-        """What an incomplete entry lacks."""
         if not os.path.isfile(os.path.join(entry, self.SOURCE)):
             return f"{self.SOURCE} missing"
         return f"{' and '.join(self.BINARIES)} missing or empty"
@@ -70,7 +95,7 @@ class Legacy:
         return [value]
 
     def build_leftovers(self, root: Path, pids: list[int]) -> list[Path]:
-        """Build directories a killed or deferred call left: 0.1.x builds in tmp/<pid>-<uuid>/."""
+        # 0.1.x builds in tmp/<pid>-<uuid>/; a deferred or killed call leaves its directory.
         return [path for pid in pids for path in (Path(root) / "tmp").glob(f"{pid}-*")]
 
     def __repr__(self) -> str:
@@ -124,17 +149,17 @@ class DeepJit:
         return self.id
 
 
-LAYOUTS = {layout.id: layout for layout in (Legacy(), DeepJit())}
+LAYOUTS: dict[str, CacheLayout] = {layout.id: layout for layout in (Legacy(), DeepJit())}
 
 
-def by_id(layout_id: str):
+def by_id(layout_id: str) -> CacheLayout:
     try:
         return LAYOUTS[layout_id]
     except KeyError:
         raise LayoutError(f"{OVERRIDE_ENV}: expected one of {', '.join(LAYOUTS)}, got {layout_id!r}") from None
 
 
-def detect(module: str, environ=None):
+def detect(module: str, environ=None) -> CacheLayout:
     """The layout of the installed deep_gemm (or the override), without importing it."""
     env = os.environ if environ is None else environ
     if env.get(OVERRIDE_ENV):
