@@ -6,7 +6,7 @@ says why. Planning here never imports torch or deep_gemm.
 
 from doit import task_params
 
-from tasks import doit_tasks
+from tasks.cli import doit_tasks
 
 DOIT_CONFIG = doit_tasks.DOIT_CONFIG
 doit_tasks.install_sigterm_as_interrupt()

@@ -18,6 +18,7 @@ def emit(result: dict, out: Path | None) -> int:
 
 def entry_names(root) -> set[str]:
     """Entries (complete or not) in one cache root, named as the installed deep_gemm's layout names them."""
-    from tasks import entries, layouts
+    from tasks.state import entries
+    from tasks.state import layouts
 
     return entries.names(Path(root), layouts.detect("deep_gemm"))

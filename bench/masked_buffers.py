@@ -92,7 +92,7 @@ def main() -> int:
         return sorted({e for v in res.values() if isinstance(v, dict) for e in v.get("new", [])})
 
     sets = {rows: entry_set(res) for rows, res in results.items()}
-    from tasks import fingerprint
+    from tasks.host import fingerprint
     report = {
         "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "fingerprint": fingerprint.compute(),

@@ -43,7 +43,8 @@ def main() -> int:
     import deep_gemm
     result["deep_gemm_import_s"] = round(time.monotonic() - started, 3)
 
-    from tasks import executors, worker
+    from tasks.build.child import executors
+    from tasks.build.child import replay as worker
 
     executor = executors.create(deep_gemm, "GEMM_NT_F8F8BF16", N, K, 1, M_MAX)
     m_values = list(range(1, M_MAX + 1))

@@ -68,7 +68,7 @@ def start_cuda() -> dict:
 
 
 def replay(shapes: list[dict]) -> dict:
-    from tasks import worker
+    from tasks.build.child import replay as worker
 
     out = start_cuda()
     out["shapes"] = []
@@ -112,7 +112,8 @@ def main() -> int:
     opts = parser.parse_args()
     os.environ["DG_JIT_CACHE_DIR"] = str(opts.root)
     os.environ["JITWARM_MODELS_DIR"] = str(opts.models)
-    from tasks import doit_tasks, targets
+    from tasks.cli import doit_tasks
+    from tasks.plan import targets
 
     works = targets.shared_works(doit_tasks.load()[1]).values()
     shapes = [{"key": w.key, "shape": {"kind": w.shape.kind.value, "n": w.shape.n, "k": w.shape.k,
@@ -142,7 +143,7 @@ def main() -> int:
                 {k: v for k, v in o.items() if k != "shapes"} | {"shapes": len(g), "sum_s": round(sum(
                     s["setup_s"] + s["sweep_s"] for s in o.get("shapes", [])), 3)} for o, g in zip(outs, split)]}
     result["entries_before"], result["entries_after"] = before, entries()
-    from tasks import fingerprint
+    from tasks.host import fingerprint
     fp = fingerprint.compute()
     result["gpu"] = fp["gpu.name"]
     result["versions"] = {k: fp.get(k) for k in ("deep_gemm.dist", "deep_gemm.version", "torch", "nvcc", "python")}

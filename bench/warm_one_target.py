@@ -27,7 +27,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _emit import emit, entry_names  # noqa: E402
 sys.path.insert(0, str(REPO))
 
-from tasks import fingerprint, registry, targets  # noqa: E402  (pure planning code)
+from tasks.host import fingerprint  # noqa: E402  (pure planning code)
+from tasks.plan import registry
+from tasks.plan import targets
 
 M_LIST = [1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096, 8192, 16384]
 

@@ -33,8 +33,8 @@ def make_entry(root: Path, name: str, layout: str = "0.1.x", binary: bytes | Non
 
 
 def cache(path: Path, layout: str = "0.1.x", *readonly: Path):
-    from tasks import layouts
-    from tasks.cacheroot import CacheRoot
+    from tasks.state import layouts
+    from tasks.state.cacheroot import CacheRoot
 
     return CacheRoot(Path(path), "test", layouts.by_id(layout), tuple(Path(p) for p in readonly))
 
@@ -88,7 +88,7 @@ class Workspace:
         found = []
         for proc in psutil.process_iter(["cmdline"]):
             try:
-                if "tasks.zygote" in (proc.info["cmdline"] or []) and \
+                if "tasks.build.child.zygote" in (proc.info["cmdline"] or []) and \
                         proc.environ().get("DG_JIT_CACHE_DIR") == str(self.root):
                     found.append(proc)
             except psutil.Error:

@@ -9,7 +9,7 @@ import tarfile
 import pytest
 
 from conftest import cache, make_entry
-from tasks import artifact
+from tasks.remote import artifact
 
 # Two entries per layout: 0.1.x names carry a kernel. prefix, 0.2.x (DeepJIT) ones do not.
 NAMES = {"0.1.x": ("kernel.gemm.aaaa", "kernel.transpose.bbbb"),

@@ -2,7 +2,8 @@
 
 import pytest
 
-from tasks import cacheroot, layouts
+from tasks.state import cacheroot
+from tasks.state import layouts
 
 LEGACY, DEEPJIT = layouts.by_id("0.1.x"), layouts.by_id("0.2.x")
 

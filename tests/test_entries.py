@@ -5,7 +5,7 @@ import os
 import pytest
 
 from conftest import cache, make_entry
-from tasks import entries
+from tasks.state import entries
 
 JIT = "sm90_fp8_gemm_1d2d." + "3f2a" * 8  # a DeepJIT name: <tag>.<32 hex digits>
 

@@ -13,7 +13,8 @@ import psutil
 import pytest
 
 from conftest import REPO, Workspace, cache, model_file
-from tasks import entries, locks
+from tasks.state import entries
+from tasks.plan import locks
 
 pytestmark = pytest.mark.both_layouts
 

@@ -3,7 +3,9 @@ import stat
 
 import pytest
 
-from tasks import fingerprint, layouts, remote
+from tasks.host import fingerprint
+from tasks.state import layouts
+from tasks.remote import store as remote
 
 NVCC_13 = "nvcc: NVIDIA (R) Cuda compiler driver\nCuda compilation tools, release 13.0, V13.0.88\nBuild {build}"
 

@@ -10,7 +10,8 @@ import sys
 import pytest
 
 from conftest import REPO, Workspace, model_file
-from tasks import registry, targets
+from tasks.plan import registry
+from tasks.plan import targets
 
 pytestmark = [
     pytest.mark.gpu,

@@ -1,7 +1,7 @@
 import pytest
 
-from tasks import launch_args
-from tasks.launch_args import ArgsError
+from tasks.plan import launch_args
+from tasks.plan.launch_args import ArgsError
 
 
 def test_equals_and_space_forms_hash_the_same():

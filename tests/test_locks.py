@@ -1,6 +1,8 @@
 import pytest
 
-from tasks import locks, registry, targets
+from tasks.plan import locks
+from tasks.plan import registry
+from tasks.plan import targets
 
 REAL_LINES = [
     "[2026-11-22 10:00:01 TP0] Try DeepGEMM JIT Compiling for <GEMM_NT_F8F8BF16> N=2112, K=7168, "

@@ -8,7 +8,7 @@ import time
 import pytest
 
 from conftest import FAKES
-from tasks import pool
+from tasks.build import pool
 
 STYLES = {"0.1.x": ["-cubin", "-o"], "0.2.x": ["--cubin", "--output-file"]}
 

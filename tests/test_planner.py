@@ -5,8 +5,8 @@ import tomllib
 import pytest
 
 from conftest import REPO
-from tasks import launch_args
-from tasks.planner import GemmShape, Kind, PlanError, plan
+from tasks.plan import launch_args
+from tasks.plan.planner import GemmShape, Kind, PlanError, plan
 
 N, C, M = Kind.NORMAL, Kind.CONTIG, Kind.MASKED
 

@@ -9,9 +9,11 @@ from collections import Counter
 import pytest
 
 from conftest import DODO, model_file
-from tasks import gpumem, pool, shared_replay
-from tasks.planner import GemmShape, Kind
-from tasks.targets import ShapeWork
+from tasks.plan import gpumem
+from tasks.build import pool
+from tasks.build.child import shared_replay
+from tasks.plan.planner import GemmShape, Kind
+from tasks.plan.targets import ShapeWork
 
 pytestmark = pytest.mark.both_layouts
 

@@ -10,7 +10,7 @@ import subprocess
 import sys
 
 from conftest import DODO, model_file
-from tasks import progress
+from tasks.report import progress
 
 SMALL = "m_list = [1, 32, 128, 1024]\n"
 TP8 = "[[launch]]\ntp = 8\n" + SMALL

@@ -3,7 +3,8 @@
 import pytest
 
 from conftest import REPO
-from tasks import registry, targets
+from tasks.plan import registry
+from tasks.plan import targets
 
 
 def load_text(tmp_path, text, name="x"):

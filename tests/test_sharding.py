@@ -8,7 +8,10 @@ from collections import Counter
 import pytest
 
 from conftest import model_file
-from tasks import registry, settings, sharding, targets
+from tasks.plan import registry
+from tasks.host import settings
+from tasks.plan import sharding
+from tasks.plan import targets
 
 SMALL = "m_list = [1, 32, 128, 1024]\n"
 TP8 = "[[launch]]\ntp = 8\n" + SMALL

@@ -7,7 +7,7 @@ import time
 import psutil
 import pytest
 
-from tasks import supervise
+from tasks.build import supervise
 
 SPAWN = """
 import os, signal, subprocess, sys, time

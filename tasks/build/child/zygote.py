@@ -1,0 +1,269 @@
+"""The pool's one supervised process: import torch once, then fork the workers.
+
+Usage: python -m tasks.build.child.zygote PLAN.json
+       python -m tasks.build.child.zygote --standby MODULE   (then the plan's path on stdin)
+
+Importing torch takes seconds, and sixteen processes doing it at once take longer still.
+This process imports it once, without touching CUDA, then forks one child per compile
+slice and, when those are done, one child per compiled shape's replay plus the few that
+share the replays of the shapes pulled from the remote cache (tasks/shared_replay.py).
+Each child imports deep_gemm and initialises CUDA itself (safe after fork, since the
+parent never did), writes its own log and result file, and is killed if it outlives its
+timeout (a shared replay child: if one piece does).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib
+import json
+import multiprocessing
+import os
+import shutil
+import signal
+import sys
+import time
+import traceback
+from pathlib import Path
+
+from tasks.build.child import compile as compile_worker
+from tasks.state import records
+from tasks.build.child import shared_replay
+from tasks.build.child import replay as worker
+from tasks.state.cacheroot import CacheRoot
+
+
+def main(argv: list[str]) -> int:
+    started = time.monotonic()
+    if argv[1] == "--standby":
+        # Started before the plan exists (tasks/pool.prestart): import first, then wait.
+        problem = _import_torch(argv[2])
+        if problem is not None:
+            return problem
+        imported = time.monotonic() - started
+        line = sys.stdin.readline().strip()
+        if not line:
+            return 0  # the warm needed no pool after all
+        plan = json.loads(Path(line).read_text())
+        timings = {"import_s": round(imported, 3), "waited_s": round(time.monotonic() - started - imported, 3)}
+    else:
+        plan = json.loads(Path(argv[1]).read_text())
+        problem = _import_torch(plan["module"])
+        if problem is not None:
+            return problem
+        timings = {"import_s": round(time.monotonic() - started, 3)}
+    # The compile queue: one list, a counter in shared memory that every forked worker
+    # advances, so an idle worker always takes the next calls nobody has started.
+    queue, chunk = plan["queue"], plan["chunk"]
+    counter = multiprocessing.Value("l", 0)
+
+    def take():
+        with counter.get_lock():
+            start = counter.value
+            counter.value = start + chunk
+        return queue[start:start + chunk]
+
+    compile_kids = [_Kid(job, lambda job: _compile_child(job, take)) for job in plan["compile"]]
+    timings["compile_s"], pids = _run_children(compile_kids, len(compile_kids), plan["timeout_s"])
+    _remove_build_leftovers(CacheRoot.from_plan(plan["cache"]), pids)
+    kids = [_Kid(job, _replay_child) for job in plan["replays"]]
+    shared = _Shared(plan["shared"]) if plan.get("shared") else None
+    if shared is not None:
+        kids += [shared.kid() for _ in range(plan["shared"]["processes"])]
+    timings["replay_s"], _ = _run_children(kids, plan["parallel_replay"], plan["timeout_s"])
+    if shared is not None:
+        shared.finish()
+    Path(plan["timings"]).write_text(json.dumps(timings))
+    return 0
+
+
+def _import_torch(module: str) -> int | None:
+    """Import torch for the children (the real deep_gemm needs it); EXIT_ENV if that fails.
+
+    torch is the slow import and leaves CUDA alone; deep_gemm's import starts CUDA, which
+    cannot survive a fork, so each child imports deep_gemm itself."""
+    if module != "deep_gemm":
+        return None
+    try:
+        torch = importlib.import_module("torch")
+    except ImportError as exc:
+        print(f"{worker.PROBLEM_PREFIX}cannot import torch: {exc}", file=sys.stderr, flush=True)
+        return worker.EXIT_ENV
+    if torch.cuda.is_initialized():
+        print(f"{worker.PROBLEM_PREFIX}CUDA was initialised before fork", file=sys.stderr, flush=True)
+        return worker.EXIT_ENV
+    return None
+
+
+class _Kid:
+    """One forked child: a job (log, status file) and the body it runs."""
+
+    def __init__(self, job: dict, body):
+        self.job, self.body = job, body
+        self.began = 0.0
+        self.killed_for: str | None = None  # why the zygote killed it, if it did
+
+    def overdue(self, now: float, timeout: float) -> bool:
+        return now - self.began > timeout
+
+    def ended(self, how: str) -> list:
+        """Note how it ended; return the children to start in its place."""
+        _note(self.job, self.killed_for or how)
+        return []
+
+
+class _Shared:
+    """Processes that drain one queue of replay pieces (tasks/shared_replay.py)."""
+
+    def __init__(self, spec: dict):
+        self.spec = spec
+        self.counter = multiprocessing.Value("l", 0)
+        self.started = 0
+        self.broken: tuple[str, str] | None = None  # (how, log) of a process that could not start
+
+    def take(self) -> int | None:
+        with self.counter.get_lock():
+            i = self.counter.value
+            if i >= len(self.spec["pieces"]):
+                return None
+            self.counter.value = i + 1
+            return i
+
+    def left(self) -> bool:
+        return self.broken is None and self.counter.value < len(self.spec["pieces"])
+
+    def kid(self) -> "_SharedKid":
+        n, self.started = self.started, self.started + 1
+        job = {"log": str(records.log_path(Path(self.spec["cache"]["root"]), f"replay-pulled-{n}")),
+               "staging": str(Path(self.spec["dir"]) / f"view-{n}")}
+        return _SharedKid(self, job)
+
+    def note(self, i: int, how: str, log: str) -> None:
+        path = shared_replay.status_path(self.spec, i)
+        if not path.exists():  # a timeout's note stays when the kill is reaped
+            records.write_json(path, {"how": how, "log": log})
+
+    def finish(self) -> None:
+        """Pieces nobody took (their processes could not start) end with the reason."""
+        how, log = self.broken or ("did not run", self.spec["pool_log"])
+        while (i := self.take()) is not None:
+            self.note(i, how, log)
+
+
+class _SharedKid(_Kid):
+    def __init__(self, shared: _Shared, job: dict):
+        self.shared = shared
+        self.slot = multiprocessing.Array("d", [-1.0, 0.0, 0.0])  # piece, began, pieces taken
+        super().__init__(job, lambda job: shared_replay.run(shared.spec, job, shared.take, self.slot))
+
+    def _piece(self) -> tuple[int, float, int]:
+        with self.slot.get_lock():
+            return int(self.slot[0]), self.slot[1], int(self.slot[2])
+
+    def overdue(self, now: float, timeout: float) -> bool:
+        piece, began, taken = self._piece()
+        if piece < 0:  # starting up (timed as a whole) or between two pieces
+            return taken == 0 and now - self.began > timeout
+        return now - began > timeout
+
+    def ended(self, how: str) -> list:
+        how = self.killed_for or how
+        piece, _, taken = self._piece()
+        if piece >= 0:
+            self.shared.note(piece, how, self.job["log"])
+        if how == f"exited with code {worker.EXIT_ENV}" or (taken == 0 and how != "exited with code 0"):
+            self.shared.broken = (how, self.job["log"])  # the next process would fare no better
+        return [self.shared.kid()] if self.shared.left() else []
+
+
+def _run_children(kids: list[_Kid], parallel: int, timeout: float) -> tuple[float, list[int]]:
+    """Fork up to `parallel` children at a time; record how each one ended."""
+    started = time.monotonic()
+    queue, running, pids = list(kids), {}, []
+    while queue or running:
+        while queue and len(running) < parallel:
+            kid = queue.pop(0)
+            kid.began = time.monotonic()
+            pid = _fork(kid.job, kid.body)
+            pids.append(pid)
+            running[pid] = kid
+        pid, status = os.waitpid(-1, os.WNOHANG)
+        if pid == 0:
+            now = time.monotonic()
+            for child, kid in list(running.items()):
+                if kid.killed_for is None and kid.overdue(now, timeout):
+                    kid.killed_for = f"timed out after {timeout:.0f}s"
+                    _kill_group(child)
+            time.sleep(0.02)
+            continue
+        if pid in running:
+            kid = running.pop(pid)
+            _kill_group(pid)  # whatever the child left running ends with it
+            queue[:0] = kid.ended(_describe(status))
+    return round(time.monotonic() - started, 3), pids
+
+
+def _remove_build_leftovers(cache: CacheRoot, pids: list[int]) -> None:
+    """Build directories the workers' deferred calls left in the writable root (layout-specific)."""
+    for path in cache.layout.build_leftovers(cache.path, pids):
+        shutil.rmtree(path, ignore_errors=True)
+
+
+def _kill_group(pgid: int) -> None:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pgid, signal.SIGKILL)
+
+
+def _fork(job: dict, body) -> int:
+    pid = os.fork()
+    if pid:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.setpgid(pid, pid)  # both sides set it, so no kill can race the child's own call
+        return pid
+    code = 1
+    try:
+        os.setpgid(0, 0)  # its own group: a timeout or its exit ends everything it started
+        log = os.open(job["log"], os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+        os.dup2(log, 1)
+        os.dup2(log, 2)
+        sys.stdout = os.fdopen(1, "w", buffering=1)
+        sys.stderr = os.fdopen(2, "w", buffering=1)
+        os.environ.update(job.get("env", {}))
+        code = body(job)
+    except worker.EnvironmentProblem as exc:
+        print(f"{worker.PROBLEM_PREFIX}{exc}", file=sys.stderr, flush=True)
+        code = worker.EXIT_ENV
+    except BaseException:
+        traceback.print_exc()
+        code = 1
+    finally:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+
+
+def _compile_child(job: dict, take) -> int:
+    records.write_json(Path(job["result"]), compile_worker.run(job["plan"], take))
+    return 0
+
+
+def _replay_child(job: dict) -> int:
+    records.write_json(Path(job["result"]), worker.run(job["plan"]))
+    return 0
+
+
+def _note(job: dict, how: str) -> None:
+    records.replace_file(Path(job["status"]), how.encode())  # the parent polls for it: never half-written
+
+
+def _describe(status: int) -> str:
+    if os.WIFSIGNALED(status):
+        return f"killed by {signal.Signals(os.WTERMSIG(status)).name}"
+    return f"exited with code {os.WEXITSTATUS(status)}"
+
+
+if __name__ == "__main__":
+    code = main(sys.argv)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)  # skip interpreter teardown with torch loaded: it costs seconds

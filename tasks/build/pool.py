@@ -1,0 +1,393 @@
+"""Compile pool: build the kernels of many shapes at once, on every usable core, then
+replay each shape to attribute its entries and prove nothing is left to compile.
+
+All (shape, M) calls form one queue that W worker processes drain together, a chunk at
+a time; shapes take turns and each visits its M values in a spread order, so at any
+moment the workers mostly need different kernels, and an idle worker always finds work.
+deep_gemm compiles through the nvcc shim (tasks/nvcc_shim.sh), which builds each kernel
+once across all workers and processes, and tells a worker at once when another is
+already building what it needs.
+"""
+
+from __future__ import annotations
+
+import atexit
+import contextlib
+import hashlib
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from tasks.state import cacheview
+from tasks.host import fingerprint
+from tasks.plan import gpumem
+from tasks.state import layouts
+from tasks.plan import mlists
+from tasks.state import records
+from tasks.build.child import shared_replay
+from tasks.build import supervise
+from tasks.build.child import replay as worker
+from tasks.state.cacheroot import CacheRoot
+from tasks.host.settings import REPO_ROOT, Settings
+from tasks.plan.targets import ShapeWork
+
+SHIM = Path(__file__).resolve().parent / "nvcc_shim.sh"
+QUEUE_CHUNK = 8  # calls a worker takes at a time: few shape switches, little idling at the end
+
+
+@dataclass
+class Report:
+    workers: int = 0
+    seconds: float = 0.0
+    deferred: int = 0
+    compiled: int = 0
+    complete: set[str] = field(default_factory=set)  # shape keys whose compile calls all finished
+    failures: dict[str, dict] = field(default_factory=dict)  # shape key -> {error, log_tail}
+    m_values: dict[str, tuple[int, ...]] = field(default_factory=dict)  # after memory reduction
+    reduced: dict[str, int] = field(default_factory=dict)  # shape key -> reduced max_m
+    replay_slots: int = 1
+    timings: dict = field(default_factory=dict)  # import, compile and replay phases (seconds)
+    started: float = field(default_factory=time.monotonic)
+    kernel_seconds: dict = field(default_factory=dict)  # nvcc time per kernel, from the shim
+
+
+def usable_cores(settings: Settings) -> int:
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except AttributeError:
+        cores = os.cpu_count() or 1
+    return max(1, min(cores, settings.jobs) if settings.jobs else cores)
+
+
+def plan_memory(works: list[ShapeWork], report: Report, cores: int, free: int | None, margin: int) -> int:
+    """Fit the works in GPU memory: reduce what cannot fit (as sglang does), size the pool."""
+    for work in works:
+        report.m_values[work.key] = work.m_values
+    if free is None:  # no reading (a test stand-in, or nvidia-smi missing): cores decide
+        report.replay_slots = cores
+        return cores
+    budget = free - margin
+    largest = 0
+    for work in works:
+        s = work.shape
+        values, reduced = gpumem.reduce_to_fit(s.kind.value, s.n, s.k, s.groups, work.m_values, budget)
+        report.m_values[work.key] = values
+        if reduced is not None:
+            report.reduced[work.key] = reduced
+        if values:
+            largest = max(largest, gpumem.worker_bytes(s.kind.value, s.n, s.k, s.groups, max(values)))
+        else:
+            need = gpumem.worker_bytes(s.kind.value, s.n, s.k, s.groups, gpumem.REDUCE_FLOOR) / gpumem.GIB
+            report.failures[work.key] = {"error": f"does not fit in GPU memory: {need:.1f} GiB needed at max_m "
+                                                  f"{gpumem.REDUCE_FLOOR}, {budget / gpumem.GIB:.1f} GiB available"}
+    slots = max(1, budget // largest) if largest else cores
+    report.replay_slots = int(min(cores, slots))
+    return int(min(cores, slots))
+
+
+def spread_order(n: int) -> list[int]:
+    """Indices 0..n-1 so that any prefix is spread over the whole range (bit reversal)."""
+    bits = max(1, (n - 1).bit_length())
+    return sorted(range(n), key=lambda i: int(format(i, f"0{bits}b")[::-1], 2))
+
+
+def queue_order(works: list[ShapeWork], m_values: dict[str, tuple[int, ...]], chunk: int) -> list[tuple[int, int]]:
+    """All (shape, M) calls in the order workers take them: shapes in turn, `chunk` calls
+    each, and each shape's M values in spread order, so early calls need many kernels."""
+    orders = [[(s, m_values[w.key][i]) for i in spread_order(len(m_values[w.key]))] for s, w in enumerate(works)]
+    queue = []
+    for turn in range(0, max(map(len, orders), default=0), chunk):
+        for order in orders:
+            queue += order[turn:turn + chunk]
+    return queue
+
+
+def shim_env(store: Path, env: dict | None = None, layout=layouts.LAYOUTS["0.1.x"]) -> dict:
+    """Environment that routes deep_gemm's nvcc calls through the shim (DG_ wins over DJ_ in 0.2.x)."""
+    env = dict(os.environ if env is None else env)
+    env["JITWARM_REAL_NVCC"] = fingerprint.nvcc_path(env, layout)
+    env["JITWARM_KSTORE"] = str(store)
+    env["DG_JIT_NVCC_COMPILER"] = str(SHIM)
+    env["JITWARM_NVCC_WAIT"] = "1"
+    return env
+
+
+def store_for(root: Path, fp: dict, max_age_s: float) -> Path:
+    """The shim's store for this toolchain, shared by concurrent `doit warm` processes so
+    that none compiles a kernel another is building. It holds copies (a later damaged
+    cache entry cannot spoil them) and only needs to outlive concurrent runs: anything
+    older than `max_age_s` is dropped."""
+    digest = hashlib.sha256(json.dumps(fp, sort_keys=True).encode()).hexdigest()[:16]
+    store = records.state_dir(root) / "kstore" / digest
+    cutoff = time.time() - max_age_s
+    for path in store.glob("*.cubin") if store.is_dir() else ():
+        with contextlib.suppress(OSError):
+            if path.stat().st_mtime < cutoff:
+                path.unlink()
+    return store
+
+
+_standby: tuple[tuple[str, str], subprocess.Popen] | None = None  # ((root, store), the pool process)
+
+
+def prestart(cache: CacheRoot, fp: dict, settings: Settings, base_env: dict) -> None:
+    """Start the pool's process now: its torch import (seconds) then overlaps whatever the
+    warm does before it needs the pool (pulls, planning). It waits for its plan on stdin;
+    `run` hands it one, and `stop_standby` ends it if no pool is needed after all."""
+    global _standby
+    if _standby is not None:
+        return
+    root = cache.path
+    store = store_for(root, fp, max_age_s=2 * settings.shape_timeout_s)
+    argv = [sys.executable, "-m", "tasks.build.child.zygote", "--standby", fp["deep_gemm.module"]]
+    proc = supervise.spawn(argv, shim_env(store, base_env, cache.layout), records.log_path(root, "pool"), cwd=REPO_ROOT,
+                           stdin=subprocess.PIPE)
+    _standby = ((str(root), str(store)), proc)
+    atexit.register(stop_standby)
+
+
+def stop_standby() -> None:
+    """End a prestarted pool process that was never handed a plan."""
+    global _standby
+    if _standby is None:
+        return
+    _, proc = _standby
+    _standby = None
+    with contextlib.suppress(OSError):
+        proc.stdin.close()  # it exits on its own once its import is done
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(proc.pid, signal.SIGKILL)
+    with contextlib.suppress(subprocess.TimeoutExpired):
+        proc.wait(timeout=5)
+
+
+def _hand_plan(root: Path, store: Path, plan_file: Path) -> subprocess.Popen | None:
+    """The prestarted pool process for this root, given its plan; None if there is none."""
+    global _standby
+    if _standby is None or _standby[0] != (str(root), str(store)):
+        return None
+    _, proc = _standby
+    with contextlib.suppress(OSError):  # OSError: it died just now
+        if proc.poll() is None:
+            proc.stdin.write(f"{plan_file}\n".encode())
+            proc.stdin.close()
+            _standby = None
+            return proc
+    stop_standby()
+    return None  # a fresh one reports whatever stopped it
+
+
+@dataclass
+class Replay:
+    """How one shape's replay child ended, and what it reported."""
+
+    status: str
+    result: dict | None
+    log: Path
+
+    def tail(self, lines: int = 30) -> list[str]:
+        return supervise.log_tail(self.log, lines)
+
+
+def run(works: list[ShapeWork], cache: CacheRoot, fp: dict, settings: Settings, base_env: dict,
+        store: Path, on_replay, report: Report | None = None, pulled: dict | None = None) -> Report:
+    """Compile every work's kernels in parallel, then replay each work in its own view.
+
+    Works in `pulled` (key -> the entry names the remote cache gave it) skip the compile
+    phase and are replayed together in a few shared processes (tasks/shared_replay.py);
+    their replay completes whatever is missing.
+
+    One supervised process (tasks/zygote.py) imports torch once and forks the compile
+    workers, then the replays. `on_replay(work, Replay)` is called for each
+    work as soon as its replay ends (or the pool does), so results land as they come.
+    """
+    report = Report() if report is None else report
+    pulled = pulled or {}
+    root = cache.path
+    started = report.started = time.monotonic()
+    module = fp["deep_gemm.module"]
+    free = gpumem.free_bytes() if module == "deep_gemm" else None
+    slots = plan_memory(works, report, usable_cores(settings), free, gpumem.margin_bytes())
+    runnable = [w for w in works if report.m_values[w.key] and w.key not in report.failures]
+    compiling = [w for w in runnable if w.key not in pulled]
+    queue = queue_order(compiling, report.m_values, QUEUE_CHUNK)
+    report.workers = min(slots, -(-len(queue) // QUEUE_CHUNK))
+    if not runnable:
+        return report
+    work_dir = records.state_dir(root) / "staging" / f"pool-{os.getpid()}-{int(time.time() * 1000)}"
+    work_dir.mkdir(parents=True)
+    shapes = [{"kind": w.shape.kind.value, "n": w.shape.n, "k": w.shape.k, "groups": w.shape.groups,
+               "rows": max(report.m_values[w.key])} for w in runnable]
+    compile_shapes = [shapes[s] for s, w in enumerate(runnable) if w.key not in pulled]
+    compile_jobs = [{
+        "plan": {"module": module, "shapes": compile_shapes, "busy_flag": str(work_dir / f"busy-{i}"),
+                 "first_call": _first_call(i, compiling, report.m_values)},
+        # Compile workers build straight into the writable root and find what every root holds.
+        "env": {"JITWARM_BUSY_FLAG": str(work_dir / f"busy-{i}"), "DG_JIT_CACHE_DIR": cache.env_value()},
+        "log": str(records.log_path(root, f"compile-{i}")), "result": str(work_dir / f"compile-{i}.json"),
+        "status": str(work_dir / f"compile-{i}.status")} for i in range(report.workers)]
+    replay_jobs = {s: {
+        "plan": {"cache": cache.as_plan(), "staging": str(work_dir / f"view-{s}"), "module": module,
+                 "shape": {k: v for k, v in shapes[s].items() if k != "rows"},
+                 "m_values": list(report.m_values[w.key]),
+                 "contig_alignment": mlists.CONTIG_ALIGNMENT},
+        "log": str(records.log_path(root, w.name)), "result": str(work_dir / f"replay-{s}.json"),
+        "status": str(work_dir / f"replay-{s}.status")} for s, w in enumerate(runnable) if w.key not in pulled}
+    shared_index = {s: i for i, s in enumerate(s for s, w in enumerate(runnable) if w.key in pulled)}
+    shared = _shared_spec(work_dir / "shared", cache, module, [
+        ({k: v for k, v in shapes[s].items() if k != "rows"}, report.m_values[runnable[s].key]) for s in shared_index],
+        report.replay_slots) if shared_index else None
+    plan_file = work_dir / "plan.json"
+    plan_file.write_text(json.dumps({
+        "module": module, "cache": cache.as_plan(), "compile": compile_jobs, "queue": queue, "chunk": QUEUE_CHUNK,
+        "replays": list(replay_jobs.values()), "shared": shared, "timeout_s": settings.shape_timeout_s,
+        "parallel_replay": report.replay_slots,
+        "timings": str(work_dir / "timings.json")}))
+    records.log_path(root, "pool").parent.mkdir(parents=True, exist_ok=True)
+    compiled_before = _compiled_count(store)
+    also = (f"; replaying {len(shared_index)} pulled from the remote in {shared['processes']} processes"
+            if shared else "")
+    print(f"compiling {len(compiling)} shapes ({len(queue)} calls) with {report.workers} workers{also}", flush=True)
+    pending = dict(enumerate(runnable))
+
+    def deliver(outcome: supervise.Outcome | None) -> None:
+        for s, work in list(pending.items()):
+            if s in shared_index:
+                got = shared_replay.outcome(shared, shared_index[s], pulled[work.key], cache,
+                                            outcome.describe() if outcome else None)
+                if got is None:
+                    continue
+                replay = Replay(*got)
+            else:
+                job = replay_jobs[s]
+                if outcome is None and not Path(job["status"]).exists():
+                    continue
+                replay = Replay(_status(job, outcome), records.read_json_any(Path(job["result"])), Path(job["log"]))
+            if not report.complete and not report.failures:
+                _read_compile(report, compiling, compile_jobs, outcome)
+            del pending[s]
+            on_replay(work, replay)
+
+    try:
+        outcome = supervise.run([sys.executable, "-m", "tasks.build.child.zygote", str(plan_file)],
+                                shim_env(store, base_env, cache.layout),
+                                records.log_path(root, "pool"), 2 * settings.shape_timeout_s + 120, cwd=REPO_ROOT,
+                                on_poll=lambda: deliver(None), proc=_hand_plan(root, store, plan_file))
+        report.timings = records.read_json_any(work_dir / "timings.json") or {}
+        report.kernel_seconds = _kernel_seconds(store, compiled_before)
+        report.compiled = _compiled_count(store) - compiled_before  # other runs' builds may count too
+        report.seconds = round(time.monotonic() - started, 3)
+        if outcome.returncode == worker.EXIT_ENV:
+            error = worker.problem_line(outcome.tail()) or outcome.describe()
+            for w in runnable:
+                report.failures[w.key] = {"error": error}
+        else:
+            _read_compile(report, compiling, compile_jobs, outcome)
+        deliver(outcome)
+    finally:
+        for view in [*work_dir.glob("view-*"), *work_dir.glob("shared/view-*")]:
+            cacheview.salvage(view, cache)
+        shutil.rmtree(work_dir, ignore_errors=True)
+    print(_summary(report), flush=True)
+    return report
+
+
+def _summary(report: Report) -> str:
+    t = report.timings
+    early = f" (started early, then waited {t['waited_s']}s for its plan)" if "waited_s" in t else ""
+    return (f"compiled {report.compiled} kernels in {t.get('compile_s', '?')}s with {report.workers} workers "
+            f"({report.deferred} calls deferred while another worker built their kernel); replays "
+            f"{t.get('replay_s', '?')}s; torch import {t.get('import_s', '?')}s{early}; deep_gemm import in "
+            f"workers {t.get('worker_import_s', '?')}s; pool {report.seconds}s; fingerprint {fingerprint.seconds}s")
+
+
+def _shared_spec(where: Path, cache: CacheRoot, module: str, shapes: list[tuple[dict, tuple]], slots: int) -> dict:
+    """What the shared replay processes of the pulled shapes work from."""
+    where.mkdir()
+    lengths = [len(m_values) for _, m_values in shapes]
+    processes = shared_replay.processes(sum(lengths), slots)
+    pieces = shared_replay.pieces(lengths, processes, worker.CAPTURE_CHUNK)
+    root = cache.path
+    return {"dir": str(where), "cache": cache.as_plan(), "module": module, "contig_alignment": mlists.CONTIG_ALIGNMENT,
+            "shapes": [{"shape": shape, "m_values": list(m_values)} for shape, m_values in shapes],
+            "pieces": pieces, "processes": min(processes, len(pieces)),
+            "pool_log": str(records.log_path(root, "pool"))}
+
+
+def _first_call(worker_index: int, works: list[ShapeWork], m_values: dict) -> list[int]:
+    """A call each worker makes before the queue, waiting if need be: its own shape and a
+    spread M, so the workers' first kernels (a shape's scale transpose, then a GEMM) are
+    mostly different ones."""
+    s = worker_index % len(works)
+    values = m_values[works[s].key]
+    order = spread_order(len(values))
+    return [s, values[order[(worker_index // len(works)) % len(values)]]]
+
+
+def _read_compile(report, compiling, compile_jobs, outcome) -> None:
+    """Which shapes the compile phase finished, and which shape a dead worker died on.
+
+    Workers share one queue, so a dead worker may have dropped calls of any shape: then
+    no shape counts as complete, and each replay completes its own shape."""
+    broken = False
+    report.deferred = 0
+    for job in compile_jobs:
+        result = records.read_json_any(Path(job["result"]))
+        if result is not None:
+            report.deferred += result.get("deferred", 0)
+            slowest = max(report.timings.get("worker_import_s", 0), result.get("import_s", 0))
+            report.timings["worker_import_s"] = slowest
+            continue
+        broken = True
+        tail = supervise.log_tail(Path(job["log"]), 200)
+        culprit = _last_shape(tail)
+        if culprit is not None:
+            report.failures.setdefault(compiling[culprit].key, {
+                "error": f"compile worker {_status(job, outcome)} (log {job['log']})", "log_tail": tail[-30:]})
+    report.complete = set() if broken else {w.key for w in compiling}
+
+
+def _status(job: dict, outcome: supervise.Outcome | None) -> str:
+    try:
+        return Path(job["status"]).read_text()
+    except OSError:
+        how = outcome.describe() if outcome else "is still running"
+        return f"did not run: the pool {how} (log {outcome.log if outcome else '?'})"
+
+
+def _kernel_seconds(store: Path, skip: int) -> dict:
+    """Compile durations the shim logged in this batch: how busy the cores were."""
+    try:
+        rows = (store / "compiled.log").read_text().splitlines()[skip:]
+        spans = [float(r.split()[2]) - float(r.split()[1]) for r in rows if len(r.split()) == 3]
+    except (OSError, ValueError):
+        return {}
+    if not spans:
+        return {}
+    return {"count": len(spans), "sum": round(sum(spans), 1), "mean": round(sum(spans) / len(spans), 2),
+            "max": round(max(spans), 2)}
+
+
+def _last_shape(lines: list[str]) -> int | None:
+    for line in reversed(lines):
+        if line.startswith("shape ") and ":" in line:
+            try:
+                return int(line.split()[1].rstrip(":"))
+            except ValueError:
+                return None
+    return None
+
+
+def _compiled_count(store: Path) -> int:
+    try:
+        return len((store / "compiled.log").read_text().splitlines())
+    except OSError:
+        return 0
+
+

@@ -1,0 +1,1 @@
+"""doit wiring: task dicts, `doit info` metadata, the stale/plan/push commands, the reporter."""

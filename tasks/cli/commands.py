@@ -1,0 +1,168 @@
+"""doit commands registered in pyproject.toml ([tool.doit.plugins.command]):
+
+  doit stale [TARGET...]  stale targets with their reasons; exit 1 if any (a CI gate)
+  doit plan [TARGET...]   each target's path, shapes, M list and estimated compile cost
+  doit push [TARGET...]   upload the warm shapes the remote cache lacks (read-write mode)
+
+They need no GPU, torch or deep_gemm. A TARGET is a target name (with or without
+`warm:`) or a model name, meaning all its targets.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sys
+
+from doit.cmd_base import Command
+
+from tasks.plan import estimate
+from tasks.plan import sharding
+from tasks.plan import targets
+
+EXIT_STALE, EXIT_USAGE = 1, 2
+
+_opt_shard = {
+    "name": "shard", "long": "shard", "type": str, "default": "",
+    "help": "only shard i of N (i/N, 1-based), as `doit warm --shard`; default: JITWARM_SHARD",
+}
+
+
+def _select(shard_option: str, names: list[str]):
+    """((ctx, selection, targets named, all targets), None), or (None, a usage error line)."""
+    from tasks.cli import doit_tasks
+
+    ctx, all_targets = doit_tasks.load()
+    try:
+        chosen = sharding.select(all_targets, sharding.from_settings(shard_option, os.environ))
+    except sharding.ShardError as exc:
+        return None, str(exc)
+    if not names:
+        return (ctx, chosen, chosen.targets, all_targets), None
+    picked, known = [], {t.name for t in all_targets} | {t.model for t in all_targets}
+    for raw in names:
+        name = raw.removeprefix("warm:")
+        if name not in known:
+            return None, f"unknown target {raw!r}; `doit list` shows the targets"
+        picked += [t for t in chosen.targets if name in (t.name, t.model) and t not in picked]
+    return (ctx, chosen, picked, all_targets), None
+
+
+class _TargetCommand(Command):
+    """Selects targets from the arguments and --shard, then runs `report` on them."""
+
+    cmd_options = (_opt_shard,)
+
+    def execute(self, params, args):
+        found, problem = _select(params["shard"], args)
+        if problem:
+            print(f"jitwarm: {problem}", file=sys.stderr)
+            return EXIT_USAGE
+        return self.report(*found)
+
+    def report(self, ctx, chosen, picked, all_targets) -> int:
+        raise NotImplementedError
+
+
+class Stale(_TargetCommand):
+    name = "stale"
+    doc_purpose = "list stale warm targets with their reasons; exit 1 if any is stale"
+    doc_usage = "[TARGET ...]"
+    doc_description = "A CI gate: exit 0 when every (selected) target is up to date, 1 otherwise."
+
+    def report(self, ctx, chosen, picked, all_targets) -> int:
+        from tasks.cli import doit_tasks
+
+        stale = 0
+        for target in picked:
+            check = doit_tasks.TargetCheck(ctx.root, target, chosen.local_keys[target.name])
+            if not check(None, None):
+                stale += 1
+                print(f"stale {target.name}: {check}")
+        where = f" of shard {chosen.shard}" if chosen.shard else ""
+        print(f"{stale} of {len(picked)} targets{where} stale (cache {ctx.root})")
+        return EXIT_STALE if stale else 0
+
+
+class Plan(_TargetCommand):
+    name = "plan"
+    doc_purpose = "show each target's warm plan: path, shapes, M list, estimated kernels and compile time"
+    doc_usage = "[TARGET ...]"
+    doc_description = ("Estimates come from H100 measurements of sgl-deep-gemm 0.1.2 (tasks/estimate.py); "
+                       "kernels shared between shapes make them an upper bound.")
+
+    def report(self, ctx, chosen, picked, all_targets) -> int:
+        invalid = 0
+        for target in picked:
+            print("\n".join(describe(target, all_targets, chosen.local_keys[target.name])))
+            invalid += bool(target.error)
+        unique = targets.shared_works(picked)
+        total = estimate.ZERO
+        for work in unique.values():
+            total = total + estimate.shape_cost(work)
+        fallbacks = [t for t in picked if t.path == targets.FALLBACK and not t.error]
+        guess = ""
+        if fallbacks:
+            each = estimate.fallback_cost(all_targets).nvcc_s
+            guess = f" + {len(fallbacks)} fallback targets, ~{each * len(fallbacks):.0f}s guessed"
+        print(f"total: {len(picked)} targets, {len(unique)} distinct shapes, ~{total.kernels} kernels, "
+              f"~{total.nvcc_s:.0f}s of nvcc on one core{guess}{f' (shard {chosen.shard})' if chosen.shard else ''}")
+        return 1 if invalid else 0
+
+
+class Push(_TargetCommand):
+    name = "push"
+    doc_purpose = "upload the selected targets' warm shapes that the remote cache lacks"
+    doc_usage = "[TARGET ...]"
+    doc_description = ("Seeds the remote cache from a cache root warmed earlier (a `doit warm` in read-write "
+                       "mode pushes what it compiles by itself). Needs remote_mode = read-write. "
+                       "Exit 1 if an upload failed.")
+
+    def report(self, ctx, chosen, picked, all_targets) -> int:
+        from tasks.host import fingerprint
+        from tasks.remote import sync as remote_cache
+
+        shared = remote_cache.for_settings(ctx.settings)
+        if shared is None or not shared.config.writable:
+            print("jitwarm: doit push needs a remote cache in read-write mode "
+                  "(remote / JITWARM_REMOTE and remote_mode / JITWARM_REMOTE_MODE)", file=sys.stderr)
+            return EXIT_USAGE
+        root, fp = ctx.root.path, fingerprint.current()
+        works = [w for t in picked for w in t.works
+                 if chosen.local_keys[t.name] is None or w.key in chosen.local_keys[t.name]]
+        unique = list({w.key: w for w in works}.values())
+        items = remote_cache.warm_shapes(ctx.root, unique, fp)
+        print(f"{len(items)} of {len(unique)} shapes are warm in {ctx.root}")
+        scratch = root / "tmp" / f"jitwarm-push-{os.getpid()}-{os.urandom(4).hex()}"
+        try:
+            outcomes = remote_cache.push(shared, items, ctx.root, fp, scratch)
+        finally:
+            shutil.rmtree(scratch, ignore_errors=True)
+        return 1 if any(o.status == "error" for o in outcomes.values()) else 0
+
+
+def describe(target: targets.Target, all_targets: list[targets.Target], local_keys=None) -> list[str]:
+    if target.error:
+        return [f"warm:{target.name}", f"  FAILS: {target.error}"]
+    lines = [f"warm:{target.name}", f"  path: {target.path}",
+             f"  {target.hf_id} tp{target.tp} {' '.join(target.args)}".rstrip()]
+    if target.path == targets.FALLBACK:
+        cost = estimate.fallback_cost(all_targets)
+        lines += [f"  shapes: unknown until the server reports them ({target.fallback_reason})",
+                  f"  runs: {' '.join(targets.fallback_command(target, 'python'))}",
+                  f"  estimate: ~{cost.kernels} kernels, ~{cost.nvcc_s:.0f}s of nvcc (a guess: the median "
+                  f"planned target), at most {target.fallback_timeout_s}s"]
+        return lines
+    policy = target.m_policy
+    m_count = len(target.works[0].m_values) if target.works else 0
+    lines.append(f"  M list: {policy.describe() if policy else '-'}, {m_count} values")
+    lines.append(f"  shapes: {len(target.works)}")
+    for work in target.works:
+        cost = estimate.shape_cost(work)
+        here = "" if local_keys is None or work.key in local_keys else "  (another shard)"
+        lines.append(f"    {work.name}  {work.shape.kind.value} N={work.shape.n} K={work.shape.k} "
+                     f"groups={work.shape.groups}  M={len(work.m_values)}  ~{cost.kernels} kernels  "
+                     f"~{cost.nvcc_s:.0f}s{here}")
+    cost = estimate.target_cost(target)
+    lines.append(f"  estimate: ~{cost.kernels} kernels, ~{cost.nvcc_s:.0f}s of nvcc on one core")
+    return lines

@@ -1,0 +1,303 @@
+"""doit wiring: task dicts for warm targets and their shared shape tasks.
+
+Staleness is read from markers in the cache root, never from doit's DB, so a killed
+run, a second machine or a wiped cache all see the truth.
+"""
+
+from __future__ import annotations
+
+import abc
+import functools
+import os
+import signal
+from pathlib import Path
+
+from doit.exceptions import InvalidCommand
+
+from tasks.state import cacheroot
+from tasks.host import fingerprint
+from tasks.state import layouts
+from tasks.plan import locks
+from tasks.state import records
+from tasks.plan import registry
+from tasks.host import settings
+from tasks.plan import sharding
+from tasks.plan import targets
+from tasks.build import commit as warm
+from tasks.state.cacheroot import CacheRoot
+from tasks.cli.reporter import WarmReporter
+
+# The process doit runs in; with `doit -n` actions run in forked workers instead.
+MAIN_PID = os.getpid()
+
+DOIT_CONFIG = {
+    "default_tasks": ["warm"],
+    "reporter": WarmReporter,
+    "continue": True,
+    "dep_file": os.environ.get("JITWARM_DOIT_DB", ".doit.db"),
+    "backend": "json",
+}
+
+
+class _Check(abc.ABC):
+    """A doit uptodate callable that never raises; its repr is the reason `doit info` shows."""
+
+    reasons: list[str] | None = None
+    _generation: int | None = None
+
+    def __call__(self, task, values) -> bool:
+        # `doit list` and the `warm` group ask twice; nothing changed unless we wrote.
+        if self.reasons is not None and self._generation == records.generation:
+            return not self.reasons
+        try:
+            self.reasons = self.compute()
+        except Exception as exc:  # a crash here would abort the whole doit run
+            self.reasons = [f"staleness check failed: {exc.__class__.__name__}: {exc}"]
+        self._generation = records.generation
+        return not self.reasons
+
+    @abc.abstractmethod
+    def compute(self) -> list[str]:
+        """Reasons the subject is stale; empty when up to date."""
+
+    def __repr__(self) -> str:
+        if self.reasons is None:
+            return "not checked yet"
+        return "; ".join(self.reasons) if self.reasons else "up to date"
+
+    __str__ = __repr__
+
+
+class TargetCheck(_Check):
+    def __init__(self, cache: CacheRoot, target: targets.Target, local_keys: frozenset[str] | None = None):
+        """`local_keys`: under sharding, the target's shapes this shard warms (None: all)."""
+        self.cache, self.name, self.error = cache, target.name, target.error
+        self.launch_hash, self.plan_hash = target.launch_hash, target.plan_hash
+        self.model, self.launch_index = target.model, target.launch_index
+        self.shapes = [(w.name, w.key) for w in target.works]
+        self.local_keys = local_keys if local_keys is not None and len(local_keys) < len(self.shapes) else None
+
+    def compute(self) -> list[str]:
+        if self.error:
+            return [self.error]
+        fp = fingerprint.current()
+        reasons = records.target_reasons(self.cache, self.name, self.launch_hash, self.plan_hash,
+                                         fp, self.model, self.launch_index)
+        if reasons and self.local_keys is not None:
+            # Only part of the target is this shard's job: it holds when that part does.
+            return [f"shape {name}: {why[0]}" for name, key in self.shapes
+                    if key in self.local_keys and (why := records.shape_reasons(self.cache, key, fp))]
+        if reasons and reasons[0].startswith("not warmed yet"):
+            # Say what stands in the way, not just that no marker exists.
+            for name, key in self.shapes:
+                shape = records.shape_reasons(self.cache, key, fp)
+                if shape and shape[0].startswith("last warm failed"):
+                    reasons.append(f"shape {name}: {shape[0]}")
+        return reasons
+
+
+class ShapeCheck(_Check):
+    def __init__(self, cache: CacheRoot, key: str):
+        self.cache, self.key = cache, key
+
+    def compute(self) -> list[str]:
+        return records.shape_reasons(self.cache, self.key, fingerprint.current())
+
+
+class AnyStale(_Check):
+    def __init__(self, checks: list[TargetCheck]):
+        self.checks = checks
+
+    def compute(self) -> list[str]:
+        stale = [c.name for c in self.checks if not c(None, None)]
+        return [f"{len(stale)} of {len(self.checks)} targets stale: {', '.join(stale)}"] if stale else []
+
+
+@functools.lru_cache(maxsize=1)
+def load() -> tuple[warm.Context, list[targets.Target]]:
+    conf = settings.load()
+    try:
+        layout = layouts.detect(fingerprint.deep_gemm_module())
+        root = cacheroot.resolve(layout)
+    except layouts.LayoutError as exc:
+        raise SystemExit(f"jitwarm: {exc}") from None
+    ctx = warm.Context(root, conf)
+    return ctx, targets.expand(registry.load(conf.models_dir))
+
+
+@functools.lru_cache(maxsize=4)
+def selection(shard_option: str = "") -> tuple[warm.Context, sharding.Selection]:
+    """The targets this run covers: all of them, or one shard's (--shard or JITWARM_SHARD)."""
+    ctx, all_targets = load()
+    try:
+        shard = sharding.from_settings(shard_option, os.environ)
+    except sharding.ShardError as exc:
+        raise InvalidCommand(str(exc)) from None
+    return ctx, sharding.select(all_targets, shard)
+
+
+_shard_option = ""  # what `doit warm --shard` said; the shape tasks follow the same split
+_checks: dict[str, TargetCheck] = {}
+
+
+def current() -> tuple[warm.Context, sharding.Selection, dict[str, TargetCheck]]:
+    """This run's context, selection and target checks (for the reporter)."""
+    ctx, chosen = selection(_shard_option)
+    return ctx, chosen, _checks
+
+
+def warm_tasks(shard_option: str = ""):
+    global _shard_option
+    _shard_option = shard_option or ""
+    ctx, chosen = selection(_shard_option)
+    checks = [TargetCheck(ctx.root, t, chosen.local_keys[t.name]) for t in chosen.targets]
+    _checks.clear()
+    _checks.update((c.name, c) for c in checks)
+    where = f"shard {chosen.shard} of " if chosen.shard else ""
+    yield {"basename": "warm", "name": None, "uptodate": [AnyStale(checks)],
+           "doc": f"warm every stale target of {where}the registry into {ctx.root.path}"}
+    for target, check in zip(chosen.targets, checks):
+        local = check.local_keys
+        if target.path == targets.FALLBACK:
+            action = (_run_fallback, [target, ctx])
+        else:
+            action = (warm.finish_target, [target, ctx, local])
+        yield {
+            "name": target.name,
+            "doc": target.doc,
+            "actions": [action],
+            "task_dep": [shape_task_name(w) for w in target.works if local is None or w.key in local],
+            "uptodate": [check],
+            "meta": _meta(target, ctx),
+            "verbosity": 2,
+        }
+
+
+def shape_tasks():
+    ctx, chosen = selection(_shard_option)
+    dependents: dict[str, list[targets.Target]] = {}
+    for target in chosen.targets:
+        local = chosen.local_keys[target.name]
+        for work in target.works:
+            if local is None or work.key in local:
+                dependents.setdefault(work.key, []).append(target)
+    for work in targets.shared_works(chosen.targets).values():
+        if work.key not in dependents:
+            continue  # another shard's shape
+        yield {
+            "name": work.name,
+            "doc": f"{work.shape.kind.value} N={work.shape.n} K={work.shape.k} "
+                   f"groups={work.shape.groups}, {len(work.m_values)} M values",
+            "actions": [(_enqueue_shape, [work, ctx, dependents[work.key]])],
+            "uptodate": [ShapeCheck(ctx.root, work.key)],
+            "verbosity": 2,
+        }
+
+
+# Actions import the machinery they drive (processes, psutil, inotify) only when they run,
+# so `doit list` and a no-op `doit warm` stay fast.
+def _enqueue_shape(work, ctx, dependents):
+    from tasks.build import batch
+    return batch.enqueue(work, ctx, dependents)
+
+
+def _run_fallback(target, ctx):
+    from tasks.build import fallback
+    return fallback.run(target, ctx)
+
+
+def shape_task_name(work: targets.ShapeWork) -> str:
+    return f"_shape:{work.name}"
+
+
+def _meta(target: targets.Target, ctx: warm.Context) -> dict:
+    meta = {"cache roots": Shown(", then ".join(ctx.root.lines())), "cache layout": Shown(ctx.root.layout.title),
+            "model file": registry.display_path(target.source),
+            "marker": str(records.marker_path(ctx.root.path, target.name))}
+    if target.error:
+        return meta
+    meta.update({"path": target.path, "hf_id": target.hf_id, "tp": target.tp, "launch args": list(target.args),
+                 "M list": target.m_policy.describe() if target.m_policy else None})
+    if target.path == targets.FALLBACK:
+        meta["fallback"] = f"{target.fallback_reason}; runs {' '.join(targets.fallback_command(target, 'python')[1:])}"
+    else:
+        meta["shapes"] = [f"{w.name}: {len(w.m_values)} M, {', '.join(target.plan.uses[w.shape])}"
+                          for w in target.works]
+    if ctx.settings.remote is not None:
+        meta["remote cache"] = RemoteInfo(ctx.root.path, str(ctx.settings.remote), target.works)
+    if target.lock is not None:
+        lock = target.lock
+        meta["lock"] = (f"{locks.path_for(target.source).name} captured {lock.captured_at} "
+                        f"(sglang {lock.sglang or 'absent'}, {lock.deep_gemm or 'deep_gemm absent'})")
+    if target.lock_note:
+        meta["lock"] = target.lock_note
+    return meta
+
+
+class Shown:
+    """A `doit info` value printed whole: pprint would cut a long string in two."""
+
+    def __init__(self, text: str):
+        self.text = text
+
+    def __repr__(self) -> str:
+        return self.text
+
+
+class RemoteInfo:
+    """What the remote cache did for each shape at its last warm, read only when shown."""
+
+    def __init__(self, root: Path, remote: str, works: list[targets.ShapeWork]):
+        self.root, self.remote, self.works = root, remote, works
+
+    def lines(self) -> list[str]:
+        said, counts = [], {}
+        for work in self.works:
+            record, _ = records.read_json(records.shape_path(self.root, work.key))
+            remote = (record or {}).get("remote") or {}
+            pull, push = remote.get("pull") or {}, remote.get("push") or {}
+            status = pull.get("status", "not asked")
+            counts[status] = counts.get(status, 0) + 1
+            text = f"{work.name}: {status}" + (f" ({pull['detail']})" if pull.get("detail") else "")
+            if push:
+                text += f"; push: {push.get('status')}" + (f" ({push['detail']})" if push.get("detail") else "")
+            said.append(text)
+        total = ", ".join(f"{n} {status}" for status, n in sorted(counts.items()))
+        return [f"{self.remote}; at the shapes' last warm: {total or 'no shapes'}", *said]
+
+    def __repr__(self) -> str:
+        return repr(self.lines())
+
+
+def install_sigterm_as_interrupt() -> None:
+    """A cancelled CI job gets SIGTERM: unwind like Ctrl-C so children are ended cleanly."""
+    def interrupt(signum, frame):
+        raise KeyboardInterrupt(f"signal {signum}")
+    signal.signal(signal.SIGTERM, interrupt)
+
+
+def report_group_failures_as_failures() -> None:
+    """Exit 1, not 2, when only targets failed.
+
+    doit fails the `warm` group task with UnmetDependency (an error, exit 2) whenever a
+    subtask fails. The subtask failure is already reported; the group adds nothing.
+    """
+    from doit import runner
+    from doit.exceptions import UnmetDependency
+
+    original = runner.Runner._handle_task_error
+    if getattr(original, "_jitwarm", False):
+        return
+
+    def handle(self, node, base_fail):
+        task = node.task
+        if isinstance(base_fail, UnmetDependency) and task.has_subtask and not task.actions:
+            node.run_status = "failure"
+            self.dep_manager.remove_success(task)
+            if self.final_result != runner.ERROR:
+                self.final_result = runner.FAILURE
+            return
+        original(self, node, base_fail)
+
+    handle._jitwarm = True
+    runner.Runner._handle_task_error = handle

@@ -1,0 +1,225 @@
+"""doit reporter for `doit warm`: live progress, then the JSON report, JUnit XML and the
+GitHub step summary, all from one report built from markers and shape records.
+
+doit tells it when targets start, end or are skipped; the warm's own events (tasks/
+events.py) tell it when a shape or target lands inside the batch that the first target
+runs. Writing a report never fails the warm: a problem is one warning line.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections import Counter
+
+from doit.reporter import ConsoleReporter
+
+from tasks.state import entries
+from tasks import session as events
+from tasks.host import fingerprint
+from tasks.report import progress
+from tasks.report import model as report
+from tasks.report import summary
+from tasks.build import commit as warm
+
+PREFIX = "warm:"
+
+
+class WarmReporter(ConsoleReporter):
+    desc = "jitwarm: progress, JSON report, JUnit XML, GitHub step summary"
+
+    def __init__(self, outstream, options):
+        super().__init__(outstream, options)
+        self.started, self.started_at = time.monotonic(), warm.now()
+        self.runs: dict[str, report.TargetRun] = {}
+        self.display: progress.Display | None = None
+        self.targets, self.local, self.keys_of = {}, {}, {}
+        self.pulled: set[str] = set()  # entries the remote cache brought in
+
+    # --- doit's calls -------------------------------------------------------------
+    def initialize(self, tasks, selected_tasks):
+        from tasks.cli import doit_tasks
+
+        self.ctx, chosen, checks = doit_tasks.current()
+        self.shard = str(chosen.shard) if chosen.shard else None
+        wanted = {n.removeprefix(PREFIX) for n in _expand(tasks, selected_tasks) if n.startswith(PREFIX)}
+        self.cache = self.ctx.root
+        self.root = self.cache.path
+        self.before = self._names()
+        rows = {}
+        for target in chosen.targets:
+            if target.name not in wanted:
+                continue
+            check = checks[target.name]
+            stale = not check(None, None)  # computed now, before anything runs: why it is rebuilt
+            self.runs[target.name] = report.TargetRun(stale_reasons=list(check.reasons) if stale else [])
+            self.targets[target.name] = target
+            self.local[target.name] = check.local_keys
+            keys = {w.key for w in target.works if check.local_keys is None or w.key in check.local_keys}
+            self.keys_of[target.name] = keys
+            rows[target.name] = progress.Row(target.name, len(keys))
+        self.display = progress.create(self.outstream, rows, lambda: len(self._new()))
+        self.display.start()
+        events.listen(self.on_event)
+
+    def write(self, text):
+        if self.display is not None:
+            self.display.write(text)
+        else:
+            super().write(text)
+
+    def execute_task(self, task):
+        if name := _target(task):
+            self.display.running(name)
+
+    def add_success(self, task):
+        if name := _target(task):
+            self._finish(name)
+
+    def add_failure(self, task, fail):
+        name = _target(task)
+        if name in self.runs:
+            run = self.runs[name]
+            run.failed, run.failure = True, fail.get_msg().strip()
+            self._finish(name)
+            self.display.done(name, "failed", 0, run.failure.splitlines()[0] if run.failure else "")
+        if fail.report:
+            self.failures.append({"task": task, "exception": fail})
+            if name not in self.runs:
+                self._write_failure(self.failures[-1])
+            else:
+                for line in run.failure.splitlines()[1:]:
+                    self.write(f"  {line}\n")
+
+    def skip_uptodate(self, task):
+        if name := _target(task):
+            self._finish(name)
+
+    def skip_ignore(self, task):
+        if _target(task) is None:
+            super().skip_ignore(task)
+
+    def complete_run(self):
+        events.forget(self.on_event)
+        super().complete_run()
+        if self.display is None:
+            return
+        conf = self.ctx.settings
+        wanted = conf.report_json or conf.junit_xml or os.environ.get(summary.ENV)
+        appeared = self._names() - self.before
+        if conf.remote is not None and appeared:  # the records say what came from the remote
+            self.pulled |= report.pulled_entries(list(self.targets.values()), self.root)
+        new = appeared - self.pulled
+        result = self.build(new) if wanted else None  # a no-op run with no reports stays cheap
+        counts = Counter(r.status for r in self.display.rows.values())
+        pulled = f", {len(appeared & self.pulled)} pulled from the remote" if conf.remote is not None else ""
+        self.display.stop(f"jitwarm: {counts['rebuilt']} rebuilt, {counts['partial']} partial, "
+                          f"{counts['up to date']} up to date, {counts['failed']} failed; {len(new)} kernels "
+                          f"compiled{pulled} in {time.monotonic() - self.started:.1f}s (cache {self.root})")
+        if result is not None:
+            self.publish(result)
+
+    # --- the warm's own events ----------------------------------------------------
+    def on_event(self, kind: str, data: dict) -> None:
+        if kind == "pulled":
+            self.pulled.update(data["names"])
+        elif kind == "shape_done":
+            for name, keys in self.keys_of.items():
+                if data["key"] in keys:
+                    self.display.shape_done(name, self._kernels(name))
+        elif kind == "target_ready" and data["name"] in self.runs:
+            run = self.runs[data["name"]]
+            run.seconds = run.seconds or data["at"] - self.started
+            self.display.done(data["name"], "rebuilt", self._kernels(data["name"]))
+
+    # --- building and writing the report ------------------------------------------
+    def _finish(self, name: str) -> None:
+        if name not in self.runs:
+            return
+        run = self.runs[name]
+        run.finished = True
+        if run.stale_reasons and not run.seconds:
+            run.seconds = time.monotonic() - self.started
+        if not run.failed:
+            status = "up to date" if not run.stale_reasons else (
+                "partial" if self.local[name] is not None and not self._has_marker(name) else "rebuilt")
+            self.display.done(name, status, self._kernels(name) if run.stale_reasons else 0)
+
+    def _has_marker(self, name: str) -> bool:
+        from tasks.state import records
+
+        target = self.targets[name]
+        return not records.target_reasons(self.cache, name, target.launch_hash, target.plan_hash,
+                                          fingerprint.current())
+
+    def _kernels(self, name: str) -> int:
+        return report.kernels_compiled(self.targets[name], self.root, self._new())
+
+    def _new(self) -> set[str]:
+        """Entries compiled so far in this run: those that appeared, less those pulled."""
+        return self._names() - self.before - self.pulled
+
+    def _names(self) -> set[str]:
+        """Entries in the writable root, where every build lands."""
+        return entries.names(self.root, self.cache.layout)
+
+    def build(self, new: set[str]) -> report.Report:
+        """`new`: the cache entries that appeared during the run."""
+        results = []
+        for name, run in self.runs.items():
+            if run.stale_reasons and not run.finished and not run.failed:
+                run.failed, run.failure = True, "not finished: the run was interrupted"
+            results.append(report.target_result(self.targets[name], run, self.cache, new, self.local[name],
+                                                self.started_at))
+        seconds = time.monotonic() - self.started
+        remote = str(self.ctx.settings.remote) if self.ctx.settings.remote is not None else None
+        failed = any(r.outcome == "failed" for r in results)
+        return report.Report(started_at=self.started_at, finished_at=warm.now(),
+                             exit_code=3 if self.runtime_errors else int(failed),
+                             cache_root=str(self.root), shard=self.shard, fingerprint=_fingerprint(),
+                             totals=report.totals(results, new, seconds, remote), targets=results)
+
+    def publish(self, result: report.Report) -> None:
+        conf = self.ctx.settings
+        outputs = [(conf.report_json, report.write, "JSON report"),
+                   (conf.junit_xml, _write_junit, "JUnit XML")]
+        for path, writer, what in outputs:
+            if path is None:
+                continue
+            try:
+                writer(result, path)
+                self.write(f"jitwarm: {what} written to {path}\n")
+            except Exception as exc:  # the warm's outcome stands whatever happens here
+                self.write(f"jitwarm: warning: could not write the {what} to {path}: {exc}\n")
+        try:
+            summary.append(result)
+        except Exception as exc:
+            self.write(f"jitwarm: warning: could not append the step summary: {exc}\n")
+
+
+def _write_junit(result, path) -> None:
+    from tasks.report import junit
+
+    junit.write(result, path)
+
+
+def _fingerprint() -> dict:
+    try:
+        return dict(fingerprint.current())
+    except Exception as exc:  # report what we can
+        return {"error": f"{exc.__class__.__name__}: {exc}"}
+
+
+def _target(task) -> str | None:
+    return task.name.removeprefix(PREFIX) if task.name.startswith(PREFIX) else None
+
+
+def _expand(tasks: dict, selected: list[str]) -> set[str]:
+    """Selected task names plus the subtasks of selected groups (`warm` means every target)."""
+    names = set()
+    for name in selected:
+        names.add(name)
+        task = tasks.get(name)
+        if task is not None and task.has_subtask:
+            names.update(task.task_dep)
+    return names

@@ -1,0 +1,1 @@
+"""Reads the machine: installed packages, toolchain fingerprint, GPU probe, settings, the HF cache."""

@@ -1,0 +1,205 @@
+"""Toolchain fingerprint: what, if changed, may change or invalidate compiled kernels.
+
+Cheap and torch-free: versions come from package metadata and file text, never imports;
+nvcc and nvidia-smi run concurrently behind timeouts. Missing pieces are recorded as
+None ("absent"), never raised.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from tasks.state import layouts
+
+# Env vars that change sglang's warmup; each layout adds those that change its kernels.
+SGLANG_ENV = ("SGLANG_JIT_DEEPGEMM_FAST_WARMUP", "SGLANG_JIT_DEEPGEMM_PRECOMPILE", "SGLANG_ENABLE_JIT_DEEPGEMM")
+# Test seam: tests point this at a stand-in module; production leaves it unset.
+MODULE_ENV = "JITWARM_DEEP_GEMM_MODULE"
+_TIMEOUT_S = 10
+
+_cached: dict | None = None
+
+
+def deep_gemm_module(environ=None) -> str:
+    env = os.environ if environ is None else environ
+    return env.get(MODULE_ENV) or "deep_gemm"
+
+
+def current() -> dict:
+    """The fingerprint of this process's toolchain, computed once per run."""
+    global _cached, seconds
+    if _cached is None:
+        started = time.monotonic()
+        _cached = compute()
+        seconds = round(time.monotonic() - started, 3)
+    return _cached
+
+
+seconds: float | None = None  # how long computing the fingerprint took, for the warm's report
+
+
+def kernel_env(layout) -> tuple[str, ...]:
+    return (*layout.kernel_env, *SGLANG_ENV)
+
+
+def compute(environ=None) -> dict:
+    env = os.environ if environ is None else environ
+    module = deep_gemm_module(env)
+    layout = layouts.detect(module, env)
+    nvcc = _start([nvcc_path(env, layout), "--version"], env)
+    smi = _start(_smi_argv(env), env)
+    # The SM count needs the driver; ask now, in parallel, wherever nvidia-smi exists.
+    probe = _start([sys.executable, "-m", "tasks.host.gpu_probe"], env, timeout=20) if smi.proc else _Child(None, 0)
+    fp: dict[str, str | None] = {
+        "python": "%d.%d.%d" % sys.version_info[:3],
+        "torch": _dist_version("torch"),
+        "torch.cuda": _torch_cuda(),
+        "triton": _dist_version("triton"),
+        "cuda_runtime": _first_version("nvidia-cuda-runtime", "nvidia-cuda-runtime-cu13",
+                                       "nvidia-cuda-runtime-cu12"),
+        "sglang": _dist_version("sglang"),
+    }
+    fp.update(_deep_gemm(module, layout))
+    version_text = _finish(nvcc)
+    fp["nvcc"] = _nvcc_release(version_text)
+    if not layout.keys_install_path:
+        # DeepJIT hashes the whole `nvcc --version` text into every entry's key.
+        fp["nvcc.version_sha256"] = hashlib.sha256(version_text.encode()).hexdigest()[:16] if version_text else None
+    fp.update(_gpu(_finish(smi), _finish(probe)))
+    for name in kernel_env(layout):
+        fp[f"env.{name}"] = env.get(name)
+    return fp
+
+
+def package_versions() -> dict:
+    """sglang and deep_gemm versions from package metadata alone (cheap, for planning)."""
+    dist = layouts.deep_gemm_dist()
+    return {"sglang": _dist_version("sglang"),
+            "deep_gemm": f"{dist} {_dist_version(dist)}" if dist else None}
+
+
+def diff(old: dict, new: dict) -> list[str]:
+    """Human lines for each changed component, e.g. `torch 2.11.0 -> 2.14.1`."""
+    lines = []
+    for key in sorted(set(old) | set(new)):
+        before, after = old.get(key), new.get(key)
+        if before != after:
+            lines.append(f"{key} {_show(before)} -> {_show(after)}")
+    return lines
+
+
+def _show(value) -> str:
+    return "absent" if value is None else str(value)
+
+
+_dist_version = layouts.dist_version
+
+
+def _first_version(*names: str) -> str | None:
+    return next((v for v in map(_dist_version, names) if v), None)
+
+
+def _torch_cuda() -> str | None:
+    """torch.version.cuda, read from torch/version.py without importing torch."""
+    where = layouts.package_dir("torch")
+    try:
+        text = (where / "version.py").read_text() if where else ""
+    except OSError:
+        return None
+    match = re.search(r"^cuda\s*(?::\s*[^=]+)?=\s*['\"]([^'\"]+)['\"]", text, re.M)
+    return match.group(1) if match else None
+
+
+def _deep_gemm(module: str, layout) -> dict:
+    dist = layouts.deep_gemm_dist() if module == "deep_gemm" else None
+    found = {
+        "deep_gemm.module": module,
+        "deep_gemm.dist": dist,
+        "deep_gemm.version": _dist_version(dist) if dist else None,
+        "deep_gemm.layout": layout.id,
+    }
+    if layout.keys_install_path:  # 0.1.x: the absolute include path enters DeepGEMM's own key
+        path = layouts.package_dir(module)
+        found["deep_gemm.path"] = str(path) if path else None
+    return found
+
+
+def nvcc_path(env, layout=layouts.LAYOUTS["0.1.x"]) -> str:
+    """Where deep_gemm finds nvcc: DG_JIT_NVCC_COMPILER (0.2.x: or DJ_), else $CUDA_HOME/bin/nvcc."""
+    for name in layout.nvcc_env:
+        if env.get(name):
+            return env[name]
+    home = env.get("CUDA_HOME") or env.get("CUDA_PATH")
+    if not home:
+        found = shutil.which("nvcc", path=env.get("PATH"))
+        home = str(Path(found).resolve().parent.parent) if found else "/usr/local/cuda"
+    return str(Path(home) / "bin" / "nvcc")
+
+
+def _nvcc_release(output: str | None) -> str | None:
+    match = re.search(r"release (\d+\.\d+), V([\d.]+)", output or "")
+    return match.group(2) if match else None
+
+
+def _smi_argv(env) -> list[str]:
+    argv = ["nvidia-smi", "--query-gpu=name,compute_cap,driver_version", "--format=csv,noheader"]
+    first = (env.get("CUDA_VISIBLE_DEVICES") or "").split(",")[0].strip()
+    if first.isdigit():
+        argv.append(f"--id={first}")
+    return argv
+
+
+def _gpu(output: str | None, probe: str | None) -> dict:
+    """nvidia-smi gives name and arch; it cannot report SMs, so the driver probe does."""
+    fields = [part.strip() for part in (output or "").splitlines()[0].split(",")] if output else []
+    gpu = {"gpu.name": None, "gpu.arch": None, "gpu.sms": None}
+    if len(fields) >= 2:
+        gpu["gpu.name"], gpu["gpu.arch"] = fields[0], fields[1]
+        with contextlib.suppress(ValueError, KeyError, TypeError):
+            gpu["gpu.sms"] = str(json.loads(probe or "{}")["sms"])
+    return gpu
+
+
+class _Child:
+    def __init__(self, proc: subprocess.Popen | None, timeout: float):
+        self.proc, self.timeout = proc, timeout
+
+
+def _start(argv: list[str], env, timeout: float = _TIMEOUT_S) -> _Child:
+    program = shutil.which(argv[0], path=env.get("PATH", os.defpath)) if os.sep not in argv[0] else argv[0]
+    if program is None:
+        return _Child(None, timeout)
+    try:
+        proc = subprocess.Popen([program, *argv[1:]], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+                                stdin=subprocess.DEVNULL, text=True,
+                                env={**env, "PYTHONPATH": _pythonpath(env)})
+    except OSError:
+        proc = None
+    return _Child(proc, timeout)
+
+
+def _finish(child: _Child) -> str | None:
+    if child.proc is None:
+        return None
+    try:
+        out, _ = child.proc.communicate(timeout=child.timeout)
+    except subprocess.TimeoutExpired:
+        child.proc.kill()
+        child.proc.communicate()
+        return None
+    return out if child.proc.returncode == 0 else None
+
+
+def _pythonpath(env) -> str:
+    root = str(Path(__file__).resolve().parents[2])
+    existing = env.get("PYTHONPATH")
+    return f"{root}{os.pathsep}{existing}" if existing else root

@@ -1,0 +1,66 @@
+"""Rough cost of warming a shape or a target, for `doit plan` and for balancing shards.
+
+Pure planning: no GPU, no deep_gemm. The numbers come from H100 measurements of
+sgl-deep-gemm 0.1.2 (bench/results/): a DeepSeek-V3 NORMAL shape needs about 9 cache
+entries for a 15-value M list and 14-25 for the 3072-value FAST list, and one nvcc
+compile takes about 3.9 s on one core. Kernels are also shared across shapes, so a
+target's sum is an upper estimate.
+"""
+
+from __future__ import annotations
+
+import math
+import statistics
+from dataclasses import dataclass
+
+from tasks.plan.targets import FALLBACK, ShapeWork, Target
+
+NVCC_SECONDS = 3.9  # one kernel, one core: 158.6 s for 41 kernels, sequential, H100 host
+# entries ~ BASE + SLOPE * log2(len(M list)): 9 at 15 values, ~21 at 3072, ~25 at 16384.
+BASE, SLOPE = 3.0, 1.6
+
+
+@dataclass(frozen=True)
+class Cost:
+    kernels: int
+    nvcc_s: float  # summed compile time on one core
+
+    def __add__(self, other: Cost) -> Cost:
+        return Cost(self.kernels + other.kernels, round(self.nvcc_s + other.nvcc_s, 1))
+
+
+ZERO = Cost(0, 0.0)
+
+
+def _of(kernels: int) -> Cost:
+    return Cost(kernels, round(kernels * NVCC_SECONDS, 1))
+
+
+def shape_cost(work: ShapeWork) -> Cost:
+    count = len(work.m_values)
+    if count == 0:
+        return ZERO
+    return _of(min(count, round(BASE + SLOPE * math.log2(count))) + 1)  # +1: the shape's scale transpose
+
+
+def target_cost(target: Target) -> Cost:
+    total = ZERO
+    for work in target.works:
+        total = total + shape_cost(work)
+    return total
+
+
+def fallback_cost(all_targets: list[Target]) -> Cost:
+    """A fallback target's shapes are unknown until its server runs: guess the median planned target."""
+    planned = [target_cost(t) for t in all_targets if t.works]
+    if not planned:  # nothing to compare with: one shape over the default 16384-value list
+        return _of(round(BASE + SLOPE * 14) + 1)
+    return _of(round(statistics.median(c.kernels for c in planned)))
+
+
+def for_target(target: Target, all_targets: list[Target]) -> Cost:
+    if target.error:
+        return ZERO
+    if target.path == FALLBACK:
+        return fallback_cost(all_targets)
+    return target_cost(target)

@@ -1,0 +1,90 @@
+"""The M values SGLang sweeps per GEMM shape at server start (compile_utils.py).
+
+Mirrors `update_deep_gemm_config` and the CONTIG filter in
+`_compile_deep_gemm_one_type_all`, so a warm covers exactly what the server runs.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from tasks.plan.launch_args import ServerFlags
+
+# sglang's chunked_prefill_size default for 35-160 GB GPUs (H100, H200, A100, H20).
+ASSUMED_CHUNKED_PREFILL = 8192
+# deep_gemm.get_mk_alignment_for_contiguous_layout() on sm90; the worker re-checks it.
+CONTIG_ALIGNMENT = 128
+
+
+@dataclass(frozen=True)
+class MListPolicy:
+    """How a launch tuple's M list is chosen, with the inputs it depends on."""
+
+    mode: str  # "default" | "fast" | "explicit"
+    chunked_prefill_size: int
+    explicit: tuple[int, ...] = ()
+    note: str = ""
+
+    def values(self) -> list[int]:
+        if self.mode == "explicit":
+            return sorted(set(self.explicit))
+        if self.mode == "fast":
+            return fast_m_list(self.chunked_prefill_size)
+        return default_m_list(self.chunked_prefill_size)
+
+    def describe(self) -> str:
+        if self.mode == "explicit":
+            return f"explicit ({len(set(self.explicit))} values)"
+        return f"{self.mode} (chunked_prefill_size {self.chunked_prefill_size}{self.note})"
+
+
+def default_m_list(chunked_prefill_size: int) -> list[int]:
+    m_max = 16 * 1024
+    if chunked_prefill_size < 1:
+        m_max = 64 * 1024
+    elif chunked_prefill_size > 8192:
+        m_max = chunked_prefill_size * 2
+    m_max = min(128 * 1024, m_max)
+    return list(range(1, m_max + 1))
+
+
+def fast_m_list(chunked_prefill_size: int) -> list[int]:
+    values = list(range(1, 1025))
+    max_prefill = min(chunked_prefill_size, 32 * 1024) if chunked_prefill_size >= 1 else 16 * 1024
+    next_m, step = 1024, 2
+    while next_m < max_prefill:
+        values += range(next_m, 2 * next_m, step)
+        next_m *= 2
+        step *= 2
+    values.append(max_prefill)
+    return sorted(set(values))
+
+
+def for_kind(kind_is_contig: bool, values: list[int], alignment: int = CONTIG_ALIGNMENT) -> list[int]:
+    """CONTIG kernels are only run at M divisible by the layout alignment."""
+    if not kind_is_contig:
+        return values
+    return [m for m in values if m % alignment == 0]
+
+
+def effective_chunked_prefill(flags: ServerFlags) -> tuple[int, str]:
+    """The chunked_prefill_size the server ends up with, and a note if it was assumed."""
+    note = ""
+    size = flags.chunked_prefill_size
+    if size is None:
+        size = ASSUMED_CHUNKED_PREFILL
+        note = ", assumed sglang default for 35-160 GB GPUs"
+    if flags.enable_dp_attention and flags.dp > 1:
+        # sglang divides it among dp-attention ranks before the warmup reads it.
+        size = size // flags.dp
+        note += f", divided by dp {flags.dp}"
+    return size, note
+
+
+def policy(flags: ServerFlags, fast_warmup: bool, override) -> MListPolicy:
+    """Pick the M list: an explicit override wins, then the tuple's mode, then the env."""
+    size, note = effective_chunked_prefill(flags)
+    if isinstance(override, (list, tuple)):
+        return MListPolicy("explicit", size, tuple(override))
+    mode = override or ("fast" if fast_warmup else "default")
+    return MListPolicy(mode, size, note=note)

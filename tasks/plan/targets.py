@@ -1,0 +1,260 @@
+"""Expand the registry into warm targets and the content-keyed shape work they share. Pure.
+
+Each target takes one path:
+  planned   the planner derives its shapes from config.json and the launch args;
+  locked    a shape lock captured from a real server run supplies them;
+  fallback  nothing does yet: the server itself (sglang.compile_deep_gemm) is run.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from tasks.host import fingerprint
+from tasks.host import hfcache
+from tasks.plan import locks
+from tasks.plan import mlists
+from tasks.plan import planner
+from tasks.plan import registry
+from tasks.plan.planner import GemmShape, Kind
+
+PLANNED, LOCKED, FALLBACK = "planned", "locked", "fallback"
+
+
+@dataclass(frozen=True)
+class ShapeWork:
+    """One shape over one M list: the unit of compile work, shared by content."""
+
+    shape: GemmShape
+    m_values: tuple[int, ...]
+
+    @functools.cached_property
+    def key(self) -> str:
+        blob = json.dumps([self.shape.kind.value, self.shape.n, self.shape.k, self.shape.groups,
+                           _m_digest(self.m_values)])
+        return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+    @property
+    def name(self) -> str:
+        return f"{self.shape.label}-{self.key[:8]}"
+
+    def describe(self) -> dict:
+        return {"key": self.key, "kind": self.shape.kind.value, "n": self.shape.n, "k": self.shape.k,
+                "groups": self.shape.groups, "m_count": len(self.m_values),
+                "m_min": self.m_values[0] if self.m_values else None,
+                "m_max": self.m_values[-1] if self.m_values else None}
+
+
+@functools.lru_cache(maxsize=64)
+def _m_digest(m_values: tuple[int, ...]) -> str:
+    # Many shapes share one M list (up to 131072 values): digest each list once.
+    return hashlib.sha256(json.dumps(m_values).encode()).hexdigest()
+
+
+def plan_hash(works, unsupported: tuple[str, ...] = ()) -> str:
+    keys = sorted(w.key for w in works)
+    return hashlib.sha256(json.dumps([keys, sorted(unsupported)] if unsupported else keys).encode()).hexdigest()
+
+
+@dataclass
+class Target:
+    name: str
+    model: str
+    source: Path
+    hf_id: str | None = None
+    tp: int | None = None
+    launch_index: int | None = None
+    args: tuple[str, ...] = ()
+    tags: tuple[str, ...] = ()
+    launch_hash: str = ""
+    m_policy: mlists.MListPolicy | None = None
+    plan: planner.Plan | None = None
+    works: list[ShapeWork] = field(default_factory=list)
+    error: str | None = None  # one line; the target fails with it
+    path: str = PLANNED
+    fallback_reason: str | None = None
+    fallback_timeout_s: int = 1800
+    lock: locks.Capture | None = None
+    lock_note: str | None = None  # why a lock on disk was not used
+    unsupported: tuple[str, ...] = ()  # locked shapes of kernel types jitwarm cannot run
+
+    @property
+    def plan_hash(self) -> str | None:
+        """None for fallback targets: their shapes are unknown until the server reports them."""
+        return None if self.path == FALLBACK else plan_hash(self.works, self.unsupported)
+
+    @property
+    def unsupported_line(self) -> str:
+        """One line: what this target's lock needs that jitwarm cannot warm."""
+        kinds = ", ".join(sorted({text.split()[0] for text in self.unsupported}))
+        return (f"no executor in jitwarm for kernel type {kinds}: {len(self.unsupported)} captured shape(s) "
+                f"left cold, e.g. {self.unsupported[0]}; the server will JIT-compile them at start (delete "
+                f"launch[{self.launch_index}]'s [[capture]] in {locks.path_for(self.source).name} to warm this "
+                f"target through the server instead)")
+
+    @property
+    def doc(self) -> str:
+        if self.error:
+            return f"FAILS: {self.error}"
+        args = " ".join(self.args)
+        head = f"{self.hf_id} tp{self.tp}{' ' + args if args else ''}"
+        if self.path == FALLBACK:
+            return f"{head}: fallback via sglang.compile_deep_gemm ({self.fallback_reason})"
+        cold = f", {len(self.unsupported)} of a kernel type jitwarm cannot run" if self.unsupported else ""
+        return f"{head}: {len(self.works)} shapes, {self.path}{cold}"
+
+
+def expand(specs, environ=None) -> list[Target]:
+    env = os.environ if environ is None else environ
+    versions = fingerprint.package_versions()
+    out: list[Target] = []
+    for spec in specs:
+        if isinstance(spec, registry.RegistryError):
+            out.append(Target(f"{spec.name}@invalid", spec.name, spec.path, error=spec.message))
+            continue
+        config, config_error, config_missing = _config(spec)
+        try:
+            captures, lock_error = locks.read(spec.path), None
+        except locks.LockError as exc:
+            captures, lock_error = {}, str(exc)
+        for launch in spec.launches:
+            target = Target(
+                name=f"{spec.name}@tp{launch.tp}-{launch.hash[:8]}", model=spec.name, source=spec.path,
+                hf_id=spec.hf_id, tp=launch.tp, launch_index=launch.index, args=launch.args,
+                tags=launch.tags, launch_hash=launch.hash, fallback_timeout_s=launch.fallback_timeout_s)
+            _choose_path(target, spec, launch, config, config_error, config_missing,
+                         captures.get(launch.index), lock_error, env, versions)
+            out.append(target)
+    return out
+
+
+def _choose_path(target, spec, launch, config, config_error, config_missing, capture, lock_error, env, versions):
+    plan_env = {k: env.get(k) for k in registry.PLAN_ENV_KEYS if env.get(k) is not None}
+    plan_env.update(launch.env)
+    try:
+        fast = registry.env_bool(plan_env.get("SGLANG_JIT_DEEPGEMM_FAST_WARMUP", "0"))
+        bmm = registry.env_bool(plan_env.get("SGLANG_USE_DEEPGEMM_BMM", "0"))
+        enabled = registry.env_bool(plan_env.get("SGLANG_ENABLE_JIT_DEEPGEMM", "1"))
+    except ValueError as exc:
+        target.error = f"{registry.display_path(spec.path)}: environment: {exc}"
+        return
+    target.m_policy = mlists.policy(launch.flags, fast, launch.m_list)
+    if not enabled:
+        target.plan = planner.Plan()  # the server runs no DeepGEMM kernel at all
+        return
+
+    needs_fallback = launch.path == "fallback"
+    reason = "the launch tuple asks for it" if needs_fallback else None
+    if not needs_fallback and config_error:
+        if not config_missing:
+            target.error = config_error
+            return
+        needs_fallback, reason = True, f"config.json for {spec.hf_id} is not in the local Hugging Face cache"
+    if not needs_fallback:
+        try:
+            target.plan = planner.plan(config, launch.flags, use_deepgemm_bmm=bmm)
+        except planner.PlanError as exc:
+            if not exc.needs_fallback:
+                where = f"config.{exc.field}: " if exc.field else ""
+                target.error = f"{registry.display_path(spec.path)}: {where}{exc}"
+                return
+            needs_fallback, reason = True, str(exc)
+    if needs_fallback:
+        target.lock_note = lock_error or _unusable(capture, launch, versions)
+        if capture is not None and target.lock_note is None:
+            target.path, target.lock = LOCKED, capture
+            target.plan, target.unsupported = locked_plan(capture.shapes)
+        else:
+            target.path, target.fallback_reason = FALLBACK, reason
+            return
+    target.works = works_for(target.plan, target.m_policy)
+
+
+FALLBACK_MODULE = "sglang.compile_deep_gemm"
+# Test seam: tests point this at a stand-in script module; production leaves it unset.
+FALLBACK_MODULE_ENV = "JITWARM_COMPILE_MODULE"
+
+
+def fallback_module(environ=None) -> str:
+    env = os.environ if environ is None else environ
+    return env.get(FALLBACK_MODULE_ENV) or FALLBACK_MODULE
+
+
+def fallback_command(target: Target, python: str) -> list[str]:
+    """The server run that warms a fallback target: an argv list, never a shell string."""
+    argv = [python, "-m", fallback_module(), "--model-path", target.hf_id]
+    if not any(a.split("=", 1)[0] in ("--tp", "--tp-size", "--tensor-parallel-size") for a in target.args):
+        argv += ["--tp", str(target.tp)]
+    return argv + list(target.args)
+
+
+def works_for(plan: planner.Plan, policy: mlists.MListPolicy) -> list[ShapeWork]:
+    values = _values(policy)
+    contig = tuple(mlists.for_kind(True, values))
+    works = []
+    for shape in plan.shapes:
+        m_values = contig if shape.kind is Kind.CONTIG else values
+        if m_values:
+            works.append(ShapeWork(shape, m_values))
+    return works
+
+
+@functools.lru_cache(maxsize=32)
+def _values(policy: mlists.MListPolicy) -> tuple[int, ...]:
+    # Targets with the same policy share one tuple (up to 131072 values), built once.
+    return tuple(policy.values())
+
+
+def locked_plan(shapes) -> tuple[planner.Plan, tuple[str, ...]]:
+    """The plan of the captured shapes jitwarm can run, and the text of those it cannot
+    (sglang 0.5.23's BLOCK32, BF16 and BF16BF16F32 types have no executor here yet)."""
+    plan, unsupported = planner.Plan(), []
+    known = {k.value for k in Kind}
+    for kind, n, k, groups in shapes:
+        if kind in known:
+            plan.add(GemmShape(Kind(kind), n, k, groups), "captured from sglang")
+        else:
+            unsupported.append(locks.shape_text((kind, n, k, groups)))
+    return plan, tuple(unsupported)
+
+
+def _unusable(capture: locks.Capture | None, launch, versions: dict) -> str | None:
+    if capture is None:
+        return None
+    if capture.launch_hash != launch.hash:
+        return (f"lock for launch[{launch.index}] was captured for other launch args "
+                f"({capture.launch_hash[:8]}, now {launch.hash[:8]}); ignored")
+    if not capture.shapes and (capture.sglang, capture.deep_gemm) != (versions["sglang"], versions["deep_gemm"]):
+        # "Uses no DeepGEMM kernel" holds only for the toolchain that said so.
+        return (f"empty lock was captured with sglang {capture.sglang}, {capture.deep_gemm}; "
+                f"now sglang {versions['sglang']}, {versions['deep_gemm']}; ignored")
+    return None
+
+
+def _config(spec) -> tuple[dict | None, str | None, bool]:
+    """(config, error, missing): `missing` means not available here, not broken."""
+    if spec.config_source == "embedded":
+        return spec.config, None, False
+    # Offline lookup in the local Hugging Face cache; never touches the network.
+    found = hfcache.cached_file(spec.hf_id, "config.json", spec.revision)
+    if found is None:
+        return None, (f"{registry.display_path(spec.path)}: config_source: config.json for {spec.hf_id} "
+                      f"is not in the local Hugging Face cache; download it or embed [config]"), True
+    try:
+        return json.loads(Path(found).read_text(encoding="utf-8")), None, False
+    except (OSError, ValueError) as exc:
+        return None, f"{registry.display_path(spec.path)}: config_source: cannot read {found}: {exc}", False
+
+
+def shared_works(targets: list[Target]) -> dict[str, ShapeWork]:
+    """Every distinct shape work across targets, by content key."""
+    works: dict[str, ShapeWork] = {}
+    for target in targets:
+        for work in target.works:
+            works.setdefault(work.key, work)
+    return works

@@ -1,0 +1,92 @@
+"""The remote cache as one warm batch uses it: pull before compiling, push after.
+
+Everything here degrades to a warning: a remote that is missing, down, slow or serving a
+bad artifact only means the shape compiles locally (tasks/remote.py holds the store).
+"""
+
+from __future__ import annotations
+
+import functools
+from collections import Counter
+from pathlib import Path
+
+from tasks.state import entries
+from tasks import session as events
+from tasks.state import records
+from tasks.state.cacheroot import CacheRoot
+from tasks.remote.store import Outcome, Remote
+from tasks.host.settings import RemoteConfig, Settings
+
+
+def for_settings(settings: Settings) -> Remote | None:
+    return _remote(settings.remote) if settings.remote is not None else None
+
+
+@functools.lru_cache(maxsize=2)
+def _remote(config: RemoteConfig) -> Remote:
+    return Remote(config)  # one per run, so a remote found down stays skipped
+
+
+def pull(shared: Remote | None, works, cache: CacheRoot, fp: dict, scratch: Path) -> dict[str, Outcome]:
+    if shared is None or not works:
+        return {}
+    outcomes = shared.pull_many(works, cache, fp, scratch)
+    events.emit("pulled", names=[name for outcome in outcomes.values() for name in outcome.published])
+    names = {w.key: w.name for w in works}
+    for key, outcome in outcomes.items():
+        if outcome.status in ("rejected", "error"):
+            print(f"warning: remote artifact for {names[key]} {outcome.status}: {outcome.detail}; "
+                  f"compiling it locally", flush=True)
+    print(f"remote {shared.config}: {_counts(outcomes)}", flush=True)
+    return outcomes
+
+
+def accept_replay(outcome: Outcome, record: dict) -> bool:
+    """Whether a pulled shape's replay makes it warm; notes on the outcome what happened."""
+    if not record["ok"]:
+        outcome.status, outcome.detail = "rejected", f"replay of the pulled entries failed: {record.get('error')}"
+        print(f"warning: {outcome.detail}; compiling locally", flush=True)
+        return False
+    if record["new"]:
+        outcome.status = "incomplete"
+        outcome.detail = f"the replay compiled {len(record['new'])} kernels the artifact lacked"
+    return True
+
+
+def discard_pulled(root: Path, outcomes: list[Outcome]) -> None:
+    """Take out the entries failed pulls brought in, so the local compile rebuilds them."""
+    for name in sorted({n for outcome in outcomes for n in outcome.published}):
+        entries.remove(root, name)
+
+
+def push(shared: Remote, items, cache: CacheRoot, fp: dict, scratch: Path) -> dict[str, Outcome]:
+    """Upload (work, entry names) items; note each outcome in the shape's record."""
+    if not items:
+        return {}
+    root = cache.path
+    outcomes = shared.push_many(items, cache, fp, scratch)
+    for work, _ in items:
+        outcome = outcomes[work.key]
+        if outcome.status == "error":
+            print(f"warning: could not push {work.name}: {outcome.detail}", flush=True)
+        record, _ = records.read_json(records.shape_path(root, work.key))
+        if record is not None:
+            record["remote"] = {**(record.get("remote") or {}), "push": outcome.as_record()}
+            records.write_json(records.shape_path(root, work.key), record)
+    print(f"remote {shared.config}: {_counts(outcomes)}", flush=True)
+    return outcomes
+
+
+def warm_shapes(cache: CacheRoot, works, fp: dict) -> list[tuple]:
+    """(work, entry names) for each work that is warm here: what `doit push` uploads."""
+    found = []
+    for work in works:
+        if not records.shape_reasons(cache, work.key, fp):
+            record, _ = records.read_json(records.shape_path(cache.path, work.key))
+            found.append((work, sorted(record["entries"])))
+    return found
+
+
+def _counts(outcomes: dict[str, Outcome]) -> str:
+    counts = Counter(o.status for o in outcomes.values())
+    return ", ".join(f"{n} {status}" for status, n in sorted(counts.items()))

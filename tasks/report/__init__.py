@@ -1,0 +1,1 @@
+"""What a warm reports: the report model, JUnit XML, the GitHub step summary, progress display."""

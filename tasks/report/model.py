@@ -1,0 +1,250 @@
+"""The run report: what one `doit warm` did to each target, built from markers and records.
+
+The same data feeds the JSON report (this schema, versioned), JUnit XML and the GitHub
+step summary. The JSON schema is generated from these types: docs/report.schema.json.
+Within one schema_version, fields are only ever added, never removed or changed in meaning.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from pathlib import Path
+from typing import Annotated, Literal, Union
+
+import msgspec
+
+from tasks.state import records
+from tasks.state.cacheroot import CacheRoot
+from tasks.plan.targets import FALLBACK, Target
+
+SCHEMA_VERSION = 1
+TAIL_LINES = 30
+
+Outcome = Literal["up to date", "rebuilt", "partial", "failed"]
+Scalar = Union[str, int, float, bool, None]
+Kernels = Annotated[int, msgspec.Meta(ge=0, description="cache entries compiled during this run "
+                                                          "(not those pulled from the remote cache)")]
+RemotePull = Literal["hit", "miss", "rejected", "error", "incomplete"]
+RemotePush = Literal["pushed", "exists", "error"]
+
+
+class ShapeResult(msgspec.Struct, kw_only=True):
+    name: str
+    key: str
+    outcome: Literal["up to date", "rebuilt", "failed", "other shard"]
+    entries: Annotated[int, msgspec.Meta(ge=0, description="cache entries the shape's sweep uses")]
+    kernels_compiled: Kernels
+    seconds: Annotated[float | None, msgspec.Meta(
+        description="from the start of the shape's compile batch until its replay proof ended")] = None
+    replay_new_entries: int | None = None
+    remote: Annotated[RemotePull | None, msgspec.Meta(
+        description="what the remote cache gave this run (none: no remote, or the shape was up to date)")] = None
+    pushed: Annotated[RemotePush | None, msgspec.Meta(description="what this run uploaded to the remote")] = None
+    error: str | None = None
+    log_tail: list[str] = []
+
+
+class PhaseResult(msgspec.Struct, kw_only=True):
+    """A fallback target's steps: the server run, then capturing its shapes into a lock."""
+
+    name: Literal["server", "capture"]
+    outcome: Literal["up to date", "passed", "failed", "not run"]
+    seconds: float | None = None
+    message: str | None = None
+    log_tail: list[str] = []
+
+
+class TargetResult(msgspec.Struct, kw_only=True):
+    name: str
+    model: str
+    path: Literal["planned", "locked", "fallback", "invalid"]
+    outcome: Outcome
+    reason: Annotated[str, msgspec.Meta(description='why it was rebuilt, why it failed, or "up to date"')]
+    kernels_compiled: Kernels
+    seconds: Annotated[float, msgspec.Meta(
+        ge=0, description="from the start of the run until the target was ready or failed; 0 when up to date")]
+    shapes: list[ShapeResult] = []
+    phases: list[PhaseResult] = []
+    log_tail: list[str] = []
+
+
+class RemoteTotals(msgspec.Struct, kw_only=True):
+    """Shapes this run asked the remote cache for, by outcome, and what it uploaded."""
+
+    url: Annotated[str, msgspec.Meta(description="the remote, without any query string, and its mode")]
+    hits: int = 0
+    misses: Annotated[int, msgspec.Meta(description="no artifact for the shape and toolchain")] = 0
+    rejected: Annotated[int, msgspec.Meta(description="bad sha256, unsafe archive or failed replay")] = 0
+    errors: Annotated[int, msgspec.Meta(description="the remote failed or did not answer in time")] = 0
+    incomplete: Annotated[int, msgspec.Meta(description="pulled, but the replay compiled what was missing")] = 0
+    pushed: int = 0
+    push_errors: int = 0
+
+
+class Totals(msgspec.Struct, kw_only=True):
+    targets: int
+    up_to_date: int
+    rebuilt: int
+    partial: int
+    failed: int
+    kernels_compiled: Kernels
+    seconds: Annotated[float, msgspec.Meta(ge=0, description="wall time of the whole run")]
+    remote: RemoteTotals | None = None
+
+
+class Report(msgspec.Struct, kw_only=True):
+    schema_version: Literal[1] = SCHEMA_VERSION
+    tool: Literal["jitwarm"] = "jitwarm"
+    started_at: str
+    finished_at: str
+    exit_code: int
+    cache_root: str
+    shard: str | None = None
+    fingerprint: dict[str, Scalar]
+    totals: Totals
+    targets: list[TargetResult]
+
+
+class TargetRun(msgspec.Struct, kw_only=True):
+    """What the doit reporter saw of one target, before it is turned into a result."""
+
+    stale_reasons: list[str]
+    finished: bool = False
+    failed: bool = False
+    failure: str = ""
+    seconds: float = 0.0
+
+
+def json_schema() -> dict:
+    schema = msgspec.json.schema(Report)
+    schema["$comment"] = "jitwarm run report; regenerate with: python -m tasks.report.model --schema"
+    return schema
+
+
+def encode(report: Report) -> bytes:
+    return msgspec.json.format(msgspec.json.encode(report), indent=1) + b"\n"
+
+
+def write(report: Report, path: Path) -> None:
+    """Write-then-rename, like every record: a reader never sees half a report."""
+    records.replace_file(path, encode(report))
+
+
+def target_result(target: Target, run: TargetRun, cache: CacheRoot, new: set[str],
+                  local_keys: frozenset[str] | None, started_at: str) -> TargetResult:
+    """`new`: cache entries that appeared during the run; `started_at`: its ISO start time."""
+    path, root = "invalid" if target.error else target.path, cache.path
+    marker, _ = records.read_json(records.marker_path(root, target.name))
+    stale = bool(run.stale_reasons)
+    if run.failed:
+        outcome: Outcome = "failed"
+    elif not stale:
+        outcome = "up to date"
+    elif local_keys is not None and (marker is None or records.target_reasons(
+            cache, target.name, target.launch_hash, target.plan_hash, marker.get("fingerprint", {}))):
+        outcome = "partial"
+    else:
+        outcome = "rebuilt"
+    failure = run.failure.splitlines()
+    reason = (failure[0] if failure else "failed") if run.failed else (
+        "; ".join(run.stale_reasons) if stale else "up to date")
+    found = _shape_records(target, root)
+    shapes = [_shape_result(w, found[w.key], new, local_keys, started_at, run.failed, stale) for w in target.works]
+    used = _used_entries(marker, found)
+    phases = _phases(target, run, root, marker) if target.path == FALLBACK and not target.error else []
+    tail = [line.removeprefix("  | ") for line in failure[1:]][-TAIL_LINES:]
+    return TargetResult(name=target.name, model=target.model, path=path, outcome=outcome, reason=reason,
+                        kernels_compiled=len(used & new), seconds=round(run.seconds, 3),
+                        shapes=shapes, phases=phases, log_tail=tail)
+
+
+def kernels_compiled(target: Target, root: Path, new: set[str]) -> int:
+    """How many of the entries the target uses appeared during the run (`new`)."""
+    marker, _ = records.read_json(records.marker_path(root, target.name))
+    return len(_used_entries(marker, _shape_records(target, root)) & new)
+
+
+def _shape_records(target: Target, root: Path) -> dict[str, tuple[dict | None, str | None]]:
+    return {w.key: records.read_json(records.shape_path(root, w.key)) for w in target.works}
+
+
+def _used_entries(marker: dict | None, found: dict) -> set[str]:
+    used = set((marker or {}).get("entries", {}))
+    for record, _ in found.values():
+        used |= set((record or {}).get("entries", {}))
+    return used
+
+
+def _shape_result(work, found: tuple[dict | None, str | None], new: set[str], local_keys, started_at: str,
+                  failed: bool, stale: bool) -> ShapeResult:
+    base = {"name": work.name, "key": work.key}
+    if local_keys is not None and work.key not in local_keys:
+        return ShapeResult(**base, outcome="other shard", entries=0, kernels_compiled=0)
+    record, why = found
+    if record is None:  # the marker alone holds a target up to date; a failed one names it
+        return ShapeResult(**base, outcome="failed" if failed else "up to date", entries=0, kernels_compiled=0,
+                           error=("never warmed" if why == "missing" else f"shape record {why}") if failed else None)
+    names = set(record.get("entries", {}))
+    common = {"entries": len(names), "kernels_compiled": len(names & new), "seconds": record.get("seconds")}
+    if not record.get("ok"):
+        pull = ((record.get("remote") or {}).get("pull") or {}) if stale else {}
+        return ShapeResult(**base, **common, outcome="failed", error=record.get("error", "unknown error"),
+                           log_tail=list(record.get("log_tail") or [])[-TAIL_LINES:], remote=pull.get("status"))
+    # Only a stale target's shapes can have been rebuilt; timestamps have one-second resolution.
+    this_run = stale and str(record.get("finished_at", "")) >= started_at
+    remote = (record.get("remote") or {}) if this_run else {}
+    return ShapeResult(**base, **common, outcome="rebuilt" if this_run else "up to date",
+                       replay_new_entries=(record.get("replay") or {}).get("new_entries"),
+                       remote=(remote.get("pull") or {}).get("status"), pushed=(remote.get("push") or {}).get("status"))
+
+
+def _phases(target: Target, run: TargetRun, root: Path, marker: dict | None) -> list[PhaseResult]:
+    log = records.log_path(root, f"fallback-{target.name}")
+    if not run.stale_reasons and not run.failed:
+        return [PhaseResult(name="server", outcome="up to date"), PhaseResult(name="capture", outcome="up to date")]
+    tail = records.log_tail(log, TAIL_LINES)
+    if run.failed:
+        message = run.failure.splitlines()[0] if run.failure else "failed"
+        return [PhaseResult(name="server", outcome="failed", seconds=round(run.seconds, 3), message=message,
+                            log_tail=tail),
+                PhaseResult(name="capture", outcome="not run")]
+    seconds = ((marker or {}).get("seconds") or {}).get("server")
+    shapes = (marker or {}).get("captured_shapes") or []
+    return [PhaseResult(name="server", outcome="passed", seconds=seconds, log_tail=tail),
+            PhaseResult(name="capture", outcome="passed",
+                        message=f"{len(shapes)} shapes into {(marker or {}).get('lock', 'the lock')}")]
+
+
+def totals(results: list[TargetResult], new: set[str], seconds: float, remote: str | None = None) -> Totals:
+    count = {o: sum(r.outcome == o for r in results) for o in ("up to date", "rebuilt", "partial", "failed")}
+    return Totals(targets=len(results), up_to_date=count["up to date"], rebuilt=count["rebuilt"],
+                  partial=count["partial"], failed=count["failed"], kernels_compiled=len(new),
+                  seconds=round(seconds, 3), remote=remote_totals(results, remote) if remote else None)
+
+
+def remote_totals(results: list[TargetResult], url: str) -> RemoteTotals:
+    """Counted per distinct shape: targets share shapes."""
+    shapes = {s.key: s for r in results for s in r.shapes}.values()
+    pulls = Counter(s.remote for s in shapes if s.remote)
+    pushes = Counter(s.pushed for s in shapes if s.pushed)
+    return RemoteTotals(url=url, hits=pulls["hit"], misses=pulls["miss"], rejected=pulls["rejected"],
+                        errors=pulls["error"], incomplete=pulls["incomplete"], pushed=pushes["pushed"],
+                        push_errors=pushes["error"])
+
+
+def pulled_entries(targets: list[Target], root: Path) -> set[str]:
+    """Entries the remote cache brought in, as the shape records say: not compiled here."""
+    names: set[str] = set()
+    for work in {w.key: w for t in targets for w in t.works}.values():
+        record, _ = records.read_json(records.shape_path(root, work.key))
+        names.update((((record or {}).get("remote") or {}).get("pull") or {}).get("published") or ())
+    return names
+
+
+if __name__ == "__main__":
+    import sys
+
+    if sys.argv[1:] == ["--schema"]:
+        sys.stdout.write(msgspec.json.format(msgspec.json.encode(json_schema()), indent=2).decode() + "\n")
+    else:
+        sys.exit("usage: python -m tasks.report.model --schema")

@@ -1,0 +1,1 @@
+"""The cache root: atomic files, cache layouts, roots, entries, views, records, markers, staleness."""

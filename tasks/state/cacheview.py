@@ -1,0 +1,147 @@
+"""A private, hard-linked view of a cache (all its roots), watched with inotify.
+
+A warm (one shape's worker, or a whole fallback server run) points DeepGEMM at the view.
+The view holds every complete entry the loader would find in any root, so read-only
+roots count as they will for the server. inotify on the view's own directories tells
+exactly which entries that run loaded or created, even while other runs read the same
+real entries through their own views. New entries are published into the writable root
+by atomic rename, DeepGEMM's own protocol.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+from pathlib import Path
+
+from tasks.state import entries
+from tasks.state.cacheroot import CacheRoot
+
+
+class CacheView:
+    def __init__(self, cache: CacheRoot, path: Path):
+        self.cache, self.path = cache, Path(path)
+        self.staged = _stage(cache, self.path)
+        self.watcher = _EntryWatcher(entries.cache_dir(self.path), self.staged, cache.layout)
+        self._created: set[str] = set()  # what checkpoint() has already reported
+
+    def drain(self) -> None:
+        """Read pending events; call now and then so the kernel queue cannot overflow."""
+        self.watcher.drain()
+
+    def commit(self) -> tuple[dict[str, dict], list[str], str]:
+        """Publish what this run built; return (entries it used, as described in the real
+        roots; names it created; how the attribution was made)."""
+        used, how = self.watcher.used()
+        created = sorted(name for name in used if name not in self.staged)
+        for name in created:
+            self._publish(name)
+        described = {}
+        for name in sorted(used):
+            desc = entries.describe(self.cache, name)
+            if desc is None:
+                raise RuntimeError(f"entry {name} is incomplete after the run")
+            described[name] = desc
+        return described, created, how
+
+    def checkpoint(self) -> tuple[set[str], set[str]]:
+        """(entries opened, entries created) since the last checkpoint; the created ones
+        are published into the real root at once. Created entries are found by listing
+        the view, so they are known even without inotify; opened ones need inotify."""
+        opened, _ = self.watcher.take()
+        created = entries.names(self.path, self.cache.layout) - self.staged - self._created
+        self._created |= created
+        for name in created:
+            self._publish(name)
+        return opened - created, created
+
+    def _publish(self, name: str) -> None:
+        entry = entries.cache_dir(self.path) / name
+        if self.cache.layout.describe(entry) is not None:
+            entries.publish(entry, self.cache)
+
+    @property
+    def sees_opens(self) -> bool:
+        return self.watcher.inotify is not None and not self.watcher.overflow
+
+
+def salvage(path: Path, cache: CacheRoot) -> None:
+    """Publish every complete entry left in a view (even after a crash), then remove it."""
+    found = entries.cache_dir(path)
+    if found.is_dir():
+        for entry in found.iterdir():
+            if cache.layout.is_entry(entry.name) and cache.layout.describe(entry) is not None:
+                with contextlib.suppress(OSError):  # best effort; the next warm rebuilds it
+                    entries.publish(entry, cache)
+    shutil.rmtree(path, ignore_errors=True)
+
+
+def _stage(cache: CacheRoot, path: Path) -> set[str]:
+    """Hard-link every complete entry the loader finds into the view; return their names."""
+    target = entries.cache_dir(path)
+    target.mkdir(parents=True, exist_ok=True)
+    names = set()
+    for name, src in entries.complete(cache).items():
+        dst = target / name
+        dst.mkdir()
+        for child in os.scandir(src):
+            if child.is_file(follow_symlinks=False):
+                try:
+                    os.link(child.path, dst / child.name)
+                except OSError:  # another filesystem (a read-only root, say): copying keeps the view private
+                    shutil.copy2(child.path, dst / child.name)
+        names.add(name)
+    return names
+
+
+class _EntryWatcher:
+    """Which staged entries get opened, and which new entries appear."""
+
+    def __init__(self, cache: Path, staged: set[str], layout):
+        self.cache, self.staged, self.layout = cache, staged, layout
+        self.opened: set[str] = set()
+        self.created: set[str] = set()
+        self.overflow = False
+        self.wd_names: dict[int, str] = {}
+        try:
+            from inotify_simple import INotify, flags
+        except ImportError:
+            self.inotify = None
+            return
+        self.flags = flags
+        self.inotify = INotify()
+        try:
+            self.cache_wd = self.inotify.add_watch(cache, flags.CREATE | flags.MOVED_TO | flags.ONLYDIR)
+            for name in staged:
+                self.wd_names[self.inotify.add_watch(cache / name, flags.OPEN)] = name
+        except OSError as exc:  # e.g. ENOSPC: fs.inotify.max_user_watches is smaller than the cache
+            print(f"  inotify unavailable ({exc}); attributing every entry", flush=True)
+            self.inotify.close()
+            self.inotify = None
+
+    def drain(self) -> None:
+        if self.inotify is None:
+            return
+        for event in self.inotify.read(timeout=0):
+            if event.mask & self.flags.Q_OVERFLOW:
+                self.overflow = True
+            elif event.wd == self.cache_wd and self.layout.is_entry(event.name):
+                self.created.add(event.name)
+            elif event.wd in self.wd_names and event.name:
+                self.opened.add(self.wd_names[event.wd])
+
+    def take(self) -> tuple[set[str], set[str]]:
+        """What was opened and created since the last take()."""
+        self.drain()
+        taken = (self.opened, self.created)
+        self.opened, self.created = set(), set()
+        return taken
+
+    def used(self) -> tuple[set[str], str]:
+        self.drain()
+        if self.inotify is None or self.overflow:
+            # Cannot tell what was read: attribute everything, which errs towards stale.
+            everything = self.staged | entries.names(self.cache.parent, self.layout)
+            return everything, "all entries attributed (inotify unavailable)"
+        return self.opened | self.created, "inotify: entries opened or created by this run"

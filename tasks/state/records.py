@@ -1,0 +1,142 @@
+"""Markers and shape records: JSON inside the cache root, the source of truth for staleness.
+
+Layout under `<root>/jitwarm/`: markers/<target>.json, shapes/<key>.json, logs/, staging/.
+Living inside the root means wiping the cache wipes the markers too.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+from tasks.state import entries
+from tasks.host import fingerprint
+from tasks.state.cacheroot import CacheRoot
+
+SCHEMA = 1
+_MAX_ENTRY_REASONS = 5
+# Bumped on every record this process writes: staleness answers computed before are void.
+generation = 0
+
+
+def state_dir(root: Path) -> Path:
+    return Path(root) / "jitwarm"
+
+
+def marker_path(root: Path, target_name: str) -> Path:
+    return state_dir(root) / "markers" / f"{target_name}.json"
+
+
+def shape_path(root: Path, key: str) -> Path:
+    return state_dir(root) / "shapes" / f"{key}.json"
+
+
+def log_path(root: Path, name: str) -> Path:
+    return state_dir(root) / "logs" / f"{name}.log"
+
+
+_TAIL_BYTES = 256 * 1024
+
+
+def log_tail(path: Path, lines: int = 30) -> list[str]:
+    """The last lines of a log, reading at most its last 256 KiB."""
+    try:
+        with open(path, "rb") as fh:
+            fh.seek(0, os.SEEK_END)
+            fh.seek(max(0, fh.tell() - _TAIL_BYTES))
+            text = fh.read().decode("utf-8", errors="replace")
+    except OSError:
+        return []
+    return text.splitlines()[-lines:]
+
+
+def write_json(path: Path, data: dict) -> None:
+    """Write-then-rename, so readers see the old file or the new one, never half of one."""
+    global generation
+    generation += 1
+    replace_file(path, (json.dumps(data, indent=1, sort_keys=True) + "\n").encode())
+
+
+def replace_file(path: Path, data: bytes) -> None:
+    """Write `data` to a temporary name beside `path`, then rename it over `path`."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{os.urandom(4).hex()}.tmp")
+    with open(tmp, "wb") as fh:
+        fh.write(data)
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)
+
+
+def read_json(path: Path) -> tuple[dict | None, str | None]:
+    """(data, None), or (None, reason) when missing or unreadable."""
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return None, "missing"
+    except (OSError, ValueError) as exc:
+        return None, f"unreadable ({exc.__class__.__name__}: {exc})"
+    if not isinstance(data, dict) or data.get("schema") != SCHEMA:
+        return None, f"unreadable (schema {data.get('schema') if isinstance(data, dict) else '?'}, expected {SCHEMA})"
+    return data, None
+
+
+def read_json_any(path: Path) -> dict | None:
+    """A JSON object from a file we wrote ourselves without a schema field, or None."""
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def entry_reasons(cache: CacheRoot, recorded: dict[str, dict]) -> list[str]:
+    problems = [p for name in sorted(recorded) if (p := entries.problem(cache, name, recorded[name]))]
+    if len(problems) > _MAX_ENTRY_REASONS:
+        extra = len(problems) - _MAX_ENTRY_REASONS
+        problems = problems[:_MAX_ENTRY_REASONS] + [f"and {extra} more entries"]
+    return problems
+
+
+def shape_reasons(cache: CacheRoot, key: str, fp: dict) -> list[str]:
+    """Why a shape's warm no longer holds; [] when it does."""
+    record, why = read_json(shape_path(cache.path, key))
+    if record is None:
+        return ["never warmed" if why == "missing" else f"shape record {why}"]
+    if not record.get("ok"):
+        return [f"last warm failed: {record.get('error', 'unknown error')}"]
+    return fingerprint.diff(record.get("fingerprint", {}), fp) or entry_reasons(cache, record.get("entries", {}))
+
+
+def superseded(root: Path, name: str, model: str, launch_index: int | None) -> list[Path]:
+    """Markers of earlier args of the same launch tuple (same model file and position)."""
+    found = []
+    for path in (state_dir(root) / "markers").glob(f"{model}@*.json"):
+        if path.stem == name:
+            continue
+        data, _ = read_json(path)
+        if data and data.get("model") == model and data.get("launch_index") == launch_index:
+            found.append(path)
+    return found
+
+
+def target_reasons(cache: CacheRoot, name: str, launch_hash: str, plan_hash: str | None, fp: dict,
+                   model: str = "", launch_index: int | None = None) -> list[str]:
+    """Why a target is stale, cheapest checks first; [] when up to date.
+
+    `plan_hash` is None for fallback targets, whose shapes only the server knows.
+    """
+    marker, why = read_json(marker_path(cache.path, name))
+    if marker is None and why == "missing" and superseded(cache.path, name, model, launch_index):
+        return [f"launch args changed (launch[{launch_index}] was warmed with other args)"]
+    if marker is None:
+        return ["not warmed yet (no marker)" if why == "missing" else f"marker {why}"]
+    reasons = []
+    if marker.get("launch_hash") != launch_hash:
+        reasons.append("launch args changed")
+    elif plan_hash is not None and marker.get("plan_hash") != plan_hash:
+        reasons.append("shape plan changed")
+    reasons += fingerprint.diff(marker.get("fingerprint", {}), fp)
+    return reasons or entry_reasons(cache, marker.get("entries", {}))
