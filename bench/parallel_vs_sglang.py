@@ -29,8 +29,7 @@ from _emit import emit, entry_names  # noqa: E402
 sys.path.insert(0, str(REPO))
 
 from tasks.host import fingerprint  # noqa: E402  (pure planning code)
-from tasks.plan import registry
-from tasks.plan import targets
+from tasks.plan import registry, targets
 
 SHAPES = [(7168, 2048), (2112, 7168), (3072, 1536), (4096, 512)]
 

@@ -1,4 +1,4 @@
-"""What a replay sweep costs on the host when its launches are captured (tasks/worker.py).
+"""What a replay sweep costs on the host when its launches are captured (tasks/build/child/replay.py).
 
 One large DeepSeek-V3.2 shape (NORMAL N=7168 K=16384) over the default 16384-value M list,
 on a cache this script warms first. Then the same sweep, timed, captured in CUDA graphs
@@ -44,13 +44,13 @@ def main() -> int:
     result["deep_gemm_import_s"] = round(time.monotonic() - started, 3)
 
     from tasks.build.child import executors
-    from tasks.build.child import replay as worker
+    from tasks.build.child import replay
 
     executor = executors.create(deep_gemm, "GEMM_NT_F8F8BF16", N, K, 1, M_MAX)
     m_values = list(range(1, M_MAX + 1))
     started = time.monotonic()
     for first in range(0, M_MAX, 256):  # warm: compiles every kernel the sweep needs
-        worker._sweep(executor, m_values[first:first + 256], executor.capture)
+        replay.sweep_chunk(executor, m_values[first:first + 256], executor.capture)
     executor.sync()
     result["warm_s"] = round(time.monotonic() - started, 2)
     result["entries"] = len(entry_names(opts.work))
@@ -59,7 +59,7 @@ def main() -> int:
         torch.cuda.reset_peak_memory_stats()
         started = time.monotonic()
         for first in range(0, M_MAX, chunk):
-            worker._sweep(executor, m_values[first:first + chunk], executor.capture)
+            replay.sweep_chunk(executor, m_values[first:first + chunk], executor.capture)
         executor.sync()
         result["captured"][chunk] = {"seconds": round(time.monotonic() - started, 3),
                                      "peak_gib": round(torch.cuda.max_memory_allocated() / 2**30, 2)}

@@ -68,7 +68,7 @@ def start_cuda() -> dict:
 
 
 def replay(shapes: list[dict]) -> dict:
-    from tasks.build.child import replay as worker
+    from tasks.build.child import protocol, replay
 
     out = start_cuda()
     out["shapes"] = []
@@ -77,15 +77,15 @@ def replay(shapes: list[dict]) -> dict:
         t0 = time.monotonic()
         plan = {"module": "deep_gemm", "shape": shape["shape"], "m_values": shape["m_values"],
                 "contig_alignment": 128}
-        executor = worker._executor(plan)
+        executor = replay.executor_for(plan)
         m_values = shape["m_values"]
         for m in dict.fromkeys([m_values[0], m_values[-1]]):
             executor.execute(m)
         executor.sync()
         t1 = time.monotonic()
         capture = executor.capture
-        for first in range(0, len(m_values), worker.CAPTURE_CHUNK):
-            capture = worker._sweep(executor, m_values[first:first + worker.CAPTURE_CHUNK], capture)
+        for first in range(0, len(m_values), protocol.CAPTURE_CHUNK):
+            capture = replay.sweep_chunk(executor, m_values[first:first + protocol.CAPTURE_CHUNK], capture)
         executor.sync()
         t2 = time.monotonic()
         del executor

@@ -28,8 +28,7 @@ from _emit import emit, entry_names  # noqa: E402
 sys.path.insert(0, str(REPO))
 
 from tasks.host import fingerprint  # noqa: E402  (pure planning code)
-from tasks.plan import registry
-from tasks.plan import targets
+from tasks.plan import registry, targets
 
 M_LIST = [1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096, 8192, 16384]
 

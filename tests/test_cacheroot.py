@@ -2,8 +2,7 @@
 
 import pytest
 
-from tasks.state import cacheroot
-from tasks.state import layouts
+from tasks.state import cacheroot, layouts
 
 LEGACY, DEEPJIT = layouts.by_id("0.1.x"), layouts.by_id("0.2.x")
 

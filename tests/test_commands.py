@@ -6,9 +6,7 @@ import subprocess
 import sys
 
 from conftest import REPO, Workspace, model_file
-from tasks.plan import mlists
-from tasks.plan import planner
-from tasks.plan import registry
+from tasks.plan import mlists, planner, registry
 
 SMALL = "m_list = [1, 32, 128, 1024]\n"
 TP8 = "[[launch]]\ntp = 8\n" + SMALL

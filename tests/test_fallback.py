@@ -13,8 +13,8 @@ import psutil
 import pytest
 
 from conftest import REPO, Workspace, cache, model_file
-from tasks.state import entries
 from tasks.plan import locks
+from tasks.state import entries
 
 pytestmark = pytest.mark.both_layouts
 

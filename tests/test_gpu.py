@@ -10,8 +10,7 @@ import sys
 import pytest
 
 from conftest import REPO, Workspace, model_file
-from tasks.plan import registry
-from tasks.plan import targets
+from tasks.plan import registry, targets
 
 pytestmark = [
     pytest.mark.gpu,

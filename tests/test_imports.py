@@ -9,7 +9,7 @@ PROBE = f"""
 import runpy, sys
 ns = runpy.run_path({str(DODO)!r})
 list(ns["task_warm"]()); list(ns["task__shape"]())
-from tasks.host import fingerprint; fingerprint.current()
+from tasks.cli import doit_tasks; doit_tasks.load()[0].fingerprint
 bad = sorted(m for m in sys.modules if m.split(".")[0] in ("torch", "deep_gemm", "triton", "sglang"))
 print(bad)
 """

@@ -1,8 +1,6 @@
 import pytest
 
-from tasks.plan import locks
-from tasks.plan import registry
-from tasks.plan import targets
+from tasks.plan import locks, registry, targets
 
 REAL_LINES = [
     "[2026-11-22 10:00:01 TP0] Try DeepGEMM JIT Compiling for <GEMM_NT_F8F8BF16> N=2112, K=7168, "
@@ -14,6 +12,10 @@ REAL_LINES = [
     "unrelated line N=1, K=2",
 ]
 MIMO = 'hf_id = "x/mimo"\nconfig = {architectures = ["MiMoForCausalLM"]}\n[[launch]]\ntp = 4\nargs = ["--dp", "2"]\n'
+
+
+def write(model_file, capture) -> None:
+    locks.path_for(model_file).write_bytes(locks.with_capture(model_file, capture))
 
 
 def capture(spec, shapes, **kw):
@@ -33,8 +35,8 @@ def test_write_read_round_trip_keeps_other_launches(tmp_path):
     path = tmp_path / "m.toml"
     path.write_text(MIMO)
     spec = registry.load_file(path)
-    locks.write(path, capture(spec, (("GEMM_NT_F8F8BF16", 2112, 7168, 1),)))
-    locks.write(path, capture(spec, (), launch=1, launch_hash="other"))
+    write(path, capture(spec, (("GEMM_NT_F8F8BF16", 2112, 7168, 1),)))
+    write(path, capture(spec, (), launch=1, launch_hash="other"))
     read = locks.read(path)
     assert read[0].shapes == (("GEMM_NT_F8F8BF16", 2112, 7168, 1),) and read[1].shapes == ()
     assert locks.path_for(path).read_text().startswith("# GEMM shapes")
@@ -52,7 +54,7 @@ def expand_with(tmp_path, shapes, **kw):
     path = tmp_path / "m.toml"
     path.write_text(MIMO)
     spec = registry.load_file(path)
-    locks.write(path, capture(spec, shapes, **kw))
+    write(path, capture(spec, shapes, **kw))
     [target] = targets.expand(registry.load(tmp_path), environ={})
     return target
 

@@ -1,7 +1,6 @@
 """M lists follow sglang's compile_utils.update_deep_gemm_config exactly."""
 
-from tasks.plan import launch_args
-from tasks.plan import mlists
+from tasks.plan import launch_args, mlists
 
 
 def test_fast_list_for_16384_has_3072_values():

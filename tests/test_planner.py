@@ -6,7 +6,7 @@ import pytest
 
 from conftest import REPO
 from tasks.plan import launch_args
-from tasks.plan.planner import GemmShape, Kind, PlanError, plan
+from tasks.plan.planner import GemmShape, Kind, plan, PlanError
 
 N, C, M = Kind.NORMAL, Kind.CONTIG, Kind.MASKED
 

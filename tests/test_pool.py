@@ -9,9 +9,8 @@ from collections import Counter
 import pytest
 
 from conftest import DODO, model_file
-from tasks.plan import gpumem
 from tasks.build import pool
-from tasks.build.child import shared_replay
+from tasks.plan import gpumem, schedule
 from tasks.plan.planner import GemmShape, Kind
 from tasks.plan.targets import ShapeWork
 
@@ -25,7 +24,7 @@ def work(n, k, m_values, kind=Kind.NORMAL, groups=1):
 
 
 def test_spread_order_is_a_permutation_whose_prefixes_cover_the_range():
-    order = pool.spread_order(3072)
+    order = schedule.spread_order(3072)
     assert sorted(order) == list(range(3072))
     first = sorted(order[:16])
     assert first[0] == 0 and first[-1] > 3072 * 0.9  # 16 picks span the whole list
@@ -35,7 +34,7 @@ def test_spread_order_is_a_permutation_whose_prefixes_cover_the_range():
 def test_queue_holds_every_call_once_with_shapes_taking_turns():
     works = [work(7168, 2048, range(1, 3073)), work(2112, 7168, range(1, 3073)), work(4096, 512, range(1, 101))]
     values = {w.key: w.m_values for w in works}
-    queue = pool.queue_order(works, values, 8)
+    queue = schedule.queue_order(works, values, 8)
     assert Counter(queue) == Counter((s, m) for s, w in enumerate(works) for m in w.m_values)
     assert [s for s, _ in queue[:24]] == [0] * 8 + [1] * 8 + [2] * 8
     first = sorted(m for s, m in queue[:8])
@@ -43,9 +42,9 @@ def test_queue_holds_every_call_once_with_shapes_taking_turns():
 
 
 def test_masked_buffers_are_small_and_sglang_formula_holds_for_normal():
-    normal = gpumem.executors.buffer_bytes("GEMM_NT_F8F8BF16", 7168, 2048, 1, 16384)
+    normal = gpumem.buffer_bytes("GEMM_NT_F8F8BF16", 7168, 2048, 1, 16384)
     assert normal == 16384 * (2048 + 16 * 4 + 2 * 7168) + 7168 * 2048 + 56 * 16 * 4
-    masked = gpumem.executors.buffer_bytes("GROUPED_GEMM_NT_F8F8BF16_MASKED", 4096, 7168, 32, 16384)
+    masked = gpumem.buffer_bytes("GROUPED_GEMM_NT_F8F8BF16_MASKED", 4096, 7168, 32, 16384)
     full_sglang = 32 * 16384 * 7168 + 32 * 4096 * 7168 + 32 * 4 + 32 * 16384 * 4096 * 2
     assert masked < full_sglang / 5
 
@@ -61,11 +60,11 @@ def test_memory_reduction_halves_max_m_like_sglang_and_reports_it():
 
 def test_pool_size_is_bounded_by_free_memory():
     works = [work(7168, 2048, range(1, 16385))]
-    report = pool.Report()
+    report = pool.PoolRun()
     per_worker = gpumem.worker_bytes("GEMM_NT_F8F8BF16", 7168, 2048, 1, 16384)
     slots = pool.plan_memory(works, report, cores=16, free=4 * per_worker + 2 * GIB, margin=2 * GIB)
     assert slots == 4 and not report.reduced
-    assert pool.plan_memory(works, pool.Report(), cores=16, free=None, margin=0) == 16
+    assert pool.plan_memory(works, pool.PoolRun(), cores=16, free=None, margin=0) == 16
 
 
 @pytest.mark.one_layout
@@ -114,17 +113,17 @@ def test_shape_records_carry_the_completeness_proof(ws):
 
 def test_shared_replay_pieces_cover_every_call_once_in_whole_graphs():
     lengths = [16384] * 19 + [100, 3]
-    pieces = shared_replay.pieces(lengths, 16, 256)
+    pieces = schedule.pieces(lengths, 16, 256)
     for s, n in enumerate(lengths):
         mine = sorted((first, count) for shape, first, count in pieces if shape == s)
         assert [f for f, _ in mine] == list(range(0, n, mine[0][1])) and sum(c for _, c in mine) == n
     assert all(count % 256 == 0 for s, first, count in pieces if first + count < lengths[s])
     assert 16 * 3 <= len(pieces) <= 16 * 5  # a few pieces per process, so their ends even out
-    assert shared_replay.pieces([4] * 6, 2, 256) == [(s, 0, 4) for s in range(6)]
+    assert schedule.pieces([4] * 6, 2, 256) == [(s, 0, 4) for s in range(6)]
 
 
 def test_shared_replay_processes_balance_context_start_against_the_calls():
-    assert shared_replay.processes(24, 16) == 1  # a few calls: one context is cheapest
-    assert shared_replay.processes(19 * 16384, 16) == 11
-    assert shared_replay.processes(19 * 16384, 4) == 4  # never more than memory and cores allow
-    assert shared_replay.processes(200 * 16384, 16) == 16
+    assert schedule.processes(24, 16) == 1  # a few calls: one context is cheapest
+    assert schedule.processes(19 * 16384, 16) == 11
+    assert schedule.processes(19 * 16384, 4) == 4  # never more than memory and cores allow
+    assert schedule.processes(200 * 16384, 16) == 16

@@ -3,8 +3,7 @@
 import pytest
 
 from conftest import REPO
-from tasks.plan import registry
-from tasks.plan import targets
+from tasks.plan import registry, targets
 
 
 def load_text(tmp_path, text, name="x"):

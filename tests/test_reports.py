@@ -9,8 +9,7 @@ import jsonschema
 from junitparser import Failure, JUnitXml, Skipped
 
 from conftest import REPO, Workspace, model_file
-from tasks.report import model as report
-from tasks.report import summary
+from tasks.report import model as report, summary
 
 SMALL = "m_list = [1, 32, 128, 1024]\n"
 TP8 = "[[launch]]\ntp = 8\n" + SMALL

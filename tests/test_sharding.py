@@ -8,10 +8,8 @@ from collections import Counter
 import pytest
 
 from conftest import model_file
-from tasks.plan import registry
 from tasks.host import settings
-from tasks.plan import sharding
-from tasks.plan import targets
+from tasks.plan import registry, sharding, targets
 
 SMALL = "m_list = [1, 32, 128, 1024]\n"
 TP8 = "[[launch]]\ntp = 8\n" + SMALL

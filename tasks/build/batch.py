@@ -7,10 +7,10 @@ stale shape of the run and the compile pool sees all of them at once.
 Per shape, a file lock keeps two `doit warm` processes on one cache root from warming
 it twice: the second waits and reuses the first one's record. After the compile pool,
 each shape's full sweep is replayed in a fresh process against a private view of the
-cache (tasks/worker.py): it attributes the entries the shape uses and must compile
-nothing. A replay that compiles something is a failed warm, unless the pool could not
-finish that shape (then the replay completes it). Shapes pulled from the remote cache
-skip the compile pool and share a few replay processes (tasks/shared_replay.py).
+cache (tasks/build/child/replay.py): it attributes the entries the shape uses and must
+compile nothing. A replay that compiles something is a failed warm, unless the pool
+could not finish that shape (then the replay completes it). Shapes pulled from the
+remote cache skip the compile pool and share a few replay processes (tasks/build/shared.py).
 """
 
 from __future__ import annotations
@@ -20,56 +20,78 @@ import shutil
 import time
 
 import filelock
+from doit.exceptions import TaskFailed
 
-from tasks.state import entries
-from tasks import session as events
-from tasks.host import fingerprint
-from tasks.build import pool
-from tasks.state import records
-from tasks.remote import sync as remote_cache
-from tasks.build import commit as warm
-from tasks.build.child import replay as worker
+from tasks import session as run_state
+from tasks.build import commit, pool, preflight
+from tasks.build.child import protocol
 from tasks.host.settings import REPO_ROOT
 from tasks.plan.targets import ShapeWork, Target
+from tasks.remote import sync
+from tasks.session import Session
+from tasks.state import entries, records
 
-_pending: dict[str, tuple[ShapeWork, list[Target]]] = {}
+Items = list[tuple[ShapeWork, list[Target]]]  # each shape with the targets that need it
 
 
-def enqueue(work: ShapeWork, ctx: warm.Context, dependents: list[Target] = ()) -> None:
+def enqueue(work: ShapeWork, session: Session, dependents: list[Target] = ()) -> None:
     """doit action of a shape task."""
-    from tasks.cli.doit_tasks import MAIN_PID
-
-    if os.getpid() != MAIN_PID:
-        run(ctx, [(work, list(dependents))])  # a `doit -n` worker process: no shared queue
+    if os.getpid() != run_state.MAIN_PID:
+        run(session, [(work, list(dependents))])  # a `doit -n` worker process: no shared queue
         return
-    fp = fingerprint.current()
-    if not _pending and warm.preflight(fp) is None:
+    fp = session.fingerprint
+    if not session.pending and preflight.problem(fp) is None:
         # There is work: start the pool's process now, so its torch import overlaps the
         # rest of the queueing and the remote pulls.
-        pool.prestart(ctx.root, fp, ctx.settings, _worker_env())
-    _pending[work.key] = (work, list(dependents))
+        pool.prestart(session, fp, _worker_env())
+    session.pending[work.key] = (work, list(dependents))
     print(f"queued {work.name} ({len(work.m_values)} M values)", flush=True)
 
 
-def flush(ctx: warm.Context) -> None:
-    if _pending:
-        items = list(_pending.values())
-        _pending.clear()
+def finish_target(target: Target, session: Session, local_keys: frozenset[str] | None = None):
+    """doit action of a target: warm the queued batch, then commit the marker, or fail with
+    each unwarmed shape's reason.
+
+    Under sharding, `local_keys` names the target's shapes this shard warms; when only
+    the other shards' shapes are missing, the target's part here succeeded.
+    """
+    if target.error:
+        return TaskFailed(target.error)
+    fp = session.fingerprint
+    if target.works and (problem := preflight.problem(fp)):
+        return TaskFailed(problem)  # one line, not one per shape
+    flush(session)
+    cache = session.root
+    if not records.target_reasons(cache, target.name, target.launch_hash, target.plan_hash, fp):
+        return None  # the batch committed it
+    failures = commit.commit_target(target, cache, fp)
+    if failures and local_keys is not None:
+        if not any(records.shape_reasons(cache, w.key, fp) for w in target.works if w.key in local_keys):
+            print(f"{target.name}: partial, {len(local_keys)} of {len(target.works)} shapes warmed in this "
+                  f"shard; the marker is written where every shard's shapes are in one cache root", flush=True)
+            return None
+    return TaskFailed("\n".join(failures)) if failures else None
+
+
+def flush(session: Session) -> None:
+    if session.pending:
+        items = list(session.pending.values())
+        session.pending.clear()
         try:
-            run(ctx, items)
+            run(session, items)
         finally:
-            pool.stop_standby()  # unused if every shape was warmed by a concurrent run
+            pool.stop_standby(session)  # unused if every shape was warmed by a concurrent run
 
 
-def run(ctx: warm.Context, items: list[tuple[ShapeWork, list[Target]]]) -> None:
-    cache, root, fp = ctx.root, ctx.root.path, fingerprint.current()
-    if problem := warm.preflight(fp):
+def run(session: Session, items: Items) -> None:
+    cache, fp = session.root, session.fingerprint
+    if problem := preflight.problem(fp):
         for work, _ in items:
-            _write(root, work, fp, {"ok": False, "error": problem})
+            _write(cache.path, work, fp, {"ok": False, "error": problem})
         return
     mine, theirs = [], []
     for work, dependents in items:
-        lock = filelock.FileLock(str(_lock_path(root, work)))
+        lock = filelock.FileLock(str(_lock_path(cache.path, work)))
         try:
             lock.acquire(timeout=0)
         except filelock.Timeout:
@@ -77,24 +99,23 @@ def run(ctx: warm.Context, items: list[tuple[ShapeWork, list[Target]]]) -> None:
             continue
         mine.append((work, dependents, lock))
     try:
-        _warm(ctx, fp, [(w, d) for w, d, _ in mine if records.shape_reasons(cache, w.key, fp)])
+        _warm(session, fp, [(w, d) for w, d, _ in mine if records.shape_reasons(cache, w.key, fp)])
         for work, dependents, _ in mine:
-            _commit(ctx, fp, dependents)
+            _commit(cache, fp, dependents)
     finally:
         for _, _, lock in mine:
             lock.release()
     for work, dependents, lock in theirs:
         print(f"{work.name}: another process is warming it; waiting", flush=True)
-        with lock.acquire(timeout=ctx.shape_timeout_s):
+        with lock.acquire(timeout=session.shape_timeout_s):
             if records.shape_reasons(cache, work.key, fp):
-                _warm(ctx, fp, [(work, dependents)])
+                _warm(session, fp, [(work, dependents)])
             else:
                 print(f"{work.name}: reusing the concurrent warm's result", flush=True)
-            _commit(ctx, fp, dependents)
+            _commit(cache, fp, dependents)
 
 
-def _warm(ctx: warm.Context, fp: dict, items: list[tuple[ShapeWork, list[Target]]],
-          pulls: dict[str, remote_cache.Outcome] | None = None) -> None:
+def _warm(session: Session, fp: dict, items: Items, pulls: dict[str, sync.Transfer] | None = None) -> None:
     """Compile and replay `items`; record each shape and commit its targets as it lands.
 
     With a remote cache, shapes are pulled first and only replayed; a pulled shape whose
@@ -103,68 +124,78 @@ def _warm(ctx: warm.Context, fp: dict, items: list[tuple[ShapeWork, list[Target]
     """
     if not items:
         return
-    root = ctx.root.path
+    cache = session.root
     if pulls is None:
-        for line in entries.remove_broken(ctx.root):  # else they would block their own rebuild
+        for line in entries.remove_broken(cache):  # else they would block their own rebuild
             print(line, flush=True)
-    works = [w for w, _ in items]
-    dependents = {w.key: d for w, d in items}
-    shared = remote_cache.for_settings(ctx.settings)
-    scratch = root / "tmp" / f"jitwarm-remote-{os.getpid()}-{os.urandom(4).hex()}"
+    remote = sync.for_settings(session.settings)
+    scratch = cache.path / "tmp" / f"jitwarm-remote-{os.getpid()}-{os.urandom(4).hex()}"
     try:
-        if pulls is None:
-            pulls = remote_cache.pull(shared, works, ctx.root, fp, scratch)
-            replay_only = {key: outcome.names for key, outcome in pulls.items() if outcome.status == "hit"}
-        else:
-            replay_only = {}
-        store = pool.store_for(root, fp, max_age_s=2 * ctx.shape_timeout_s)
-        report = pool.Report()  # pool.run fills it in before the first replay is delivered
-        recorded: dict[str, dict] = {}
-        retry: list[tuple[ShapeWork, list[Target]]] = []
-
-        def on_replay(work: ShapeWork, replay: pool.Replay) -> None:
-            # Record each shape as its replay ends, and commit targets as soon as they hold.
-            record = _replay_record(work, replay, report)
-            if work.key in replay_only and not remote_cache.accept_replay(pulls[work.key], record):
-                retry.append((work, dependents[work.key]))
-                return  # compiled locally below
-            if work.key in pulls:
-                record["remote"] = {"pull": pulls[work.key].as_record()}
-            _write(root, work, fp, record)
-            recorded[work.key] = record
-            events.emit("shape_done", key=work.key, ok=record["ok"])
-            if record["ok"]:
-                print(f"warmed {work.name}: {len(record['entries'])} entries, replay compiled "
-                      f"{len(record['new'])}", flush=True)
-                _commit(ctx, fp, dependents[work.key])
-
-        pool.run(works, ctx.root, fp, ctx.settings, _worker_env(), store, on_replay, report, replay_only)
-        retried = {w.key for w, _ in retry}
-        for work in works:
-            if work.key not in recorded and work.key not in retried:
-                record = {"ok": False, **report.failures.get(work.key, {"error": "not warmed"})}
-                if work.key in pulls:  # e.g. rejected by its replay, then failed locally too
-                    record["remote"] = {"pull": pulls[work.key].as_record()}
-                _write(root, work, fp, record)
-                events.emit("shape_done", key=work.key, ok=False)
-        if retry:
-            remote_cache.discard_pulled(root, [pulls[w.key] for w, _ in retry])
-            _warm(ctx, fp, retry, pulls)
-        if shared is not None and shared.config.writable:
-            _push(ctx, fp, shared, {w.key: w for w in works}, recorded, pulls, scratch)
+        first_try = pulls is None
+        if first_try:
+            pulls = sync.pull(remote, [w for w, _ in items], cache, fp, scratch)
+        landing = _Landing(cache, fp, items, pulls, replay_only=first_try)
+        store = pool.store_for(cache.path, fp, max_age_s=2 * session.shape_timeout_s)
+        pool.run(landing.works, session, fp, _worker_env(), store, landing.on_replay, landing.report,
+                 landing.replay_only)
+        landing.record_unwarmed()
+        if landing.retry:
+            sync.discard_pulled(cache.path, [pulls[w.key] for w, _ in landing.retry])
+            _warm(session, fp, landing.retry, pulls)
+        if remote is not None and remote.config.writable:
+            sync.push(remote, landing.compiled(), cache, fp, scratch)
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
 
 
-def _push(ctx, fp, shared, works: dict, recorded: dict, pulls: dict, scratch) -> None:
-    """Upload the shapes this batch compiled (not those the remote gave it)."""
-    todo = [(works[key], sorted(record["entries"])) for key, record in recorded.items()
-            if record["ok"] and getattr(pulls.get(key), "status", None) != "hit"]
-    remote_cache.push(shared, todo, ctx.root, fp, scratch)
+class _Landing:
+    """Where a batch's replays land: each shape's record, and its targets' markers."""
+
+    def __init__(self, cache, fp: dict, items: Items, pulls: dict, replay_only: bool):
+        self.cache, self.fp, self.pulls = cache, fp, pulls
+        self.works = [w for w, _ in items]
+        self.dependents = {w.key: d for w, d in items}
+        # Pulled shapes are only replayed: key -> the entry names their artifact brought.
+        self.replay_only = {key: o.names for key, o in pulls.items() if o.status == "hit"} if replay_only else {}
+        self.report = pool.PoolRun()  # pool.run fills it in before the first replay is delivered
+        self.recorded: dict[str, dict] = {}
+        self.retry: Items = []
+
+    def on_replay(self, work: ShapeWork, replay: pool.Replay) -> None:
+        """Record each shape as its replay ends, and commit targets as soon as they hold."""
+        record = _replay_record(work, replay, self.report)
+        if work.key in self.replay_only and not sync.accept_replay(self.pulls[work.key], record):
+            self.retry.append((work, self.dependents[work.key]))
+            return  # compiled locally next
+        self._write(work, record)
+        self.recorded[work.key] = record
+        if record["ok"]:
+            print(f"warmed {work.name}: {len(record['entries'])} entries, replay compiled "
+                  f"{len(record['new'])}", flush=True)
+            _commit(self.cache, self.fp, self.dependents[work.key])
+
+    def record_unwarmed(self) -> None:
+        """A failed record for every shape the pool never delivered (and that is not retried)."""
+        retried = {w.key for w, _ in self.retry}
+        for work in self.works:
+            if work.key not in self.recorded and work.key not in retried:
+                self._write(work, {"ok": False, **self.report.failures.get(work.key, {"error": "not warmed"})})
+
+    def compiled(self) -> list[tuple[ShapeWork, list[str]]]:
+        """(work, entry names) of the shapes this batch compiled, not those the remote gave it."""
+        works = {w.key: w for w in self.works}
+        return [(works[key], sorted(record["entries"])) for key, record in self.recorded.items()
+                if record["ok"] and getattr(self.pulls.get(key), "status", None) != "hit"]
+
+    def _write(self, work: ShapeWork, record: dict) -> None:
+        if work.key in self.pulls:  # e.g. a pull rejected by its replay, then warmed locally
+            record["remote"] = {"pull": self.pulls[work.key].as_record()}
+        _write(self.cache.path, work, self.fp, record)
+        run_state.emit("shape_done", key=work.key, ok=record["ok"])
 
 
-def _replay_record(work: ShapeWork, replay: pool.Replay, report: pool.Report) -> dict:
-    base = {"finished_at": warm.now(), "log": str(replay.log),
+def _replay_record(work: ShapeWork, replay: pool.Replay, report: pool.PoolRun) -> dict:
+    base = {"finished_at": records.now(), "log": str(replay.log),
             "seconds": round(time.monotonic() - report.started, 3),  # this shape's batch, so far
             "pool": {"workers": report.workers, "compiled": report.compiled, "deferred": report.deferred,
                      "complete": work.key in report.complete, "timings": report.timings,
@@ -183,8 +214,8 @@ def _replay_record(work: ShapeWork, replay: pool.Replay, report: pool.Report) ->
         return record
     if work.key in report.failures:
         return {**base, "ok": False, **report.failures[work.key]}
-    if replay.status == f"exited with code {worker.EXIT_ENV}":
-        error = worker.problem_line(tail) or (tail[-1] if tail else replay.status)
+    if replay.status == f"exited with code {protocol.EXIT_ENV}":
+        error = protocol.problem_line(tail) or (tail[-1] if tail else replay.status)
         return {**base, "ok": False, "error": error, "log_tail": []}
     return {**base, "ok": False, "error": f"replay {replay.status} (log {replay.log})", "log_tail": tail}
 
@@ -194,10 +225,10 @@ def _write(root, work: ShapeWork, fp: dict, fields: dict) -> None:
     records.write_json(records.shape_path(root, work.key), record)
 
 
-def _commit(ctx: warm.Context, fp: dict, dependents: list[Target]) -> None:
+def _commit(cache, fp: dict, dependents: list[Target]) -> None:
     for target in dependents:
-        if records.target_reasons(ctx.root, target.name, target.launch_hash, target.plan_hash, fp):
-            warm.commit_target(target, ctx)
+        if records.target_reasons(cache, target.name, target.launch_hash, target.plan_hash, fp):
+            commit.commit_target(target, cache, fp)
 
 
 def _lock_path(root, work: ShapeWork):

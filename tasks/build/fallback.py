@@ -1,7 +1,7 @@
 """Fallback warm: run `python -m sglang.compile_deep_gemm` for a target the planner cannot
 describe, supervised, and capture the shapes it reports into a lock.
 
-The server runs against a private view of the cache (tasks/cacheview.py): the marker
+The server runs against a private view of the cache (tasks/state/cacheview.py): the marker
 records exactly the entries it loaded or built, and new entries are published by rename.
 """
 
@@ -15,12 +15,12 @@ from pathlib import Path
 
 from doit.exceptions import TaskFailed
 
-from tasks.host import fingerprint
-from tasks.plan import locks
-from tasks.state import records
-from tasks.plan import targets
-from tasks.build import commit as warm
+from tasks.build import commit
+from tasks.host import packages
 from tasks.host.settings import REPO_ROOT
+from tasks.plan import locks, targets
+from tasks.session import Session
+from tasks.state import records
 
 # sglang's own warmer stops on these instead of waiting for the timeout.
 FAIL_LINES = ("Scheduler hit an exception", "Received sigquit from a child")
@@ -42,24 +42,25 @@ def preflight(fp: dict) -> str | None:
     return None if importlib.util.find_spec(name) else f"{name} is not importable for {sys.executable}"
 
 
-def run(target: targets.Target, ctx: warm.Context):
+def run(target: targets.Target, session: Session):
     """doit action for a fallback target."""
     if target.error:
         return TaskFailed(target.error)
-    fp = fingerprint.current()
+    fp = session.fingerprint
     if problem := preflight(fp):
         return TaskFailed(problem)
-    from tasks.state import cacheview  # processes, psutil, inotify: only for a real run
-    from tasks.build import supervise
+    from tasks.build import supervise  # processes, psutil, inotify: only for a real run
+    from tasks.state import cacheview
 
-    root = ctx.root.path
+    cache = session.root
+    root = cache.path
     log = records.log_path(root, f"fallback-{target.name}")
     staging = records.state_dir(root) / "staging" / f"fallback-{os.getpid()}-{os.urandom(3).hex()}"
     argv = targets.fallback_command(target, sys.executable)
     print(f"[{target.name}] fallback: {shlex.join(argv)} (timeout {target.fallback_timeout_s}s, log {log})",
           flush=True)
     try:
-        view = cacheview.CacheView(ctx.root, staging)
+        view = cacheview.CacheView(cache, staging)
         outcome = supervise.run(argv, _env(staging), log, target.fallback_timeout_s, cwd=REPO_ROOT,
                                 fail_patterns=FAIL_LINES, on_poll=view.drain)
         if outcome.returncode != 0 or outcome.matched or outcome.timed_out:
@@ -71,19 +72,20 @@ def run(target: targets.Target, ctx: warm.Context):
     finally:
         # Every path, an interrupt included: show what the server said, keep what it built.
         _print_tail(target, log)
-        cacheview.salvage(staging, ctx.root)
+        cacheview.salvage(staging, cache)
 
     shapes = locks.parse_log(_lines(log))
     capture = locks.Capture(
         launch=target.launch_index, launch_hash=target.launch_hash, tp=target.tp, args=target.args,
-        captured_at=warm.now(),
-        shapes=tuple(shapes), **fingerprint.package_versions())
-    lock = locks.write(target.source, capture)
+        captured_at=records.now(),
+        shapes=tuple(shapes), **packages.versions())
+    lock = locks.path_for(target.source)
+    records.replace_file(lock, locks.with_capture(target.source, capture))
     # Record the plan the lock now implies, so the target reads as locked and up to date:
     # the server warmed every shape, those of types jitwarm cannot run included.
     plan, unsupported = targets.locked_plan(shapes)
     works = targets.works_for(plan, target.m_policy)
-    warm.write_marker(target, root, fp, used, targets.plan_hash(works, unsupported), path=targets.FALLBACK,
+    commit.write_marker(target, cache, fp, used, targets.plan_hash(works, unsupported), path=targets.FALLBACK,
                       lock=str(lock), captured_shapes=[locks.shape_text(s) for s in shapes],
                       new=created, verification=how, seconds={"server": round(outcome.seconds, 3)})
     print(f"[{target.name}] captured {len(shapes)} shapes into {lock}; {len(used)} entries "

@@ -2,11 +2,11 @@
 replay each shape to attribute its entries and prove nothing is left to compile.
 
 All (shape, M) calls form one queue that W worker processes drain together, a chunk at
-a time; shapes take turns and each visits its M values in a spread order, so at any
-moment the workers mostly need different kernels, and an idle worker always finds work.
-deep_gemm compiles through the nvcc shim (tasks/nvcc_shim.sh), which builds each kernel
-once across all workers and processes, and tells a worker at once when another is
-already building what it needs.
+a time; shapes take turns and each visits its M values in a spread order
+(tasks/plan/schedule.py), so at any moment the workers mostly need different kernels,
+and an idle worker always finds work. deep_gemm compiles through the nvcc shim
+(tasks/build/nvcc_shim.sh), which builds each kernel once across all workers and
+processes, and tells a worker at once when another is already building what it needs.
 """
 
 from __future__ import annotations
@@ -24,25 +24,25 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from tasks.state import cacheview
-from tasks.host import fingerprint
-from tasks.plan import gpumem
-from tasks.state import layouts
-from tasks.plan import mlists
-from tasks.state import records
-from tasks.build.child import shared_replay
-from tasks.build import supervise
-from tasks.build.child import replay as worker
-from tasks.state.cacheroot import CacheRoot
+from tasks.build import shared, supervise
+from tasks.build.child import protocol
+from tasks.host import fingerprint, gpu
 from tasks.host.settings import REPO_ROOT, Settings
+from tasks.plan import gpumem, mlists, schedule
 from tasks.plan.targets import ShapeWork
+from tasks.session import Session
+from tasks.state import cacheview, records
+from tasks.state.cacheroot import CacheRoot
 
 SHIM = Path(__file__).resolve().parent / "nvcc_shim.sh"
 QUEUE_CHUNK = 8  # calls a worker takes at a time: few shape switches, little idling at the end
+ZYGOTE = [sys.executable, "-m", "tasks.build.child.zygote"]
 
 
 @dataclass
-class Report:
+class PoolRun:
+    """What one pool run did: its workers, compiles, failures, memory cuts and timings."""
+
     workers: int = 0
     seconds: float = 0.0
     deferred: int = 0
@@ -55,6 +55,7 @@ class Report:
     timings: dict = field(default_factory=dict)  # import, compile and replay phases (seconds)
     started: float = field(default_factory=time.monotonic)
     kernel_seconds: dict = field(default_factory=dict)  # nvcc time per kernel, from the shim
+    fingerprint_s: float | None = None  # how long the run's fingerprint took, for the summary
 
 
 def usable_cores(settings: Settings) -> int:
@@ -65,7 +66,7 @@ def usable_cores(settings: Settings) -> int:
     return max(1, min(cores, settings.jobs) if settings.jobs else cores)
 
 
-def plan_memory(works: list[ShapeWork], report: Report, cores: int, free: int | None, margin: int) -> int:
+def plan_memory(works: list[ShapeWork], report: PoolRun, cores: int, free: int | None, margin: int) -> int:
     """Fit the works in GPU memory: reduce what cannot fit (as sglang does), size the pool."""
     for work in works:
         report.m_values[work.key] = work.m_values
@@ -91,24 +92,7 @@ def plan_memory(works: list[ShapeWork], report: Report, cores: int, free: int | 
     return int(min(cores, slots))
 
 
-def spread_order(n: int) -> list[int]:
-    """Indices 0..n-1 so that any prefix is spread over the whole range (bit reversal)."""
-    bits = max(1, (n - 1).bit_length())
-    return sorted(range(n), key=lambda i: int(format(i, f"0{bits}b")[::-1], 2))
-
-
-def queue_order(works: list[ShapeWork], m_values: dict[str, tuple[int, ...]], chunk: int) -> list[tuple[int, int]]:
-    """All (shape, M) calls in the order workers take them: shapes in turn, `chunk` calls
-    each, and each shape's M values in spread order, so early calls need many kernels."""
-    orders = [[(s, m_values[w.key][i]) for i in spread_order(len(m_values[w.key]))] for s, w in enumerate(works)]
-    queue = []
-    for turn in range(0, max(map(len, orders), default=0), chunk):
-        for order in orders:
-            queue += order[turn:turn + chunk]
-    return queue
-
-
-def shim_env(store: Path, env: dict | None = None, layout=layouts.LAYOUTS["0.1.x"]) -> dict:
+def shim_env(store: Path, env: dict | None, layout) -> dict:
     """Environment that routes deep_gemm's nvcc calls through the shim (DG_ wins over DJ_ in 0.2.x)."""
     env = dict(os.environ if env is None else env)
     env["JITWARM_REAL_NVCC"] = fingerprint.nvcc_path(env, layout)
@@ -133,32 +117,26 @@ def store_for(root: Path, fp: dict, max_age_s: float) -> Path:
     return store
 
 
-_standby: tuple[tuple[str, str], subprocess.Popen] | None = None  # ((root, store), the pool process)
-
-
-def prestart(cache: CacheRoot, fp: dict, settings: Settings, base_env: dict) -> None:
+def prestart(session: Session, fp: dict, base_env: dict) -> None:
     """Start the pool's process now: its torch import (seconds) then overlaps whatever the
     warm does before it needs the pool (pulls, planning). It waits for its plan on stdin;
     `run` hands it one, and `stop_standby` ends it if no pool is needed after all."""
-    global _standby
-    if _standby is not None:
+    if session.standby is not None:
         return
-    root = cache.path
-    store = store_for(root, fp, max_age_s=2 * settings.shape_timeout_s)
-    argv = [sys.executable, "-m", "tasks.build.child.zygote", "--standby", fp["deep_gemm.module"]]
-    proc = supervise.spawn(argv, shim_env(store, base_env, cache.layout), records.log_path(root, "pool"), cwd=REPO_ROOT,
-                           stdin=subprocess.PIPE)
-    _standby = ((str(root), str(store)), proc)
-    atexit.register(stop_standby)
+    cache = session.root
+    store = store_for(cache.path, fp, max_age_s=2 * session.shape_timeout_s)
+    proc = supervise.spawn([*ZYGOTE, "--standby", fp["deep_gemm.module"]], shim_env(store, base_env, cache.layout),
+                           records.log_path(cache.path, "pool"), cwd=REPO_ROOT, stdin=subprocess.PIPE)
+    session.standby = ((str(cache.path), str(store)), proc)
+    atexit.register(stop_standby, session)
 
 
-def stop_standby() -> None:
+def stop_standby(session: Session) -> None:
     """End a prestarted pool process that was never handed a plan."""
-    global _standby
-    if _standby is None:
+    if session.standby is None:
         return
-    _, proc = _standby
-    _standby = None
+    _, proc = session.standby
+    session.standby = None
     with contextlib.suppress(OSError):
         proc.stdin.close()  # it exits on its own once its import is done
     with contextlib.suppress(ProcessLookupError, PermissionError):
@@ -167,19 +145,18 @@ def stop_standby() -> None:
         proc.wait(timeout=5)
 
 
-def _hand_plan(root: Path, store: Path, plan_file: Path) -> subprocess.Popen | None:
+def _hand_plan(session: Session, store: Path, plan_file: Path) -> subprocess.Popen | None:
     """The prestarted pool process for this root, given its plan; None if there is none."""
-    global _standby
-    if _standby is None or _standby[0] != (str(root), str(store)):
+    if session.standby is None or session.standby[0] != (str(session.root.path), str(store)):
         return None
-    _, proc = _standby
+    _, proc = session.standby
     with contextlib.suppress(OSError):  # OSError: it died just now
         if proc.poll() is None:
             proc.stdin.write(f"{plan_file}\n".encode())
             proc.stdin.close()
-            _standby = None
+            session.standby = None
             return proc
-    stop_standby()
+    stop_standby(session)
     return None  # a fresh one reports whatever stopped it
 
 
@@ -195,139 +172,147 @@ class Replay:
         return supervise.log_tail(self.log, lines)
 
 
-def run(works: list[ShapeWork], cache: CacheRoot, fp: dict, settings: Settings, base_env: dict,
-        store: Path, on_replay, report: Report | None = None, pulled: dict | None = None) -> Report:
+@dataclass
+class _Jobs:
+    """What one pool run hands its zygote (written to plan_file), and how to read results back."""
+
+    work_dir: Path
+    runnable: list[ShapeWork]
+    compiling: list[ShapeWork]
+    queue: list[tuple[int, int]]
+    compile: list[dict]
+    replays: dict[int, dict]  # runnable index -> a compiled shape's replay job
+    shared: dict | None  # the shared replay spec of the pulled shapes
+    shared_index: dict[int, int]  # runnable index -> its index among the pulled shapes
+    plan_file: Path
+
+
+def run(works: list[ShapeWork], session: Session, fp: dict, base_env: dict, store: Path, on_replay,
+        report: PoolRun | None = None, pulled: dict | None = None) -> PoolRun:
     """Compile every work's kernels in parallel, then replay each work in its own view.
 
     Works in `pulled` (key -> the entry names the remote cache gave it) skip the compile
-    phase and are replayed together in a few shared processes (tasks/shared_replay.py);
+    phase and are replayed together in a few shared processes (tasks/build/shared.py);
     their replay completes whatever is missing.
 
-    One supervised process (tasks/zygote.py) imports torch once and forks the compile
-    workers, then the replays. `on_replay(work, Replay)` is called for each
-    work as soon as its replay ends (or the pool does), so results land as they come.
+    One supervised process (tasks/build/child/zygote.py) imports torch once and forks the
+    compile workers, then the replays. `on_replay(work, Replay)` is called for each work
+    as soon as its replay ends (or the pool does), so results land as they come.
     """
-    report = Report() if report is None else report
-    pulled = pulled or {}
-    root = cache.path
-    started = report.started = time.monotonic()
-    module = fp["deep_gemm.module"]
-    free = gpumem.free_bytes() if module == "deep_gemm" else None
-    slots = plan_memory(works, report, usable_cores(settings), free, gpumem.margin_bytes())
+    report = PoolRun() if report is None else report
+    cache, settings = session.root, session.settings
+    report.started, report.fingerprint_s = time.monotonic(), session.fingerprint_seconds
+    free = gpu.free_bytes() if fp["deep_gemm.module"] == "deep_gemm" else None
+    slots = plan_memory(works, report, usable_cores(settings), free, gpu.margin_bytes())
+    jobs = _plan_jobs(works, cache, fp["deep_gemm.module"], settings, report, slots, pulled or {})
+    if jobs is None:
+        return report
+    compiled_before = _compiled_count(store)
+    also = (f"; replaying {len(jobs.shared_index)} pulled from the remote in {jobs.shared['processes']} processes"
+            if jobs.shared else "")
+    print(f"compiling {len(jobs.compiling)} shapes ({len(jobs.queue)} calls) with {report.workers} workers{also}",
+          flush=True)
+    deliver = _Delivery(jobs, report, cache, pulled or {}, on_replay)
+    try:
+        outcome = supervise.run([*ZYGOTE, str(jobs.plan_file)], shim_env(store, base_env, cache.layout),
+                                records.log_path(cache.path, "pool"), 2 * settings.shape_timeout_s + 120,
+                                cwd=REPO_ROOT, on_poll=lambda: deliver(None),
+                                proc=_hand_plan(session, store, jobs.plan_file))
+        report.timings = records.read_json_any(jobs.work_dir / "timings.json") or {}
+        report.kernel_seconds = _kernel_seconds(store, compiled_before)
+        report.compiled = _compiled_count(store) - compiled_before  # other runs' builds may count too
+        report.seconds = round(time.monotonic() - report.started, 3)
+        if outcome.returncode == protocol.EXIT_ENV:
+            error = protocol.problem_line(outcome.tail()) or outcome.describe()
+            for w in jobs.runnable:
+                report.failures[w.key] = {"error": error}
+        else:
+            _read_compile(report, jobs.compiling, jobs.compile, outcome)
+        deliver(outcome)
+    finally:
+        for view in [*jobs.work_dir.glob("view-*"), *jobs.work_dir.glob("shared/view-*")]:
+            cacheview.salvage(view, cache)
+        shutil.rmtree(jobs.work_dir, ignore_errors=True)
+    print(_summary(report), flush=True)
+    return report
+
+
+def _plan_jobs(works, cache: CacheRoot, module: str, settings: Settings, report: PoolRun, slots: int,
+               pulled: dict) -> _Jobs | None:
+    """The compile jobs, replay jobs and shared replay spec of one run, written to its plan file."""
     runnable = [w for w in works if report.m_values[w.key] and w.key not in report.failures]
     compiling = [w for w in runnable if w.key not in pulled]
-    queue = queue_order(compiling, report.m_values, QUEUE_CHUNK)
+    queue = schedule.queue_order(compiling, report.m_values, QUEUE_CHUNK)
     report.workers = min(slots, -(-len(queue) // QUEUE_CHUNK))
     if not runnable:
-        return report
+        return None
+    root = cache.path
     work_dir = records.state_dir(root) / "staging" / f"pool-{os.getpid()}-{int(time.time() * 1000)}"
     work_dir.mkdir(parents=True)
     shapes = [{"kind": w.shape.kind.value, "n": w.shape.n, "k": w.shape.k, "groups": w.shape.groups,
                "rows": max(report.m_values[w.key])} for w in runnable]
-    compile_shapes = [shapes[s] for s, w in enumerate(runnable) if w.key not in pulled]
+    bare = [{k: v for k, v in shape.items() if k != "rows"} for shape in shapes]
     compile_jobs = [{
-        "plan": {"module": module, "shapes": compile_shapes, "busy_flag": str(work_dir / f"busy-{i}"),
-                 "first_call": _first_call(i, compiling, report.m_values)},
+        "plan": {"module": module, "shapes": [shapes[s] for s, w in enumerate(runnable) if w.key not in pulled],
+                 "busy_flag": str(work_dir / f"busy-{i}"),
+                 "first_call": schedule.first_call(i, compiling, report.m_values)},
         # Compile workers build straight into the writable root and find what every root holds.
         "env": {"JITWARM_BUSY_FLAG": str(work_dir / f"busy-{i}"), "DG_JIT_CACHE_DIR": cache.env_value()},
         "log": str(records.log_path(root, f"compile-{i}")), "result": str(work_dir / f"compile-{i}.json"),
         "status": str(work_dir / f"compile-{i}.status")} for i in range(report.workers)]
     replay_jobs = {s: {
         "plan": {"cache": cache.as_plan(), "staging": str(work_dir / f"view-{s}"), "module": module,
-                 "shape": {k: v for k, v in shapes[s].items() if k != "rows"},
-                 "m_values": list(report.m_values[w.key]),
+                 "shape": bare[s], "m_values": list(report.m_values[w.key]),
                  "contig_alignment": mlists.CONTIG_ALIGNMENT},
         "log": str(records.log_path(root, w.name)), "result": str(work_dir / f"replay-{s}.json"),
         "status": str(work_dir / f"replay-{s}.status")} for s, w in enumerate(runnable) if w.key not in pulled}
     shared_index = {s: i for i, s in enumerate(s for s, w in enumerate(runnable) if w.key in pulled)}
-    shared = _shared_spec(work_dir / "shared", cache, module, [
-        ({k: v for k, v in shapes[s].items() if k != "rows"}, report.m_values[runnable[s].key]) for s in shared_index],
-        report.replay_slots) if shared_index else None
+    shared_spec = shared.spec(work_dir / "shared", cache, module,
+                              [(bare[s], report.m_values[runnable[s].key]) for s in shared_index],
+                              report.replay_slots) if shared_index else None
     plan_file = work_dir / "plan.json"
     plan_file.write_text(json.dumps({
         "module": module, "cache": cache.as_plan(), "compile": compile_jobs, "queue": queue, "chunk": QUEUE_CHUNK,
-        "replays": list(replay_jobs.values()), "shared": shared, "timeout_s": settings.shape_timeout_s,
-        "parallel_replay": report.replay_slots,
-        "timings": str(work_dir / "timings.json")}))
+        "replays": list(replay_jobs.values()), "shared": shared_spec, "timeout_s": settings.shape_timeout_s,
+        "parallel_replay": report.replay_slots, "timings": str(work_dir / "timings.json")}))
     records.log_path(root, "pool").parent.mkdir(parents=True, exist_ok=True)
-    compiled_before = _compiled_count(store)
-    also = (f"; replaying {len(shared_index)} pulled from the remote in {shared['processes']} processes"
-            if shared else "")
-    print(f"compiling {len(compiling)} shapes ({len(queue)} calls) with {report.workers} workers{also}", flush=True)
-    pending = dict(enumerate(runnable))
+    return _Jobs(work_dir, runnable, compiling, queue, compile_jobs, replay_jobs, shared_spec, shared_index, plan_file)
 
-    def deliver(outcome: supervise.Outcome | None) -> None:
-        for s, work in list(pending.items()):
-            if s in shared_index:
-                got = shared_replay.outcome(shared, shared_index[s], pulled[work.key], cache,
-                                            outcome.describe() if outcome else None)
+
+class _Delivery:
+    """Hands each shape's replay to `on_replay` as soon as it has ended (the pool polls it)."""
+
+    def __init__(self, jobs: _Jobs, report: PoolRun, cache: CacheRoot, pulled: dict, on_replay):
+        self.jobs, self.report, self.cache, self.pulled, self.on_replay = jobs, report, cache, pulled, on_replay
+        self.pending = dict(enumerate(jobs.runnable))
+
+    def __call__(self, outcome: supervise.ProcessEnd | None) -> None:
+        jobs = self.jobs
+        for s, work in list(self.pending.items()):
+            if s in jobs.shared_index:
+                got = shared.outcome(jobs.shared, jobs.shared_index[s], self.pulled[work.key], self.cache,
+                                     outcome.describe() if outcome else None)
                 if got is None:
                     continue
                 replay = Replay(*got)
             else:
-                job = replay_jobs[s]
+                job = jobs.replays[s]
                 if outcome is None and not Path(job["status"]).exists():
                     continue
                 replay = Replay(_status(job, outcome), records.read_json_any(Path(job["result"])), Path(job["log"]))
-            if not report.complete and not report.failures:
-                _read_compile(report, compiling, compile_jobs, outcome)
-            del pending[s]
-            on_replay(work, replay)
-
-    try:
-        outcome = supervise.run([sys.executable, "-m", "tasks.build.child.zygote", str(plan_file)],
-                                shim_env(store, base_env, cache.layout),
-                                records.log_path(root, "pool"), 2 * settings.shape_timeout_s + 120, cwd=REPO_ROOT,
-                                on_poll=lambda: deliver(None), proc=_hand_plan(root, store, plan_file))
-        report.timings = records.read_json_any(work_dir / "timings.json") or {}
-        report.kernel_seconds = _kernel_seconds(store, compiled_before)
-        report.compiled = _compiled_count(store) - compiled_before  # other runs' builds may count too
-        report.seconds = round(time.monotonic() - started, 3)
-        if outcome.returncode == worker.EXIT_ENV:
-            error = worker.problem_line(outcome.tail()) or outcome.describe()
-            for w in runnable:
-                report.failures[w.key] = {"error": error}
-        else:
-            _read_compile(report, compiling, compile_jobs, outcome)
-        deliver(outcome)
-    finally:
-        for view in [*work_dir.glob("view-*"), *work_dir.glob("shared/view-*")]:
-            cacheview.salvage(view, cache)
-        shutil.rmtree(work_dir, ignore_errors=True)
-    print(_summary(report), flush=True)
-    return report
+            if not self.report.complete and not self.report.failures:
+                _read_compile(self.report, jobs.compiling, jobs.compile, outcome)
+            del self.pending[s]
+            self.on_replay(work, replay)
 
 
-def _summary(report: Report) -> str:
+def _summary(report: PoolRun) -> str:
     t = report.timings
     early = f" (started early, then waited {t['waited_s']}s for its plan)" if "waited_s" in t else ""
     return (f"compiled {report.compiled} kernels in {t.get('compile_s', '?')}s with {report.workers} workers "
             f"({report.deferred} calls deferred while another worker built their kernel); replays "
             f"{t.get('replay_s', '?')}s; torch import {t.get('import_s', '?')}s{early}; deep_gemm import in "
-            f"workers {t.get('worker_import_s', '?')}s; pool {report.seconds}s; fingerprint {fingerprint.seconds}s")
-
-
-def _shared_spec(where: Path, cache: CacheRoot, module: str, shapes: list[tuple[dict, tuple]], slots: int) -> dict:
-    """What the shared replay processes of the pulled shapes work from."""
-    where.mkdir()
-    lengths = [len(m_values) for _, m_values in shapes]
-    processes = shared_replay.processes(sum(lengths), slots)
-    pieces = shared_replay.pieces(lengths, processes, worker.CAPTURE_CHUNK)
-    root = cache.path
-    return {"dir": str(where), "cache": cache.as_plan(), "module": module, "contig_alignment": mlists.CONTIG_ALIGNMENT,
-            "shapes": [{"shape": shape, "m_values": list(m_values)} for shape, m_values in shapes],
-            "pieces": pieces, "processes": min(processes, len(pieces)),
-            "pool_log": str(records.log_path(root, "pool"))}
-
-
-def _first_call(worker_index: int, works: list[ShapeWork], m_values: dict) -> list[int]:
-    """A call each worker makes before the queue, waiting if need be: its own shape and a
-    spread M, so the workers' first kernels (a shape's scale transpose, then a GEMM) are
-    mostly different ones."""
-    s = worker_index % len(works)
-    values = m_values[works[s].key]
-    order = spread_order(len(values))
-    return [s, values[order[(worker_index // len(works)) % len(values)]]]
+            f"workers {t.get('worker_import_s', '?')}s; pool {report.seconds}s; fingerprint {report.fingerprint_s}s")
 
 
 def _read_compile(report, compiling, compile_jobs, outcome) -> None:
@@ -353,7 +338,7 @@ def _read_compile(report, compiling, compile_jobs, outcome) -> None:
     report.complete = set() if broken else {w.key for w in compiling}
 
 
-def _status(job: dict, outcome: supervise.Outcome | None) -> str:
+def _status(job: dict, outcome: supervise.ProcessEnd | None) -> str:
     try:
         return Path(job["status"]).read_text()
     except OSError:

@@ -26,7 +26,7 @@ _POLL_S = 0.1
 
 
 @dataclass
-class Outcome:
+class ProcessEnd:
     returncode: int | None
     timed_out: bool
     seconds: float
@@ -81,7 +81,7 @@ class Job:
 
 
 def run(argv: list[str], env: dict, log: Path, timeout: float, cwd: Path | None = None,
-        fail_patterns: tuple[str, ...] = (), on_poll=None, proc: subprocess.Popen | None = None) -> Outcome:
+        fail_patterns: tuple[str, ...] = (), on_poll=None, proc: subprocess.Popen | None = None) -> ProcessEnd:
     """Run argv with its output in `log`; end it on exit, timeout, a `fail_patterns` line
     in its output, or KeyboardInterrupt (which is re-raised after the tree is ended).
     With `proc` (from `spawn`), supervise that process instead of starting argv."""
@@ -99,7 +99,7 @@ def spawn(argv: list[str], env: dict | None, log: Path, cwd: Path | None = None,
                                 start_new_session=True)
 
 
-def run_all(jobs: list[Job], on_poll=None) -> list[Outcome]:
+def run_all(jobs: list[Job], on_poll=None) -> list[ProcessEnd]:
     """Run several children at once, each supervised as `run` describes, in one loop."""
     _become_subreaper()
     already_ours = _own_children()
@@ -137,7 +137,7 @@ class _Child:
         with contextlib.suppress(psutil.NoSuchProcess):  # it may already be gone
             self.seen[self.proc.pid] = psutil.Process(self.proc.pid)
         self.scanner = _LogScanner(job.log, job.fail_patterns)
-        self.outcome: Outcome | None = None
+        self.outcome: ProcessEnd | None = None
         self._ended = False
 
     def track(self, already_ours: set[int], roots: set[int], single: bool) -> None:
@@ -169,7 +169,7 @@ class _Child:
         with contextlib.suppress(subprocess.TimeoutExpired):
             self.proc.wait(timeout=5)
         matched = matched or self.scanner.scan()
-        self.outcome = Outcome(self.proc.returncode, timed_out, time.monotonic() - self.started,
+        self.outcome = ProcessEnd(self.proc.returncode, timed_out, time.monotonic() - self.started,
                                self.job.log, matched)
 
 

@@ -16,9 +16,7 @@ import sys
 
 from doit.cmd_base import Command
 
-from tasks.plan import estimate
-from tasks.plan import sharding
-from tasks.plan import targets
+from tasks.plan import estimate, sharding, targets
 
 EXIT_STALE, EXIT_USAGE = 1, 2
 
@@ -29,23 +27,23 @@ _opt_shard = {
 
 
 def _select(shard_option: str, names: list[str]):
-    """((ctx, selection, targets named, all targets), None), or (None, a usage error line)."""
+    """((session, selection, targets named, all targets), None), or (None, a usage error line)."""
     from tasks.cli import doit_tasks
 
-    ctx, all_targets = doit_tasks.load()
+    session, all_targets = doit_tasks.load()
     try:
         chosen = sharding.select(all_targets, sharding.from_settings(shard_option, os.environ))
     except sharding.ShardError as exc:
         return None, str(exc)
     if not names:
-        return (ctx, chosen, chosen.targets, all_targets), None
+        return (session, chosen, chosen.targets, all_targets), None
     picked, known = [], {t.name for t in all_targets} | {t.model for t in all_targets}
     for raw in names:
         name = raw.removeprefix("warm:")
         if name not in known:
             return None, f"unknown target {raw!r}; `doit list` shows the targets"
         picked += [t for t in chosen.targets if name in (t.name, t.model) and t not in picked]
-    return (ctx, chosen, picked, all_targets), None
+    return (session, chosen, picked, all_targets), None
 
 
 class _TargetCommand(Command):
@@ -60,7 +58,7 @@ class _TargetCommand(Command):
             return EXIT_USAGE
         return self.report(*found)
 
-    def report(self, ctx, chosen, picked, all_targets) -> int:
+    def report(self, session, chosen, picked, all_targets) -> int:
         raise NotImplementedError
 
 
@@ -70,17 +68,17 @@ class Stale(_TargetCommand):
     doc_usage = "[TARGET ...]"
     doc_description = "A CI gate: exit 0 when every (selected) target is up to date, 1 otherwise."
 
-    def report(self, ctx, chosen, picked, all_targets) -> int:
+    def report(self, session, chosen, picked, all_targets) -> int:
         from tasks.cli import doit_tasks
 
         stale = 0
         for target in picked:
-            check = doit_tasks.TargetCheck(ctx.root, target, chosen.local_keys[target.name])
+            check = doit_tasks.TargetCheck(session, target, chosen.local_keys[target.name])
             if not check(None, None):
                 stale += 1
                 print(f"stale {target.name}: {check}")
         where = f" of shard {chosen.shard}" if chosen.shard else ""
-        print(f"{stale} of {len(picked)} targets{where} stale (cache {ctx.root})")
+        print(f"{stale} of {len(picked)} targets{where} stale (cache {session.root})")
         return EXIT_STALE if stale else 0
 
 
@@ -91,7 +89,7 @@ class Plan(_TargetCommand):
     doc_description = ("Estimates come from H100 measurements of sgl-deep-gemm 0.1.2 (tasks/estimate.py); "
                        "kernels shared between shapes make them an upper bound.")
 
-    def report(self, ctx, chosen, picked, all_targets) -> int:
+    def report(self, session, chosen, picked, all_targets) -> int:
         invalid = 0
         for target in picked:
             print("\n".join(describe(target, all_targets, chosen.local_keys[target.name])))
@@ -118,24 +116,23 @@ class Push(_TargetCommand):
                        "mode pushes what it compiles by itself). Needs remote_mode = read-write. "
                        "Exit 1 if an upload failed.")
 
-    def report(self, ctx, chosen, picked, all_targets) -> int:
-        from tasks.host import fingerprint
-        from tasks.remote import sync as remote_cache
+    def report(self, session, chosen, picked, all_targets) -> int:
+        from tasks.remote import sync
 
-        shared = remote_cache.for_settings(ctx.settings)
-        if shared is None or not shared.config.writable:
+        remote = sync.for_settings(session.settings)
+        if remote is None or not remote.config.writable:
             print("jitwarm: doit push needs a remote cache in read-write mode "
                   "(remote / JITWARM_REMOTE and remote_mode / JITWARM_REMOTE_MODE)", file=sys.stderr)
             return EXIT_USAGE
-        root, fp = ctx.root.path, fingerprint.current()
+        root, fp = session.root.path, session.fingerprint
         works = [w for t in picked for w in t.works
                  if chosen.local_keys[t.name] is None or w.key in chosen.local_keys[t.name]]
         unique = list({w.key: w for w in works}.values())
-        items = remote_cache.warm_shapes(ctx.root, unique, fp)
-        print(f"{len(items)} of {len(unique)} shapes are warm in {ctx.root}")
+        items = sync.warm_shapes(session.root, unique, fp)
+        print(f"{len(items)} of {len(unique)} shapes are warm in {session.root}")
         scratch = root / "tmp" / f"jitwarm-push-{os.getpid()}-{os.urandom(4).hex()}"
         try:
-            outcomes = remote_cache.push(shared, items, ctx.root, fp, scratch)
+            outcomes = sync.push(remote, items, session.root, fp, scratch)
         finally:
             shutil.rmtree(scratch, ignore_errors=True)
         return 1 if any(o.status == "error" for o in outcomes.values()) else 0

@@ -14,21 +14,12 @@ from pathlib import Path
 
 from doit.exceptions import InvalidCommand
 
-from tasks.state import cacheroot
-from tasks.host import fingerprint
-from tasks.state import layouts
-from tasks.plan import locks
-from tasks.state import records
-from tasks.plan import registry
-from tasks.host import settings
-from tasks.plan import sharding
-from tasks.plan import targets
-from tasks.build import commit as warm
-from tasks.state.cacheroot import CacheRoot
+from tasks import session as run_state
 from tasks.cli.reporter import WarmReporter
-
-# The process doit runs in; with `doit -n` actions run in forked workers instead.
-MAIN_PID = os.getpid()
+from tasks.host import fingerprint, hfcache, packages, settings
+from tasks.plan import locks, registry, sharding, targets
+from tasks.session import Session
+from tasks.state import cacheroot, layouts, records
 
 DOIT_CONFIG = {
     "default_tasks": ["warm"],
@@ -47,13 +38,13 @@ class _Check(abc.ABC):
 
     def __call__(self, task, values) -> bool:
         # `doit list` and the `warm` group ask twice; nothing changed unless we wrote.
-        if self.reasons is not None and self._generation == records.generation:
+        if self.reasons is not None and self._generation == run_state.generation:
             return not self.reasons
         try:
             self.reasons = self.compute()
         except Exception as exc:  # a crash here would abort the whole doit run
             self.reasons = [f"staleness check failed: {exc.__class__.__name__}: {exc}"]
-        self._generation = records.generation
+        self._generation = run_state.generation
         return not self.reasons
 
     @abc.abstractmethod
@@ -69,9 +60,9 @@ class _Check(abc.ABC):
 
 
 class TargetCheck(_Check):
-    def __init__(self, cache: CacheRoot, target: targets.Target, local_keys: frozenset[str] | None = None):
+    def __init__(self, session: Session, target: targets.Target, local_keys: frozenset[str] | None = None):
         """`local_keys`: under sharding, the target's shapes this shard warms (None: all)."""
-        self.cache, self.name, self.error = cache, target.name, target.error
+        self.session, self.cache, self.name, self.error = session, session.root, target.name, target.error
         self.launch_hash, self.plan_hash = target.launch_hash, target.plan_hash
         self.model, self.launch_index = target.model, target.launch_index
         self.shapes = [(w.name, w.key) for w in target.works]
@@ -80,7 +71,7 @@ class TargetCheck(_Check):
     def compute(self) -> list[str]:
         if self.error:
             return [self.error]
-        fp = fingerprint.current()
+        fp = self.session.fingerprint
         reasons = records.target_reasons(self.cache, self.name, self.launch_hash, self.plan_hash,
                                          fp, self.model, self.launch_index)
         if reasons and self.local_keys is not None:
@@ -97,11 +88,11 @@ class TargetCheck(_Check):
 
 
 class ShapeCheck(_Check):
-    def __init__(self, cache: CacheRoot, key: str):
-        self.cache, self.key = cache, key
+    def __init__(self, session: Session, key: str):
+        self.session, self.key = session, key
 
     def compute(self) -> list[str]:
-        return records.shape_reasons(self.cache, self.key, fingerprint.current())
+        return records.shape_reasons(self.session.root, self.key, self.session.fingerprint)
 
 
 class AnyStale(_Check):
@@ -114,67 +105,58 @@ class AnyStale(_Check):
 
 
 @functools.lru_cache(maxsize=1)
-def load() -> tuple[warm.Context, list[targets.Target]]:
+def load() -> tuple[Session, list[targets.Target]]:
+    """This process's session (tasks/session.py) and every target of the registry."""
     conf = settings.load()
     try:
         layout = layouts.detect(fingerprint.deep_gemm_module())
         root = cacheroot.resolve(layout)
     except layouts.LayoutError as exc:
         raise SystemExit(f"jitwarm: {exc}") from None
-    ctx = warm.Context(root, conf)
-    return ctx, targets.expand(registry.load(conf.models_dir))
+    session = run_state.start(Session(root, conf, functools.partial(fingerprint.compute, layout)))
+    facts = targets.Facts(packages.versions(), hfcache.cached_file)
+    return session, targets.expand(registry.load(conf.models_dir), facts=facts)
 
 
 @functools.lru_cache(maxsize=4)
-def selection(shard_option: str = "") -> tuple[warm.Context, sharding.Selection]:
+def selection(shard_option: str = "") -> tuple[Session, sharding.Selection]:
     """The targets this run covers: all of them, or one shard's (--shard or JITWARM_SHARD)."""
-    ctx, all_targets = load()
+    session, all_targets = load()
     try:
         shard = sharding.from_settings(shard_option, os.environ)
     except sharding.ShardError as exc:
         raise InvalidCommand(str(exc)) from None
-    return ctx, sharding.select(all_targets, shard)
-
-
-_shard_option = ""  # what `doit warm --shard` said; the shape tasks follow the same split
-_checks: dict[str, TargetCheck] = {}
-
-
-def current() -> tuple[warm.Context, sharding.Selection, dict[str, TargetCheck]]:
-    """This run's context, selection and target checks (for the reporter)."""
-    ctx, chosen = selection(_shard_option)
-    return ctx, chosen, _checks
+    return session, sharding.select(all_targets, shard)
 
 
 def warm_tasks(shard_option: str = ""):
-    global _shard_option
-    _shard_option = shard_option or ""
-    ctx, chosen = selection(_shard_option)
-    checks = [TargetCheck(ctx.root, t, chosen.local_keys[t.name]) for t in chosen.targets]
-    _checks.clear()
-    _checks.update((c.name, c) for c in checks)
+    session, chosen = selection(shard_option or "")
+    checks = [TargetCheck(session, t, chosen.local_keys[t.name]) for t in chosen.targets]
+    session.shard_option, session.selection = shard_option or "", chosen
+    session.checks = {c.name: c for c in checks}
     where = f"shard {chosen.shard} of " if chosen.shard else ""
     yield {"basename": "warm", "name": None, "uptodate": [AnyStale(checks)],
-           "doc": f"warm every stale target of {where}the registry into {ctx.root.path}"}
+           "doc": f"warm every stale target of {where}the registry into {session.root.path}"}
     for target, check in zip(chosen.targets, checks):
         local = check.local_keys
         if target.path == targets.FALLBACK:
-            action = (_run_fallback, [target, ctx])
+            action = (_run_fallback, [target, session])
         else:
-            action = (warm.finish_target, [target, ctx, local])
+            action = (_finish_target, [target, session, local])
         yield {
             "name": target.name,
             "doc": target.doc,
             "actions": [action],
             "task_dep": [shape_task_name(w) for w in target.works if local is None or w.key in local],
             "uptodate": [check],
-            "meta": _meta(target, ctx),
+            "meta": _meta(target, session),
             "verbosity": 2,
         }
 
 
 def shape_tasks():
-    ctx, chosen = selection(_shard_option)
+    session, _ = load()
+    session, chosen = selection(session.shard_option)
     dependents: dict[str, list[targets.Target]] = {}
     for target in chosen.targets:
         local = chosen.local_keys[target.name]
@@ -188,32 +170,37 @@ def shape_tasks():
             "name": work.name,
             "doc": f"{work.shape.kind.value} N={work.shape.n} K={work.shape.k} "
                    f"groups={work.shape.groups}, {len(work.m_values)} M values",
-            "actions": [(_enqueue_shape, [work, ctx, dependents[work.key]])],
-            "uptodate": [ShapeCheck(ctx.root, work.key)],
+            "actions": [(_enqueue_shape, [work, session, dependents[work.key]])],
+            "uptodate": [ShapeCheck(session, work.key)],
             "verbosity": 2,
         }
 
 
 # Actions import the machinery they drive (processes, psutil, inotify) only when they run,
 # so `doit list` and a no-op `doit warm` stay fast.
-def _enqueue_shape(work, ctx, dependents):
+def _enqueue_shape(work, session, dependents):
     from tasks.build import batch
-    return batch.enqueue(work, ctx, dependents)
+    return batch.enqueue(work, session, dependents)
 
 
-def _run_fallback(target, ctx):
+def _finish_target(target, session, local_keys):
+    from tasks.build import batch
+    return batch.finish_target(target, session, local_keys)
+
+
+def _run_fallback(target, session):
     from tasks.build import fallback
-    return fallback.run(target, ctx)
+    return fallback.run(target, session)
 
 
 def shape_task_name(work: targets.ShapeWork) -> str:
     return f"_shape:{work.name}"
 
 
-def _meta(target: targets.Target, ctx: warm.Context) -> dict:
-    meta = {"cache roots": Shown(", then ".join(ctx.root.lines())), "cache layout": Shown(ctx.root.layout.title),
+def _meta(target: targets.Target, session: Session) -> dict:
+    meta = {"cache roots": Shown(", then ".join(session.root.lines())), "cache layout": Shown(session.root.layout.title),
             "model file": registry.display_path(target.source),
-            "marker": str(records.marker_path(ctx.root.path, target.name))}
+            "marker": str(records.marker_path(session.root.path, target.name))}
     if target.error:
         return meta
     meta.update({"path": target.path, "hf_id": target.hf_id, "tp": target.tp, "launch args": list(target.args),
@@ -223,8 +210,8 @@ def _meta(target: targets.Target, ctx: warm.Context) -> dict:
     else:
         meta["shapes"] = [f"{w.name}: {len(w.m_values)} M, {', '.join(target.plan.uses[w.shape])}"
                           for w in target.works]
-    if ctx.settings.remote is not None:
-        meta["remote cache"] = RemoteInfo(ctx.root.path, str(ctx.settings.remote), target.works)
+    if session.settings.remote is not None:
+        meta["remote cache"] = RemoteInfo(session.root.path, str(session.settings.remote), target.works)
     if target.lock is not None:
         lock = target.lock
         meta["lock"] = (f"{locks.path_for(target.source).name} captured {lock.captured_at} "

@@ -2,7 +2,7 @@
 GitHub step summary, all from one report built from markers and shape records.
 
 doit tells it when targets start, end or are skipped; the warm's own events (tasks/
-events.py) tell it when a shape or target lands inside the batch that the first target
+session.py) tell it when a shape or target lands inside the batch that the first target
 runs. Writing a report never fails the warm: a problem is one warning line.
 """
 
@@ -14,13 +14,9 @@ from collections import Counter
 
 from doit.reporter import ConsoleReporter
 
-from tasks.state import entries
-from tasks import session as events
-from tasks.host import fingerprint
-from tasks.report import progress
-from tasks.report import model as report
-from tasks.report import summary
-from tasks.build import commit as warm
+from tasks import session as run_state
+from tasks.report import model as report, progress, summary
+from tasks.state import entries, records
 
 PREFIX = "warm:"
 
@@ -30,7 +26,7 @@ class WarmReporter(ConsoleReporter):
 
     def __init__(self, outstream, options):
         super().__init__(outstream, options)
-        self.started, self.started_at = time.monotonic(), warm.now()
+        self.started, self.started_at = time.monotonic(), records.now()
         self.runs: dict[str, report.TargetRun] = {}
         self.display: progress.Display | None = None
         self.targets, self.local, self.keys_of = {}, {}, {}
@@ -38,12 +34,11 @@ class WarmReporter(ConsoleReporter):
 
     # --- doit's calls -------------------------------------------------------------
     def initialize(self, tasks, selected_tasks):
-        from tasks.cli import doit_tasks
-
-        self.ctx, chosen, checks = doit_tasks.current()
+        self.session = run_state.current()
+        chosen, checks = self.session.selection, self.session.checks
         self.shard = str(chosen.shard) if chosen.shard else None
         wanted = {n.removeprefix(PREFIX) for n in _expand(tasks, selected_tasks) if n.startswith(PREFIX)}
-        self.cache = self.ctx.root
+        self.cache = self.session.root
         self.root = self.cache.path
         self.before = self._names()
         rows = {}
@@ -60,7 +55,7 @@ class WarmReporter(ConsoleReporter):
             rows[target.name] = progress.Row(target.name, len(keys))
         self.display = progress.create(self.outstream, rows, lambda: len(self._new()))
         self.display.start()
-        events.listen(self.on_event)
+        run_state.listen(self.on_event)
 
     def write(self, text):
         if self.display is not None:
@@ -100,11 +95,11 @@ class WarmReporter(ConsoleReporter):
             super().skip_ignore(task)
 
     def complete_run(self):
-        events.forget(self.on_event)
+        run_state.forget(self.on_event)
         super().complete_run()
         if self.display is None:
             return
-        conf = self.ctx.settings
+        conf = self.session.settings
         wanted = conf.report_json or conf.junit_xml or os.environ.get(summary.ENV)
         appeared = self._names() - self.before
         if conf.remote is not None and appeared:  # the records say what came from the remote
@@ -146,11 +141,9 @@ class WarmReporter(ConsoleReporter):
             self.display.done(name, status, self._kernels(name) if run.stale_reasons else 0)
 
     def _has_marker(self, name: str) -> bool:
-        from tasks.state import records
-
         target = self.targets[name]
         return not records.target_reasons(self.cache, name, target.launch_hash, target.plan_hash,
-                                          fingerprint.current())
+                                          self.session.fingerprint)
 
     def _kernels(self, name: str) -> int:
         return report.kernels_compiled(self.targets[name], self.root, self._new())
@@ -172,15 +165,21 @@ class WarmReporter(ConsoleReporter):
             results.append(report.target_result(self.targets[name], run, self.cache, new, self.local[name],
                                                 self.started_at))
         seconds = time.monotonic() - self.started
-        remote = str(self.ctx.settings.remote) if self.ctx.settings.remote is not None else None
+        remote = str(self.session.settings.remote) if self.session.settings.remote is not None else None
         failed = any(r.outcome == "failed" for r in results)
-        return report.Report(started_at=self.started_at, finished_at=warm.now(),
+        return report.Report(started_at=self.started_at, finished_at=records.now(),
                              exit_code=3 if self.runtime_errors else int(failed),
-                             cache_root=str(self.root), shard=self.shard, fingerprint=_fingerprint(),
+                             cache_root=str(self.root), shard=self.shard, fingerprint=self._fingerprint(),
                              totals=report.totals(results, new, seconds, remote), targets=results)
 
+    def _fingerprint(self) -> dict:
+        try:
+            return dict(self.session.fingerprint)
+        except Exception as exc:  # report what we can
+            return {"error": f"{exc.__class__.__name__}: {exc}"}
+
     def publish(self, result: report.Report) -> None:
-        conf = self.ctx.settings
+        conf = self.session.settings
         outputs = [(conf.report_json, report.write, "JSON report"),
                    (conf.junit_xml, _write_junit, "JUnit XML")]
         for path, writer, what in outputs:
@@ -201,13 +200,6 @@ def _write_junit(result, path) -> None:
     from tasks.report import junit
 
     junit.write(result, path)
-
-
-def _fingerprint() -> dict:
-    try:
-        return dict(fingerprint.current())
-    except Exception as exc:  # report what we can
-        return {"error": f"{exc.__class__.__name__}: {exc}"}
 
 
 def _target(task) -> str | None:

@@ -2,7 +2,8 @@
 
 Cheap and torch-free: versions come from package metadata and file text, never imports;
 nvcc and nvidia-smi run concurrently behind timeouts. Missing pieces are recorded as
-None ("absent"), never raised.
+None ("absent"), never raised. What the cache layout keys on (tasks/state/layouts.py) is
+passed in: this layer reads the machine, it does not know cache formats.
 """
 
 from __future__ import annotations
@@ -15,10 +16,9 @@ import re
 import shutil
 import subprocess
 import sys
-import time
 from pathlib import Path
 
-from tasks.state import layouts
+from tasks.host import packages
 
 # Env vars that change sglang's warmup; each layout adds those that change its kernels.
 SGLANG_ENV = ("SGLANG_JIT_DEEPGEMM_FAST_WARMUP", "SGLANG_JIT_DEEPGEMM_PRECOMPILE", "SGLANG_ENABLE_JIT_DEEPGEMM")
@@ -26,35 +26,20 @@ SGLANG_ENV = ("SGLANG_JIT_DEEPGEMM_FAST_WARMUP", "SGLANG_JIT_DEEPGEMM_PRECOMPILE
 MODULE_ENV = "JITWARM_DEEP_GEMM_MODULE"
 _TIMEOUT_S = 10
 
-_cached: dict | None = None
-
 
 def deep_gemm_module(environ=None) -> str:
     env = os.environ if environ is None else environ
     return env.get(MODULE_ENV) or "deep_gemm"
 
 
-def current() -> dict:
-    """The fingerprint of this process's toolchain, computed once per run."""
-    global _cached, seconds
-    if _cached is None:
-        started = time.monotonic()
-        _cached = compute()
-        seconds = round(time.monotonic() - started, 3)
-    return _cached
-
-
-seconds: float | None = None  # how long computing the fingerprint took, for the warm's report
-
-
 def kernel_env(layout) -> tuple[str, ...]:
     return (*layout.kernel_env, *SGLANG_ENV)
 
 
-def compute(environ=None) -> dict:
+def compute(layout, environ=None) -> dict:
+    """The fingerprint under `layout` (a tasks.state.layouts.CacheLayout)."""
     env = os.environ if environ is None else environ
     module = deep_gemm_module(env)
-    layout = layouts.detect(module, env)
     nvcc = _start([nvcc_path(env, layout), "--version"], env)
     smi = _start(_smi_argv(env), env)
     # The SM count needs the driver; ask now, in parallel, wherever nvidia-smi exists.
@@ -80,13 +65,6 @@ def compute(environ=None) -> dict:
     return fp
 
 
-def package_versions() -> dict:
-    """sglang and deep_gemm versions from package metadata alone (cheap, for planning)."""
-    dist = layouts.deep_gemm_dist()
-    return {"sglang": _dist_version("sglang"),
-            "deep_gemm": f"{dist} {_dist_version(dist)}" if dist else None}
-
-
 def diff(old: dict, new: dict) -> list[str]:
     """Human lines for each changed component, e.g. `torch 2.11.0 -> 2.14.1`."""
     lines = []
@@ -101,7 +79,7 @@ def _show(value) -> str:
     return "absent" if value is None else str(value)
 
 
-_dist_version = layouts.dist_version
+_dist_version = packages.dist_version
 
 
 def _first_version(*names: str) -> str | None:
@@ -110,7 +88,7 @@ def _first_version(*names: str) -> str | None:
 
 def _torch_cuda() -> str | None:
     """torch.version.cuda, read from torch/version.py without importing torch."""
-    where = layouts.package_dir("torch")
+    where = packages.package_dir("torch")
     try:
         text = (where / "version.py").read_text() if where else ""
     except OSError:
@@ -120,7 +98,7 @@ def _torch_cuda() -> str | None:
 
 
 def _deep_gemm(module: str, layout) -> dict:
-    dist = layouts.deep_gemm_dist() if module == "deep_gemm" else None
+    dist = packages.deep_gemm_dist() if module == "deep_gemm" else None
     found = {
         "deep_gemm.module": module,
         "deep_gemm.dist": dist,
@@ -128,12 +106,12 @@ def _deep_gemm(module: str, layout) -> dict:
         "deep_gemm.layout": layout.id,
     }
     if layout.keys_install_path:  # 0.1.x: the absolute include path enters DeepGEMM's own key
-        path = layouts.package_dir(module)
+        path = packages.package_dir(module)
         found["deep_gemm.path"] = str(path) if path else None
     return found
 
 
-def nvcc_path(env, layout=layouts.LAYOUTS["0.1.x"]) -> str:
+def nvcc_path(env, layout) -> str:
     """Where deep_gemm finds nvcc: DG_JIT_NVCC_COMPILER (0.2.x: or DJ_), else $CUDA_HOME/bin/nvcc."""
     for name in layout.nvcc_env:
         if env.get(name):

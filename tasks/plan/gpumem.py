@@ -1,44 +1,39 @@
-"""GPU memory for the warm's workers: what is free, and what each worker will need.
+"""What each of the warm's workers needs in GPU memory: sglang's buffer formulas. Pure.
 
-No torch here: free memory comes from nvidia-smi (behind a timeout), sizes from
-executors.buffer_bytes (sglang's formulas). Workers share one GPU, so their buffers
-plus a per-process CUDA context must fit in free memory minus a margin.
+Workers share one GPU, so their buffers plus a per-process CUDA context must fit in free
+memory (tasks/host/gpu.py) minus a margin; what does not fit is cut as sglang cuts it.
 """
 
 from __future__ import annotations
-
-import os
-import subprocess
-
-from tasks.build.child import executors
 
 GIB = 1 << 30
 # A CUDA context with torch and deep_gemm loaded, plus allocator slack (seen ~0.5 GiB on H100).
 CONTEXT_BYTES = 1 * GIB
 REDUCE_FLOOR = 4096  # sglang stops halving max_m here
+BLOCK = 128
+# Masked GEMMs pick their kernel from expected_m, not the buffer: on an H100 with
+# sgl-deep-gemm 0.1.2, 64-row buffers selected the same kernels as 16384-row ones
+# (bench/results/masked_buffers-h100-2026-11-22.json), at a fraction of the memory.
+MASKED_ROWS = 64
 
 
-def margin_bytes(environ=None) -> int:
-    env = os.environ if environ is None else environ
-    return int(float(env.get("JITWARM_GPU_MARGIN_GIB", "4")) * GIB)
+def ceil_div(a: int, b: int) -> int:
+    return (a + b - 1) // b
 
 
-def free_bytes(environ=None) -> int | None:
-    """Free memory of the first visible GPU, or None when it cannot be read."""
-    env = os.environ if environ is None else environ
-    argv = ["nvidia-smi", "--query-gpu=memory.free", "--format=csv,noheader,nounits"]
-    first = (env.get("CUDA_VISIBLE_DEVICES") or "").split(",")[0].strip()
-    if first.isdigit():
-        argv.append(f"--id={first}")
-    try:
-        out = subprocess.run(argv, capture_output=True, text=True, timeout=10, check=True).stdout
-        return int(float(out.splitlines()[0])) * (1 << 20)
-    except (OSError, subprocess.SubprocessError, ValueError, IndexError):
-        return None
+def buffer_bytes(kind: str, n: int, k: int, groups: int, max_m: int) -> int:
+    """Device bytes a worker's executor (build/child/executors.py) allocates: sglang's formula plus scales."""
+    sf_k = ceil_div(k, BLOCK) * 4
+    weights = groups * (n * k + ceil_div(n, BLOCK) * sf_k)
+    if kind == "GROUPED_GEMM_NT_F8F8BF16_MASKED":
+        rows = min(max_m, MASKED_ROWS)
+        return groups * rows * (k + sf_k + 2 * n) + weights + groups * 4
+    extra = max_m * 4 if kind == "GROUPED_GEMM_NT_F8F8BF16_CONTIG" else 0
+    return max_m * (k + sf_k + 2 * n) + weights + extra
 
 
 def worker_bytes(kind: str, n: int, k: int, groups: int, max_m: int) -> int:
-    return CONTEXT_BYTES + executors.buffer_bytes(kind, n, k, groups, max_m)
+    return CONTEXT_BYTES + buffer_bytes(kind, n, k, groups, max_m)
 
 
 def reduce_to_fit(kind: str, n: int, k: int, groups: int, m_values: tuple[int, ...], budget: int):

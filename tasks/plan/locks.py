@@ -13,7 +13,6 @@ import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 
-from tasks.state import records
 
 CAPTURE_LINE = re.compile(r"Try DeepGEMM JIT Compiling for <?([A-Z0-9_]+)>? N=(\d+), K=(\d+), num_groups=(\d+)")
 _SHAPE_TEXT = re.compile(r"([A-Z0-9_]+) N=(\d+) K=(\d+) num_groups=(\d+)")
@@ -77,19 +76,18 @@ def read(model_file: Path) -> dict[int, Capture]:
     return captures
 
 
-def write(model_file: Path, capture: Capture) -> Path:
-    """Add or replace this launch tuple's capture, atomically."""
+def with_capture(model_file: Path, capture: Capture) -> bytes:
+    """The lock file's new text: this launch tuple's capture added or replaced (the caller
+    writes it, atomically)."""
     import tomli_w  # only writing needs it; planning reads locks with tomllib
 
-    path = path_for(model_file)
     try:
         captures = read(model_file)
     except LockError:
         captures = {}  # a broken lock is rewritten from what the server just reported
     captures[capture.launch] = capture
     doc = {"capture": [_as_toml(c) for c in sorted(captures.values(), key=lambda c: c.launch)]}
-    records.replace_file(path, (_HEADER + tomli_w.dumps(doc)).encode())
-    return path
+    return (_HEADER + tomli_w.dumps(doc)).encode()
 
 
 def _as_toml(c: Capture) -> dict:

@@ -14,13 +14,9 @@ import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable
 
-from tasks.host import fingerprint
-from tasks.host import hfcache
-from tasks.plan import locks
-from tasks.plan import mlists
-from tasks.plan import planner
-from tasks.plan import registry
+from tasks.plan import locks, mlists, planner, registry
 from tasks.plan.planner import GemmShape, Kind
 
 PLANNED, LOCKED, FALLBACK = "planned", "locked", "fallback"
@@ -109,15 +105,25 @@ class Target:
         return f"{head}: {len(self.works)} shapes, {self.path}{cold}"
 
 
-def expand(specs, environ=None) -> list[Target]:
+@dataclass(frozen=True)
+class Facts:
+    """What planning needs from the machine, read by the caller (tasks/host); the default
+    knows nothing: no sglang or deep_gemm installed, an empty Hugging Face cache."""
+
+    versions: dict = field(default_factory=lambda: {"sglang": None, "deep_gemm": None})
+    # (repo id, file name, revision) -> the file in the local Hugging Face cache, or None
+    cached_file: Callable[[str, str, str | None], Path | None] = lambda repo, name, revision: None
+
+
+def expand(specs, environ=None, facts: Facts = Facts()) -> list[Target]:
     env = os.environ if environ is None else environ
-    versions = fingerprint.package_versions()
+    versions = facts.versions
     out: list[Target] = []
     for spec in specs:
         if isinstance(spec, registry.RegistryError):
             out.append(Target(f"{spec.name}@invalid", spec.name, spec.path, error=spec.message))
             continue
-        config, config_error, config_missing = _config(spec)
+        config, config_error, config_missing = _config(spec, facts.cached_file)
         try:
             captures, lock_error = locks.read(spec.path), None
         except locks.LockError as exc:
@@ -236,12 +242,12 @@ def _unusable(capture: locks.Capture | None, launch, versions: dict) -> str | No
     return None
 
 
-def _config(spec) -> tuple[dict | None, str | None, bool]:
+def _config(spec, cached_file) -> tuple[dict | None, str | None, bool]:
     """(config, error, missing): `missing` means not available here, not broken."""
     if spec.config_source == "embedded":
         return spec.config, None, False
     # Offline lookup in the local Hugging Face cache; never touches the network.
-    found = hfcache.cached_file(spec.hf_id, "config.json", spec.revision)
+    found = cached_file(spec.hf_id, "config.json", spec.revision)
     if found is None:
         return None, (f"{registry.display_path(spec.path)}: config_source: config.json for {spec.hf_id} "
                       f"is not in the local Hugging Face cache; download it or embed [config]"), True

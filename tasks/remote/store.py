@@ -28,10 +28,10 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from tasks.host.settings import RemoteConfig
+from tasks.plan.text import one_line
 from tasks.remote import artifact
 from tasks.state.cacheroot import CacheRoot
-from tasks.build.child.replay import one_line
-from tasks.host.settings import RemoteConfig
 
 # What DeepGEMM hashes into an entry's name: its code (and for 0.1.x its include path),
 # the compiler, the arch and SM count, and the env that picks or tunes the compiler
@@ -60,7 +60,7 @@ def artifact_dir(shape_key: str, parts: dict) -> str:
 
 
 @dataclass
-class Outcome:
+class Transfer:
     """What happened to one shape at the remote. status, pulling: hit, miss, rejected,
     error; pushing: pushed, exists, error."""
 
@@ -88,7 +88,7 @@ class Remote:
 
     # -- pulling ---------------------------------------------------------------------------
 
-    def pull_many(self, works, cache: CacheRoot, fp: dict, work_dir: Path) -> dict[str, Outcome]:
+    def pull_many(self, works, cache: CacheRoot, fp: dict, work_dir: Path) -> dict[str, Transfer]:
         """Fetch and verify each shape's artifact in parallel, then publish the good ones."""
         parts = key_parts(fp)
         jobs = {w.key: (lambda w=w: self._fetch(w, parts, work_dir / w.key)) for w in works}
@@ -98,31 +98,31 @@ class Remote:
                 self._publish(outcome, cache, work_dir / key)
         return outcomes
 
-    def _fetch(self, work, parts: dict, into: Path) -> Outcome:
+    def _fetch(self, work, parts: dict, into: Path) -> Transfer:
         started = time.monotonic()
         fs, where = self._filesystem(), f"{self._base}/{artifact_dir(work.key, parts)}"
         try:
             raw = fs.cat_file(f"{where}/{MANIFEST}", start=0, end=_MAX_MANIFEST_BYTES)
         except FileNotFoundError:
-            return Outcome("miss", "no artifact for this shape and toolchain")
+            return Transfer("miss", "no artifact for this shape and toolchain")
         manifest, problem = _check_manifest(raw, work.key, parts)
         if problem:
-            return Outcome("rejected", problem)
+            return Transfer("rejected", problem)
         archive = manifest["archive"]
         into.mkdir(parents=True)
         local = into / "archive"
         try:
             size = _download(fs, f"{where}/{archive['name']}", local, limit=archive["size"] + 1)
         except FileNotFoundError:
-            return Outcome("rejected", f"manifest names {archive['name']}, which is missing")
+            return Transfer("rejected", f"manifest names {archive['name']}, which is missing")
         if size != archive["size"] or artifact.sha256_file(local) != archive["sha256"]:
-            return Outcome("rejected", f"archive {archive['name']} does not match its sha256 "
+            return Transfer("rejected", f"archive {archive['name']} does not match its sha256 "
                                        f"({size} bytes, manifest says {archive['size']})")
-        return Outcome("hit", bytes=size, seconds=round(time.monotonic() - started, 3),
+        return Transfer("hit", bytes=size, seconds=round(time.monotonic() - started, 3),
                        fetched={"archive": local, "format": archive["format"], "files": manifest["files"]})
 
     @staticmethod
-    def _publish(outcome: Outcome, cache: CacheRoot, work_dir: Path) -> None:
+    def _publish(outcome: Transfer, cache: CacheRoot, work_dir: Path) -> None:
         got = outcome.fetched
         try:
             published, kept = artifact.unpack(got["archive"], got["format"], got["files"], cache, work_dir)
@@ -138,7 +138,7 @@ class Remote:
 
     # -- pushing ---------------------------------------------------------------------------
 
-    def push_many(self, items, cache: CacheRoot, fp: dict, work_dir: Path) -> dict[str, Outcome]:
+    def push_many(self, items, cache: CacheRoot, fp: dict, work_dir: Path) -> dict[str, Transfer]:
         """Upload each (work, entry names) whose artifact the remote lacks."""
         if not self.config.writable:
             raise RuntimeError(f"remote is in {self.config.mode} mode: never writing")
@@ -147,12 +147,12 @@ class Remote:
                 for w, names in items}
         return self._bounded(jobs, "push")
 
-    def _push(self, work, names: list[str], parts: dict, cache: CacheRoot, into: Path) -> Outcome:
+    def _push(self, work, names: list[str], parts: dict, cache: CacheRoot, into: Path) -> Transfer:
         started = time.monotonic()
         fs, where = self._filesystem(), f"{self._base}/{artifact_dir(work.key, parts)}"
         with contextlib.suppress(FileNotFoundError):
             fs.cat_file(f"{where}/{MANIFEST}", start=0, end=1)
-            return Outcome("exists", "the remote already has this artifact")
+            return Transfer("exists", "the remote already has this artifact")
         into.mkdir(parents=True)
         fmt = artifact.best_format()
         local = into / "archive"
@@ -166,7 +166,7 @@ class Remote:
         (into / MANIFEST).write_text(json.dumps(manifest, indent=1, sort_keys=True))
         self._put(fs, local, f"{where}/{name}")
         self._put(fs, into / MANIFEST, f"{where}/{MANIFEST}")  # last: it makes the artifact visible
-        return Outcome("pushed", f"{len(names)} entries", entries=len(names), bytes=size,
+        return Transfer("pushed", f"{len(names)} entries", entries=len(names), bytes=size,
                        seconds=round(time.monotonic() - started, 3))
 
     @staticmethod
@@ -191,26 +191,26 @@ class Remote:
                 self._base = self._base.rstrip("/")
             return self._fs
 
-    def _bounded(self, jobs: dict, phase: str) -> dict[str, Outcome]:
+    def _bounded(self, jobs: dict, phase: str) -> dict[str, Transfer]:
         """Run jobs in daemon threads, at most _PARALLEL at a time, for at most timeout_s in all.
 
         A job still running at the deadline is abandoned (its thread can only write into
         its own temporary directory) and the remote is not used again in this run.
         """
         if self.down:
-            return {key: Outcome("error", f"not tried: {self.down}") for key in jobs}
-        results: dict[str, Outcome] = {}
+            return {key: Transfer("error", f"not tried: {self.down}") for key in jobs}
+        results: dict[str, Transfer] = {}
         slots = threading.Semaphore(_PARALLEL)
 
         def run(key, job):
             with slots:
                 if self.down:
-                    results[key] = Outcome("error", f"not tried: {self.down}")
+                    results[key] = Transfer("error", f"not tried: {self.down}")
                     return
                 try:
                     results[key] = job()
                 except Exception as exc:  # any store error is a warning, never a failed warm
-                    results[key] = Outcome("error", one_line(exc))
+                    results[key] = Transfer("error", one_line(exc))
 
         threads = [threading.Thread(target=run, args=item, daemon=True, name=f"jitwarm-{phase}")
                    for item in jobs.items()]
@@ -222,7 +222,7 @@ class Remote:
         late = [key for key in jobs if key not in results]
         if late:
             self.down = f"the remote did not answer within {self.config.timeout_s:g}s ({phase})"
-        return {key: results.get(key) or Outcome("error", self.down) for key in jobs}
+        return {key: results.get(key) or Transfer("error", self.down) for key in jobs}
 
 
 def _check_manifest(raw: bytes, shape_key: str, parts: dict) -> tuple[dict, str | None]:

@@ -10,12 +10,11 @@ import functools
 from collections import Counter
 from pathlib import Path
 
-from tasks.state import entries
-from tasks import session as events
-from tasks.state import records
-from tasks.state.cacheroot import CacheRoot
-from tasks.remote.store import Outcome, Remote
+from tasks import session
 from tasks.host.settings import RemoteConfig, Settings
+from tasks.remote.store import Transfer, Remote
+from tasks.state import entries, records
+from tasks.state.cacheroot import CacheRoot
 
 
 def for_settings(settings: Settings) -> Remote | None:
@@ -27,21 +26,21 @@ def _remote(config: RemoteConfig) -> Remote:
     return Remote(config)  # one per run, so a remote found down stays skipped
 
 
-def pull(shared: Remote | None, works, cache: CacheRoot, fp: dict, scratch: Path) -> dict[str, Outcome]:
-    if shared is None or not works:
+def pull(remote: Remote | None, works, cache: CacheRoot, fp: dict, scratch: Path) -> dict[str, Transfer]:
+    if remote is None or not works:
         return {}
-    outcomes = shared.pull_many(works, cache, fp, scratch)
-    events.emit("pulled", names=[name for outcome in outcomes.values() for name in outcome.published])
+    outcomes = remote.pull_many(works, cache, fp, scratch)
+    session.emit("pulled", names=[name for outcome in outcomes.values() for name in outcome.published])
     names = {w.key: w.name for w in works}
     for key, outcome in outcomes.items():
         if outcome.status in ("rejected", "error"):
             print(f"warning: remote artifact for {names[key]} {outcome.status}: {outcome.detail}; "
                   f"compiling it locally", flush=True)
-    print(f"remote {shared.config}: {_counts(outcomes)}", flush=True)
+    print(f"remote {remote.config}: {_counts(outcomes)}", flush=True)
     return outcomes
 
 
-def accept_replay(outcome: Outcome, record: dict) -> bool:
+def accept_replay(outcome: Transfer, record: dict) -> bool:
     """Whether a pulled shape's replay makes it warm; notes on the outcome what happened."""
     if not record["ok"]:
         outcome.status, outcome.detail = "rejected", f"replay of the pulled entries failed: {record.get('error')}"
@@ -53,18 +52,18 @@ def accept_replay(outcome: Outcome, record: dict) -> bool:
     return True
 
 
-def discard_pulled(root: Path, outcomes: list[Outcome]) -> None:
+def discard_pulled(root: Path, outcomes: list[Transfer]) -> None:
     """Take out the entries failed pulls brought in, so the local compile rebuilds them."""
     for name in sorted({n for outcome in outcomes for n in outcome.published}):
         entries.remove(root, name)
 
 
-def push(shared: Remote, items, cache: CacheRoot, fp: dict, scratch: Path) -> dict[str, Outcome]:
+def push(remote: Remote, items, cache: CacheRoot, fp: dict, scratch: Path) -> dict[str, Transfer]:
     """Upload (work, entry names) items; note each outcome in the shape's record."""
     if not items:
         return {}
     root = cache.path
-    outcomes = shared.push_many(items, cache, fp, scratch)
+    outcomes = remote.push_many(items, cache, fp, scratch)
     for work, _ in items:
         outcome = outcomes[work.key]
         if outcome.status == "error":
@@ -73,7 +72,7 @@ def push(shared: Remote, items, cache: CacheRoot, fp: dict, scratch: Path) -> di
         if record is not None:
             record["remote"] = {**(record.get("remote") or {}), "push": outcome.as_record()}
             records.write_json(records.shape_path(root, work.key), record)
-    print(f"remote {shared.config}: {_counts(outcomes)}", flush=True)
+    print(f"remote {remote.config}: {_counts(outcomes)}", flush=True)
     return outcomes
 
 
@@ -87,6 +86,6 @@ def warm_shapes(cache: CacheRoot, works, fp: dict) -> list[tuple]:
     return found
 
 
-def _counts(outcomes: dict[str, Outcome]) -> str:
+def _counts(outcomes: dict[str, Transfer]) -> str:
     counts = Counter(o.status for o in outcomes.values())
     return ", ".join(f"{n} {status}" for status, n in sorted(counts.items()))

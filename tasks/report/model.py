@@ -13,14 +13,14 @@ from typing import Annotated, Literal, Union
 
 import msgspec
 
+from tasks.plan.targets import FALLBACK, Target
 from tasks.state import records
 from tasks.state.cacheroot import CacheRoot
-from tasks.plan.targets import FALLBACK, Target
 
 SCHEMA_VERSION = 1
 TAIL_LINES = 30
 
-Outcome = Literal["up to date", "rebuilt", "partial", "failed"]
+TargetOutcome = Literal["up to date", "rebuilt", "partial", "failed"]
 Scalar = Union[str, int, float, bool, None]
 Kernels = Annotated[int, msgspec.Meta(ge=0, description="cache entries compiled during this run "
                                                           "(not those pulled from the remote cache)")]
@@ -58,7 +58,7 @@ class TargetResult(msgspec.Struct, kw_only=True):
     name: str
     model: str
     path: Literal["planned", "locked", "fallback", "invalid"]
-    outcome: Outcome
+    outcome: TargetOutcome
     reason: Annotated[str, msgspec.Meta(description='why it was rebuilt, why it failed, or "up to date"')]
     kernels_compiled: Kernels
     seconds: Annotated[float, msgspec.Meta(
@@ -137,7 +137,7 @@ def target_result(target: Target, run: TargetRun, cache: CacheRoot, new: set[str
     marker, _ = records.read_json(records.marker_path(root, target.name))
     stale = bool(run.stale_reasons)
     if run.failed:
-        outcome: Outcome = "failed"
+        outcome: TargetOutcome = "failed"
     elif not stale:
         outcome = "up to date"
     elif local_keys is not None and (marker is None or records.target_reasons(

@@ -1,4 +1,4 @@
-"""DeepGEMM cache entries across a cache's roots, in whichever layout it uses (tasks/layouts.py).
+"""DeepGEMM cache entries across a cache's roots, in whichever layout it uses (tasks/state/layouts.py).
 
 A name is looked up as the loader does: in each root in order, the first where the entry
 is present (0.2.x: `.committed` exists) is the one it takes, complete or not. A marker

@@ -14,15 +14,14 @@ torch-free); JITWARM_CACHE_LAYOUT overrides it (test stand-ins name theirs).
 
 from __future__ import annotations
 
-import importlib.metadata as metadata
-import importlib.util
 import os
 import re
 from pathlib import Path
 from typing import Protocol
 
+from tasks.host import packages
+
 OVERRIDE_ENV = "JITWARM_CACHE_LAYOUT"
-DEEP_GEMM_DISTS = ("sgl-deep-gemm", "deep-gemm")
 
 
 class LayoutError(ValueError):
@@ -162,46 +161,7 @@ def by_id(layout_id: str) -> CacheLayout:
 def detect(module: str, environ=None) -> CacheLayout:
     """The layout of the installed deep_gemm (or the override), without importing it."""
     env = os.environ if environ is None else environ
-    if env.get(OVERRIDE_ENV):
-        return by_id(env[OVERRIDE_ENV])
-    where = package_dir(module)
-    if where is not None and (where / "include" / "deep_jit").is_dir():
-        return LAYOUTS["0.2.x"]
-    if module == "deep_gemm" and (version := deep_gemm_version()) is not None:
-        return LAYOUTS["0.2.x"] if _release(version) >= (0, 2) else LAYOUTS["0.1.x"]
-    return LAYOUTS["0.1.x"]
-
-
-def deep_gemm_dist() -> str | None:
-    return next((name for name in DEEP_GEMM_DISTS if dist_version(name)), None)
-
-
-def deep_gemm_version() -> str | None:
-    dist = deep_gemm_dist()
-    return dist_version(dist) if dist else None
-
-
-def dist_version(name: str) -> str | None:
-    try:
-        return metadata.version(name)
-    except metadata.PackageNotFoundError:
-        return None
-
-
-def package_dir(module: str) -> Path | None:
-    try:
-        spec = importlib.util.find_spec(module)
-    except (ImportError, ValueError):
-        return None
-    if spec is None:
-        return None
-    if spec.submodule_search_locations:
-        return Path(list(spec.submodule_search_locations)[0]).resolve()
-    return Path(spec.origin).resolve() if spec.origin else None
-
-
-def _release(version: str) -> tuple[int, ...]:
-    return tuple(int(part) for part in re.findall(r"\d+", version)[:2])
+    return by_id(env.get(OVERRIDE_ENV) or packages.deep_gemm_layout_id(module))
 
 
 def _size(path: str) -> int:

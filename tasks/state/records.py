@@ -8,16 +8,21 @@ from __future__ import annotations
 
 import json
 import os
+from datetime import datetime, timezone
 from pathlib import Path
 
-from tasks.state import entries
+from tasks import session
 from tasks.host import fingerprint
+from tasks.state import entries
 from tasks.state.cacheroot import CacheRoot
 
 SCHEMA = 1
 _MAX_ENTRY_REASONS = 5
-# Bumped on every record this process writes: staleness answers computed before are void.
-generation = 0
+
+
+def now() -> str:
+    """The time a record is written, in UTC to the second."""
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
 
 def state_dir(root: Path) -> Path:
@@ -53,8 +58,7 @@ def log_tail(path: Path, lines: int = 30) -> list[str]:
 
 def write_json(path: Path, data: dict) -> None:
     """Write-then-rename, so readers see the old file or the new one, never half of one."""
-    global generation
-    generation += 1
+    session.wrote()  # staleness answers computed before this write are void
     replace_file(path, (json.dumps(data, indent=1, sort_keys=True) + "\n").encode())
 
 

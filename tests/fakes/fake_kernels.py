@@ -59,7 +59,7 @@ class Executor:
 
 def executor(build, kind, n, k, groups):
     if os.environ.get("FAKE_DG_NO_DEVICE"):
-        from tasks.build.child.replay import EnvironmentProblem
+        from tasks.build.child.protocol import EnvironmentProblem
         raise EnvironmentProblem("no CUDA device visible to torch")
     if "JITWARM_BUSY_FLAG" not in os.environ:  # a replay, not a compile worker
         time.sleep(float(os.environ.get("FAKE_DG_REPLAY_S", "0")))

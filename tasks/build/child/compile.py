@@ -16,7 +16,7 @@ import time
 from collections import Counter
 from pathlib import Path
 
-from tasks.build.child.replay import EnvironmentProblem
+from tasks.build.child.protocol import EnvironmentProblem
 
 
 def run(plan: dict, take=None) -> dict:

@@ -1,24 +1,16 @@
 """Torch executors that call deep_gemm exactly as sglang's warmup does (compile_utils.py).
 
-Only the worker imports this module; it is the one place that needs torch and a GPU.
+Only the forked children import this module; it is the one place that needs torch and a GPU.
 Inputs: FP8 e4m3 data, FP32 scales of (M, ceil(K/128)) and (ceil(N/128), ceil(K/128)),
 BF16 output; CONTIG adds int32 zero m_indices, MASKED int32 zero masked_m.
-`buffer_bytes` is sglang's memory formula for the same buffers (compile_utils.py).
+tasks/plan/gpumem.buffer_bytes is sglang's memory formula for the same buffers.
 """
 
 from __future__ import annotations
 
 import contextlib
 
-_BLOCK = 128
-# Masked GEMMs pick their kernel from expected_m, not the buffer: on an H100 with
-# sgl-deep-gemm 0.1.2, 64-row buffers selected the same kernels as 16384-row ones
-# (bench/results/masked_buffers-h100-2026-11-22.json), at a fraction of the memory.
-MASKED_ROWS = 64
-
-
-def _ceil_div(a: int, b: int) -> int:
-    return (a + b - 1) // b
+from tasks.plan import gpumem
 
 
 def start_device() -> None:
@@ -32,7 +24,7 @@ def start_device() -> None:
 def create(dg, kind: str, n: int, k: int, groups: int, max_m: int):
     import torch
 
-    from tasks.build.child.replay import EnvironmentProblem
+    from tasks.build.child.protocol import EnvironmentProblem
 
     if not torch.cuda.is_available():
         raise EnvironmentProblem("no CUDA device visible to torch")
@@ -54,13 +46,13 @@ class _Base:
         *dims, k = dims_k
         t = self.torch
         return (t.empty(dims_k, device="cuda", dtype=t.float8_e4m3fn),
-                t.ones((*dims, _ceil_div(k, _BLOCK)), device="cuda", dtype=t.float32))
+                t.ones((*dims, gpumem.ceil_div(k, gpumem.BLOCK)), device="cuda", dtype=t.float32))
 
     def block_fp8(self, *dims_nk):
         *dims, n, k = dims_nk
         t = self.torch
         return (t.empty(dims_nk, device="cuda", dtype=t.float8_e4m3fn),
-                t.ones((*dims, _ceil_div(n, _BLOCK), _ceil_div(k, _BLOCK)), device="cuda", dtype=t.float32))
+                t.ones((*dims, gpumem.ceil_div(n, gpumem.BLOCK), gpumem.ceil_div(k, gpumem.BLOCK)), device="cuda", dtype=t.float32))
 
     def sync(self):
         self.torch.cuda.synchronize()
@@ -127,7 +119,7 @@ class _Contig(_Base):
 
 class _Masked(_Base):
     def setup(self, n, k, groups, max_m):
-        rows = min(max_m, MASKED_ROWS)
+        rows = min(max_m, gpumem.MASKED_ROWS)
         self.lhs_q, self.lhs_s = self.token_fp8(groups, rows, k)
         self.rhs_q, self.rhs_s = self.block_fp8(groups, n, k)
         self.masked_m = self.torch.zeros((groups,), device="cuda", dtype=self.torch.int32)
@@ -137,14 +129,3 @@ class _Masked(_Base):
         # DeepGEMM picks the masked config from expected_m, not from the buffer shape.
         self.dg.fp8_m_grouped_gemm_nt_masked(
             (self.lhs_q, self.lhs_s), (self.rhs_q, self.rhs_s), self.out, self.masked_m, m)
-
-
-def buffer_bytes(kind: str, n: int, k: int, groups: int, max_m: int) -> int:
-    """Device bytes the executor above allocates (sglang's formula, plus scales)."""
-    sf_k = _ceil_div(k, _BLOCK) * 4
-    weights = groups * (n * k + _ceil_div(n, _BLOCK) * sf_k)
-    if kind == "GROUPED_GEMM_NT_F8F8BF16_MASKED":
-        rows = min(max_m, MASKED_ROWS)
-        return groups * rows * (k + sf_k + 2 * n) + weights + groups * 4
-    extra = max_m * 4 if kind == "GROUPED_GEMM_NT_F8F8BF16_CONTIG" else 0
-    return max_m * (k + sf_k + 2 * n) + weights + extra

@@ -1,11 +1,11 @@
 """Replay one GEMM shape's full sweep and report the cache entries it used.
 
-Runs in a child forked by tasks/zygote.py, one per shape, after the compile pool.
+Runs in a child forked by the zygote, one per shape, after the compile pool.
 
-The sweep runs against a private view of the cache (tasks/cacheview.py), so the entries
-it reports are exactly those this process loaded or created.
+The sweep runs against a private view of the cache (tasks/state/cacheview.py), so the
+entries it reports are exactly those this process loaded or created.
 
-A child exits 0 when done; 3 (EXIT_ENV) for an environment problem, reported as one line.
+A child exits 0 when done; EXIT_ENV (protocol.py) for an environment problem, as one line.
 """
 
 from __future__ import annotations
@@ -16,30 +16,10 @@ import os
 import time
 from pathlib import Path
 
+from tasks.build.child.protocol import CAPTURE_CHUNK, CAPTURED, EnvironmentProblem
 from tasks.state import records
 from tasks.state.cacheroot import CacheRoot
 from tasks.state.cacheview import CacheView
-
-EXIT_ENV = 3
-
-
-class EnvironmentProblem(Exception):
-    """No GPU, no deep_gemm, or a mismatch the planner must know about."""
-
-
-PROBLEM_PREFIX = "jitwarm worker: "
-
-
-def problem_line(log_tail: list[str]) -> str:
-    """The one-line environment problem a child reported (EXIT_ENV), from its log tail."""
-    line = next((ln for ln in reversed(log_tail) if ln.startswith(PROBLEM_PREFIX)), "")
-    return line.removeprefix(PROBLEM_PREFIX)
-
-
-def one_line(exc: BaseException, limit: int = 200) -> str:
-    """An exception as one short line, for records and warnings."""
-    text = " ".join(str(exc).split()) or "no message"
-    return f"{exc.__class__.__name__}: {text[:limit]}"
 
 
 def run(plan: dict) -> dict:
@@ -47,15 +27,12 @@ def run(plan: dict) -> dict:
     os.environ["DG_JIT_CACHE_DIR"] = str(view.path)
 
     started = time.monotonic()
-    executor = _executor(plan)
+    executor = executor_for(plan)
     launches = sweep(executor, plan["m_values"], view)
     seconds = time.monotonic() - started
     used, created, how = view.commit()
     return {"schema": records.SCHEMA, "entries": used, "new": created, "calls": len(plan["m_values"]),
             "sweep_seconds": round(seconds, 3), "verification": how, "launches": launches}
-
-
-CAPTURED = "captured, not run (first and last M run)"
 
 
 def sweep(executor, m_values: list[int], view: CacheView) -> str:
@@ -71,7 +48,7 @@ def sweep(executor, m_values: list[int], view: CacheView) -> str:
     last_report = time.monotonic()
     for first in range(0, len(m_values), CAPTURE_CHUNK):
         chunk = m_values[first:first + CAPTURE_CHUNK]
-        capture = _sweep(executor, chunk, capture)
+        capture = sweep_chunk(executor, chunk, capture)
         view.drain()
         if time.monotonic() - last_report > 10:
             last_report = time.monotonic()
@@ -80,10 +57,7 @@ def sweep(executor, m_values: list[int], view: CacheView) -> str:
     return CAPTURED if capture else "run"
 
 
-CAPTURE_CHUNK = 256  # calls per graph: 0.70 s per 16384-call sweep vs 1.05 s at 64, same peak memory
-
-
-def _sweep(executor, chunk: list[int], capture):
+def sweep_chunk(executor, chunk: list[int], capture):
     """Run one chunk of calls; return the capture to use for the next (None: run eagerly)."""
     if capture is not None:
         try:
@@ -115,7 +89,8 @@ def start_device(module: str) -> None:
         executors.start_device()
 
 
-def _executor(plan: dict):
+def executor_for(plan: dict):
+    """The executor of plan["shape"] over plan["m_values"] (a stand-in's own, if it has one)."""
     module = plan["module"]
     dg = import_module(module)
     shape, m_values = plan["shape"], plan["m_values"]

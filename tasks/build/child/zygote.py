@@ -6,7 +6,7 @@ Usage: python -m tasks.build.child.zygote PLAN.json
 Importing torch takes seconds, and sixteen processes doing it at once take longer still.
 This process imports it once, without touching CUDA, then forks one child per compile
 slice and, when those are done, one child per compiled shape's replay plus the few that
-share the replays of the shapes pulled from the remote cache (tasks/shared_replay.py).
+share the replays of the shapes pulled from the remote cache (tasks/build/child/shared_replay.py).
 Each child imports deep_gemm and initialises CUDA itself (safe after fork, since the
 parent never did), writes its own log and result file, and is killed if it outlives its
 timeout (a shared replay child: if one piece does).
@@ -26,10 +26,8 @@ import time
 import traceback
 from pathlib import Path
 
-from tasks.build.child import compile as compile_worker
+from tasks.build.child import compile, protocol, replay, shared_replay
 from tasks.state import records
-from tasks.build.child import shared_replay
-from tasks.build.child import replay as worker
 from tasks.state.cacheroot import CacheRoot
 
 
@@ -87,11 +85,11 @@ def _import_torch(module: str) -> int | None:
     try:
         torch = importlib.import_module("torch")
     except ImportError as exc:
-        print(f"{worker.PROBLEM_PREFIX}cannot import torch: {exc}", file=sys.stderr, flush=True)
-        return worker.EXIT_ENV
+        print(f"{protocol.PROBLEM_PREFIX}cannot import torch: {exc}", file=sys.stderr, flush=True)
+        return protocol.EXIT_ENV
     if torch.cuda.is_initialized():
-        print(f"{worker.PROBLEM_PREFIX}CUDA was initialised before fork", file=sys.stderr, flush=True)
-        return worker.EXIT_ENV
+        print(f"{protocol.PROBLEM_PREFIX}CUDA was initialised before fork", file=sys.stderr, flush=True)
+        return protocol.EXIT_ENV
     return None
 
 
@@ -113,7 +111,7 @@ class _Kid:
 
 
 class _Shared:
-    """Processes that drain one queue of replay pieces (tasks/shared_replay.py)."""
+    """Processes that drain one queue of replay pieces (tasks/build/child/shared_replay.py)."""
 
     def __init__(self, spec: dict):
         self.spec = spec
@@ -139,7 +137,7 @@ class _Shared:
         return _SharedKid(self, job)
 
     def note(self, i: int, how: str, log: str) -> None:
-        path = shared_replay.status_path(self.spec, i)
+        path = protocol.status_path(self.spec, i)
         if not path.exists():  # a timeout's note stays when the kill is reaped
             records.write_json(path, {"how": how, "log": log})
 
@@ -171,7 +169,7 @@ class _SharedKid(_Kid):
         piece, _, taken = self._piece()
         if piece >= 0:
             self.shared.note(piece, how, self.job["log"])
-        if how == f"exited with code {worker.EXIT_ENV}" or (taken == 0 and how != "exited with code 0"):
+        if how == f"exited with code {protocol.EXIT_ENV}" or (taken == 0 and how != "exited with code 0"):
             self.shared.broken = (how, self.job["log"])  # the next process would fare no better
         return [self.shared.kid()] if self.shared.left() else []
 
@@ -230,9 +228,9 @@ def _fork(job: dict, body) -> int:
         sys.stderr = os.fdopen(2, "w", buffering=1)
         os.environ.update(job.get("env", {}))
         code = body(job)
-    except worker.EnvironmentProblem as exc:
-        print(f"{worker.PROBLEM_PREFIX}{exc}", file=sys.stderr, flush=True)
-        code = worker.EXIT_ENV
+    except protocol.EnvironmentProblem as exc:
+        print(f"{protocol.PROBLEM_PREFIX}{exc}", file=sys.stderr, flush=True)
+        code = protocol.EXIT_ENV
     except BaseException:
         traceback.print_exc()
         code = 1
@@ -243,12 +241,12 @@ def _fork(job: dict, body) -> int:
 
 
 def _compile_child(job: dict, take) -> int:
-    records.write_json(Path(job["result"]), compile_worker.run(job["plan"], take))
+    records.write_json(Path(job["result"]), compile.run(job["plan"], take))
     return 0
 
 
 def _replay_child(job: dict) -> int:
-    records.write_json(Path(job["result"]), worker.run(job["plan"]))
+    records.write_json(Path(job["result"]), replay.run(job["plan"]))
     return 0
 
 

@@ -1,0 +1,60 @@
+"""The order and shares of the warm's work: which calls compile workers take when, and how
+the pulled shapes' replay calls are cut among a few processes. Pure arithmetic.
+"""
+
+from __future__ import annotations
+
+import math
+
+from tasks.plan.targets import ShapeWork
+
+
+def spread_order(n: int) -> list[int]:
+    """Indices 0..n-1 so that any prefix is spread over the whole range (bit reversal)."""
+    bits = max(1, (n - 1).bit_length())
+    return sorted(range(n), key=lambda i: int(format(i, f"0{bits}b")[::-1], 2))
+
+
+def queue_order(works: list[ShapeWork], m_values: dict[str, tuple[int, ...]], chunk: int) -> list[tuple[int, int]]:
+    """All (shape, M) calls in the order workers take them: shapes in turn, `chunk` calls
+    each, and each shape's M values in spread order, so early calls need many kernels."""
+    orders = [[(s, m_values[w.key][i]) for i in spread_order(len(m_values[w.key]))] for s, w in enumerate(works)]
+    queue = []
+    for turn in range(0, max(map(len, orders), default=0), chunk):
+        for order in orders:
+            queue += order[turn:turn + chunk]
+    return queue
+
+
+def first_call(worker_index: int, works: list[ShapeWork], m_values: dict) -> list[int]:
+    """A call each worker makes before the queue, waiting if need be: its own shape and a
+    spread M, so the workers' first kernels (a shape's scale transpose, then a GEMM) are
+    mostly different ones."""
+    s = worker_index % len(works)
+    values = m_values[works[s].key]
+    order = spread_order(len(values))
+    return [s, values[order[(worker_index // len(works)) % len(values)]]]
+
+
+PIECES_PER_PROCESS = 4  # enough to even out the processes' ends; each piece costs a shape switch
+# Measured on an H100 host (16 cores, bench/results/replay_procs-h100-2026-11-22.json): n
+# processes starting CUDA at once are all ready after ~0.15 s * n (taking turns under a lock
+# was no faster: a context took ~0.3 s while the others replayed), and a captured call costs
+# ~50 us of host time alone, ~70 us with a dozen processes at once.
+CONTEXT_S = 0.15
+CALL_S = 60e-6
+
+
+def processes(calls: int, slots: int) -> int:
+    """How many processes replay `calls` fastest: n contexts cost n * CONTEXT_S before any
+    work starts, and the calls take calls * CALL_S / n after, least at sqrt(work / CONTEXT_S)."""
+    return max(1, min(slots, round(math.sqrt(calls * CALL_S / CONTEXT_S))))
+
+
+def pieces(lengths: list[int], processes: int, chunk: int) -> list[tuple[int, int, int]]:
+    """(shape, first, count) pieces of the shapes' call lists: whole capture chunks, about
+    PIECES_PER_PROCESS per process, in shape order."""
+    total = sum(lengths)
+    size = max(chunk, -(-total // max(1, processes * PIECES_PER_PROCESS)))
+    size = -(-size // chunk) * chunk
+    return [(s, first, min(size, n - first)) for s, n in enumerate(lengths) for first in range(0, n, size)]
