@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -73,6 +74,21 @@ class Workspace:
             "DG_JIT_NVCC_COMPILER": str(FAKES / "fake_nvcc"),
         })
 
+    def copy_of(self, template: "Workspace") -> "Workspace":
+        """This workspace as a copy of `template` (registry, cache root, logs, remote, doit DB).
+
+        The paths the template's records name are rewritten to this workspace's, so the copy
+        reads as if it had been warmed here: a cold warm done once per session, not per test.
+        """
+        shutil.rmtree(self.models)
+        shutil.copytree(template.tmp, self.tmp, dirs_exist_ok=True, symlinks=True)
+        old, new = str(template.tmp), str(self.tmp)
+        for path in self.tmp.rglob("*.json"):
+            text = path.read_text()
+            if old in text:
+                path.write_text(text.replace(old, new))
+        return self
+
     def doit(self, *args: str, cwd: Path | None = None, timeout: float = 120, **env) -> subprocess.CompletedProcess:
         return subprocess.run([sys.executable, "-m", "doit", "-f", str(DODO), *args],
                               cwd=cwd or self.tmp, env={**self.env, **env}, capture_output=True,
@@ -101,6 +117,22 @@ class Workspace:
         assert out.returncode == 0, out.stderr
         rows = [line.split()[:2] for line in out.stdout.splitlines() if line.strip()]
         return {name: flag for flag, name in rows if name.startswith("warm:")}
+
+
+@pytest.fixture(scope="session")
+def template(tmp_path_factory):
+    """template(layout, name, build) -> a Workspace that `build(ws)` prepared, once per session
+    and layout; a test takes its own copy with `ws.copy_of(...)`."""
+    made: dict[tuple[str, str], Workspace] = {}
+
+    def get(layout: str, name: str, build) -> Workspace:
+        if (layout, name) not in made:
+            ws = Workspace(tmp_path_factory.mktemp(f"template-{name}-{layout}"), layout)
+            build(ws)
+            made[layout, name] = ws
+        return made[layout, name]
+
+    return get
 
 
 def pytest_generate_tests(metafunc):

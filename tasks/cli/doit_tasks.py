@@ -198,7 +198,8 @@ def shape_task_name(work: targets.ShapeWork) -> str:
 
 
 def _meta(target: targets.Target, session: Session) -> dict:
-    meta = {"cache roots": Shown(", then ".join(session.root.lines())), "cache layout": Shown(session.root.layout.title),
+    root = session.root
+    meta = {"cache roots": Shown(", then ".join(root.lines())), "cache layout": Shown(root.layout.title),
             "model file": registry.display_path(target.source),
             "marker": str(records.marker_path(session.root.path, target.name))}
     if target.error:

@@ -7,7 +7,7 @@ layouts differ per stand-in (fake_deep_gemm: 0.1.x, fake_deep_jit: 0.2.x DeepJIT
 
 Knobs (environment):
   FAKE_DG_COMPILE_LOG   append one line per compile (entry name) to this file
-  FAKE_DG_COMPILE_S     seconds one compile takes (default 0.05)
+  FAKE_DG_COMPILE_S     seconds one compile takes (default 0)
   FAKE_DG_CRASH_ON      "NxK": print a CUDA error and abort on that shape
   FAKE_DG_HANG_ON       "NxK": start a child, then hang on that shape
   FAKE_DG_SALT          extra text in every kernel hash (stands in for a toolchain change)

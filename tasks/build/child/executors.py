@@ -52,7 +52,8 @@ class _Base:
         *dims, n, k = dims_nk
         t = self.torch
         return (t.empty(dims_nk, device="cuda", dtype=t.float8_e4m3fn),
-                t.ones((*dims, gpumem.ceil_div(n, gpumem.BLOCK), gpumem.ceil_div(k, gpumem.BLOCK)), device="cuda", dtype=t.float32))
+                t.ones((*dims, gpumem.ceil_div(n, gpumem.BLOCK), gpumem.ceil_div(k, gpumem.BLOCK)),
+                       device="cuda", dtype=t.float32))
 
     def sync(self):
         self.torch.cuda.synchronize()

@@ -1,4 +1,4 @@
-"""Cache entries through each layout (tasks/entries.py, tasks/layouts.py), on real files."""
+"""Cache entries through each layout (tasks/state/entries.py, layouts.py), on real files."""
 
 import os
 

@@ -54,15 +54,19 @@ def warm(ws: Workspace, remote: str, mode: str = "read", **env):
                    JITWARM_REPORT_JSON=str(ws.tmp / "report.json"), **env)
 
 
-@pytest.fixture
-def pushed(ws):
-    """A file:// remote filled by one runner's read-write warm of a 6-shape target."""
+def push_v3(ws: Workspace) -> None:
     model_file(ws.models, "v3", TP8)
     remote = ws.tmp / "remote"
-    out = warm(ws, f"file://{remote}", "read-write")
-    data = report(ws, out)
+    data = report(ws, warm(ws, f"file://{remote}", "read-write"))
     assert data["totals"]["remote"]["pushed"] == 6 and len(manifests(remote)) == 6
-    return ws, remote, len(ws.compiles())
+
+
+@pytest.fixture
+def pushed(ws, template):
+    """A file:// remote filled by one runner's read-write warm of a 6-shape target (made once
+    per session; each test gets its own copy)."""
+    ws.copy_of(template(ws.layout, "v3-pushed", push_v3))
+    return ws, ws.tmp / "remote", len(ws.compiles())
 
 
 def test_pull_into_an_empty_root_compiles_nothing(pushed):

@@ -1,4 +1,4 @@
-"""Packing and unpacking a shape's cache entries (tasks/artifact.py), on real files."""
+"""Packing and unpacking a shape's cache entries (tasks/remote/artifact.py), on real files."""
 
 from __future__ import annotations
 

@@ -22,6 +22,18 @@ DP8 = '[[launch]]\ntp = 8\nargs = ["--dp", "8", "--enable-dp-attention"]\n' + SM
 ENTRY_NAME = {"0.1.x": r"kernel\.\w+\.[0-9a-f]+", "0.2.x": r"\w+\.[0-9a-f]{32}"}  # no kernel. prefix in 0.2.x
 
 
+def warm_v3(ws: Workspace) -> None:
+    model_file(ws.models, "v3", TP8 + DP8)
+    out = ws.doit("warm")
+    assert out.returncode == 0, out.stdout + out.stderr
+
+
+@pytest.fixture
+def warmed(ws, template) -> Workspace:
+    """`ws` with the V3 registry (TP8, and TP8 with dp-attention) warmed: one cold warm per session."""
+    return ws.copy_of(template(ws.layout, "v3", warm_v3))
+
+
 def markers(ws: Workspace) -> dict[str, dict]:
     found = {}
     for path in (ws.root / "jitwarm" / "markers").glob("*.json"):
@@ -68,9 +80,8 @@ def test_markers_record_spec_fingerprint_entries_and_durations(ws):
     assert all(s["replay"]["new_entries"] == 0 for s in marker["shapes"])
 
 
-def test_fingerprint_change_makes_every_target_stale(ws):
-    model_file(ws.models, "v3", TP8 + DP8)
-    assert ws.doit("warm").returncode == 0
+def test_fingerprint_change_makes_every_target_stale(warmed):
+    ws = warmed
     assert set(ws.status(DG_JIT_CPP_STANDARD="17").values()) == {"R"}
     info = ws.doit("info", next(iter(ws.status())), DG_JIT_CPP_STANDARD="17")
     assert "env.DG_JIT_CPP_STANDARD absent -> 17" in info.stdout
@@ -96,9 +107,8 @@ def test_changing_one_tuples_args_makes_only_it_stale(ws):
     assert len(markers(ws)) == 3
 
 
-def test_deleted_entry_makes_only_its_targets_stale_and_info_names_it(ws):
-    model_file(ws.models, "v3", TP8 + DP8)
-    assert ws.doit("warm").returncode == 0
+def test_deleted_entry_makes_only_its_targets_stale_and_info_names_it(warmed):
+    ws = warmed
     by_target = {m["target"]: set(m["entries"]) for m in markers(ws).values()}
     (tp_name, tp_entries), (dp_name, dp_entries) = sorted(by_target.items(), key=lambda kv: "dp" in str(kv))
     only_dp = sorted(dp_entries - tp_entries)
@@ -125,10 +135,9 @@ def test_deleted_entry_makes_only_its_targets_stale_and_info_names_it(ws):
 
 
 @pytest.mark.parametrize("part", ["completion", "kernel.cubin"])
-def test_an_entry_losing_a_file_makes_exactly_its_targets_stale_and_a_rewarm_restores_it(ws, part):
+def test_an_entry_losing_a_file_makes_exactly_its_targets_stale_and_a_rewarm_restores_it(warmed, part):
     """0.2.x: `.committed` or kernel.cubin; 0.1.x: kernel.cu or kernel.cubin."""
-    model_file(ws.models, "v3", TP8 + DP8)
-    assert ws.doit("warm").returncode == 0
+    ws = warmed
     by_target = {m["target"]: set(m["entries"]) for m in markers(ws).values()}
     (tp_name, tp_entries), (dp_name, dp_entries) = sorted(by_target.items(), key=lambda kv: "dp" in str(kv))
     victim = sorted(dp_entries - tp_entries)[0]
@@ -151,9 +160,8 @@ def test_an_entry_losing_a_file_makes_exactly_its_targets_stale_and_a_rewarm_res
     assert ws.doit("stale", cwd=REPO).returncode == 0
 
 
-def test_shared_entry_deletion_makes_all_users_stale(ws):
-    model_file(ws.models, "v3", TP8 + DP8)
-    assert ws.doit("warm").returncode == 0
+def test_shared_entry_deletion_makes_all_users_stale(warmed):
+    ws = warmed
     shared = set.intersection(*(set(m["entries"]) for m in markers(ws).values()))
     transpose = next(name for name in shared if "transpose" in name)
     for f in (ws.root / "cache" / transpose).iterdir():
@@ -185,9 +193,8 @@ def test_crash_in_one_model_fails_only_its_target(ws):
     assert "last warm failed: compile worker killed by SIGABRT" in info.stdout
 
 
-def test_parallel_workers_attribute_entries_exactly(ws, tmp_path_factory):
-    model_file(ws.models, "v3", TP8 + DP8)
-    assert ws.doit("warm").returncode == 0
+def test_parallel_workers_attribute_entries_exactly(warmed, tmp_path_factory):
+    ws = warmed
     sequential = {name: set(m["entries"]) for name, m in markers(ws).items()}
 
     parallel_ws = Workspace(tmp_path_factory.mktemp("parallel"), ws.layout)

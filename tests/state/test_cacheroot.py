@@ -1,4 +1,4 @@
-"""Cache roots resolved as the server will (tasks/cacheroot.py), for both layouts."""
+"""Cache roots resolved as the server will (tasks/state/cacheroot.py), for both layouts."""
 
 import pytest
 

@@ -14,8 +14,9 @@ from tasks.plan import registry, targets
 
 pytestmark = [
     pytest.mark.gpu,
+    pytest.mark.xdist_group("gpu"),
     pytest.mark.skipif(not shutil.which("nvidia-smi") or importlib.util.find_spec("deep_gemm") is None,
-                       reason="needs an NVIDIA GPU and deep_gemm (run on the H100 device)"),
+                       reason="needs an NVIDIA GPU and deep_gemm (run on the H200 device)"),
 ]
 
 

@@ -9,13 +9,11 @@ import jsonschema
 from junitparser import Failure, JUnitXml, Skipped
 
 from conftest import REPO, Workspace, model_file
-from tasks.report import model as report, summary
 
 SMALL = "m_list = [1, 32, 128, 1024]\n"
 TP8 = "[[launch]]\ntp = 8\n" + SMALL
 DP8 = '[[launch]]\ntp = 8\nargs = ["--dp", "8", "--enable-dp-attention"]\n' + SMALL
 SCHEMA = json.loads((REPO / "docs" / "report.schema.json").read_text())
-
 
 def warm_with_reports(ws: Workspace, **env):
     paths = {"JITWARM_JUNIT_XML": ws.tmp / "out" / "junit.xml", "JITWARM_REPORT_JSON": ws.tmp / "out" / "report.json",
@@ -93,52 +91,3 @@ def test_up_to_date_targets_pass_with_skip(ws):
     jsonschema.validate(data, SCHEMA)
     assert data["totals"]["up_to_date"] == 1 and data["totals"]["kernels_compiled"] == 0
     assert "| up to date | up to date | 0 |" in paths["GITHUB_STEP_SUMMARY"].read_text()
-
-
-def test_schema_file_is_generated_from_the_report_types():
-    assert SCHEMA == json.loads(json.dumps(report.json_schema())), "run: python -m tasks.report.model --schema"
-
-
-def test_schema_rejects_a_report_missing_totals():
-    bad = json.loads(report.encode(_report(2)))
-    del bad["totals"]
-    try:
-        jsonschema.validate(bad, SCHEMA)
-    except jsonschema.ValidationError:
-        return
-    raise AssertionError("a report without totals validated")
-
-
-def _report(count: int, reason: str = "not warmed yet (no marker)") -> report.Report:
-    targets = [report.TargetResult(name=f"m{i}@tp8-{i:08x}", model=f"m{i}", path="planned",
-                                   outcome="failed" if i % 7 == 0 else "rebuilt", reason=reason,
-                                   kernels_compiled=i, seconds=1.5) for i in range(count)]
-    return report.Report(started_at="t0", finished_at="t1", exit_code=1, cache_root="/cache", fingerprint={},
-                         totals=report.totals(targets, set(), 3.0), targets=targets)
-
-
-def test_summary_stays_under_1_mib_and_says_what_it_cut():
-    big = _report(20000, reason="x" * 400)
-    text = summary.render(big)
-    size = len(text.encode())
-    assert 1024 * 1024 - 2000 < size <= 1024 * 1024
-    shown = text.count("\n| `m")
-    assert f"_{20000 - shown} more targets not shown" in text
-    # Failures are kept first: every failed row that fits precedes any rebuilt row.
-    rows = [line for line in text.splitlines() if line.startswith("| `m")]
-    assert rows[0].split(" | ")[1] == "failed"
-    assert text.rstrip().endswith("`")  # the totals line survives the cut
-
-
-def test_summary_append_respects_what_the_file_already_holds(tmp_path):
-    target = tmp_path / "summary.md"
-    target.write_text("a" * (1024 * 1024 - 5000))
-    summary.append(_report(500, reason="y" * 300), {"GITHUB_STEP_SUMMARY": str(target)})
-    assert target.stat().st_size <= 1024 * 1024
-    assert "more targets not shown" in target.read_text()
-
-
-def test_summary_cells_cannot_break_the_table():
-    text = summary.render(_report(1, reason="a | b\nc"))
-    (row,) = [line for line in text.splitlines() if line.startswith("| `m0")]
-    assert "a \\| b c" in row and row.count(" | ") == 4

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import io
 import os
 import pty
 import re
@@ -10,13 +9,11 @@ import subprocess
 import sys
 
 from conftest import DODO, model_file
-from tasks.report import progress
 
 SMALL = "m_list = [1, 32, 128, 1024]\n"
 TP8 = "[[launch]]\ntp = 8\n" + SMALL
 DP8 = '[[launch]]\ntp = 8\nargs = ["--dp", "8", "--enable-dp-attention"]\n' + SMALL
 COLOR = re.compile(r"\x1b\[[0-9;]*3[0-9](;[0-9]+)*m")  # an SGR foreground colour
-
 
 def on_terminal(ws, **env) -> tuple[int, str]:
     """Run `doit warm` with a pseudo-terminal as stdout; return its exit code and output."""
@@ -69,22 +66,6 @@ def test_plain_lines_off_a_terminal(ws):
     assert "\x1b[" not in out.stdout
     again = ws.doit("warm")
     assert sum(line.startswith("jitwarm: [") and " up to date " in line for line in again.stdout.splitlines()) == 2
-
-
-def test_display_done_reports_each_target_once():
-    stream = io.StringIO()
-    display = progress.Plain(stream, {"a": progress.Row("a", 2), "b": progress.Row("b", 0)})
-    display.running("a")
-    display.shape_done("a", 3)
-    assert display.rows["a"].kernels == 3 and display.rows["a"].shapes_done == 1
-    display.done("a", "rebuilt", 7)
-    display.done("a", "rebuilt", 7)  # doit's own event after the batch already said so
-    display.done("b", "failed", 0, "no GPU")
-    lines = stream.getvalue().splitlines()
-    assert lines[0] == "jitwarm: [0/2] started a"
-    assert lines[1].startswith("jitwarm: [1/2] rebuilt a (2 shapes, 7 kernels compiled, ")
-    assert lines[2].startswith("jitwarm: [2/2] failed b (0 kernels compiled, ") and lines[2].endswith(": no GPU")
-    assert len(lines) == 3
 
 
 def test_parallel_doit_reports_each_target_once(ws):

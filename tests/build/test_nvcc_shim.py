@@ -1,4 +1,4 @@
-"""The nvcc shim (tasks/nvcc_shim.sh), called through a shell from the build directory as
+"""The nvcc shim (tasks/build/nvcc_shim.sh), called through a shell from the build directory as
 each deep_gemm layout calls nvcc: 0.1.x with `-o`, 0.2.x (DeepJIT) with `--output-file`."""
 
 import shlex

@@ -1,0 +1,56 @@
+"""The compile pool through `doit warm`: worker caps, concurrent runs, the replay proof."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+from conftest import DODO, model_file
+
+pytestmark = pytest.mark.both_layouts
+
+
+@pytest.mark.one_layout
+def test_jobs_setting_caps_the_workers(ws):
+    model_file(ws.models, "v3", "[[launch]]\ntp = 8\nm_list = [1, 32, 128, 1024]\n")
+    out = ws.doit("warm", JITWARM_JOBS="1")
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert "with 1 workers" in out.stdout
+    assert "with 1 workers" not in ws.doit("warm", JITWARM_JOBS="0").stdout
+
+
+def test_two_concurrent_runs_never_warm_a_shape_or_compile_a_kernel_twice(ws):
+    model_file(ws.models, "v3", "[[launch]]\ntp = 8\nm_list = [1, 32, 128, 1024]\n"
+               '[[launch]]\ntp = 8\nargs = ["--dp", "8", "--enable-dp-attention"]\nm_list = [1, 32, 128, 1024]\n')
+    env = {**ws.env, "FAKE_DG_COMPILE_S": "0.3"}
+    runs = [subprocess.Popen([sys.executable, "-m", "doit", "-f", str(DODO), "warm"], cwd=ws.tmp, env=env,
+                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) for _ in range(2)]
+    outputs = [r.communicate(timeout=300)[0] for r in runs]
+    assert [r.returncode for r in runs] == [0, 0], outputs
+    warmed = [line.split(":")[0] for out in outputs for line in out.splitlines() if line.startswith("warmed ")]
+    assert len(warmed) == len(set(warmed)) == 9  # 9 distinct shapes, each warmed once
+    assert "reusing the concurrent warm's result" in "".join(outputs)
+    assert not ws.pool_processes(), "a prestarted pool process outlived its run"
+    compiled = ws.compiles()
+    assert len(compiled) == len(set(compiled)), "a kernel was compiled twice"
+    assert set(ws.status().values()) == {"U"}
+
+
+def test_replay_that_compiles_is_a_failed_warm(ws):
+    model_file(ws.models, "v3", "[[launch]]\ntp = 8\nm_list = [1, 32, 128, 1024]\n")
+    out = ws.doit("warm", FAKE_DG_REPLAY_EXTRA="1")
+    assert out.returncode == 1
+    assert "replay compiled 1 new entries after the warm; the warm missed kernels" in out.stdout + out.stderr
+
+
+def test_shape_records_carry_the_completeness_proof(ws):
+    import json
+
+    model_file(ws.models, "v3", "[[launch]]\ntp = 8\nm_list = [1, 32, 128, 1024]\n")
+    assert ws.doit("warm").returncode == 0
+    for path in (ws.root / "jitwarm" / "shapes").glob("*.json"):
+        record = json.loads(path.read_text())
+        assert record["ok"] and record["replay"]["new_entries"] == 0 and record["replay"]["calls"] == 4
+        assert record["pool"]["complete"] is True and record["pool"]["workers"] >= 1

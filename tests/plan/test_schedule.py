@@ -1,0 +1,53 @@
+"""Work order and shares (tasks/plan/schedule.py): the compile queue and the shared replay pieces."""
+
+from __future__ import annotations
+
+from collections import Counter
+
+import pytest
+
+from tasks.plan import schedule
+from tasks.plan.planner import GemmShape, Kind
+from tasks.plan.targets import ShapeWork
+
+pytestmark = pytest.mark.both_layouts
+
+
+def work(n, k, m_values, kind=Kind.NORMAL, groups=1):
+    return ShapeWork(GemmShape(kind, n, k, groups), tuple(m_values))
+
+
+def test_spread_order_is_a_permutation_whose_prefixes_cover_the_range():
+    order = schedule.spread_order(3072)
+    assert sorted(order) == list(range(3072))
+    first = sorted(order[:16])
+    assert first[0] == 0 and first[-1] > 3072 * 0.9  # 16 picks span the whole list
+    assert max(b - a for a, b in zip(first, first[1:])) <= 3072 // 8
+
+
+def test_queue_holds_every_call_once_with_shapes_taking_turns():
+    works = [work(7168, 2048, range(1, 3073)), work(2112, 7168, range(1, 3073)), work(4096, 512, range(1, 101))]
+    values = {w.key: w.m_values for w in works}
+    queue = schedule.queue_order(works, values, 8)
+    assert Counter(queue) == Counter((s, m) for s, w in enumerate(works) for m in w.m_values)
+    assert [s for s, _ in queue[:24]] == [0] * 8 + [1] * 8 + [2] * 8
+    first = sorted(m for s, m in queue[:8])
+    assert first[0] == 1 and first[-1] > 2500  # the first chunk already spans the M range
+
+
+def test_shared_replay_pieces_cover_every_call_once_in_whole_graphs():
+    lengths = [16384] * 19 + [100, 3]
+    pieces = schedule.pieces(lengths, 16, 256)
+    for s, n in enumerate(lengths):
+        mine = sorted((first, count) for shape, first, count in pieces if shape == s)
+        assert [f for f, _ in mine] == list(range(0, n, mine[0][1])) and sum(c for _, c in mine) == n
+    assert all(count % 256 == 0 for s, first, count in pieces if first + count < lengths[s])
+    assert 16 * 3 <= len(pieces) <= 16 * 5  # a few pieces per process, so their ends even out
+    assert schedule.pieces([4] * 6, 2, 256) == [(s, 0, 4) for s in range(6)]
+
+
+def test_shared_replay_processes_balance_context_start_against_the_calls():
+    assert schedule.processes(24, 16) == 1  # a few calls: one context is cheapest
+    assert schedule.processes(19 * 16384, 16) == 11
+    assert schedule.processes(19 * 16384, 4) == 4  # never more than memory and cores allow
+    assert schedule.processes(200 * 16384, 16) == 16

@@ -1,0 +1,23 @@
+"""The progress display (tasks/report/progress.py) reports each target once."""
+
+from __future__ import annotations
+
+import io
+
+from tasks.report import progress
+
+
+def test_display_done_reports_each_target_once():
+    stream = io.StringIO()
+    display = progress.Plain(stream, {"a": progress.Row("a", 2), "b": progress.Row("b", 0)})
+    display.running("a")
+    display.shape_done("a", 3)
+    assert display.rows["a"].kernels == 3 and display.rows["a"].shapes_done == 1
+    display.done("a", "rebuilt", 7)
+    display.done("a", "rebuilt", 7)  # doit's own event after the batch already said so
+    display.done("b", "failed", 0, "no GPU")
+    lines = stream.getvalue().splitlines()
+    assert lines[0] == "jitwarm: [0/2] started a"
+    assert lines[1].startswith("jitwarm: [1/2] rebuilt a (2 shapes, 7 kernels compiled, ")
+    assert lines[2].startswith("jitwarm: [2/2] failed b (0 kernels compiled, ") and lines[2].endswith(": no GPU")
+    assert len(lines) == 3
