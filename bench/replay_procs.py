@@ -69,15 +69,14 @@ def start_cuda() -> dict:
 
 def replay(shapes: list[dict]) -> dict:
     from tasks.build.child import protocol, replay
+    from tasks.build.child.protocol import Shape
 
     out = start_cuda()
     out["shapes"] = []
     import torch
     for shape in shapes:
         t0 = time.monotonic()
-        plan = {"module": "deep_gemm", "shape": shape["shape"], "m_values": shape["m_values"],
-                "contig_alignment": 128}
-        executor = replay.executor_for(plan)
+        executor = replay.executor_for("deep_gemm", Shape(**shape["shape"]), shape["m_values"], 128)
         m_values = shape["m_values"]
         for m in dict.fromkeys([m_values[0], m_values[-1]]):
             executor.execute(m)

@@ -20,6 +20,7 @@ import shutil
 import time
 
 import filelock
+import msgspec
 from doit.exceptions import TaskFailed
 
 from tasks import session as run_state
@@ -30,6 +31,7 @@ from tasks.plan.targets import ShapeWork, Target
 from tasks.remote import sync
 from tasks.session import Session
 from tasks.state import entries, records
+from tasks.state.schema import SCHEMA, PoolNote, RemoteNote, ReplayStats, ShapeDesc, ShapeRecord
 
 Items = list[tuple[ShapeWork, list[Target]]]  # each shape with the targets that need it
 
@@ -87,7 +89,7 @@ def run(session: Session, items: Items) -> None:
     cache, fp = session.root, session.fingerprint
     if problem := preflight.problem(fp):
         for work, _ in items:
-            _write(cache.path, work, fp, {"ok": False, "error": problem})
+            _write(cache.path, _record(work, fp, ok=False, error=problem))
         return
     mine, theirs = [], []
     for work, dependents in items:
@@ -158,20 +160,19 @@ class _Landing:
         # Pulled shapes are only replayed: key -> the entry names their artifact brought.
         self.replay_only = {key: o.names for key, o in pulls.items() if o.status == "hit"} if replay_only else {}
         self.report = pool.PoolRun()  # pool.run fills it in before the first replay is delivered
-        self.recorded: dict[str, dict] = {}
+        self.recorded: dict[str, ShapeRecord] = {}
         self.retry: Items = []
 
     def on_replay(self, work: ShapeWork, replay: pool.Replay) -> None:
         """Record each shape as its replay ends, and commit targets as soon as they hold."""
-        record = _replay_record(work, replay, self.report)
+        record = _replay_record(work, replay, self.report, self.fp)
         if work.key in self.replay_only and not sync.accept_replay(self.pulls[work.key], record):
             self.retry.append((work, self.dependents[work.key]))
             return  # compiled locally next
         self._write(work, record)
         self.recorded[work.key] = record
-        if record["ok"]:
-            print(f"warmed {work.name}: {len(record['entries'])} entries, replay compiled "
-                  f"{len(record['new'])}", flush=True)
+        if record.ok:
+            print(f"warmed {work.name}: {len(record.entries)} entries, replay compiled {len(record.new)}", flush=True)
             _commit(self.cache, self.fp, self.dependents[work.key])
 
     def record_unwarmed(self) -> None:
@@ -179,50 +180,56 @@ class _Landing:
         retried = {w.key for w, _ in self.retry}
         for work in self.works:
             if work.key not in self.recorded and work.key not in retried:
-                self._write(work, {"ok": False, **self.report.failures.get(work.key, {"error": "not warmed"})})
+                failure = self.report.failures.get(work.key, {"error": "not warmed"})
+                self._write(work, _record(work, self.fp, ok=False, **failure))
 
     def compiled(self) -> list[tuple[ShapeWork, list[str]]]:
         """(work, entry names) of the shapes this batch compiled, not those the remote gave it."""
         works = {w.key: w for w in self.works}
-        return [(works[key], sorted(record["entries"])) for key, record in self.recorded.items()
-                if record["ok"] and getattr(self.pulls.get(key), "status", None) != "hit"]
+        return [(works[key], sorted(record.entries)) for key, record in self.recorded.items()
+                if record.ok and getattr(self.pulls.get(key), "status", None) != "hit"]
 
-    def _write(self, work: ShapeWork, record: dict) -> None:
+    def _write(self, work: ShapeWork, record: ShapeRecord) -> None:
         if work.key in self.pulls:  # e.g. a pull rejected by its replay, then warmed locally
-            record["remote"] = {"pull": self.pulls[work.key].as_record()}
-        _write(self.cache.path, work, self.fp, record)
-        run_state.emit("shape_done", key=work.key, ok=record["ok"])
+            record.remote = RemoteNote(pull=self.pulls[work.key].as_record())
+        _write(self.cache.path, record)
+        run_state.emit("shape_done", key=work.key, ok=record.ok)
 
 
-def _replay_record(work: ShapeWork, replay: pool.Replay, report: pool.PoolRun) -> dict:
-    base = {"finished_at": records.now(), "log": str(replay.log),
-            "seconds": round(time.monotonic() - report.started, 3),  # this shape's batch, so far
-            "pool": {"workers": report.workers, "compiled": report.compiled, "deferred": report.deferred,
-                     "complete": work.key in report.complete, "timings": report.timings,
-                     "kernel_seconds": report.kernel_seconds}}
+def _replay_record(work: ShapeWork, replay: pool.Replay, report: pool.PoolRun, fp: dict) -> ShapeRecord:
+    record = _record(work, fp, ok=False, finished_at=records.now(), log=str(replay.log),
+                     seconds=round(time.monotonic() - report.started, 3),  # this shape's batch, so far
+                     pool=PoolNote(workers=report.workers, compiled=report.compiled, deferred=report.deferred,
+                                   complete=work.key in report.complete, timings=report.timings,
+                                   kernel_seconds=report.kernel_seconds))
     if work.key in report.reduced:
-        base["reduced_max_m"] = report.reduced[work.key]
-        base["m_count"] = len(report.m_values[work.key])
+        record.reduced_max_m, record.m_count = report.reduced[work.key], len(report.m_values[work.key])
     result, tail = replay.result, replay.tail()
     if result is not None:
-        record = {**base, **result, "ok": True,
-                  "replay": {"new_entries": len(result["new"]), "calls": result["calls"],
-                             "seconds": result["sweep_seconds"]}}
-        if result["new"] and work.key in report.complete:
-            record.update(ok=False, error=f"replay compiled {len(result['new'])} new entries after the warm; "
-                                          f"the warm missed kernels (they are kept: warm again)")
-        return record
-    if work.key in report.failures:
-        return {**base, "ok": False, **report.failures[work.key]}
-    if replay.status == f"exited with code {protocol.EXIT_ENV}":
-        error = protocol.problem_line(tail) or (tail[-1] if tail else replay.status)
-        return {**base, "ok": False, "error": error, "log_tail": []}
-    return {**base, "ok": False, "error": f"replay {replay.status} (log {replay.log})", "log_tail": tail}
+        for name in msgspec.structs.fields(result):
+            setattr(record, name.name, getattr(result, name.name))
+        record.ok = True
+        record.replay = ReplayStats(len(result.new), result.calls, result.sweep_seconds)
+        if result.new and work.key in report.complete:
+            record.ok = False
+            record.error = (f"replay compiled {len(result.new)} new entries after the warm; "
+                            f"the warm missed kernels (they are kept: warm again)")
+    elif work.key in report.failures:
+        failure = report.failures[work.key]
+        record.error, record.log_tail = failure["error"], failure.get("log_tail", [])
+    elif replay.status == f"exited with code {protocol.EXIT_ENV}":
+        record.error = protocol.problem_line(tail) or (tail[-1] if tail else replay.status)
+    else:
+        record.error, record.log_tail = f"replay {replay.status} (log {replay.log})", tail
+    return record
 
 
-def _write(root, work: ShapeWork, fp: dict, fields: dict) -> None:
-    record = {"schema": records.SCHEMA, "key": work.key, "shape": work.describe(), "fingerprint": fp, **fields}
-    records.write_json(records.shape_path(root, work.key), record)
+def _record(work: ShapeWork, fp: dict, **fields) -> ShapeRecord:
+    return ShapeRecord(schema=SCHEMA, key=work.key, shape=ShapeDesc(**work.describe()), fingerprint=fp, **fields)
+
+
+def _write(root, record: ShapeRecord) -> None:
+    records.write_json(records.shape_path(root, record.key), record)
 
 
 def _commit(cache, fp: dict, dependents: list[Target]) -> None:

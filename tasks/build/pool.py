@@ -24,6 +24,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import msgspec
+
 from tasks.build import shared, supervise
 from tasks.build.child import protocol
 from tasks.host import fingerprint, gpu
@@ -33,6 +35,7 @@ from tasks.plan.targets import ShapeWork
 from tasks.session import Session
 from tasks.state import cacheview, records
 from tasks.state.cacheroot import CacheRoot
+from tasks.state.schema import Replayed
 
 SHIM = Path(__file__).resolve().parent / "nvcc_shim.sh"
 QUEUE_CHUNK = 8  # calls a worker takes at a time: few shape switches, little idling at the end
@@ -165,7 +168,7 @@ class Replay:
     """How one shape's replay child ended, and what it reported."""
 
     status: str
-    result: dict | None
+    result: Replayed | None
     log: Path
 
     def tail(self, lines: int = 30) -> list[str]:
@@ -180,9 +183,9 @@ class _Jobs:
     runnable: list[ShapeWork]
     compiling: list[ShapeWork]
     queue: list[tuple[int, int]]
-    compile: list[dict]
-    replays: dict[int, dict]  # runnable index -> a compiled shape's replay job
-    shared: dict | None  # the shared replay spec of the pulled shapes
+    compile: list[protocol.CompileJob]
+    replays: dict[int, protocol.ReplayJob]  # runnable index -> a compiled shape's replay job
+    shared: protocol.SharedSpec | None  # the shared replay spec of the pulled shapes
     shared_index: dict[int, int]  # runnable index -> its index among the pulled shapes
     plan_file: Path
 
@@ -208,7 +211,7 @@ def run(works: list[ShapeWork], session: Session, fp: dict, base_env: dict, stor
     if jobs is None:
         return report
     compiled_before = _compiled_count(store)
-    also = (f"; replaying {len(jobs.shared_index)} pulled from the remote in {jobs.shared['processes']} processes"
+    also = (f"; replaying {len(jobs.shared_index)} pulled from the remote in {jobs.shared.processes} processes"
             if jobs.shared else "")
     print(f"compiling {len(jobs.compiling)} shapes ({len(jobs.queue)} calls) with {report.workers} workers{also}",
           flush=True)
@@ -218,7 +221,7 @@ def run(works: list[ShapeWork], session: Session, fp: dict, base_env: dict, stor
                                 records.log_path(cache.path, "pool"), 2 * settings.shape_timeout_s + 120,
                                 cwd=REPO_ROOT, on_poll=lambda: deliver(None),
                                 proc=_hand_plan(session, store, jobs.plan_file))
-        report.timings = records.read_json_any(jobs.work_dir / "timings.json") or {}
+        report.timings = records.read_message(jobs.work_dir / "timings.json", dict) or {}
         report.kernel_seconds = _kernel_seconds(store, compiled_before)
         report.compiled = _compiled_count(store) - compiled_before  # other runs' builds may count too
         report.seconds = round(time.monotonic() - report.started, 3)
@@ -249,32 +252,32 @@ def _plan_jobs(works, cache: CacheRoot, module: str, settings: Settings, report:
     root = cache.path
     work_dir = records.state_dir(root) / "staging" / f"pool-{os.getpid()}-{int(time.time() * 1000)}"
     work_dir.mkdir(parents=True)
-    shapes = [{"kind": w.shape.kind.value, "n": w.shape.n, "k": w.shape.k, "groups": w.shape.groups,
-               "rows": max(report.m_values[w.key])} for w in runnable]
-    bare = [{k: v for k, v in shape.items() if k != "rows"} for shape in shapes]
-    compile_jobs = [{
-        "plan": {"module": module, "shapes": [shapes[s] for s, w in enumerate(runnable) if w.key not in pulled],
-                 "busy_flag": str(work_dir / f"busy-{i}"),
-                 "first_call": schedule.first_call(i, compiling, report.m_values)},
+    shapes = [protocol.Shape(w.shape.kind.value, w.shape.n, w.shape.k, w.shape.groups) for w in runnable]
+    compiled = [s for s, w in enumerate(runnable) if w.key not in pulled]
+    compile_jobs = [protocol.CompileJob(
+        plan=protocol.CompilePlan(module=module, shapes=[shapes[s] for s in compiled],
+                                  rows=[max(report.m_values[runnable[s].key]) for s in compiled],
+                                  busy_flag=str(work_dir / f"busy-{i}"),
+                                  first_call=schedule.first_call(i, compiling, report.m_values)),
         # Compile workers build straight into the writable root and find what every root holds.
-        "env": {"JITWARM_BUSY_FLAG": str(work_dir / f"busy-{i}"), "DG_JIT_CACHE_DIR": cache.env_value()},
-        "log": str(records.log_path(root, f"compile-{i}")), "result": str(work_dir / f"compile-{i}.json"),
-        "status": str(work_dir / f"compile-{i}.status")} for i in range(report.workers)]
-    replay_jobs = {s: {
-        "plan": {"cache": cache.as_plan(), "staging": str(work_dir / f"view-{s}"), "module": module,
-                 "shape": bare[s], "m_values": list(report.m_values[w.key]),
-                 "contig_alignment": mlists.CONTIG_ALIGNMENT},
-        "log": str(records.log_path(root, w.name)), "result": str(work_dir / f"replay-{s}.json"),
-        "status": str(work_dir / f"replay-{s}.status")} for s, w in enumerate(runnable) if w.key not in pulled}
+        env={"JITWARM_BUSY_FLAG": str(work_dir / f"busy-{i}"), "DG_JIT_CACHE_DIR": cache.env_value()},
+        log=str(records.log_path(root, f"compile-{i}")), result=str(work_dir / f"compile-{i}.json"),
+        status=str(work_dir / f"compile-{i}.status")) for i in range(report.workers)]
+    replay_jobs = {s: protocol.ReplayJob(
+        plan=protocol.ReplayPlan(cache=cache.as_plan(), staging=str(work_dir / f"view-{s}"), module=module,
+                                 shape=shapes[s], m_values=list(report.m_values[runnable[s].key]),
+                                 contig_alignment=mlists.CONTIG_ALIGNMENT),
+        log=str(records.log_path(root, runnable[s].name)), result=str(work_dir / f"replay-{s}.json"),
+        status=str(work_dir / f"replay-{s}.status")) for s in compiled}
     shared_index = {s: i for i, s in enumerate(s for s, w in enumerate(runnable) if w.key in pulled)}
     shared_spec = shared.spec(work_dir / "shared", cache, module,
-                              [(bare[s], report.m_values[runnable[s].key]) for s in shared_index],
+                              [(shapes[s], report.m_values[runnable[s].key]) for s in shared_index],
                               report.replay_slots) if shared_index else None
     plan_file = work_dir / "plan.json"
-    plan_file.write_text(json.dumps({
-        "module": module, "cache": cache.as_plan(), "compile": compile_jobs, "queue": queue, "chunk": QUEUE_CHUNK,
-        "replays": list(replay_jobs.values()), "shared": shared_spec, "timeout_s": settings.shape_timeout_s,
-        "parallel_replay": report.replay_slots, "timings": str(work_dir / "timings.json")}))
+    plan_file.write_bytes(msgspec.json.encode(protocol.PoolPlan(
+        module=module, cache=cache.as_plan(), compile=compile_jobs, queue=queue, chunk=QUEUE_CHUNK,
+        replays=list(replay_jobs.values()), shared=shared_spec, timeout_s=settings.shape_timeout_s,
+        parallel_replay=report.replay_slots, timings=str(work_dir / "timings.json"))))
     records.log_path(root, "pool").parent.mkdir(parents=True, exist_ok=True)
     return _Jobs(work_dir, runnable, compiling, queue, compile_jobs, replay_jobs, shared_spec, shared_index, plan_file)
 
@@ -297,9 +300,10 @@ class _Delivery:
                 replay = Replay(*got)
             else:
                 job = jobs.replays[s]
-                if outcome is None and not Path(job["status"]).exists():
+                if outcome is None and not Path(job.status).exists():
                     continue
-                replay = Replay(_status(job, outcome), records.read_json_any(Path(job["result"])), Path(job["log"]))
+                replay = Replay(_status(job, outcome), records.read_message(Path(job.result), Replayed),
+                                Path(job.log))
             if not self.report.complete and not self.report.failures:
                 _read_compile(self.report, jobs.compiling, jobs.compile, outcome)
             del self.pending[s]
@@ -323,24 +327,24 @@ def _read_compile(report, compiling, compile_jobs, outcome) -> None:
     broken = False
     report.deferred = 0
     for job in compile_jobs:
-        result = records.read_json_any(Path(job["result"]))
+        result = records.read_message(Path(job.result), protocol.CompileResult)
         if result is not None:
-            report.deferred += result.get("deferred", 0)
-            slowest = max(report.timings.get("worker_import_s", 0), result.get("import_s", 0))
+            report.deferred += result.deferred
+            slowest = max(report.timings.get("worker_import_s", 0), result.import_s)
             report.timings["worker_import_s"] = slowest
             continue
         broken = True
-        tail = supervise.log_tail(Path(job["log"]), 200)
+        tail = supervise.log_tail(Path(job.log), 200)
         culprit = _last_shape(tail)
         if culprit is not None:
             report.failures.setdefault(compiling[culprit].key, {
-                "error": f"compile worker {_status(job, outcome)} (log {job['log']})", "log_tail": tail[-30:]})
+                "error": f"compile worker {_status(job, outcome)} (log {job.log})", "log_tail": tail[-30:]})
     report.complete = set() if broken else {w.key for w in compiling}
 
 
-def _status(job: dict, outcome: supervise.ProcessEnd | None) -> str:
+def _status(job: protocol.Job, outcome: supervise.ProcessEnd | None) -> str:
     try:
-        return Path(job["status"]).read_text()
+        return Path(job.status).read_text()
     except OSError:
         how = outcome.describe() if outcome else "is still running"
         return f"did not run: the pool {how} (log {outcome.log if outcome else '?'})"

@@ -241,14 +241,13 @@ class RemoteInfo:
     def lines(self) -> list[str]:
         said, counts = [], {}
         for work in self.works:
-            record, _ = records.read_json(records.shape_path(self.root, work.key))
-            remote = (record or {}).get("remote") or {}
-            pull, push = remote.get("pull") or {}, remote.get("push") or {}
-            status = pull.get("status", "not asked")
+            record, _ = records.read_shape(self.root, work.key)
+            pull, push = (record.remote.pull, record.remote.push) if record and record.remote else (None, None)
+            status = pull.status if pull else "not asked"
             counts[status] = counts.get(status, 0) + 1
-            text = f"{work.name}: {status}" + (f" ({pull['detail']})" if pull.get("detail") else "")
+            text = f"{work.name}: {status}" + (f" ({pull.detail})" if pull and pull.detail else "")
             if push:
-                text += f"; push: {push.get('status')}" + (f" ({push['detail']})" if push.get("detail") else "")
+                text += f"; push: {push.status}" + (f" ({push.detail})" if push.detail else "")
             said.append(text)
         total = ", ".join(f"{n} {status}" for status, n in sorted(counts.items()))
         return [f"{self.remote}; at the shapes' last warm: {total or 'no shapes'}", *said]

@@ -32,6 +32,7 @@ from tasks.host.settings import RemoteConfig
 from tasks.plan.text import one_line
 from tasks.remote import artifact
 from tasks.state.cacheroot import CacheRoot
+from tasks.state.schema import RemoteStep
 
 # What DeepGEMM hashes into an entry's name: its code (and for 0.1.x its include path),
 # the compiler, the arch and SM count, and the env that picks or tunes the compiler
@@ -73,9 +74,9 @@ class Transfer:
     published: list[str] = field(default_factory=list)  # entries a pull added to the local cache
     names: list[str] = field(default_factory=list, repr=False)  # every entry of a pulled artifact
 
-    def as_record(self) -> dict:
-        return {"status": self.status, "detail": self.detail, "entries": self.entries,
-                "bytes": self.bytes, "seconds": self.seconds, "published": self.published}
+    def as_record(self) -> RemoteStep:
+        return RemoteStep(status=self.status, detail=self.detail, entries=self.entries, bytes=self.bytes,
+                          seconds=self.seconds, published=list(self.published))
 
 
 class Remote:

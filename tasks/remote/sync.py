@@ -15,6 +15,7 @@ from tasks.host.settings import RemoteConfig, Settings
 from tasks.remote.store import Transfer, Remote
 from tasks.state import entries, records
 from tasks.state.cacheroot import CacheRoot
+from tasks.state.schema import RemoteNote, ShapeRecord
 
 
 def for_settings(settings: Settings) -> Remote | None:
@@ -40,15 +41,15 @@ def pull(remote: Remote | None, works, cache: CacheRoot, fp: dict, scratch: Path
     return outcomes
 
 
-def accept_replay(outcome: Transfer, record: dict) -> bool:
+def accept_replay(outcome: Transfer, record: ShapeRecord) -> bool:
     """Whether a pulled shape's replay makes it warm; notes on the outcome what happened."""
-    if not record["ok"]:
-        outcome.status, outcome.detail = "rejected", f"replay of the pulled entries failed: {record.get('error')}"
+    if not record.ok:
+        outcome.status, outcome.detail = "rejected", f"replay of the pulled entries failed: {record.error}"
         print(f"warning: {outcome.detail}; compiling locally", flush=True)
         return False
-    if record["new"]:
+    if record.new:
         outcome.status = "incomplete"
-        outcome.detail = f"the replay compiled {len(record['new'])} kernels the artifact lacked"
+        outcome.detail = f"the replay compiled {len(record.new)} kernels the artifact lacked"
     return True
 
 
@@ -68,9 +69,9 @@ def push(remote: Remote, items, cache: CacheRoot, fp: dict, scratch: Path) -> di
         outcome = outcomes[work.key]
         if outcome.status == "error":
             print(f"warning: could not push {work.name}: {outcome.detail}", flush=True)
-        record, _ = records.read_json(records.shape_path(root, work.key))
+        record, _ = records.read_shape(root, work.key)
         if record is not None:
-            record["remote"] = {**(record.get("remote") or {}), "push": outcome.as_record()}
+            record.remote = RemoteNote(pull=record.remote.pull if record.remote else None, push=outcome.as_record())
             records.write_json(records.shape_path(root, work.key), record)
     print(f"remote {remote.config}: {_counts(outcomes)}", flush=True)
     return outcomes
@@ -81,8 +82,8 @@ def warm_shapes(cache: CacheRoot, works, fp: dict) -> list[tuple]:
     found = []
     for work in works:
         if not records.shape_reasons(cache, work.key, fp):
-            record, _ = records.read_json(records.shape_path(cache.path, work.key))
-            found.append((work, sorted(record["entries"])))
+            record, _ = records.read_shape(cache.path, work.key)
+            found.append((work, sorted(record.entries)))
     return found
 
 

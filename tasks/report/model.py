@@ -16,6 +16,7 @@ import msgspec
 from tasks.plan.targets import FALLBACK, Target
 from tasks.state import records
 from tasks.state.cacheroot import CacheRoot
+from tasks.state.schema import Marker, RemoteNote, ShapeRecord
 
 SCHEMA_VERSION = 1
 TAIL_LINES = 30
@@ -134,14 +135,14 @@ def target_result(target: Target, run: TargetRun, cache: CacheRoot, new: set[str
                   local_keys: frozenset[str] | None, started_at: str) -> TargetResult:
     """`new`: cache entries that appeared during the run; `started_at`: its ISO start time."""
     path, root = "invalid" if target.error else target.path, cache.path
-    marker, _ = records.read_json(records.marker_path(root, target.name))
+    marker, _ = records.read_marker(root, target.name)
     stale = bool(run.stale_reasons)
     if run.failed:
         outcome: TargetOutcome = "failed"
     elif not stale:
         outcome = "up to date"
     elif local_keys is not None and (marker is None or records.target_reasons(
-            cache, target.name, target.launch_hash, target.plan_hash, marker.get("fingerprint", {}))):
+            cache, target.name, target.launch_hash, target.plan_hash, marker.fingerprint)):
         outcome = "partial"
     else:
         outcome = "rebuilt"
@@ -160,22 +161,22 @@ def target_result(target: Target, run: TargetRun, cache: CacheRoot, new: set[str
 
 def kernels_compiled(target: Target, root: Path, new: set[str]) -> int:
     """How many of the entries the target uses appeared during the run (`new`)."""
-    marker, _ = records.read_json(records.marker_path(root, target.name))
+    marker, _ = records.read_marker(root, target.name)
     return len(_used_entries(marker, _shape_records(target, root)) & new)
 
 
-def _shape_records(target: Target, root: Path) -> dict[str, tuple[dict | None, str | None]]:
-    return {w.key: records.read_json(records.shape_path(root, w.key)) for w in target.works}
+def _shape_records(target: Target, root: Path) -> dict[str, tuple[ShapeRecord | None, str | None]]:
+    return {w.key: records.read_shape(root, w.key) for w in target.works}
 
 
-def _used_entries(marker: dict | None, found: dict) -> set[str]:
-    used = set((marker or {}).get("entries", {}))
+def _used_entries(marker: Marker | None, found: dict) -> set[str]:
+    used = set(marker.entries) if marker else set()
     for record, _ in found.values():
-        used |= set((record or {}).get("entries", {}))
+        used |= set(record.entries) if record else set()
     return used
 
 
-def _shape_result(work, found: tuple[dict | None, str | None], new: set[str], local_keys, started_at: str,
+def _shape_result(work, found: tuple[ShapeRecord | None, str | None], new: set[str], local_keys, started_at: str,
                   failed: bool, stale: bool) -> ShapeResult:
     base = {"name": work.name, "key": work.key}
     if local_keys is not None and work.key not in local_keys:
@@ -184,21 +185,22 @@ def _shape_result(work, found: tuple[dict | None, str | None], new: set[str], lo
     if record is None:  # the marker alone holds a target up to date; a failed one names it
         return ShapeResult(**base, outcome="failed" if failed else "up to date", entries=0, kernels_compiled=0,
                            error=("never warmed" if why == "missing" else f"shape record {why}") if failed else None)
-    names = set(record.get("entries", {}))
-    common = {"entries": len(names), "kernels_compiled": len(names & new), "seconds": record.get("seconds")}
-    if not record.get("ok"):
-        pull = ((record.get("remote") or {}).get("pull") or {}) if stale else {}
-        return ShapeResult(**base, **common, outcome="failed", error=record.get("error", "unknown error"),
-                           log_tail=list(record.get("log_tail") or [])[-TAIL_LINES:], remote=pull.get("status"))
+    names = set(record.entries)
+    common = {"entries": len(names), "kernels_compiled": len(names & new), "seconds": record.seconds}
+    remote = record.remote or RemoteNote()
+    if not record.ok:
+        pull = remote.pull if stale and remote.pull else None
+        return ShapeResult(**base, **common, outcome="failed", error=record.error or "unknown error",
+                           log_tail=record.log_tail[-TAIL_LINES:], remote=pull.status if pull else None)
     # Only a stale target's shapes can have been rebuilt; timestamps have one-second resolution.
-    this_run = stale and str(record.get("finished_at", "")) >= started_at
-    remote = (record.get("remote") or {}) if this_run else {}
+    this_run = stale and (record.finished_at or "") >= started_at
     return ShapeResult(**base, **common, outcome="rebuilt" if this_run else "up to date",
-                       replay_new_entries=(record.get("replay") or {}).get("new_entries"),
-                       remote=(remote.get("pull") or {}).get("status"), pushed=(remote.get("push") or {}).get("status"))
+                       replay_new_entries=record.replay.new_entries if record.replay else None,
+                       remote=remote.pull.status if this_run and remote.pull else None,
+                       pushed=remote.push.status if this_run and remote.push else None)
 
 
-def _phases(target: Target, run: TargetRun, root: Path, marker: dict | None) -> list[PhaseResult]:
+def _phases(target: Target, run: TargetRun, root: Path, marker: Marker | None) -> list[PhaseResult]:
     log = records.log_path(root, f"fallback-{target.name}")
     if not run.stale_reasons and not run.failed:
         return [PhaseResult(name="server", outcome="up to date"), PhaseResult(name="capture", outcome="up to date")]
@@ -208,11 +210,11 @@ def _phases(target: Target, run: TargetRun, root: Path, marker: dict | None) -> 
         return [PhaseResult(name="server", outcome="failed", seconds=round(run.seconds, 3), message=message,
                             log_tail=tail),
                 PhaseResult(name="capture", outcome="not run")]
-    seconds = ((marker or {}).get("seconds") or {}).get("server")
-    shapes = (marker or {}).get("captured_shapes") or []
+    seconds = marker.seconds.get("server") if marker else None
+    shapes = marker.captured_shapes if marker else []
+    lock = (marker.lock if marker else None) or "the lock"
     return [PhaseResult(name="server", outcome="passed", seconds=seconds, log_tail=tail),
-            PhaseResult(name="capture", outcome="passed",
-                        message=f"{len(shapes)} shapes into {(marker or {}).get('lock', 'the lock')}")]
+            PhaseResult(name="capture", outcome="passed", message=f"{len(shapes)} shapes into {lock}")]
 
 
 def totals(results: list[TargetResult], new: set[str], seconds: float, remote: str | None = None) -> Totals:
@@ -236,8 +238,9 @@ def pulled_entries(targets: list[Target], root: Path) -> set[str]:
     """Entries the remote cache brought in, as the shape records say: not compiled here."""
     names: set[str] = set()
     for work in {w.key: w for t in targets for w in t.works}.values():
-        record, _ = records.read_json(records.shape_path(root, work.key))
-        names.update((((record or {}).get("remote") or {}).get("pull") or {}).get("published") or ())
+        record, _ = records.read_shape(root, work.key)
+        if record and record.remote and record.remote.pull:
+            names.update(record.remote.pull.published)
     return names
 
 

@@ -18,7 +18,17 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
+import msgspec
+
 from tasks.state import layouts
+
+
+class CachePlan(msgspec.Struct, kw_only=True):
+    """A CacheRoot as child processes receive it."""
+
+    root: str
+    layout: str
+    readonly: list[str] = []
 
 
 @dataclass(frozen=True)
@@ -40,13 +50,12 @@ class CacheRoot:
         """Every root, for `doit info`."""
         return [f"{self.path} (writable; {self.source})"] + [f"{p} (read-only)" for p in self.readonly]
 
-    def as_plan(self) -> dict:
-        return {"root": str(self.path), "readonly": [str(p) for p in self.readonly], "layout": self.layout.id}
+    def as_plan(self) -> CachePlan:
+        return CachePlan(root=str(self.path), layout=self.layout.id, readonly=[str(p) for p in self.readonly])
 
     @classmethod
-    def from_plan(cls, plan: dict) -> "CacheRoot":
-        return cls(Path(plan["root"]), "plan", layouts.by_id(plan["layout"]),
-                   tuple(Path(p) for p in plan.get("readonly", ())))
+    def from_plan(cls, plan: CachePlan) -> "CacheRoot":
+        return cls(Path(plan.root), "plan", layouts.by_id(plan.layout), tuple(Path(p) for p in plan.readonly))
 
     def __str__(self) -> str:
         ro = f"; read-only: {', '.join(map(str, self.readonly))}" if self.readonly else ""

@@ -15,6 +15,7 @@ import shutil
 from pathlib import Path
 
 from tasks.state.cacheroot import CacheRoot
+from tasks.state.schema import Entry
 
 
 def cache_dir(root: Path) -> Path:
@@ -38,11 +39,11 @@ def locate(cache: CacheRoot, name: str) -> Path | None:
     return None
 
 
-def describe(cache: CacheRoot, name: str) -> dict | None:
-    """{"binary", "size", "root"} of the entry the loader takes, if it is complete."""
+def describe(cache: CacheRoot, name: str) -> Entry | None:
+    """The entry the loader takes for `name` (binary, size, root), if it is complete."""
     entry = locate(cache, name)
     desc = cache.layout.describe(entry) if entry is not None else None
-    return {**desc, "root": str(entry.parent.parent)} if desc else None
+    return Entry(desc["binary"], desc["size"], str(entry.parent.parent)) if desc else None
 
 
 def complete(cache: CacheRoot) -> dict[str, Path]:
@@ -64,7 +65,7 @@ def complete(cache: CacheRoot) -> dict[str, Path]:
     return found
 
 
-def problem(cache: CacheRoot, name: str, recorded: dict) -> str | None:
+def problem(cache: CacheRoot, name: str, recorded: Entry) -> str | None:
     """Why a recorded entry no longer holds, or None if it is intact."""
     entry = locate(cache, name) or cache_dir(cache.path) / name
     if not os.path.isdir(entry):
@@ -72,8 +73,8 @@ def problem(cache: CacheRoot, name: str, recorded: dict) -> str | None:
     now = cache.layout.describe(entry)
     if now is None:
         return f"entry {name} incomplete ({cache.layout.flaw(entry)})"
-    if (now["binary"], now["size"]) != (recorded.get("binary"), recorded.get("size")):
-        return (f"entry {name} changed ({recorded.get('binary')} {recorded.get('size')} bytes"
+    if (now["binary"], now["size"]) != (recorded.binary, recorded.size):
+        return (f"entry {name} changed ({recorded.binary} {recorded.size} bytes"
                 f" -> {now['binary']} {now['size']} bytes)")
     return None
 

@@ -1,23 +1,28 @@
 """Markers and shape records: JSON inside the cache root, the source of truth for staleness.
 
 Layout under `<root>/jitwarm/`: markers/<target>.json, shapes/<key>.json, logs/, staging/.
-Living inside the root means wiping the cache wipes the markers too.
+Living inside the root means wiping the cache wipes the markers too. Records are typed
+(tasks/state/schema.py): one that does not read as its type is unreadable, so stale.
 """
 
 from __future__ import annotations
 
-import json
 import os
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import TypeVar
+
+import msgspec
 
 from tasks import session
 from tasks.host import fingerprint
+from tasks.plan.text import one_line
 from tasks.state import entries
 from tasks.state.cacheroot import CacheRoot
+from tasks.state.schema import SCHEMA, Entry, Marker, ShapeRecord
 
-SCHEMA = 1
 _MAX_ENTRY_REASONS = 5
+T = TypeVar("T")
 
 
 def now() -> str:
@@ -56,10 +61,11 @@ def log_tail(path: Path, lines: int = 30) -> list[str]:
     return text.splitlines()[-lines:]
 
 
-def write_json(path: Path, data: dict) -> None:
-    """Write-then-rename, so readers see the old file or the new one, never half of one."""
+def write_json(path: Path, data) -> None:
+    """A record, message or dict as JSON, by write-then-rename: readers see the old file or
+    the new one, never half of one."""
     session.wrote()  # staleness answers computed before this write are void
-    replace_file(path, (json.dumps(data, indent=1, sort_keys=True) + "\n").encode())
+    replace_file(path, msgspec.json.format(msgspec.json.encode(data, order="sorted"), indent=1) + b"\n")
 
 
 def replace_file(path: Path, data: bytes) -> None:
@@ -74,29 +80,39 @@ def replace_file(path: Path, data: bytes) -> None:
     os.replace(tmp, path)
 
 
-def read_json(path: Path) -> tuple[dict | None, str | None]:
-    """(data, None), or (None, reason) when missing or unreadable."""
+def read_record(path: Path, kind: type[T]) -> tuple[T | None, str | None]:
+    """(record, None), or (None, why) when it is missing, unreadable or not a `kind`."""
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
+        data = msgspec.json.decode(path.read_bytes())
     except FileNotFoundError:
         return None, "missing"
-    except (OSError, ValueError) as exc:
-        return None, f"unreadable ({exc.__class__.__name__}: {exc})"
+    except (OSError, msgspec.DecodeError) as exc:
+        return None, f"unreadable ({one_line(exc)})"
     if not isinstance(data, dict) or data.get("schema") != SCHEMA:
         return None, f"unreadable (schema {data.get('schema') if isinstance(data, dict) else '?'}, expected {SCHEMA})"
-    return data, None
-
-
-def read_json_any(path: Path) -> dict | None:
-    """A JSON object from a file we wrote ourselves without a schema field, or None."""
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
+        return msgspec.convert(data, kind), None
+    except msgspec.ValidationError as exc:
+        return None, f"invalid ({exc})"
+
+
+def read_shape(root: Path, key: str) -> tuple[ShapeRecord | None, str | None]:
+    return read_record(shape_path(root, key), ShapeRecord)
+
+
+def read_marker(root: Path, name: str) -> tuple[Marker | None, str | None]:
+    return read_record(marker_path(root, name), Marker)
+
+
+def read_message(path: Path, kind: type[T]) -> T | None:
+    """A message a child process wrote (tasks/build/child/protocol.py), or None."""
+    try:
+        return msgspec.json.decode(path.read_bytes(), type=kind)
+    except (OSError, msgspec.DecodeError):
         return None
-    return data if isinstance(data, dict) else None
 
 
-def entry_reasons(cache: CacheRoot, recorded: dict[str, dict]) -> list[str]:
+def entry_reasons(cache: CacheRoot, recorded: dict[str, Entry]) -> list[str]:
     problems = [p for name in sorted(recorded) if (p := entries.problem(cache, name, recorded[name]))]
     if len(problems) > _MAX_ENTRY_REASONS:
         extra = len(problems) - _MAX_ENTRY_REASONS
@@ -106,12 +122,12 @@ def entry_reasons(cache: CacheRoot, recorded: dict[str, dict]) -> list[str]:
 
 def shape_reasons(cache: CacheRoot, key: str, fp: dict) -> list[str]:
     """Why a shape's warm no longer holds; [] when it does."""
-    record, why = read_json(shape_path(cache.path, key))
+    record, why = read_shape(cache.path, key)
     if record is None:
         return ["never warmed" if why == "missing" else f"shape record {why}"]
-    if not record.get("ok"):
-        return [f"last warm failed: {record.get('error', 'unknown error')}"]
-    return fingerprint.diff(record.get("fingerprint", {}), fp) or entry_reasons(cache, record.get("entries", {}))
+    if not record.ok:
+        return [f"last warm failed: {record.error or 'unknown error'}"]
+    return fingerprint.diff(record.fingerprint, fp) or entry_reasons(cache, record.entries)
 
 
 def superseded(root: Path, name: str, model: str, launch_index: int | None) -> list[Path]:
@@ -120,8 +136,8 @@ def superseded(root: Path, name: str, model: str, launch_index: int | None) -> l
     for path in (state_dir(root) / "markers").glob(f"{model}@*.json"):
         if path.stem == name:
             continue
-        data, _ = read_json(path)
-        if data and data.get("model") == model and data.get("launch_index") == launch_index:
+        data, _ = read_record(path, Marker)
+        if data and data.model == model and data.launch_index == launch_index:
             found.append(path)
     return found
 
@@ -132,15 +148,15 @@ def target_reasons(cache: CacheRoot, name: str, launch_hash: str, plan_hash: str
 
     `plan_hash` is None for fallback targets, whose shapes only the server knows.
     """
-    marker, why = read_json(marker_path(cache.path, name))
+    marker, why = read_marker(cache.path, name)
     if marker is None and why == "missing" and superseded(cache.path, name, model, launch_index):
         return [f"launch args changed (launch[{launch_index}] was warmed with other args)"]
     if marker is None:
         return ["not warmed yet (no marker)" if why == "missing" else f"marker {why}"]
     reasons = []
-    if marker.get("launch_hash") != launch_hash:
+    if marker.launch_hash != launch_hash:
         reasons.append("launch args changed")
-    elif plan_hash is not None and marker.get("plan_hash") != plan_hash:
+    elif plan_hash is not None and marker.plan_hash != plan_hash:
         reasons.append("shape plan changed")
-    reasons += fingerprint.diff(marker.get("fingerprint", {}), fp)
-    return reasons or entry_reasons(cache, marker.get("entries", {}))
+    reasons += fingerprint.diff(marker.fingerprint, fp)
+    return reasons or entry_reasons(cache, marker.entries)

@@ -331,3 +331,18 @@ def test_a_read_only_root_that_holds_every_kernel_needs_no_compile(ws):
     assert f"'cache roots': {new} (writable; DG_JIT_CACHE_DIR; sglang not installed), then {old} (read-only)" \
         in info.stdout
     assert "'cache layout': sgl-deep-gemm 0.2.x DeepJIT" in info.stdout
+
+
+def test_a_marker_with_a_wrong_field_type_is_stale_and_repaired(warmed):
+    """Records are read as their types (tasks/state/schema.py): valid JSON of the wrong shape is stale, not a crash."""
+    ws = warmed
+    path = next((ws.root / "jitwarm" / "markers").glob("*.json"))
+    marker = json.loads(path.read_text())
+    marker["entries"] = {name: {"binary": "kernel.cubin", "size": "large"} for name in marker["entries"]}
+    path.write_text(json.dumps(marker))
+    name = f"warm:{path.stem}"
+    assert ws.status()[name] == "R"
+    assert "marker invalid (Expected `int`, got `str`" in ws.doit("info", name).stdout
+    out = ws.doit("warm")
+    assert out.returncode == 0 and "Traceback" not in out.stdout + out.stderr, out.stdout + out.stderr
+    assert set(ws.status().values()) == {"U"}

@@ -6,6 +6,7 @@ import pytest
 
 from conftest import cache, make_entry
 from tasks.state import entries
+from tasks.state.schema import Entry
 
 JIT = "sm90_fp8_gemm_1d2d." + "3f2a" * 8  # a DeepJIT name: <tag>.<32 hex digits>
 
@@ -16,8 +17,7 @@ def test_legacy_complete_means_source_and_non_empty_binary(tmp_path):
     make_entry(tmp_path, "kernel.c.3", source=None)
     make_entry(tmp_path, "not-an-entry")
     assert entries.complete(cache(tmp_path)) == {"kernel.a.1": tmp_path / "cache" / "kernel.a.1"}
-    assert entries.describe(cache(tmp_path), "kernel.a.1") == {"binary": "kernel.cubin", "size": 6,
-                                                               "root": str(tmp_path)}
+    assert entries.describe(cache(tmp_path), "kernel.a.1") == Entry("kernel.cubin", 6, str(tmp_path))
 
 
 def test_deepjit_complete_means_committed_and_non_empty_cubin_without_a_kernel_prefix(tmp_path):
@@ -32,7 +32,7 @@ def test_deepjit_complete_means_committed_and_non_empty_cubin_without_a_kernel_p
 
 @pytest.mark.parametrize("layout, name", [("0.1.x", "kernel.a.1"), ("0.2.x", JIT)])
 def test_problem_names_the_entry_and_what_it_lacks(tmp_path, layout, name):
-    recorded = {"binary": "kernel.cubin", "size": 6}
+    recorded = Entry("kernel.cubin", 6)
     c = cache(tmp_path, layout)
     assert entries.problem(c, name, recorded) == f"entry {name} missing"
     entry = make_entry(tmp_path, name, layout, binary=b"xx")
@@ -52,16 +52,16 @@ def test_deepjit_looks_up_roots_in_order_and_counts_read_only_ones(tmp_path):
     make_entry(older, JIT, "0.2.x", binary=b"CUBIN older")
     make_entry(old, JIT, "0.2.x", binary=b"CUBIN old")
     c = cache(new, "0.2.x", old, older)
-    assert entries.describe(c, JIT) == {"binary": "kernel.cubin", "size": 9, "root": str(old)}
+    assert entries.describe(c, JIT) == Entry("kernel.cubin", 9, str(old))
     assert entries.complete(c) == {JIT: old / "cache" / JIT}
     # Uncommitted in the writable root: DeepJIT skips it, so the read-only one still counts.
     make_entry(new, JIT, "0.2.x", committed=False)
-    assert entries.describe(c, JIT)["root"] == str(old)
+    assert entries.describe(c, JIT).root == str(old)
     # Committed but broken in the writable root: DeepJIT would load that one, so it is incomplete.
     (new / "cache" / JIT / ".committed").write_text("")
     (new / "cache" / JIT / "kernel.cubin").write_bytes(b"")
     assert entries.describe(c, JIT) is None and JIT not in entries.complete(c)
-    assert entries.problem(c, JIT, {"binary": "kernel.cubin", "size": 9}).endswith("(kernel.cubin missing or empty)")
+    assert entries.problem(c, JIT, Entry("kernel.cubin", 9)).endswith("(kernel.cubin missing or empty)")
 
 
 @pytest.mark.parametrize("layout, name", [("0.1.x", "kernel.a.1"), ("0.2.x", JIT)])
@@ -80,7 +80,7 @@ def test_publish_replaces_a_broken_leftover(tmp_path, layout, name, broken):
     make_entry(root, name, layout, **broken)
     ours = make_entry(staging, name, layout, binary=b"fresh")
     assert entries.publish(ours, cache(root, layout)) is True
-    assert entries.describe(cache(root, layout), name)["size"] == 5
+    assert entries.describe(cache(root, layout), name).size == 5
     assert not os.listdir(root / "tmp"), "the leftover was not cleaned up"
 
 

@@ -1,10 +1,14 @@
-"""What the pool's parent and its forked children agree on: exit codes, the one-line
-environment problem, how replays record their calls, and where shared-replay pieces
-report. Imported by both sides; imports nothing from jitwarm."""
+"""What the pool's parent and its forked children agree on: the plan and the messages
+(typed, msgspec), exit codes, the one-line environment problem, how replays record their
+calls, and where shared-replay pieces report. Imported by both sides."""
 
 from __future__ import annotations
 
 from pathlib import Path
+
+import msgspec
+
+from tasks.state.cacheroot import CachePlan
 
 EXIT_ENV = 3  # a child's exit code for an environment problem, reported as one line
 PROBLEM_PREFIX = "jitwarm worker: "
@@ -22,11 +26,120 @@ def problem_line(log_tail: list[str]) -> str:
     return line.removeprefix(PROBLEM_PREFIX)
 
 
-def piece_path(spec: dict, i: int) -> Path:
-    """Where shared-replay piece `i` writes its result."""
-    return Path(spec["dir"]) / f"piece-{i}.json"
+def piece_path(spec: "SharedSpec", i: int) -> Path:
+    """Where shared-replay piece `i` writes its result (a PieceResult)."""
+    return Path(spec.dir) / f"piece-{i}.json"
 
 
-def status_path(spec: dict, i: int) -> Path:
-    """Where the zygote notes how a shared-replay piece's process ended, if it died on it."""
-    return Path(spec["dir"]) / f"piece-{i}.status"
+def status_path(spec: "SharedSpec", i: int) -> Path:
+    """Where the zygote notes how a shared-replay piece's process ended (a PieceStatus), if it died on it."""
+    return Path(spec.dir) / f"piece-{i}.status"
+
+
+# --- the pool plan (parent -> zygote -> children) ------------------------------------------
+class Shape(msgspec.Struct, frozen=True):
+    kind: str  # sglang's DeepGemmKernelType name
+    n: int
+    k: int
+    groups: int
+
+
+class CompilePlan(msgspec.Struct, kw_only=True):
+    module: str  # the deep_gemm to import (or a test stand-in)
+    shapes: list[Shape]
+    rows: list[int]  # each shape's buffer rows (its largest M)
+    busy_flag: str  # the shim touches it when another worker builds the kernel a call needs
+    first_call: tuple[int, int] | None  # (shape index, M) run before the queue, waiting if need be
+
+
+class Job(msgspec.Struct, kw_only=True):
+    log: str  # the child's stdout and stderr
+    status: str  # how the child ended, noted by the zygote (the parent polls for it)
+    result: str = ""  # what the child reports (a message below)
+    env: dict[str, str] = {}  # set in the child before it runs
+
+
+class CompileJob(Job, kw_only=True):
+    plan: CompilePlan
+
+
+class ReplayPlan(msgspec.Struct, kw_only=True):
+    cache: CachePlan
+    staging: str  # the private view of the cache this replay runs against
+    module: str
+    shape: Shape
+    m_values: list[int]
+    contig_alignment: int  # what the M list assumed: checked against the installed deep_gemm
+
+
+class ReplayJob(Job, kw_only=True):
+    plan: ReplayPlan
+
+
+class SharedShape(msgspec.Struct):
+    shape: Shape
+    m_values: list[int]
+
+
+class SharedSpec(msgspec.Struct, kw_only=True):
+    """The pulled shapes' replay, cut into pieces that a few processes drain."""
+
+    dir: str  # where pieces report
+    cache: CachePlan
+    module: str
+    contig_alignment: int
+    shapes: list[SharedShape]
+    pieces: list[tuple[int, int, int]]  # (shape index, first call, count)
+    processes: int
+    pool_log: str
+
+
+class PoolPlan(msgspec.Struct, kw_only=True):
+    module: str
+    cache: CachePlan
+    compile: list[CompileJob]
+    queue: list[tuple[int, int]]  # every (shape index, M) call, in the order workers take them
+    chunk: int
+    replays: list[ReplayJob]
+    shared: SharedSpec | None
+    timeout_s: float
+    parallel_replay: int
+    timings: str  # where the zygote writes its phases' seconds
+
+
+# --- what children report (-> parent) ------------------------------------------------------
+class CompileResult(msgspec.Struct, kw_only=True):
+    done: dict[str, int]  # shape index -> calls made
+    deferred: int  # calls put off while another worker built their kernel
+    import_s: float
+    seconds: float
+
+
+class PieceResult(msgspec.Struct, kw_only=True, omit_defaults=True):
+    """One shared-replay piece: what its calls opened and created, or why it failed."""
+
+    log: str
+    opened: list[str] = []
+    created: list[str] = []
+    calls: int = 0
+    launches: str = ""
+    seconds: float = 0.0
+    sees_opens: bool = True
+    error: str | None = None
+    skipped: bool = False  # another piece of its shape failed first
+
+
+class PieceStatus(msgspec.Struct):
+    """How the process replaying a piece ended, when it died on it."""
+
+    how: str
+    log: str
+
+
+class SharedProcessJob(Job, kw_only=True):
+    staging: str  # its private view of the cache
+
+
+def shared_process(spec: SharedSpec, n: int, log: str) -> SharedProcessJob:
+    """The job of the n-th shared replay process (its pieces report through the spec)."""
+    return SharedProcessJob(log=log, status="", staging=str(Path(spec.dir) / f"view-{n}"))

@@ -16,23 +16,23 @@ import os
 import time
 from pathlib import Path
 
-from tasks.build.child.protocol import CAPTURE_CHUNK, CAPTURED, EnvironmentProblem
-from tasks.state import records
+from tasks.build.child.protocol import CAPTURE_CHUNK, CAPTURED, EnvironmentProblem, ReplayPlan, Shape
 from tasks.state.cacheroot import CacheRoot
 from tasks.state.cacheview import CacheView
+from tasks.state.schema import Replayed
 
 
-def run(plan: dict) -> dict:
-    view = CacheView(CacheRoot.from_plan(plan["cache"]), Path(plan["staging"]))
+def run(plan: ReplayPlan) -> Replayed:
+    view = CacheView(CacheRoot.from_plan(plan.cache), Path(plan.staging))
     os.environ["DG_JIT_CACHE_DIR"] = str(view.path)
 
     started = time.monotonic()
-    executor = executor_for(plan)
-    launches = sweep(executor, plan["m_values"], view)
+    executor = executor_for(plan.module, plan.shape, plan.m_values, plan.contig_alignment)
+    launches = sweep(executor, plan.m_values, view)
     seconds = time.monotonic() - started
     used, created, how = view.commit()
-    return {"schema": records.SCHEMA, "entries": used, "new": created, "calls": len(plan["m_values"]),
-            "sweep_seconds": round(seconds, 3), "verification": how, "launches": launches}
+    return Replayed(entries=used, new=created, calls=len(plan.m_values), sweep_seconds=round(seconds, 3),
+                    verification=how, launches=launches)
 
 
 def sweep(executor, m_values: list[int], view: CacheView) -> str:
@@ -89,20 +89,23 @@ def start_device(module: str) -> None:
         executors.start_device()
 
 
-def executor_for(plan: dict):
-    """The executor of plan["shape"] over plan["m_values"] (a stand-in's own, if it has one)."""
-    module = plan["module"]
-    dg = import_module(module)
-    shape, m_values = plan["shape"], plan["m_values"]
+def factory_of(dg):
+    """What makes executors for `dg`: a stand-in's own, else sglang's calls (executors.py)."""
     factory = getattr(dg, "jitwarm_executor", None)
     if factory is None:
         from tasks.build.child import executors
         factory = executors.create
+    return factory
+
+
+def executor_for(module: str, shape: Shape, m_values: list[int], contig_alignment: int):
+    """The executor of `shape` over `m_values`."""
+    dg = import_module(module)
     alignment = getattr(dg, "get_mk_alignment_for_contiguous_layout", None)
-    if shape["kind"].endswith("_CONTIG") and alignment is not None:
+    if shape.kind.endswith("_CONTIG") and alignment is not None:
         actual = int(alignment())
-        if actual != plan["contig_alignment"]:
+        if actual != contig_alignment:
             raise EnvironmentProblem(f"{module} aligns contiguous layouts to {actual}, the plan assumed "
-                                     f"{plan['contig_alignment']}; update tasks/mlists.CONTIG_ALIGNMENT")
-    return factory(dg, shape["kind"], shape["n"], shape["k"], shape["groups"], max(m_values))
+                                     f"{contig_alignment}; update tasks/plan/mlists.CONTIG_ALIGNMENT")
+    return factory_of(dg)(dg, shape.kind, shape.n, shape.k, shape.groups, max(m_values))
 

@@ -22,57 +22,57 @@ import traceback
 from pathlib import Path
 
 from tasks.build.child import replay
-from tasks.build.child.protocol import EnvironmentProblem, piece_path
+from tasks.build.child.protocol import EnvironmentProblem, PieceResult, SharedProcessJob, SharedSpec, piece_path
 from tasks.plan.text import one_line
 from tasks.state import records
 from tasks.state.cacheroot import CacheRoot
 from tasks.state.cacheview import CacheView
 
-def _failed_flag(spec: dict, s: int) -> Path:
-    return Path(spec["dir"]) / f"failed-{s}"
+
+def _failed_flag(spec: SharedSpec, s: int) -> Path:
+    return Path(spec.dir) / f"failed-{s}"
 
 
-def run(spec: dict, job: dict, take, slot) -> int:
+def run(spec: SharedSpec, job: SharedProcessJob, take, slot) -> int:
     """A process's body: replay pieces from `take()` until none are left (or one fails or
     compiles). `slot` = [piece now running or -1, when it began, pieces taken], read by the
     zygote to time pieces out and to tell which piece a dead process was on."""
-    view = CacheView(CacheRoot.from_plan(spec["cache"]), Path(job["staging"]))
+    view = CacheView(CacheRoot.from_plan(spec.cache), Path(job.staging))
     os.environ["DG_JIT_CACHE_DIR"] = str(view.path)
     began = time.monotonic()
-    replay.start_device(spec["module"])
+    replay.start_device(spec.module)
     print(f"device ready in {time.monotonic() - began:.2f}s", flush=True)
-    current: list = [None, None]  # shape index, executor: one shape's buffers at a time
+    current: tuple[int, object] | None = None  # shape index, executor: one shape's buffers at a time
     while (i := take()) is not None:
-        s, first, count = spec["pieces"][i]
-        shape = spec["shapes"][s]
+        s, first, count = spec.pieces[i]
+        shape = spec.shapes[s]
         if _failed_flag(spec, s).exists():  # another piece of it failed: the shape is lost anyway
-            records.write_json(piece_path(spec, i), {"skipped": True})
+            records.write_json(piece_path(spec, i), PieceResult(log=job.log, skipped=True))
             continue
         with slot.get_lock():
             slot[0], slot[1], slot[2] = i, time.monotonic(), slot[2] + 1
-        print(f"piece {i}: shape {s} {shape['shape']['kind']} N={shape['shape']['n']} K={shape['shape']['k']} "
+        print(f"piece {i}: shape {s} {shape.shape.kind} N={shape.shape.n} K={shape.shape.k} "
               f"calls {first}..{first + count - 1}", flush=True)
         started = time.monotonic()
         try:
-            if current[0] != s:
-                _release(current[1])
-                current[:] = [None, None]
-                current[:] = [s, replay.executor_for({**shape, "module": spec["module"],
-                                                      "contig_alignment": spec["contig_alignment"]})]
-            launches = replay.sweep(current[1], shape["m_values"][first:first + count], view)
+            if current is None or current[0] != s:
+                _release(current)
+                current = None
+                current = (s, replay.executor_for(spec.module, shape.shape, shape.m_values, spec.contig_alignment))
+            launches = replay.sweep(current[1], shape.m_values[first:first + count], view)
             opened, created = view.checkpoint()
         except EnvironmentProblem:
             raise  # the zygote reports it for every piece left
         except Exception as exc:
             traceback.print_exc()
             _failed_flag(spec, s).touch()
-            records.write_json(piece_path(spec, i), {"error": one_line(exc, 300), "log": job["log"]})
+            records.write_json(piece_path(spec, i), PieceResult(log=job.log, error=one_line(exc, 300)))
             return 0
         seconds = round(time.monotonic() - started, 3)
         print(f"  {count} calls in {seconds}s", flush=True)
-        records.write_json(piece_path(spec, i), {
-            "opened": sorted(opened), "created": sorted(created), "calls": count, "launches": launches,
-            "seconds": seconds, "sees_opens": view.sees_opens, "log": job["log"]})
+        records.write_json(piece_path(spec, i), PieceResult(
+            log=job.log, opened=sorted(opened), created=sorted(created), calls=count, launches=launches,
+            seconds=seconds, sees_opens=view.sees_opens))
         with slot.get_lock():
             slot[0] = -1
         if created:
@@ -80,7 +80,7 @@ def run(spec: dict, job: dict, take, slot) -> int:
     return 0
 
 
-def _release(executor) -> None:
-    release = getattr(executor, "release", None)
+def _release(current) -> None:
+    release = getattr(current[1], "release", None) if current else None
     if release is not None:
         release()

@@ -26,6 +26,8 @@ import time
 import traceback
 from pathlib import Path
 
+import msgspec
+
 from tasks.build.child import compile, protocol, replay, shared_replay
 from tasks.state import records
 from tasks.state.cacheroot import CacheRoot
@@ -42,17 +44,17 @@ def main(argv: list[str]) -> int:
         line = sys.stdin.readline().strip()
         if not line:
             return 0  # the warm needed no pool after all
-        plan = json.loads(Path(line).read_text())
+        plan = _read_plan(Path(line))
         timings = {"import_s": round(imported, 3), "waited_s": round(time.monotonic() - started - imported, 3)}
     else:
-        plan = json.loads(Path(argv[1]).read_text())
-        problem = _import_torch(plan["module"])
+        plan = _read_plan(Path(argv[1]))
+        problem = _import_torch(plan.module)
         if problem is not None:
             return problem
         timings = {"import_s": round(time.monotonic() - started, 3)}
     # The compile queue: one list, a counter in shared memory that every forked worker
     # advances, so an idle worker always takes the next calls nobody has started.
-    queue, chunk = plan["queue"], plan["chunk"]
+    queue, chunk = plan.queue, plan.chunk
     counter = multiprocessing.Value("l", 0)
 
     def take():
@@ -61,18 +63,22 @@ def main(argv: list[str]) -> int:
             counter.value = start + chunk
         return queue[start:start + chunk]
 
-    compile_kids = [_Kid(job, lambda job: _compile_child(job, take)) for job in plan["compile"]]
-    timings["compile_s"], pids = _run_children(compile_kids, len(compile_kids), plan["timeout_s"])
-    _remove_build_leftovers(CacheRoot.from_plan(plan["cache"]), pids)
-    kids = [_Kid(job, _replay_child) for job in plan["replays"]]
-    shared = _Shared(plan["shared"]) if plan.get("shared") else None
+    compile_kids = [_Kid(job, lambda job: _compile_child(job, take)) for job in plan.compile]
+    timings["compile_s"], pids = _run_children(compile_kids, len(compile_kids), plan.timeout_s)
+    _remove_build_leftovers(CacheRoot.from_plan(plan.cache), pids)
+    kids = [_Kid(job, _replay_child) for job in plan.replays]
+    shared = _Shared(plan.shared) if plan.shared else None
     if shared is not None:
-        kids += [shared.kid() for _ in range(plan["shared"]["processes"])]
-    timings["replay_s"], _ = _run_children(kids, plan["parallel_replay"], plan["timeout_s"])
+        kids += [shared.kid() for _ in range(plan.shared.processes)]
+    timings["replay_s"], _ = _run_children(kids, plan.parallel_replay, plan.timeout_s)
     if shared is not None:
         shared.finish()
-    Path(plan["timings"]).write_text(json.dumps(timings))
+    Path(plan.timings).write_text(json.dumps(timings))
     return 0
+
+
+def _read_plan(path: Path) -> protocol.PoolPlan:
+    return msgspec.json.decode(path.read_bytes(), type=protocol.PoolPlan)
 
 
 def _import_torch(module: str) -> int | None:
@@ -96,7 +102,7 @@ def _import_torch(module: str) -> int | None:
 class _Kid:
     """One forked child: a job (log, status file) and the body it runs."""
 
-    def __init__(self, job: dict, body):
+    def __init__(self, job: protocol.Job, body):
         self.job, self.body = job, body
         self.began = 0.0
         self.killed_for: str | None = None  # why the zygote killed it, if it did
@@ -113,7 +119,7 @@ class _Kid:
 class _Shared:
     """Processes that drain one queue of replay pieces (tasks/build/child/shared_replay.py)."""
 
-    def __init__(self, spec: dict):
+    def __init__(self, spec: protocol.SharedSpec):
         self.spec = spec
         self.counter = multiprocessing.Value("l", 0)
         self.started = 0
@@ -122,34 +128,33 @@ class _Shared:
     def take(self) -> int | None:
         with self.counter.get_lock():
             i = self.counter.value
-            if i >= len(self.spec["pieces"]):
+            if i >= len(self.spec.pieces):
                 return None
             self.counter.value = i + 1
             return i
 
     def left(self) -> bool:
-        return self.broken is None and self.counter.value < len(self.spec["pieces"])
+        return self.broken is None and self.counter.value < len(self.spec.pieces)
 
     def kid(self) -> "_SharedKid":
         n, self.started = self.started, self.started + 1
-        job = {"log": str(records.log_path(Path(self.spec["cache"]["root"]), f"replay-pulled-{n}")),
-               "staging": str(Path(self.spec["dir"]) / f"view-{n}")}
-        return _SharedKid(self, job)
+        log = records.log_path(Path(self.spec.cache.root), f"replay-pulled-{n}")
+        return _SharedKid(self, protocol.shared_process(self.spec, n, str(log)))
 
     def note(self, i: int, how: str, log: str) -> None:
         path = protocol.status_path(self.spec, i)
         if not path.exists():  # a timeout's note stays when the kill is reaped
-            records.write_json(path, {"how": how, "log": log})
+            records.write_json(path, protocol.PieceStatus(how, log))
 
     def finish(self) -> None:
         """Pieces nobody took (their processes could not start) end with the reason."""
-        how, log = self.broken or ("did not run", self.spec["pool_log"])
+        how, log = self.broken or ("did not run", self.spec.pool_log)
         while (i := self.take()) is not None:
             self.note(i, how, log)
 
 
 class _SharedKid(_Kid):
-    def __init__(self, shared: _Shared, job: dict):
+    def __init__(self, shared: _Shared, job: protocol.SharedProcessJob):
         self.shared = shared
         self.slot = multiprocessing.Array("d", [-1.0, 0.0, 0.0])  # piece, began, pieces taken
         super().__init__(job, lambda job: shared_replay.run(shared.spec, job, shared.take, self.slot))
@@ -168,9 +173,9 @@ class _SharedKid(_Kid):
         how = self.killed_for or how
         piece, _, taken = self._piece()
         if piece >= 0:
-            self.shared.note(piece, how, self.job["log"])
+            self.shared.note(piece, how, self.job.log)
         if how == f"exited with code {protocol.EXIT_ENV}" or (taken == 0 and how != "exited with code 0"):
-            self.shared.broken = (how, self.job["log"])  # the next process would fare no better
+            self.shared.broken = (how, self.job.log)  # the next process would fare no better
         return [self.shared.kid()] if self.shared.left() else []
 
 
@@ -212,7 +217,7 @@ def _kill_group(pgid: int) -> None:
         os.killpg(pgid, signal.SIGKILL)
 
 
-def _fork(job: dict, body) -> int:
+def _fork(job: protocol.Job, body) -> int:
     pid = os.fork()
     if pid:
         with contextlib.suppress(ProcessLookupError, PermissionError):
@@ -221,12 +226,12 @@ def _fork(job: dict, body) -> int:
     code = 1
     try:
         os.setpgid(0, 0)  # its own group: a timeout or its exit ends everything it started
-        log = os.open(job["log"], os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+        log = os.open(job.log, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
         os.dup2(log, 1)
         os.dup2(log, 2)
         sys.stdout = os.fdopen(1, "w", buffering=1)
         sys.stderr = os.fdopen(2, "w", buffering=1)
-        os.environ.update(job.get("env", {}))
+        os.environ.update(job.env)
         code = body(job)
     except protocol.EnvironmentProblem as exc:
         print(f"{protocol.PROBLEM_PREFIX}{exc}", file=sys.stderr, flush=True)
@@ -240,18 +245,18 @@ def _fork(job: dict, body) -> int:
         os._exit(code)
 
 
-def _compile_child(job: dict, take) -> int:
-    records.write_json(Path(job["result"]), compile.run(job["plan"], take))
+def _compile_child(job: protocol.CompileJob, take) -> int:
+    records.write_json(Path(job.result), compile.run(job.plan, take))
     return 0
 
 
-def _replay_child(job: dict) -> int:
-    records.write_json(Path(job["result"]), replay.run(job["plan"]))
+def _replay_child(job: protocol.ReplayJob) -> int:
+    records.write_json(Path(job.result), replay.run(job.plan))
     return 0
 
 
-def _note(job: dict, how: str) -> None:
-    records.replace_file(Path(job["status"]), how.encode())  # the parent polls for it: never half-written
+def _note(job: protocol.Job, how: str) -> None:
+    records.replace_file(Path(job.status), how.encode())  # the parent polls for it: never half-written
 
 
 def _describe(status: int) -> str:
