@@ -41,8 +41,8 @@ def run(plan: CompilePlan, take) -> CompileResult:
     os.environ["JITWARM_NVCC_WAIT"] = "1"
     worker.attempt(sorted(deferred))
     worker.sync()
-    return CompileResult(done={str(s): n for s, n in worker.done.items()}, deferred=skipped, import_s=round(imported, 3),
-                         seconds=round(time.monotonic() - started, 3))
+    return CompileResult(done={str(s): n for s, n in worker.done.items()}, deferred=skipped,
+                         import_s=round(imported, 3), seconds=round(time.monotonic() - started, 3))
 
 
 class _Worker:

@@ -1,0 +1,32 @@
+"""A private view of a cache (tasks/state/cacheview.py): staged from every root, exact attribution, nothing lost."""
+
+from conftest import cache, make_entry
+from tasks.state import cacheview, entries
+
+JIT = "sm90_fp8_gemm_1d2d." + "a" * 32
+OLD = "transpose_fp32." + "b" * 32
+NEW = "sm90_fp8_gemm_1d2d." + "c" * 32
+
+
+def test_the_view_holds_every_roots_entries_and_publishes_new_ones_only_into_the_writable_root(tmp_path):
+    c = cache(tmp_path / "w", "0.2.x", tmp_path / "ro")
+    make_entry(tmp_path / "w", JIT, "0.2.x")
+    make_entry(tmp_path / "ro", OLD, "0.2.x")
+    view = cacheview.CacheView(c, tmp_path / "view")
+    assert view.staged == {JIT, OLD}
+    with open(tmp_path / "view" / "cache" / OLD / "kernel.cubin", "rb"):  # the run loads one staged entry
+        pass
+    make_entry(tmp_path / "view", NEW, "0.2.x")  # and builds one
+    used, created, how = view.commit()
+    assert set(used) == {OLD, NEW} and created == [NEW] and how.startswith("inotify")
+    assert used[OLD].root == str(tmp_path / "ro") and used[NEW].root == str(tmp_path / "w")
+    assert entries.describe(c, NEW) is not None and not (tmp_path / "ro" / "cache" / NEW).exists()
+
+
+def test_salvage_keeps_every_complete_entry_a_crashed_run_left_and_nothing_else(tmp_path):
+    c = cache(tmp_path / "w", "0.2.x")
+    cacheview.CacheView(c, tmp_path / "view")
+    make_entry(tmp_path / "view", NEW, "0.2.x")
+    make_entry(tmp_path / "view", JIT, "0.2.x", committed=False)  # a build that never committed
+    cacheview.salvage(tmp_path / "view", c)
+    assert set(entries.complete(c)) == {NEW} and not (tmp_path / "view").exists()
