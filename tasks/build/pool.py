@@ -185,7 +185,7 @@ class _Jobs:
     queue: list[tuple[int, int]]
     compile: list[protocol.CompileJob]
     replays: dict[int, protocol.ReplayJob]  # runnable index -> a compiled shape's replay job
-    shared: protocol.SharedSpec | None  # the shared replay spec of the pulled shapes
+    shared_spec: protocol.SharedSpec | None  # how the pulled shapes are replayed
     shared_index: dict[int, int]  # runnable index -> its index among the pulled shapes
     plan_file: Path
 
@@ -211,8 +211,8 @@ def run(works: list[ShapeWork], session: Session, fp: dict, base_env: dict, stor
     if jobs is None:
         return report
     compiled_before = _compiled_count(store)
-    also = (f"; replaying {len(jobs.shared_index)} pulled from the remote in {jobs.shared.processes} processes"
-            if jobs.shared else "")
+    also = (f"; replaying {len(jobs.shared_index)} pulled from the remote in {jobs.shared_spec.processes} processes"
+            if jobs.shared_spec else "")
     print(f"compiling {len(jobs.compiling)} shapes ({len(jobs.queue)} calls) with {report.workers} workers{also}",
           flush=True)
     deliver = _Delivery(jobs, report, cache, pulled or {}, on_replay)
@@ -293,7 +293,7 @@ class _Delivery:
         jobs = self.jobs
         for s, work in list(self.pending.items()):
             if s in jobs.shared_index:
-                got = shared.outcome(jobs.shared, jobs.shared_index[s], self.pulled[work.key], self.cache,
+                got = shared.outcome(jobs.shared_spec, jobs.shared_index[s], self.pulled[work.key], self.cache,
                                      outcome.describe() if outcome else None)
                 if got is None:
                     continue
