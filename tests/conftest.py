@@ -46,7 +46,7 @@ def model_file(directory: Path, name: str, launches: str, header: str = V3_CONFI
     return path
 
 
-# The deep_gemm stand-in of each cache layout (tasks/layouts.py).
+# The deep_gemm stand-in of each cache layout (tasks/state/layouts.py).
 STAND_INS = {"0.1.x": "fake_deep_gemm", "0.2.x": "fake_deep_jit"}
 
 
@@ -98,7 +98,7 @@ class Workspace:
         return self.compile_log.read_text().split() if self.compile_log.exists() else []
 
     def pool_processes(self) -> list:
-        """Live pool processes (tasks/zygote.py) that work on this workspace's cache root."""
+        """Live pool processes (tasks/build/child/zygote.py) that work on this workspace's cache root."""
         import psutil
 
         found = []

@@ -12,7 +12,7 @@ from tasks.plan.launch_args import ServerFlags
 
 # sglang's chunked_prefill_size default for 35-160 GB GPUs (H100, H200, A100, H20).
 ASSUMED_CHUNKED_PREFILL = 8192
-# deep_gemm.get_mk_alignment_for_contiguous_layout() on sm90; the worker re-checks it.
+# deep_gemm.get_mk_alignment_for_contiguous_layout() on sm90; each replay re-checks it.
 CONTIG_ALIGNMENT = 128
 
 

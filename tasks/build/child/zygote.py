@@ -36,7 +36,7 @@ from tasks.state.cacheroot import CacheRoot
 def main(argv: list[str]) -> int:
     started = time.monotonic()
     if argv[1] == "--standby":
-        # Started before the plan exists (tasks/pool.prestart): import first, then wait.
+        # Started before the plan exists (tasks/build/pool.prestart): import first, then wait.
         problem = _import_torch(argv[2])
         if problem is not None:
             return problem
