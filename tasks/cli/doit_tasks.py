@@ -16,7 +16,7 @@ from doit.exceptions import InvalidCommand
 
 from tasks import session as run_state
 from tasks.cli.reporter import WarmReporter
-from tasks.host import fingerprint, hfcache, packages, settings
+from tasks.host import fingerprint, gpu, hfcache, packages, settings
 from tasks.plan import locks, registry, sharding, targets
 from tasks.session import Session
 from tasks.state import cacheroot, layouts, records
@@ -114,7 +114,7 @@ def load() -> tuple[Session, list[targets.Target]]:
     except layouts.LayoutError as exc:
         raise SystemExit(f"jitwarm: {exc}") from None
     session = run_state.start(Session(root, conf, functools.partial(fingerprint.compute, layout)))
-    facts = targets.Facts(packages.versions(), hfcache.cached_file)
+    facts = targets.Facts(packages.versions(), hfcache.cached_file, gpu.total_mib())
     return session, targets.expand(registry.load(conf.models_dir), facts=facts)
 
 

@@ -15,13 +15,23 @@ def margin_bytes(environ=None) -> int:
 
 def free_bytes(environ=None) -> int | None:
     """Free memory of the first visible GPU, or None when it cannot be read."""
+    mib = _query("memory.free", environ)
+    return mib * (1 << 20) if mib is not None else None
+
+
+def total_mib(environ=None) -> int | None:
+    """Memory of the first visible GPU in MiB (what sglang sizes its defaults by), or None."""
+    return _query("memory.total", environ)
+
+
+def _query(field: str, environ=None) -> int | None:
     env = os.environ if environ is None else environ
-    argv = ["nvidia-smi", "--query-gpu=memory.free", "--format=csv,noheader,nounits"]
+    argv = ["nvidia-smi", f"--query-gpu={field}", "--format=csv,noheader,nounits"]
     first = (env.get("CUDA_VISIBLE_DEVICES") or "").split(",")[0].strip()
     if first.isdigit():
         argv.append(f"--id={first}")
     try:
         out = subprocess.run(argv, capture_output=True, text=True, timeout=10, check=True).stdout
-        return int(float(out.splitlines()[0])) * (1 << 20)
+        return int(float(out.splitlines()[0]))
     except (OSError, subprocess.SubprocessError, ValueError, IndexError):
         return None

@@ -1,7 +1,9 @@
 """Server launch args: normalisation, hashing and the few flags that change DeepGEMM shapes.
 
 Only flags that change which GEMMs a server runs, or its M list, are interpreted;
-every other flag is carried along untouched (it still counts in the hash).
+every other flag is carried along untouched (it still counts in the hash). Spellings
+follow sglang 0.5.23 (srt/arg_groups/fields/*.py; argparse also takes unique prefixes
+such as --tp and --dp). Flags that release removed are refused with their successor.
 """
 
 from __future__ import annotations
@@ -18,6 +20,10 @@ _VALUE_FLAGS = {
     "--dp": ("dp", int),
     "--dp-size": ("dp", int),
     "--data-parallel-size": ("dp", int),
+    # fields/parallel.py:81-88: attention DP groups inside the TP group.
+    "--attn-dp-size": ("attn_dp_size", int),
+    "--attention-data-parallel-size": ("attn_dp_size", int),
+    "--ep-num-redundant-experts": ("ep_num_redundant_experts", int),
     "--ep": ("ep", int),
     "--ep-size": ("ep", int),
     "--expert-parallel-size": ("ep", int),
@@ -26,16 +32,28 @@ _VALUE_FLAGS = {
     "--moe-dense-tp-size": ("moe_dense_tp_size", int),
     "--chunked-prefill-size": ("chunked_prefill_size", int),
     "--deepep-mode": ("deepep_mode", str),
+    "--fp8-gemm-backend": ("fp8_gemm_backend", str),
+    "--speculative-algorithm": ("speculative_algorithm", str),
 }
 _BOOL_FLAGS = {
+    # Deprecated spelling of --attn-dp-size (server_args.py:417-423, parallel_hook.py:39-61).
     "--enable-dp-attention": "enable_dp_attention",
     "--disable-shared-experts-fusion": "disable_shared_experts_fusion",
-    # Older sglang spellings of the same switches.
-    "--enable-deepep-moe": "enable_deepep_moe",
-    "--enable-ep-moe": "enable_ep_moe",
+    "--enforce-shared-experts-fusion": "enforce_shared_experts_fusion",
+    "--enable-two-batch-overlap": "enable_two_batch_overlap",
+    "--enable-single-batch-overlap": "enable_single_batch_overlap",
+    "--enable-deterministic-inference": "enable_deterministic_inference",
+}
+# Flags older sglang releases took, gone from 0.5.23's argument parser.
+_REMOVED = {
+    "--enable-deepep-moe": "--moe-a2a-backend deepep",
+    "--enable-ep-moe": "--ep-size <tp>",
 }
 _CHOICES = {
     "deepep_mode": ("auto", "normal", "low_latency"),
+    # quantization/fp8_utils.py:433-444 Fp8GemmRunnerBackend
+    "fp8_gemm_backend": ("auto", "flashinfer_trtllm", "flashinfer_cutlass", "flashinfer_cutedsl",
+                         "flashinfer_deepgemm", "cutlass", "deep_gemm", "triton", "aiter"),
 }
 
 
@@ -43,11 +61,16 @@ class ArgsError(ValueError):
     """A launch arg that cannot be interpreted; the message is one line."""
 
 
+# overrides.py:1578-1592: these all-to-all backends span experts over every rank (ep = tp).
+EP_SPANNING_A2A = ("deepep", "deepep_v2", "mooncake", "nixl", "pplx", "mori", "megamoe", "flashinfer",
+                   "flashinfer_megamoe", "ascend_fuseep")
+
+
 @dataclass(frozen=True)
 class ServerFlags:
     tp: int
-    dp: int = 1
-    enable_dp_attention: bool = False
+    dp: int = 1  # data-parallel replicas: no effect on shapes
+    attn_dp_size: int = 1
     ep: int = 1
     moe_a2a_backend: str = "none"
     moe_runner_backend: str = "auto"
@@ -55,6 +78,13 @@ class ServerFlags:
     chunked_prefill_size: int | None = None
     deepep_mode: str = "auto"
     disable_shared_experts_fusion: bool = False
+    enforce_shared_experts_fusion: bool = False
+    enable_two_batch_overlap: bool = False
+    enable_single_batch_overlap: bool = False
+    ep_num_redundant_experts: int = 0
+    fp8_gemm_backend: str = "auto"
+    enable_deterministic_inference: bool = False
+    speculative_algorithm: str | None = None
 
     @property
     def deepep(self) -> bool:
@@ -62,8 +92,8 @@ class ServerFlags:
 
     @property
     def attn_tp(self) -> int:
-        """Tensor-parallel width of attention: dp-attention splits tp into dp groups."""
-        return self.tp // self.dp if self.enable_dp_attention else self.tp
+        """Tensor-parallel width of attention (runtime_context.attn_tp_size_of): tp / attn_dp_size."""
+        return self.tp // self.attn_dp_size
 
 
 def normalize(args: list[str] | tuple[str, ...]) -> list[str]:
@@ -110,18 +140,18 @@ def parse(args, tp: int) -> ServerFlags:
             continue
         if token in _BOOL_FLAGS:
             values[_BOOL_FLAGS[token]] = True
+        elif token in _REMOVED:
+            raise ArgsError(f"{token} was removed from sglang; use {_REMOVED[token]}")
         i += 1
 
     if "tp" in values and values["tp"] != tp:
         raise ArgsError(f"--tp {values['tp']} in args contradicts tp = {tp}")
     values["tp"] = tp
-    if values.pop("enable_deepep_moe", False):
-        values.setdefault("moe_a2a_backend", "deepep")
-    if values.pop("enable_ep_moe", False):
-        values.setdefault("ep", tp)
-    if values.get("moe_a2a_backend") == "deepep":
-        # sglang forces ep_size = tp_size under DeepEP.
-        values["ep"] = tp
+    if values.pop("enable_dp_attention", False) and values.get("attn_dp_size", 1) == 1:
+        # parallel_hook.py:39-61: `--dp N --enable-dp-attention` is `--attn-dp-size N`.
+        values["attn_dp_size"], values["dp"] = values.get("dp", 1), 1
+    if values.get("moe_a2a_backend") in EP_SPANNING_A2A:
+        values["ep"] = tp  # overrides.py:1610-1620: _a2a_ep_size
     flags = ServerFlags(**values)
     _check_divisibility(flags)
     return flags
@@ -133,16 +163,19 @@ def _convert(flag: str, raw: str, kind):
             value = int(raw)
         except ValueError:
             raise ArgsError(f"{flag} expects an integer, got {json.dumps(raw)}") from None
-        if value < 1 and flag != "--chunked-prefill-size":
+        if value < 0 and flag == "--ep-num-redundant-experts":
+            raise ArgsError(f"{flag} expects a non-negative integer, got {json.dumps(raw)}")
+        if value < 1 and flag not in ("--chunked-prefill-size", "--ep-num-redundant-experts"):
             raise ArgsError(f"{flag} expects a positive integer, got {json.dumps(raw)}")
         return value
     return raw
 
 
 def _check_divisibility(flags: ServerFlags) -> None:
-    if flags.enable_dp_attention and flags.tp % flags.dp:
-        raise ArgsError(f"--dp {flags.dp} does not divide tp {flags.tp}")
+    if flags.tp % flags.attn_dp_size:
+        raise ArgsError(f"--attn-dp-size {flags.attn_dp_size} does not divide tp {flags.tp}")
     if flags.tp % flags.ep:
         raise ArgsError(f"--ep {flags.ep} does not divide tp {flags.tp}")
-    if flags.moe_dense_tp_size is not None and flags.tp % flags.moe_dense_tp_size:
-        raise ArgsError(f"--moe-dense-tp-size {flags.moe_dense_tp_size} does not divide tp {flags.tp}")
+    if flags.moe_dense_tp_size not in (None, 1, flags.tp):
+        # arg_groups/validation_hook.py:207-211
+        raise ArgsError(f"--moe-dense-tp-size {flags.moe_dense_tp_size}: sglang takes only 1 or tp ({flags.tp})")

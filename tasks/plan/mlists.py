@@ -10,7 +10,11 @@ from dataclasses import dataclass
 
 from tasks.plan.launch_args import ServerFlags
 
-# sglang's chunked_prefill_size default for 35-160 GB GPUs (H100, H200, A100, H20).
+# sglang 0.5.23's chunked_prefill_size default by GPU memory in MiB (arg_groups/memory_hook.py:89-170):
+# below 20 GiB 2048, below 60 GiB 4096, below 160 GiB 8192 (H100, H200), else 16384 (B200, MI300).
+_CHUNKED_PREFILL_BY_MEMORY = ((20 * 1024, 2048), (60 * 1024, 4096), (160 * 1024, 8192))
+_CHUNKED_PREFILL_LARGEST = 16384
+# Planning on a host without a visible GPU: the 60-160 GiB class (H100, H200), stated in the note.
 ASSUMED_CHUNKED_PREFILL = 8192
 # deep_gemm.get_mk_alignment_for_contiguous_layout() on sm90; each replay re-checks it.
 CONTIG_ALIGNMENT = 128
@@ -67,23 +71,31 @@ def for_kind(kind_is_contig: bool, values: list[int], alignment: int = CONTIG_AL
     return [m for m in values if m % alignment == 0]
 
 
-def effective_chunked_prefill(flags: ServerFlags) -> tuple[int, str]:
-    """The chunked_prefill_size the server ends up with, and a note if it was assumed."""
+def default_chunked_prefill(gpu_memory_mib: int | None) -> tuple[int, str]:
+    """sglang's default for a GPU of this memory, and how it was chosen."""
+    if gpu_memory_mib is None:
+        return ASSUMED_CHUNKED_PREFILL, ", no GPU visible here: assumed sglang's default for 60-160 GiB GPUs"
+    size = next((size for below, size in _CHUNKED_PREFILL_BY_MEMORY if gpu_memory_mib < below),
+                _CHUNKED_PREFILL_LARGEST)
+    return size, f", sglang's default for a {gpu_memory_mib // 1024} GiB GPU"
+
+
+def effective_chunked_prefill(flags: ServerFlags, gpu_memory_mib: int | None = None) -> tuple[int, str]:
+    """The chunked_prefill_size the server's warmup reads, and how it came about."""
     note = ""
     size = flags.chunked_prefill_size
     if size is None:
-        size = ASSUMED_CHUNKED_PREFILL
-        note = ", assumed sglang default for 35-160 GB GPUs"
-    if flags.enable_dp_attention and flags.dp > 1:
-        # sglang divides it among dp-attention ranks before the warmup reads it.
-        size = size // flags.dp
-        note += f", divided by dp {flags.dp}"
+        size, note = default_chunked_prefill(gpu_memory_mib)
+    if flags.attn_dp_size > 1:
+        # parallel_hook.py:326-332: divided among the attention-DP groups before the warmup reads it.
+        size = size // flags.attn_dp_size
+        note += f", divided by attention DP {flags.attn_dp_size}"
     return size, note
 
 
-def policy(flags: ServerFlags, fast_warmup: bool, override) -> MListPolicy:
+def policy(flags: ServerFlags, fast_warmup: bool, override, gpu_memory_mib: int | None = None) -> MListPolicy:
     """Pick the M list: an explicit override wins, then the tuple's mode, then the env."""
-    size, note = effective_chunked_prefill(flags)
+    size, note = effective_chunked_prefill(flags, gpu_memory_mib)
     if isinstance(override, (list, tuple)):
         return MListPolicy("explicit", size, tuple(override))
     mode = override or ("fast" if fast_warmup else "default")

@@ -22,7 +22,12 @@ PLAN_ENV_KEYS = (
     "SGLANG_JIT_DEEPGEMM_FAST_WARMUP",
     "SGLANG_USE_DEEPGEMM_BMM",
     "SGLANG_ENABLE_JIT_DEEPGEMM",
+    "SGLANG_SHARED_EXPERT_TP1",
+    "SGLANG_DISABLE_DSA_INDEXER_FUSION",
+    "SGLANG_OPT_BF16_FP32_GEMM_ALGO",
 )
+# Plan env keys that take a word, not a boolean (environ.py:1884 SGLANG_OPT_BF16_FP32_GEMM_ALGO).
+_STRING_ENV = {"SGLANG_OPT_BF16_FP32_GEMM_ALGO": ("cublas", "hpc", "deep_gemm")}
 _TRUE = {"1", "true", "yes", "y", "on"}
 _FALSE = {"0", "false", "no", "n", "off", ""}
 
@@ -129,6 +134,11 @@ def _parse(path: Path, shown: str, name: str) -> ModelSpec:
     if parsed.config_source == "hf-cache" and parsed.config is not None:
         raise _Invalid("config: not allowed with config_source = \"hf-cache\"; keep one source")
 
+    if parsed.config is not None and "index_topk" in parsed.config and "indexer_rope_interleave" not in parsed.config:
+        # Decides whether indexer.wk runs on DeepGEMM (tasks/plan/deepseek.py); a checkpoint's
+        # config.json may omit it (sglang reads false), an embedded config must say it.
+        raise _Invalid("config.indexer_rope_interleave: required with index_topk (true or false, as the "
+                       "checkpoint's config.json has it; absent there means false)")
     launches = []
     seen: dict[str, int] = {}
     for i, entry in enumerate(parsed.launch):
@@ -145,6 +155,11 @@ def _launch(i: int, entry: _Launch) -> LaunchSpec:
     for key, value in entry.env.items():
         if key not in PLAN_ENV_KEYS:
             raise _Invalid(f"launch[{i}].env.{key}: unknown key; known: {', '.join(PLAN_ENV_KEYS)}")
+        if key in _STRING_ENV:
+            if value not in _STRING_ENV[key]:
+                raise _Invalid(f"launch[{i}].env.{key}: expected one of {', '.join(_STRING_ENV[key])}, "
+                               f"got {json.dumps(value)}")
+            continue
         try:
             env_bool(value)
         except ValueError as exc:

@@ -113,11 +113,11 @@ class Facts:
     versions: dict = field(default_factory=lambda: {"sglang": None, "deep_gemm": None})
     # (repo id, file name, revision) -> the file in the local Hugging Face cache, or None
     cached_file: Callable[[str, str, str | None], Path | None] = lambda repo, name, revision: None
+    gpu_memory_mib: int | None = None  # the first visible GPU's memory: sglang's chunked prefill default
 
 
 def expand(specs, environ=None, facts: Facts = Facts()) -> list[Target]:
     env = os.environ if environ is None else environ
-    versions = facts.versions
     out: list[Target] = []
     for spec in specs:
         if isinstance(spec, registry.RegistryError):
@@ -134,22 +134,26 @@ def expand(specs, environ=None, facts: Facts = Facts()) -> list[Target]:
                 hf_id=spec.hf_id, tp=launch.tp, launch_index=launch.index, args=launch.args,
                 tags=launch.tags, launch_hash=launch.hash, fallback_timeout_s=launch.fallback_timeout_s)
             _choose_path(target, spec, launch, config, config_error, config_missing,
-                         captures.get(launch.index), lock_error, env, versions)
+                         captures.get(launch.index), lock_error, env, facts)
             out.append(target)
     return out
 
 
-def _choose_path(target, spec, launch, config, config_error, config_missing, capture, lock_error, env, versions):
+def _choose_path(target, spec, launch, config, config_error, config_missing, capture, lock_error, env, facts):
     plan_env = {k: env.get(k) for k in registry.PLAN_ENV_KEYS if env.get(k) is not None}
     plan_env.update(launch.env)
     try:
         fast = registry.env_bool(plan_env.get("SGLANG_JIT_DEEPGEMM_FAST_WARMUP", "0"))
-        bmm = registry.env_bool(plan_env.get("SGLANG_USE_DEEPGEMM_BMM", "0"))
         enabled = registry.env_bool(plan_env.get("SGLANG_ENABLE_JIT_DEEPGEMM", "1"))
+        server_env = planner.PlanEnv(
+            use_deepgemm_bmm=registry.env_bool(plan_env.get("SGLANG_USE_DEEPGEMM_BMM", "0")),
+            shared_expert_tp1=registry.env_bool(plan_env.get("SGLANG_SHARED_EXPERT_TP1", "0")),
+            disable_dsa_indexer_fusion=registry.env_bool(plan_env.get("SGLANG_DISABLE_DSA_INDEXER_FUSION", "0")),
+            bf16_fp32_gemm_algo=plan_env.get("SGLANG_OPT_BF16_FP32_GEMM_ALGO", "cublas"))
     except ValueError as exc:
         target.error = f"{registry.display_path(spec.path)}: environment: {exc}"
         return
-    target.m_policy = mlists.policy(launch.flags, fast, launch.m_list)
+    target.m_policy = mlists.policy(launch.flags, fast, launch.m_list, facts.gpu_memory_mib)
     if not enabled:
         target.plan = planner.Plan()  # the server runs no DeepGEMM kernel at all
         return
@@ -163,7 +167,7 @@ def _choose_path(target, spec, launch, config, config_error, config_missing, cap
         needs_fallback, reason = True, f"config.json for {spec.hf_id} is not in the local Hugging Face cache"
     if not needs_fallback:
         try:
-            target.plan = planner.plan(config, launch.flags, use_deepgemm_bmm=bmm)
+            target.plan = planner.plan(config, launch.flags, server_env)
         except planner.PlanError as exc:
             if not exc.needs_fallback:
                 where = f"config.{exc.field}: " if exc.field else ""
@@ -171,7 +175,7 @@ def _choose_path(target, spec, launch, config, config_error, config_missing, cap
                 return
             needs_fallback, reason = True, str(exc)
     if needs_fallback:
-        target.lock_note = lock_error or _unusable(capture, launch, versions)
+        target.lock_note = lock_error or _unusable(capture, launch, facts.versions)
         if capture is not None and target.lock_note is None:
             target.path, target.lock = LOCKED, capture
             target.plan, target.unsupported = locked_plan(capture.shapes)
@@ -204,7 +208,7 @@ def works_for(plan: planner.Plan, policy: mlists.MListPolicy) -> list[ShapeWork]
     contig = tuple(mlists.for_kind(True, values))
     works = []
     for shape in plan.shapes:
-        m_values = contig if shape.kind is Kind.CONTIG else values
+        m_values = contig if shape.kind.contiguous else values
         if m_values:
             works.append(ShapeWork(shape, m_values))
     return works

@@ -22,8 +22,43 @@ def test_parses_shape_flags_and_ignores_others():
     flags = launch_args.parse(["--dp", "2", "--enable-dp-attention", "--attention-backend", "fa3",
                                "--mm-attention-backend=fa3", "--chunked-prefill-size=4096",
                                "--moe-runner-backend", "deep_gemm"], 4)
-    assert (flags.tp, flags.dp, flags.enable_dp_attention, flags.attn_tp) == (4, 2, True, 2)
+    # The deprecated alias (server_args.py:417-423, parallel_hook.py:39-61): attention DP 2, no replicas.
+    assert (flags.tp, flags.dp, flags.attn_dp_size, flags.attn_tp) == (4, 1, 2, 2)
     assert flags.chunked_prefill_size == 4096 and flags.moe_runner_backend == "deep_gemm"
+
+
+def test_attn_dp_size_is_the_current_spelling_of_dp_attention():
+    current = launch_args.parse(["--attn-dp-size", "8"], 8)
+    assert current == launch_args.parse(["--dp", "8", "--enable-dp-attention"], 8)
+    assert current == launch_args.parse(["--attention-data-parallel-size=8"], 8)
+    assert (current.attn_dp_size, current.attn_tp, current.dp) == (8, 1, 1)
+    # Plain --dp is data-parallel replicas: attention keeps the full tp.
+    assert launch_args.parse(["--dp", "2"], 8).attn_tp == 8
+
+
+def test_all_to_all_backends_span_experts_over_tp():
+    # overrides.py:1578-1620: _a2a_ep_size
+    for backend in ("deepep", "deepep_v2", "mooncake", "nixl", "pplx"):
+        assert launch_args.parse(["--moe-a2a-backend", backend], 8).ep == 8
+    assert launch_args.parse(["--ep", "2"], 8).ep == 2
+
+
+@pytest.mark.parametrize("flag, successor", [
+    ("--enable-deepep-moe", "--moe-a2a-backend deepep"),
+    ("--enable-ep-moe", "--ep-size <tp>"),
+])
+def test_removed_flags_are_refused_with_their_successor(flag, successor):
+    with pytest.raises(ArgsError, match=f"{flag} was removed from sglang; use {successor}"):
+        launch_args.parse([flag], 8)
+
+
+def test_flags_that_change_which_gemms_run_are_read():
+    flags = launch_args.parse(["--fp8-gemm-backend", "triton", "--ep-num-redundant-experts", "32",
+                               "--enforce-shared-experts-fusion", "--enable-two-batch-overlap",
+                               "--speculative-algorithm", "EAGLE"], 8)
+    assert (flags.fp8_gemm_backend, flags.ep_num_redundant_experts) == ("triton", 32)
+    assert flags.enforce_shared_experts_fusion and flags.enable_two_batch_overlap
+    assert flags.speculative_algorithm == "EAGLE"
 
 
 def test_deepep_forces_ep_to_tp():
@@ -35,11 +70,15 @@ def test_deepep_forces_ep_to_tp():
     (["--dp", "x"], '--dp expects an integer, got "x"'),
     (["--dp"], "--dp expects a value"),
     (["--tp", "4"], "--tp 4 in args contradicts tp = 8"),
-    (["--dp", "3", "--enable-dp-attention"], "--dp 3 does not divide tp 8"),
+    (["--dp", "3", "--enable-dp-attention"], "--attn-dp-size 3 does not divide tp 8"),
+    (["--attn-dp-size", "3"], "--attn-dp-size 3 does not divide tp 8"),
+    (["--fp8-gemm-backend", "fast"], "--fp8-gemm-backend expects one of auto, "),
+    (["--moe-dense-tp-size", "2"], "--moe-dense-tp-size 2: sglang takes only 1 or tp (8)"),
+    (["--ep-num-redundant-experts", "-1"], "expects a non-negative integer"),
     (["--deepep-mode", "fast"], 'expects one of auto, normal, low_latency, got "fast"'),
     (["--ep", "0"], "--ep expects a positive integer"),
 ])
 def test_bad_values_give_one_line(args, message):
-    with pytest.raises(ArgsError, match=message.replace("(", r"\(")) as info:
+    with pytest.raises(ArgsError, match=message.replace("(", r"\(").replace(")", r"\)")) as info:
         launch_args.parse(args, 8)
     assert "\n" not in str(info.value)

@@ -35,11 +35,22 @@ def test_contig_keeps_multiples_of_alignment():
 
 
 def test_dp_attention_divides_chunked_prefill_before_the_warmup():
-    flags = launch_args.parse(["--dp", "8", "--enable-dp-attention"], 8)
+    # parallel_hook.py:326-332
+    flags = launch_args.parse(["--attn-dp-size", "8"], 8)
     size, note = mlists.effective_chunked_prefill(flags)
-    assert size == 1024 and "dp 8" in note and "assumed" in note
+    assert size == 1024 and "attention DP 8" in note and "assumed" in note
     fast = mlists.policy(flags, fast_warmup=True, override=None)
     assert fast.values() == list(range(1, 1025))
+
+
+def test_default_chunked_prefill_follows_gpu_memory():
+    # memory_hook.py:89-170 by GPU memory; H200 reports 143771 MiB, B200 183359 MiB.
+    flags = launch_args.parse([], 8)
+    assert [mlists.effective_chunked_prefill(flags, mib)[0] for mib in (16384, 40960, 81559, 143771, 183359)] \
+        == [2048, 4096, 8192, 8192, 16384]
+    b200 = mlists.policy(flags, False, None, gpu_memory_mib=183359)
+    assert len(b200.values()) == 32768 and "179 GiB GPU" in b200.describe()
+    assert len(mlists.policy(flags, False, None, gpu_memory_mib=143771).values()) == 16384
 
 
 def test_explicit_override_and_modes():
