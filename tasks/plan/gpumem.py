@@ -9,7 +9,7 @@ from __future__ import annotations
 GIB = 1 << 30
 # A CUDA context with torch and deep_gemm loaded, plus allocator slack (seen ~0.5 GiB on H100).
 CONTEXT_BYTES = 1 * GIB
-REDUCE_FLOOR = 4096  # sglang stops halving max_m here
+REDUCE_FLOOR = 2048  # sglang 0.5.23 stops halving max_m here (compile_utils.py:221-230)
 BLOCK = 128
 # Masked GEMMs pick their kernel from expected_m, not the buffer: on an H100 with
 # sgl-deep-gemm 0.1.2, 64-row buffers selected the same kernels as 16384-row ones
@@ -22,14 +22,26 @@ def ceil_div(a: int, b: int) -> int:
 
 
 def buffer_bytes(kind: str, n: int, k: int, groups: int, max_m: int) -> int:
-    """Device bytes a worker's executor (build/child/executors.py) allocates: sglang's formula plus scales."""
-    sf_k = ceil_div(k, BLOCK) * 4
-    weights = groups * (n * k + ceil_div(n, BLOCK) * sf_k)
-    if kind == "GROUPED_GEMM_NT_F8F8BF16_MASKED":
-        rows = min(max_m, MASKED_ROWS)
-        return groups * rows * (k + sf_k + 2 * n) + weights + groups * 4
-    extra = max_m * 4 if kind == "GROUPED_GEMM_NT_F8F8BF16_CONTIG" else 0
-    return max_m * (k + sf_k + 2 * n) + weights + extra
+    """Device bytes a worker's executor (build/child/executors.py) allocates for one shape:
+    sglang 0.5.23's get_memory_requirement (compile_utils.py:246-306) with Hopper's
+    TMA-aligned FP32 scale workspace (lines 329-343), masked buffers cut to MASKED_ROWS."""
+    rows = min(max_m, MASKED_ROWS) if kind.endswith("_MASKED") else max_m
+    if kind.startswith("GROUPED_GEMM_NT_BF16"):
+        lhs = (groups if kind.endswith("_MASKED") else 1) * rows * k * 2
+        out = (groups if kind.endswith("_MASKED") else 1) * rows * n * 2
+        return lhs + groups * n * k * 2 + out + (max_m * 4 if kind.endswith("_CONTIG") else groups * 4)
+    if kind == "GEMM_NT_BF16BF16F32":
+        return max_m * k * 2 + n * k * 2 + max_m * n * 4
+    block = 32 if kind == "GEMM_NT_F8F8BF16_BLOCK32" else BLOCK
+    sf_k = ceil_div(k, block) * 4
+    rhs_scales = ceil_div(n, block) * sf_k
+    lhs_groups = groups if kind.endswith("_MASKED") else 1
+    workspace = lhs_groups * ceil_div(rows, 4) * 4 * sf_k
+    if kind.endswith("_MASKED"):
+        return groups * (rows * (k + sf_k + 2 * n) + n * k + rhs_scales + 4) + workspace
+    weights = (1 if kind.startswith("GEMM_NT") else groups) * (n * k + rhs_scales)
+    extra = max_m * 4 if kind.endswith("_CONTIG") else 0
+    return max_m * (k + sf_k + 2 * n) + weights + extra + workspace
 
 
 def worker_bytes(kind: str, n: int, k: int, groups: int, max_m: int) -> int:
@@ -37,7 +49,7 @@ def worker_bytes(kind: str, n: int, k: int, groups: int, max_m: int) -> int:
 
 
 def reduce_to_fit(kind: str, n: int, k: int, groups: int, m_values: tuple[int, ...], budget: int):
-    """sglang's rule when a sweep does not fit: halve max_m (not below 4096) and drop larger M.
+    """sglang's rule when a sweep does not fit: halve max_m (not below 2048) and drop larger M.
 
     Returns (m_values, reduced_max_m or None); m_values is empty if even the floor does not fit.
     """

@@ -18,7 +18,13 @@ def work(n, k, m_values, kind=Kind.NORMAL, groups=1):
 
 def test_masked_buffers_are_small_and_sglang_formula_holds_for_normal():
     normal = gpumem.buffer_bytes("GEMM_NT_F8F8BF16", 7168, 2048, 1, 16384)
-    assert normal == 16384 * (2048 + 16 * 4 + 2 * 7168) + 7168 * 2048 + 56 * 16 * 4
+    # compile_utils.py:273-281 with the Hopper scale workspace (lines 335-336): max_m*k + n*k
+    # + max_m*n*2 + lhs scales + rhs scales + ceil_align(max_m, 4) * ceil(k/128) * 4.
+    assert normal == 16384 * 2048 + 7168 * 2048 + 16384 * 7168 * 2 + 16384 * 16 * 4 + 56 * 16 * 4 + 16384 * 16 * 4
+    block32 = gpumem.buffer_bytes("GEMM_NT_F8F8BF16_BLOCK32", 7168, 2048, 1, 16384)
+    assert block32 == 16384 * 2048 + 7168 * 2048 + 16384 * 7168 * 2 + 2 * 16384 * 64 * 4 + 224 * 64 * 4
+    assert gpumem.buffer_bytes("GEMM_NT_BF16BF16F32", 256, 7168, 1, 16384) == (
+        16384 * 7168 * 2 + 256 * 7168 * 2 + 16384 * 256 * 4)  # compile_utils.py:293-295
     masked = gpumem.buffer_bytes("GROUPED_GEMM_NT_F8F8BF16_MASKED", 4096, 7168, 32, 16384)
     full_sglang = 32 * 16384 * 7168 + 32 * 4096 * 7168 + 32 * 4 + 32 * 16384 * 4096 * 2
     assert masked < full_sglang / 5

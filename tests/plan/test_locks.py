@@ -73,13 +73,14 @@ def test_lock_for_other_args_is_ignored(tmp_path):
 
 
 def test_lock_with_kernel_types_jitwarm_cannot_run_plans_the_rest_and_names_them(tmp_path):
-    both = expand_with(tmp_path, (("GEMM_NT_F8F8BF16", 2112, 7168, 1), ("GEMM_NT_BF16BF16F32", 256, 7168, 1),
-                                  ("GEMM_NT_F8F8BF16_BLOCK32", 2112, 7168, 1)))
-    assert both.path == targets.LOCKED and len(both.works) == 1
-    assert both.unsupported == ("GEMM_NT_BF16BF16F32 N=256 K=7168 num_groups=1",
-                                "GEMM_NT_F8F8BF16_BLOCK32 N=2112 K=7168 num_groups=1")
+    # All seven sglang 0.5.23 types have executors; a later release's new type would not.
+    both = expand_with(tmp_path, (("GEMM_NT_F8F8BF16", 2112, 7168, 1), ("GEMM_NT_FP4FP4BF16", 256, 7168, 1),
+                                  ("GEMM_NT_F8F8BF16_BLOCK32", 2112, 7168, 1), ("GEMM_NT_MX8", 64, 128, 1)))
+    assert both.path == targets.LOCKED and len(both.works) == 2
+    assert both.unsupported == ("GEMM_NT_FP4FP4BF16 N=256 K=7168 num_groups=1",
+                                "GEMM_NT_MX8 N=64 K=128 num_groups=1")
     line = both.unsupported_line
-    assert "\n" not in line and "GEMM_NT_BF16BF16F32, GEMM_NT_F8F8BF16_BLOCK32" in line and "m.lock.toml" in line
+    assert "\n" not in line and "GEMM_NT_FP4FP4BF16, GEMM_NT_MX8" in line and "m.lock.toml" in line
     assert "of a kernel type jitwarm cannot run" in both.doc
     # The unsupported shapes count in the plan: a lock that drops one is another plan.
     fewer = expand_with(tmp_path, (("GEMM_NT_F8F8BF16", 2112, 7168, 1),))

@@ -1,99 +1,238 @@
-"""Planner shape sets against FACTS.md §4 (DeepSeek-V3) and the GLM-5 / V3.2 extensions."""
+"""Golden shape sets: every shipped target and the setups issue 14 names, read against sglang 0.5.23.
+
+Each row is (kernel type, N, K, groups, number of M values) and cites the source that puts it
+there; paths are under python/sglang/srt/ of the sglang 0.5.23 wheel. M lists: chunked prefill
+8192 on a 141 GB H200 (arg_groups/memory_hook.py:89-170), divided by attention DP
+(arg_groups/parallel_hook.py:326-332); the default sweep runs to 16384 unless chunked prefill
+exceeds 8192 (deep_gemm_wrapper/compile_utils.py update_deep_gemm_config); CONTIG kinds keep
+the M divisible by 128 (compile_utils.py:208-213).
+"""
 
 import tomllib
 
 import pytest
-
 from conftest import REPO
-from tasks.plan import launch_args
-from tasks.plan.planner import GemmShape, Kind, plan, PlanError
 
-N, C, M = Kind.NORMAL, Kind.CONTIG, Kind.MASKED
+from tasks.plan import launch_args, mlists, targets
+from tasks.plan.planner import GemmShape, Kind, PlanEnv, PlanError, plan
+
+N, C, M, B32, F32 = Kind.NORMAL, Kind.CONTIG, Kind.MASKED, Kind.BLOCK32, Kind.BF16F32
+H200_MIB, B200_MIB = 143771, 183359  # nvidia-smi memory.total
+ALL, CONTIG_ALL = 16384, 128  # M values of the default sweep, and its CONTIG share
+
+
+def spec(name):
+    return tomllib.loads((REPO / "models" / f"{name}.toml").read_text())
 
 
 def config(name):
-    return tomllib.loads((REPO / "models" / f"{name}.toml").read_text())["config"]
+    return spec(name)["config"]
 
 
-def shapes(name, args, tp=8, **kw):
-    return set(plan(config(name), launch_args.parse(args, tp), **kw).shapes)
+def golden(cfg, args, tp=8, gpu_mib=H200_MIB, env=None):
+    """{(kind, N, K, groups, M count)} as a warm of this launch sweeps them."""
+    flags = launch_args.parse(args, tp)
+    policy = mlists.policy(flags, False, None, gpu_mib)
+    return {(w.shape.kind, w.shape.n, w.shape.k, w.shape.groups, len(w.m_values))
+            for w in targets.works_for(plan(cfg, flags, env or PlanEnv()), policy)}
 
 
-def normal(*pairs):
-    return {GemmShape(N, n, k) for n, k in pairs}
+def shipped(name):
+    launch = spec(name)["launch"][0]
+    return golden(config(name), launch.get("args", []), launch["tp"])
 
 
-def grouped(n, k, groups):
-    return {GemmShape(C, n, k, groups), GemmShape(M, n, k, groups)}
+# DeepSeek-V3 at TP 8: hidden 7168, 128 heads / 8 = 16, q_lora 1536, kv_lora 512, rope 64, nope 128, v 128.
+V3_TP8 = {
+    (N, 2112, 7168, 1, ALL),   # fused_qkv_a_proj 1536+512+64, replicated (models/deepseek_v2.py:2070-2077)
+    (N, 3072, 1536, 1, ALL),   # q_b_proj 16 x 192, column-parallel (deepseek_v2.py:2078-2085)
+    (N, 4096, 512, 1, ALL),    # kv_b_proj 16 x (128+128)
+    (N, 7168, 2048, 1, ALL),   # o_proj K = 16 x 128, row-parallel
+    (N, 4608, 7168, 1, ALL),   # dense gate_up 2 x 18432/8, first 3 layers on the full tp (deepseek_v2.py:2665)
+    (N, 7168, 2304, 1, ALL),   # dense down
+    # No routed experts: the auto runner without all-to-all is Triton (layers/quantization/fp8.py:1520-1541);
+    # the shared expert is fused into them (deepseek_v2.py:3324-3396).
+}
+# Attention DP 8 (attention tp 1): the same linears unsharded.
+V3_ATTN_DP8 = {
+    (N, 2112, 7168, 1, ALL),   # fused_qkv_a_proj
+    (N, 24576, 1536, 1, ALL),  # q_b_proj 128 x 192
+    (N, 32768, 512, 1, ALL),   # kv_b_proj 128 x 256
+    (N, 7168, 16384, 1, ALL),  # o_proj K = 128 x 128
+    (N, 4608, 7168, 1, ALL),   # the dense MLP stays on the full tp 8 (deepseek_v2.py:2665)
+    (N, 7168, 2304, 1, ALL),
+}
 
 
-V3_TP8_ATTN = normal((2112, 7168), (3072, 1536), (4096, 512), (7168, 2048))
-V3_DP8_ATTN = normal((2112, 7168), (24576, 1536), (32768, 512), (7168, 16384))
-V3_DENSE = normal((4608, 7168), (7168, 2304))
+def test_shipped_deepseek_v3_tp8():
+    assert shipped("deepseek-v3-0324") == V3_TP8
 
 
-def test_v3_tp8_matches_facts_table():
-    assert shapes("deepseek-v3-0324", []) == V3_TP8_ATTN | V3_DENSE
+def test_shipped_deepseek_v32_adds_its_unfused_shared_experts_and_indexer():
+    assert shipped("deepseek-v3.2") == V3_ATTN_DP8 | {
+        # DeepseekV32ForCausalLM keeps fused_shared_experts_architecture "DeepseekV3ForCausalLM"
+        # (deepseek_v2.py:3322, 3357-3358): no fusion, so the shared expert is its own MLP on tp 8
+        # (deepseek_v2.py:864-897): 2 x 2048/8 and back.
+        (N, 512, 7168, 1, ALL),
+        (N, 7168, 256, 1, ALL),
+        (N, 8192, 1536, 1, ALL),   # indexer.wq_b 64 x 128, replicated (layers/attention/dsa/dsa_indexer.py:343-349)
+        # indexer.wk, 128 x 7168: V3.2's config has no indexer_rope_interleave -> false (deepseek_v2.py:2118),
+        # so no wk/weights_proj fusion (dsa_indexer.py:310-314, 359-367).
+        (N, 128, 7168, 1, ALL),
+    }
 
 
-def test_v3_tp8_deep_gemm_runner_adds_fused_routed_experts():
-    got = shapes("deepseek-v3-0324", ["--moe-runner-backend", "deep_gemm"])
-    assert got == V3_TP8_ATTN | V3_DENSE | grouped(512, 7168, 257) | grouped(7168, 256, 257)
+def test_shipped_glm5_fuses_shared_experts_and_the_indexer_wk():
+    assert shipped("glm-5-fp8") == {
+        # hidden 6144, 64 heads at attention tp 1, q_lora 2048, kv_lora 512, nope 192, rope 64, v 256.
+        (N, 2624, 6144, 1, ALL),   # fused_qkv_a_proj 2048+512+64
+        (N, 16384, 2048, 1, ALL),  # q_b_proj 64 x 256
+        (N, 28672, 512, 1, ALL),   # kv_b_proj 64 x (192+256)
+        (N, 6144, 16384, 1, ALL),  # o_proj K = 64 x 256
+        (N, 4096, 2048, 1, ALL),   # indexer.wq_b 32 x 128
+        (N, 3072, 6144, 1, ALL),   # dense gate_up 2 x 12288/8
+        (N, 6144, 1536, 1, ALL),   # dense down
+        # Shared expert fused: GLM's class fuses for its own architecture (models/glm4_moe.py:1284-1285).
+        # indexer.wk fused with weights_proj into one BF16 linear: indexer_rope_interleave true.
+    }
 
 
-def test_v3_tp8_dp8_dp_attention_matches_facts_table():
-    assert shapes("deepseek-v3-0324", ["--dp", "8", "--enable-dp-attention"]) == V3_DP8_ATTN | V3_DENSE
+# MiMo (models/mimo_v2.py): QKVParallelLinear per rank = heads/attn_tp x 192 + max(1, kv/attn_tp) x (192+128)
+# (mimo_v2.py:688-725); o_proj is BF16 (ignored_layers); layer 0's dense MLP on the full tp (mimo_v2.py:935-945);
+# routed experts on Triton. FACTS.md §10 derives the same four.
+def test_shipped_mimo_v2_flash_tp4_attention_dp2():
+    assert shipped("mimo-v2-flash") == {
+        (N, 6784, 4096, 1, ALL),   # full layers: 32 x 192 + 2 x 320 (4 KV heads / attention tp 2)
+        (N, 7424, 4096, 1, ALL),   # sliding-window layers: 32 x 192 + 4 x 320 (8 KV heads / 2)
+        (N, 8192, 4096, 1, ALL),   # dense gate_up 2 x 16384/4
+        (N, 4096, 4096, 1, ALL),   # dense down
+    }
 
 
-def test_v3_ep8_deepep_matches_facts_table_plus_unfused_shared_experts():
-    args = ["--dp", "8", "--enable-dp-attention", "--moe-a2a-backend", "deepep"]
-    table = V3_DP8_ATTN | V3_DENSE | grouped(4096, 7168, 32) | grouped(7168, 2048, 32)
-    # FACTS.md's table leaves these out: under DeepEP sglang does not fuse the shared expert
-    # and runs it as an unsharded (tp_size=1) block-FP8 MLP, which DeepGEMM serves.
-    shared = normal((4096, 7168), (7168, 2048))
-    assert shapes("deepseek-v3-0324", args) == table | shared
-    assert shapes("deepseek-v3-0324", ["--enable-deepep-moe", "--dp", "8", "--enable-dp-attention"]) == table | shared
+def test_shipped_mimo_v25_tp8_attention_dp2():
+    assert shipped("mimo-v2.5") == {
+        (N, 3392, 4096, 1, ALL),   # full: 16 x 192 + max(1, 4/4) x 320
+        (N, 3712, 4096, 1, ALL),   # sliding window: 16 x 192 + 8/4 x 320
+        (N, 4096, 4096, 1, ALL),   # dense gate_up 2 x 16384/8
+        (N, 4096, 2048, 1, ALL),   # dense down
+    }
 
 
-def test_deepep_modes_pick_contig_or_masked():
-    base = ["--moe-a2a-backend", "deepep"]
-    normal_mode = shapes("deepseek-v3-0324", base + ["--deepep-mode", "normal"])
-    low_latency = shapes("deepseek-v3-0324", base + ["--deepep-mode=low_latency"])
-    assert {s.kind for s in normal_mode if s.groups > 1} == {C}
-    assert {s.kind for s in low_latency if s.groups > 1} == {M}
+def test_v3_ep8_deepep():
+    got = golden(config("deepseek-v3-0324"), ["--attn-dp-size", "8", "--moe-a2a-backend", "deepep"])
+    assert got == V3_ATTN_DP8 | {
+        # DeepEP spans experts over tp: ep 8 (overrides.py:1578-1620); the auto runner is DeepGEMM
+        # under it (quantization/fp8.py:1520-1541); 256 experts / 8 = 32 per rank, moe_intermediate
+        # 2048 unsharded (tp / ep = 1). deepep_mode auto runs both layouts (moe/utils.py:268-289).
+        (C, 4096, 7168, 32, CONTIG_ALL), (M, 4096, 7168, 32, ALL),
+        (C, 7168, 2048, 32, CONTIG_ALL), (M, 7168, 2048, 32, ALL),
+        # No shared-expert fusion under DeepEP (deepseek_v2.py:3355-3356); the shared expert is
+        # replicated (tp 1) under all-to-all backends (deepseek_v2.py:874-887).
+        (N, 4096, 7168, 1, ALL),
+        (N, 7168, 2048, 1, ALL),
+    }
 
 
-def test_moe_dense_tp_size_unshards_dense_mlp():
-    got = shapes("deepseek-v3-0324", ["--dp", "8", "--enable-dp-attention", "--moe-dense-tp-size", "1"])
-    assert got == V3_DP8_ATTN | normal((36864, 7168), (7168, 18432))
+def test_v3_deepep_normal_mode_redundant_experts_and_enforced_fusion():
+    got = golden(config("deepseek-v3-0324"), ["--attn-dp-size", "8", "--moe-a2a-backend", "deepep",
+                                              "--deepep-mode", "normal", "--ep-num-redundant-experts", "32",
+                                              "--enforce-shared-experts-fusion"])
+    # (256 routed + 8 shared slots, one per EP rank (moe/utils.py:660-676), + 32 redundant) / 8 = 37.
+    assert {row for row in got if row[3] > 1} == {(C, 4096, 7168, 37, CONTIG_ALL), (C, 7168, 2048, 37, CONTIG_ALL)}
+    assert (N, 4096, 7168, 1, ALL) not in got  # fused: no separate shared-expert MLP
 
 
-def test_v32_adds_indexer_linears():
-    got = shapes("deepseek-v3.2", ["--dp", "8", "--enable-dp-attention"])
-    assert got == V3_DP8_ATTN | V3_DENSE | normal((8192, 1536), (128, 7168))
+@pytest.mark.parametrize("backend", ["mooncake", "nixl", "pplx"])
+def test_low_latency_all_to_all_backends_default_to_masked_deepgemm(backend):
+    got = golden(config("deepseek-v3-0324"), ["--moe-a2a-backend", backend])
+    # token_dispatcher/mooncake.py:107-110, pplx.py:51: masked (low-latency) dispatch only.
+    assert {row for row in got if row[3] > 1} == {(M, 4096, 7168, 32, ALL), (M, 7168, 2048, 32, ALL)}
 
 
-def test_glm5_dp8():
-    got = shapes("glm-5-fp8", ["--dp", "8", "--enable-dp-attention"])
-    assert got == normal((2624, 6144), (16384, 2048), (28672, 512), (6144, 16384),
-                         (4096, 2048), (128, 6144), (3072, 6144), (6144, 1536))
+def test_attn_dp_size_8_equals_the_deprecated_spelling_and_divides_chunked_prefill():
+    current = golden(config("deepseek-v3-0324"), ["--attn-dp-size", "8"])
+    assert current == V3_ATTN_DP8 == golden(config("deepseek-v3-0324"), ["--dp", "8", "--enable-dp-attention"])
+    # 8192 / 8 = 1024 is what the fast sweep reads (parallel_hook.py:326-332).
+    flags = launch_args.parse(["--attn-dp-size", "8"], 8)
+    assert mlists.policy(flags, True, None, H200_MIB).values() == list(range(1, 1025))
 
 
-def test_deepgemm_bmm_env_adds_masked_absorbed_mla():
-    got = shapes("deepseek-v3-0324", [], use_deepgemm_bmm=True)
-    assert got - (V3_TP8_ATTN | V3_DENSE) == {GemmShape(M, 512, 128, 16), GemmShape(M, 128, 512, 16)}
+def test_b200_class_gpu_sweeps_to_32768():
+    # >= 160 GB: chunked prefill 16384 (memory_hook.py:146-168), so the sweep runs to 2 x 16384.
+    got = golden(config("deepseek-v3-0324"), [], gpu_mib=B200_MIB)
+    assert got == {(kind, n, k, g, 32768) for kind, n, k, g, _ in V3_TP8}
 
 
-def test_layers_are_named():
-    result = plan(config("deepseek-v3-0324"), launch_args.parse([], 8))
-    assert result.uses[GemmShape(N, 7168, 2048)] == ["o_proj"]
-    assert result.uses[GemmShape(N, 2112, 7168)] == ["fused_qkv_a_proj"]
+def test_block32_checkpoint_runs_the_block32_linears():
+    cfg = dict(config("deepseek-v3-0324"))
+    cfg["quantization_config"] = dict(cfg["quantization_config"], weight_block_size=[32, 32])
+    # [32, 32] blocks: recipe (1, 32, 32) (kernels/ops/gemm/fp8_kernel.py:29-40) is the BLOCK32 type
+    # (deep_gemm_wrapper/entrypoint.py:228-232), DeepGEMM on SM90 (quantization/fp8_utils.py:716-729).
+    assert golden(cfg, []) == {(B32, n, k, g, m) for _, n, k, g, m in V3_TP8}
+    # Routed experts of such a checkpoint on DeepGEMM: no rule here, so the server is run instead.
+    with pytest.raises(PlanError, match="needs the fallback path") as info:
+        golden(cfg, ["--moe-runner-backend", "deep_gemm"])
+    assert info.value.needs_fallback
 
 
-def test_unknown_architecture_needs_fallback():
+def test_deep_gemm_runner_fuses_the_shared_expert_as_a_257th_group():
+    got = golden(config("deepseek-v3-0324"), ["--moe-runner-backend", "deep_gemm"])
+    # deepseek_v2.py:698-702: one extra expert; tp 8 shards moe_intermediate 2048 / 8 = 256.
+    assert got - V3_TP8 == {(C, 512, 7168, 257, CONTIG_ALL), (M, 512, 7168, 257, ALL),
+                            (C, 7168, 256, 257, CONTIG_ALL), (M, 7168, 256, 257, ALL)}
+
+
+def test_fusion_rules():
+    v3 = config("deepseek-v3-0324")
+    shared = {(N, 512, 7168, 1, ALL), (N, 7168, 256, 1, ALL)}  # the shared expert on tp 8
+    assert golden(v3, ["--disable-shared-experts-fusion"]) == V3_TP8 | shared
+    assert golden(v3, ["--enable-two-batch-overlap"]) == V3_TP8 | shared  # deepseek_v2.py:3353-3354
+    # SGLANG_SHARED_EXPERT_TP1 replicates it (deepseek_v2.py:886).
+    tp1 = golden(v3, ["--disable-shared-experts-fusion"], env=PlanEnv(shared_expert_tp1=True))
+    assert tp1 == V3_TP8 | {(N, 4096, 7168, 1, ALL), (N, 7168, 2048, 1, ALL)}
+
+
+def test_fp8_gemm_backend_other_than_deep_gemm_takes_the_linears_off_deepgemm():
+    assert golden(config("deepseek-v3-0324"), ["--fp8-gemm-backend", "triton"]) == set()
+    assert golden(config("deepseek-v3-0324"), ["--fp8-gemm-backend", "deep_gemm"]) == V3_TP8
+
+
+def test_env_that_adds_gemms():
+    v3 = config("deepseek-v3-0324")
+    # SGLANG_OPT_BF16_FP32_GEMM_ALGO=deep_gemm: the router's bf16 x bf16 -> fp32 GEMM, 256 x 7168
+    # (deepseek_v2.py:585-593, kernels/ops/gemm/bf16_fp32.py:153-158).
+    router = golden(v3, [], env=PlanEnv(bf16_fp32_gemm_algo="deep_gemm"))
+    assert router - V3_TP8 == {(F32, 256, 7168, 1, ALL)}
+    assert golden(v3, ["--enable-deterministic-inference"], env=PlanEnv(bf16_fp32_gemm_algo="deep_gemm")) == V3_TP8
+    # SGLANG_USE_DEEPGEMM_BMM: absorbed MLA w_kc / w_vc, masked, one group per local head.
+    bmm = golden(v3, [], env=PlanEnv(use_deepgemm_bmm=True))
+    assert bmm - V3_TP8 == {(M, 512, 128, 16, ALL), (M, 128, 512, 16, ALL)}
+    # SGLANG_DISABLE_DSA_INDEXER_FUSION brings GLM-5's wk back to DeepGEMM.
+    glm = config("glm-5-fp8")
+    unfused = golden(glm, ["--attn-dp-size", "8"], env=PlanEnv(disable_dsa_indexer_fusion=True))
+    assert unfused - golden(glm, ["--attn-dp-size", "8"]) == {(N, 128, 6144, 1, ALL)}
+
+
+def test_rules_are_named_and_gaps_recorded():
+    result = plan(config("deepseek-v3.2"), launch_args.parse(["--attn-dp-size", "8"], 8))
+    assert result.uses[GemmShape(N, 512, 7168)] == [
+        ("shared_experts gate_up_proj (not fused: DeepseekV32ForCausalLM fuses only a DeepseekV3ForCausalLM "
+         "checkpoint (deepseek_v2.py:3322, 3357-3358); tp 8)")]
+    assert any("runner auto with none all-to-all is not DeepGEMM" in why for why in result.left_out)
+    assert result.not_covered == [
+        ("indexer.wq_b 8192x1536 on half the SMs at M <= 1024 during CUDA-graph capture (dsa_indexer.py:900-905): "
+         "compiled at the first capture, not warmed")]
+    tbo = plan(config("deepseek-v3-0324"), launch_args.parse(["--enable-two-batch-overlap"], 8))
+    assert any("two-/single-batch overlap" in gap for gap in tbo.not_covered)
+
+
+def test_unknown_architecture_and_a2a_backend_need_fallback():
     with pytest.raises(PlanError, match="no shape plan; needs the fallback path") as info:
-        plan({"architectures": ["MiMoV2FlashForCausalLM"]}, launch_args.parse([], 4))
-    assert info.value.field == "architectures"
+        plan({"architectures": ["Step3p5ForCausalLM"]}, launch_args.parse([], 4))
+    assert info.value.field == "architectures" and info.value.needs_fallback
+    with pytest.raises(PlanError, match="--moe-a2a-backend mori") as info:
+        plan(config("deepseek-v3-0324"), launch_args.parse(["--moe-a2a-backend", "mori"], 8))
+    assert info.value.needs_fallback
 
 
 def test_non_block_fp8_needs_fallback():
@@ -102,15 +241,35 @@ def test_non_block_fp8_needs_fallback():
         plan(cfg, launch_args.parse([], 8))
 
 
-def test_bad_config_field_is_named():
-    cfg = dict(config("deepseek-v3-0324"), hidden_size="7168")
-    with pytest.raises(PlanError) as info:
-        plan(cfg, launch_args.parse([], 8))
-    assert info.value.field == "hidden_size"
-    assert "'7168'" in str(info.value)
+@pytest.mark.parametrize("name, field, value, message", [
+    ("deepseek-v3-0324", "hidden_size", "7168", "'7168'"),
+    ("deepseek-v3-0324", "num_attention_heads", 100, "not divisible by 8"),
+    ("glm-5-fp8", "indexer_rope_interleave", "yes", "expected true or false"),
+    ("mimo-v2-flash", "hybrid_layer_pattern", [0, 1], "expected a list of 48 integers"),
+    ("mimo-v2-flash", "swa_num_key_value_heads", 3, "3 KV heads neither divide nor are divided by"),
+])
+def test_bad_config_field_is_named(name, field, value, message):
+    cfg = dict(config(name), **{field: value})
+    args = spec(name)["launch"][0].get("args", [])
+    with pytest.raises(PlanError, match=message) as info:
+        plan(cfg, launch_args.parse(args, spec(name)["launch"][0]["tp"]))
+    assert not info.value.needs_fallback
+    assert info.value.field == field or message in str(info.value)
 
 
-def test_heads_must_divide_attention_tp():
-    cfg = dict(config("deepseek-v3-0324"), num_attention_heads=100)
-    with pytest.raises(PlanError, match="not divisible by 8"):
-        plan(cfg, launch_args.parse([], 8))
+def test_mimo_ignored_layers_follow_sglangs_matching():
+    cfg = config("mimo-v2-flash")
+    args = launch_args.parse(spec("mimo-v2-flash")["launch"][0]["args"], 4)
+    assert plan(cfg, args).uses[GemmShape(N, 4096, 4096)] == ["dense down_proj (1 dense layers, tp 4)"]
+    # Quantized, o_proj (K = 32 heads x 128 at attention tp 2) joins the dense down_proj's shape.
+    quantized = dict(cfg, quantization_config=dict(cfg["quantization_config"], ignored_layers=[]))
+    assert [use.split(" (")[0] for use in plan(quantized, args).uses[GemmShape(N, 4096, 4096)]] == \
+        ["o_proj", "o_proj", "dense down_proj"]
+    # quantization/fp8.py:354-364 also matches the "model."-prefixed full name of every layer.
+    each = [f"layers.{i}.self_attn.o_proj" for i in range(48)]
+    listed = dict(cfg, quantization_config=dict(cfg["quantization_config"], ignored_layers=each))
+    assert plan(listed, args).uses == plan(cfg, args).uses
+    half = dict(cfg, quantization_config=dict(cfg["quantization_config"], ignored_layers=each[:1]))
+    with pytest.raises(PlanError, match="some but not all layers' self_attn.o_proj") as info:
+        plan(half, args)
+    assert info.value.field == "quantization_config.ignored_layers"

@@ -75,10 +75,10 @@ def test_bad_file_becomes_a_failing_target_and_others_still_expand(tmp_path):
 
 def test_unknown_architecture_takes_the_fallback_path(tmp_path):
     path = tmp_path / "mimo.toml"
-    path.write_text('hf_id = "x/mimo"\nconfig = {architectures = ["MiMoV2FlashForCausalLM"]}\n[[launch]]\ntp = 4\n')
+    path.write_text('hf_id = "x/step"\nconfig = {architectures = ["Step3p5ForCausalLM"]}\n[[launch]]\ntp = 4\n')
     [target] = targets.expand(registry.load(tmp_path), environ={})
     assert target.error is None and target.path == targets.FALLBACK
-    assert "no shape plan; needs the fallback path (architecture MiMoV2FlashForCausalLM)" in target.fallback_reason
+    assert "no shape plan; needs the fallback path (architecture Step3p5ForCausalLM)" in target.fallback_reason
 
 
 def test_broken_config_is_an_error_not_a_fallback(tmp_path):
@@ -106,3 +106,14 @@ def test_fast_warmup_env_comes_from_tuple_then_process(tmp_path):
     # fast at 8192: 1..1024, then 1026..2046/2, 2048..4092/4, 4096..8184/8, and 8192
     assert len(plain.works[0].m_values) == 1024 + 511 + 512 + 512 + 1
     assert len(pinned.works[0].m_values) == 32768
+
+
+def test_an_embedded_dsa_config_must_say_whether_its_indexer_rope_is_interleaved(tmp_path):
+    text = (REPO / "models" / "deepseek-v3.2.toml").read_text()
+    assert "indexer_rope_interleave = false" in text
+    (tmp_path / "v32.toml").write_text(text.replace("indexer_rope_interleave = false\n", ""))
+    [error] = registry.load(tmp_path)
+    assert isinstance(error, registry.RegistryError)
+    assert error.message.endswith("v32.toml: config.indexer_rope_interleave: required with index_topk (true or "
+                                  "false, as the checkpoint's config.json has it; absent there means false)")
+    assert "\n" not in error.message

@@ -1,0 +1,219 @@
+"""What a shape plan is made of, and the rules every architecture shares.
+
+Pure. Each rule cites the sglang 0.5.23 source it restates (paths under python/sglang/srt/).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import Enum
+
+from tasks.plan.launch_args import ServerFlags
+
+NO_PLAN = "no shape plan; needs the fallback path"
+
+
+class Kind(str, Enum):
+    """sglang's DeepGemmKernelType names (compile_utils.py:114-121), so plans read like its logs."""
+
+    NORMAL = "GEMM_NT_F8F8BF16"
+    CONTIG = "GROUPED_GEMM_NT_F8F8BF16_CONTIG"
+    MASKED = "GROUPED_GEMM_NT_F8F8BF16_MASKED"
+    BLOCK32 = "GEMM_NT_F8F8BF16_BLOCK32"  # FP8 with [32, 32] blocks: recipe (1, 32, 32)
+    BF16_CONTIG = "GROUPED_GEMM_NT_BF16_CONTIG"
+    BF16_MASKED = "GROUPED_GEMM_NT_BF16_MASKED"
+    BF16F32 = "GEMM_NT_BF16BF16F32"
+
+    @property
+    def contiguous(self) -> bool:
+        """Swept only at M divisible by the layout's alignment (compile_utils.py:208-213)."""
+        return self in (Kind.CONTIG, Kind.BF16_CONTIG)
+
+    @property
+    def short(self) -> str:
+        return self.name.lower()
+
+
+@dataclass(frozen=True, order=True)
+class GemmShape:
+    kind: Kind
+    n: int
+    k: int
+    groups: int = 1
+
+    @property
+    def label(self) -> str:
+        return f"{self.kind.short}-{self.n}x{self.k}-g{self.groups}"
+
+
+@dataclass
+class Plan:
+    """Shapes with the layers that use them (each naming the rule that put it there), in a
+    stable order; the rules that kept GEMMs off DeepGEMM; what the server compiles that
+    this plan does not cover."""
+
+    uses: dict[GemmShape, list[str]] = field(default_factory=dict)
+    left_out: list[str] = field(default_factory=list)
+    not_covered: list[str] = field(default_factory=list)
+
+    def add(self, shape: GemmShape, layer: str) -> None:
+        self.uses.setdefault(shape, []).append(layer)
+
+    @property
+    def shapes(self) -> list[GemmShape]:
+        return sorted(self.uses)
+
+
+@dataclass(frozen=True)
+class PlanEnv:
+    """The server's environment variables that change which GEMMs it runs."""
+
+    use_deepgemm_bmm: bool = False  # SGLANG_USE_DEEPGEMM_BMM
+    shared_expert_tp1: bool = False  # SGLANG_SHARED_EXPERT_TP1
+    disable_dsa_indexer_fusion: bool = False  # SGLANG_DISABLE_DSA_INDEXER_FUSION
+    bf16_fp32_gemm_algo: str = "cublas"  # SGLANG_OPT_BF16_FP32_GEMM_ALGO
+
+
+class PlanError(ValueError):
+    """The config cannot be planned; `field` names the config key at fault, if any.
+
+    `needs_fallback` marks configs the planner does not know (as opposed to broken ones):
+    those are warmed by running the server itself.
+    """
+
+    def __init__(self, message: str, field: str | None = None, needs_fallback: bool = False):
+        super().__init__(message)
+        self.field = field
+        self.needs_fallback = needs_fallback
+
+
+class Fields:
+    """Typed access to config fields with one-line errors naming the field."""
+
+    def __init__(self, config: dict, arch: str, linear_kind: Kind):
+        self._config, self.arch, self.linear_kind = config, arch, linear_kind
+
+    def has(self, name: str) -> bool:
+        return name in self._config
+
+    def flag(self, name: str, default: bool | None) -> bool:
+        value = self._config.get(name, default)
+        if value is None:
+            raise PlanError("required: the planner cannot tell without it (true or false)", name)
+        if not isinstance(value, bool):
+            raise PlanError(f"expected true or false, got {value!r}", name)
+        return value
+
+    def int(self, name: str, default=None, allow_none: bool = False):
+        value = self._config.get(name, default)
+        if value is None and allow_none:
+            return None
+        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+            raise PlanError(f"expected a non-negative integer, got {value!r}", name)
+        return value
+
+    def int_list(self, name: str, length: int) -> list[int]:
+        value = self._config.get(name)
+        if (not isinstance(value, list) or len(value) != length
+                or any(isinstance(v, bool) or not isinstance(v, int) for v in value)):
+            shown = value if not isinstance(value, list) else f"a list of {len(value)}"
+            raise PlanError(f"expected a list of {length} integers (one per layer), got {shown!r}", name)
+        return value
+
+
+def architecture(config: dict) -> str:
+    archs = config.get("architectures")
+    if not isinstance(archs, list) or not archs or not isinstance(archs[0], str):
+        raise PlanError(f"{NO_PLAN} (no architectures list)", "architectures", needs_fallback=True)
+    return archs[0]
+
+
+def block_kind(config: dict) -> Kind:
+    """The linears' kernel type from the checkpoint's FP8 block: [128, 128] NORMAL, [32, 32]
+    BLOCK32 (kernels/ops/gemm/fp8_kernel.py:30-40 passes recipe (1, 32, 32); entrypoint.py:228-232)."""
+    quant = config.get("quantization_config")
+    if not isinstance(quant, dict) or quant.get("quant_method") != "fp8":
+        raise PlanError(f"{NO_PLAN} (not a block-FP8 checkpoint)", "quantization_config", needs_fallback=True)
+    got = list(quant.get("weight_block_size") or [])
+    if got not in ([128, 128], [32, 32]):
+        raise PlanError(f"{NO_PLAN} (weight_block_size {got}, planner knows [128, 128] and [32, 32])",
+                        "quantization_config.weight_block_size", needs_fallback=True)
+    return Kind.BLOCK32 if got == [32, 32] else Kind.NORMAL
+
+
+def divide(total: int, parts: int, what: str) -> int:
+    if total % parts:
+        raise PlanError(f"{what} {total} is not divisible by {parts}")
+    return total // parts
+
+
+# quantization/fp8_utils.py:1108-1190: the linears' backend; auto picks DeepGEMM where it is enabled.
+_DEEPGEMM_FP8_GEMM_BACKENDS = ("auto", "deep_gemm")
+
+
+def linear(result: Plan, c: Fields, flags: ServerFlags, layer: str, n: int, k: int) -> None:
+    """Block-FP8 linears go to DeepGEMM when the backend is DeepGEMM's, the output BF16,
+    N % 64 == 0 and K % 128 == 0 (fp8_utils.py:1044, 1328-1329); else Triton serves them.
+    [32, 32] blocks take DeepGEMM on SM90 with backend auto or deep_gemm (fp8_utils.py:716-729)."""
+    if flags.fp8_gemm_backend in _DEEPGEMM_FP8_GEMM_BACKENDS and n % 64 == 0 and k % 128 == 0:
+        result.add(GemmShape(c.linear_kind, n, k), layer)
+    else:
+        result.left_out.append(f"{layer} {n}x{k}: Triton (--fp8-gemm-backend {flags.fp8_gemm_backend}, "
+                               "or N % 64 / K % 128 not 0: fp8_utils.py:1044)")
+
+
+# layers/moe/utils.py:649-658: A2A combine happens inside a DeepEP-family dispatcher.
+DEEPEP_CLASS_A2A = ("deepep", "deepep_v2", "mooncake", "mori", "pplx")
+# The all-to-all backends whose expert GEMMs the planner knows: DeepGEMM behind DeepEPMoE
+# (ep_moe/layer.py:352-365) with the auto runner (quantization/fp8.py:1520-1541;
+# moe_hook.py:400-410 deepep_v2, 596-608 pplx).
+DEEPGEMM_A2A = ("deepep", "deepep_v2", "mooncake", "nixl", "pplx")
+
+
+def check_a2a(flags: ServerFlags) -> None:
+    if flags.moe_a2a_backend not in ("none", *DEEPGEMM_A2A):
+        raise PlanError(f"{NO_PLAN} (--moe-a2a-backend {flags.moe_a2a_backend})", needs_fallback=True)
+
+
+def routed_experts(result: Plan, c: Fields, flags: ServerFlags, routed: int, shared_slots: int) -> None:
+    """The routed experts' grouped GEMMs, when DeepGEMM runs them (else Triton runs them).
+
+    `shared_slots`: shared experts fused into the routed MoE as extra experts."""
+    auto_deepgemm = flags.moe_runner_backend == "auto" and flags.moe_a2a_backend in DEEPGEMM_A2A
+    if flags.moe_runner_backend != "deep_gemm" and not auto_deepgemm:
+        result.left_out.append(f"routed experts: runner {flags.moe_runner_backend} with {flags.moe_a2a_backend} "
+                               "all-to-all is not DeepGEMM (quantization/fp8.py:1520-1541)")
+        return
+    if c.linear_kind is Kind.BLOCK32:
+        raise PlanError(f"{NO_PLAN} (DeepGEMM routed experts of a [32, 32]-block checkpoint)",
+                        "quantization_config.weight_block_size", needs_fallback=True)
+    # deepseek_v2.py:749-755, mimo_v2.py:448-449: redundant experts are extra physical experts.
+    groups = divide(routed + shared_slots + flags.ep_num_redundant_experts, flags.ep,
+                    "experts (routed + fused shared + redundant)")
+    inter = divide(c.int("moe_intermediate_size"), flags.tp // flags.ep, "moe_intermediate_size")
+    why = f"{groups} experts per rank, {flags.moe_a2a_backend} all-to-all, runner {flags.moe_runner_backend}"
+    for kind in routed_kinds(flags):
+        result.add(GemmShape(kind, 2 * inter, c.int("hidden_size"), groups), f"routed experts gate_up ({why})")
+        result.add(GemmShape(kind, c.int("hidden_size"), inter, groups), f"routed experts down ({why})")
+
+
+def routed_kinds(flags: ServerFlags) -> list[Kind]:
+    """Which grouped layouts the expert GEMMs use."""
+    a2a = flags.moe_a2a_backend
+    if a2a in ("mooncake", "nixl", "pplx"):
+        return [Kind.MASKED]  # low-latency dispatch only (token_dispatcher/mooncake.py:107-110, pplx.py:51)
+    if a2a == "deepep" and flags.deepep_mode == "normal":
+        return [Kind.CONTIG]  # moe/utils.py:268-289 DeepEPMode
+    if a2a == "deepep" and flags.deepep_mode == "low_latency":
+        return [Kind.MASKED]
+    # deepep auto resolves per batch; deepep_v2 and the standard dispatch pick masked or
+    # contiguous per call (moe_runner/deep_gemm.py:199-253, 361-395): both.
+    return [Kind.CONTIG, Kind.MASKED]
+
+
+def note_overlap(result: Plan, flags: ServerFlags) -> None:
+    """Kernels built for fewer SMs are separate binaries (the SM count is a template parameter)."""
+    if flags.enable_two_batch_overlap or flags.enable_single_batch_overlap:
+        result.not_covered.append(
+            "two-/single-batch overlap runs DeepGEMM on the SMs DeepEP leaves free (operations_strategy.py:108-110, "
+            "two_batch_overlap.py:992-996): those kernels are built at first use, not warmed")
