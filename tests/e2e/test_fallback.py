@@ -18,7 +18,8 @@ from tasks.state import entries
 
 pytestmark = pytest.mark.both_layouts
 
-MIMO = 'hf_id = "XiaomiMiMo/MiMo-V2-Flash"\nconfig = {architectures = ["MiMoV2FlashForCausalLM"]}\n'
+# An architecture the planner has no rules for (sglang serves it; jitwarm warms it through the server).
+MIMO = 'hf_id = "stepfun-ai/Step-3.5-Flash"\nconfig = {architectures = ["Step3p5ForCausalLM"]}\n'
 M_LIST = "m_list = [1, 32, 128, 1024]\n"
 
 
@@ -58,7 +59,7 @@ def test_success_captures_a_lock_and_prints_the_tail(fws):
     [name] = fws.status()
     label = name.removeprefix("warm:")
     assert f"[{label}] | [2026-11-22 10:00:00 TP0] The server is fired up and ready to roll!" in out.stdout
-    assert f"[{label}] fallback: " in out.stdout and "--model-path XiaomiMiMo/MiMo-V2-Flash --tp 4" in out.stdout
+    assert f"[{label}] fallback: " in out.stdout and "--model-path stepfun-ai/Step-3.5-Flash --tp 4" in out.stdout
 
     [capture] = locks.read(fws.models / "mimo.toml").values()
     assert capture.shapes == (("GEMM_NT_F8F8BF16", 2112, 7168, 1), ("GEMM_NT_F8F8BF16", 7168, 2048, 1),
@@ -235,11 +236,11 @@ def test_server_honours_the_legacy_sgl_spelling_through_the_view(fws):
 
 
 def test_a_lock_naming_a_type_without_executor_fails_only_its_target_in_one_line(fws):
-    mimo(fws, "block32")
+    mimo(fws, "newtype")
     first = fws.doit("warm")
     assert first.returncode == 0, first.stdout + first.stderr  # the server warmed every type itself
     [capture] = locks.read(fws.models / "mimo.toml").values()
-    assert ("GEMM_NT_F8F8BF16_BLOCK32", 4096, 7168, 1) in capture.shapes
+    assert ("GEMM_NT_FP4FP4BF16", 4096, 7168, 1) in capture.shapes
     [mimo_target] = fws.status()
     assert fws.status() == {mimo_target: "U"}
     assert "of a kernel type jitwarm cannot run" in fws.doit("list", "--all").stdout
@@ -250,7 +251,7 @@ def test_a_lock_naming_a_type_without_executor_fails_only_its_target_in_one_line
     text = out.stdout + out.stderr
     assert out.returncode == 1 and "Traceback" not in text, text
     lines = [line for line in text.splitlines() if "no executor in jitwarm for kernel type" in line]
-    assert len(lines) == 1 and "GEMM_NT_F8F8BF16_BLOCK32 N=4096 K=7168" in lines[0], text
+    assert len(lines) == 1 and "GEMM_NT_FP4FP4BF16 N=4096 K=7168" in lines[0], text
     status = fws.status()
     assert status[mimo_target] == "R" and [f for n, f in status.items() if n != mimo_target] == ["U"]
     assert server_runs(fws) == 1, "the server ran again"
@@ -258,4 +259,4 @@ def test_a_lock_naming_a_type_without_executor_fails_only_its_target_in_one_line
     # v3's six, and mimo's masked one: its two NORMAL shapes are v3's too, warmed once.
     assert all(record["ok"] for record in shapes) and len(shapes) == 7
     stale = fws.doit("stale", cwd=REPO)
-    assert "no executor in jitwarm for kernel type GEMM_NT_F8F8BF16_BLOCK32" not in stale.stdout  # not a stale reason
+    assert "no executor in jitwarm for kernel type GEMM_NT_FP4FP4BF16" not in stale.stdout  # not a stale reason

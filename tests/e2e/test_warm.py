@@ -261,7 +261,7 @@ def test_bad_registry_file_fails_alone(ws):
 
 def test_unknown_architecture_goes_to_the_fallback_path(ws):
     (ws.models / "mimo.toml").write_text(
-        'hf_id = "XiaomiMiMo/MiMo-V2-Flash"\nconfig = {architectures = ["MiMoV2FlashForCausalLM"]}\n'
+        'hf_id = "stepfun-ai/Step-3.5-Flash"\nconfig = {architectures = ["Step3p5ForCausalLM"]}\n'
         '[[launch]]\ntp = 4\n')
     listing = ws.doit("list", "--all")
     assert "fallback via sglang.compile_deep_gemm (config.architectures" not in listing.stdout

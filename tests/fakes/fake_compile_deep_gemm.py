@@ -5,7 +5,7 @@ It takes the server's argv (--model-path, --tp, launch args) and behaves as chos
 `--fake-mode` in the launch args:
   ok          log capture lines and compile their kernels (through the deep_gemm stand-in
               named by JITWARM_DEEP_GEMM_MODULE), exit 0
-  block32     like ok, plus a GEMM_NT_F8F8BF16_BLOCK32 shape (a type jitwarm has no executor for)
+  newtype     like ok, plus a GEMM_NT_FP4FP4BF16 shape (a type a later sglang might add: no executor)
   warm-crash  compile like ok, then log "Scheduler hit an exception" and hang
   empty       log no capture line (the model uses no DeepGEMM kernel), exit 0
   crash       log "Scheduler hit an exception" while a child keeps running, then hang
@@ -65,9 +65,9 @@ def main(argv: list[str]) -> int:
     if mode == "chatty":
         for i in range(2000):
             log(f"chatter {i:05d} " + "x" * 40)
-    if mode in ("ok", "chatty", "block32", "warm-crash"):
-        warm_up(SHAPES + ([("GEMM_NT_F8F8BF16_BLOCK32", 4096, 7168, 1)] if mode == "block32" else []))
-    if mode in ("ok", "chatty", "block32"):
+    if mode in ("ok", "chatty", "newtype", "warm-crash"):
+        warm_up(SHAPES + ([("GEMM_NT_FP4FP4BF16", 4096, 7168, 1)] if mode == "newtype" else []))
+    if mode in ("ok", "chatty", "newtype"):
         log("The server is fired up and ready to roll!")
         return 0
     if mode == "warm-crash":
