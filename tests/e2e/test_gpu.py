@@ -105,3 +105,82 @@ def test_captured_replay_still_compiles_a_missing_kernel(tmp_path):
     result = json.loads(out.stdout.strip().splitlines()[-1])
     assert result["launches"].startswith("captured")
     assert result["new"] == [victim] and victim in result["entries"]
+
+
+# sglang 0.5.23's _NormalWarmupExecutor (deep_gemm_wrapper/compile_utils.py:411-427), restated here
+# rather than imported from jitwarm or bench/, and run over every M of the shapes given in argv.
+SGLANG_NORMAL_SWEEP = """
+import json, os, sys
+import deep_gemm, torch
+sys.path.insert(0, sys.argv[1])
+from _emit import entry_names
+
+def ceil_div(a, b):
+    return (a + b - 1) // b
+
+root = os.environ["DG_JIT_CACHE_DIR"]
+before = entry_names(root)
+for n, k, max_m in json.loads(sys.argv[2]):
+    block = 128
+    recipe = (1, block, block)
+    lhs_q = torch.empty((max_m, k), device="cuda", dtype=torch.float8_e4m3fn)
+    lhs_s = torch.ones((max_m, ceil_div(k, block)), device="cuda", dtype=torch.float32)
+    rhs_q = torch.empty((n, k), device="cuda", dtype=torch.float8_e4m3fn)
+    rhs_s = torch.ones((ceil_div(n, block), ceil_div(k, block)), device="cuda", dtype=torch.float32)
+    out = torch.empty((max_m, n), device="cuda", dtype=torch.bfloat16)
+    for m in range(1, max_m + 1):
+        deep_gemm.fp8_gemm_nt((lhs_q[:m], lhs_s[:m]), (rhs_q, rhs_s), out[:m], recipe=recipe)
+    torch.cuda.synchronize()
+print(json.dumps({"new": sorted(entry_names(root) - before)}))
+"""
+
+
+def test_shipped_v32_warm_includes_its_unfused_shared_experts_and_sglangs_sweep_compiles_nothing(tmp_path):
+    ws = real_workspace(tmp_path)
+    shutil.copy(REPO / "models" / "deepseek-v3.2.toml", ws.models)
+    out = ws.doit("-n", "12", "warm", timeout=900)
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    [marker] = [json.loads(p.read_text()) for p in (ws.root / "jitwarm" / "markers").glob("*.json")]
+    warmed = {(s["kind"], s["n"], s["k"]): s for s in marker["shapes"]}
+    for n, k in ((512, 7168), (7168, 256)):
+        shape = warmed[("GEMM_NT_F8F8BF16", n, k)]
+        assert shape["m_count"] == 16384 and shape["entries"], shape
+    sweep = subprocess.run([sys.executable, "-c", SGLANG_NORMAL_SWEEP, str(REPO / "bench"),
+                            json.dumps([[512, 7168, 16384], [7168, 256, 16384]])],
+                           env={**ws.env, "DG_JIT_CACHE_DIR": str(ws.root)}, capture_output=True, text=True, timeout=600)
+    assert sweep.returncode == 0, sweep.stderr[-3000:]
+    assert json.loads(sweep.stdout.strip().splitlines()[-1])["new"] == []
+
+
+@pytest.mark.parametrize("kind, n, k, groups", [
+    ("GEMM_NT_F8F8BF16_BLOCK32", 2112, 7168, 1),
+    ("GEMM_NT_BF16BF16F32", 256, 7168, 1),
+    ("GROUPED_GEMM_NT_BF16_CONTIG", 4096, 7168, 8),
+    ("GROUPED_GEMM_NT_BF16_MASKED", 4096, 7168, 8),
+])
+def test_each_new_kernel_type_warms_one_shape_that_sglangs_executor_replays(tmp_path, kind, n, k, groups):
+    """One captured shape per type, through a lock (the planner emits the BF16 grouped types for no
+    block-FP8 model); bench/sglang_replay.py restates sglang 0.5.23's executor for each type."""
+    from tasks.plan import locks
+
+    ws = real_workspace(tmp_path)
+    spec = ws.models / "m.toml"
+    spec.write_text('hf_id = "x/m"\nconfig = {architectures = ["Step3p5ForCausalLM"]}\n'
+                    '[[launch]]\ntp = 8\nm_list = [1, 128, 1024]\n')
+    launch = registry.load_file(spec).launches[0]
+    capture = locks.Capture(launch=0, launch_hash=launch.hash, tp=8, args=(), captured_at="2026-12-01T00:00:00+00:00",
+                            sglang="0.5.23", deep_gemm="sgl-deep-gemm 0.1.2", shapes=((kind, n, k, groups),))
+    locks.path_for(spec).write_bytes(locks.with_capture(spec, capture))
+    out = ws.doit("warm", timeout=600)
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    [marker] = [json.loads(p.read_text()) for p in (ws.root / "jitwarm" / "markers").glob("*.json")]
+    [shape] = marker["shapes"]
+    assert (shape["kind"], shape["n"], shape["k"], shape["groups"]) == (kind, n, k, groups) and shape["entries"]
+    m_values = [128, 1024] if kind.endswith("_CONTIG") else [1, 128, 1024]
+    plan = tmp_path / "plan.json"
+    plan.write_text(json.dumps({"shapes": [{"kind": kind, "n": n, "k": k, "groups": groups, "m_values": m_values}]}))
+    replay = subprocess.run([sys.executable, str(REPO / "bench" / "sglang_replay.py"), str(plan)],
+                            env={**ws.env, "DG_JIT_CACHE_DIR": str(ws.root)}, capture_output=True, text=True,
+                            timeout=600)
+    assert replay.returncode == 0, replay.stderr[-3000:]
+    assert json.loads(replay.stdout.strip().splitlines()[-1])["new_entries"] == 0

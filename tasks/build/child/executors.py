@@ -1,9 +1,10 @@
-"""Torch executors that call deep_gemm exactly as sglang's warmup does (compile_utils.py).
+"""Torch executors that call deep_gemm exactly as sglang 0.5.23's warmup does, one per
+DeepGemmKernelType (srt/layers/deep_gemm_wrapper/compile_utils.py:311-497).
 
 Only the forked children import this module; it is the one place that needs torch and a GPU.
-Inputs: FP8 e4m3 data, FP32 scales of (M, ceil(K/128)) and (ceil(N/128), ceil(K/128)),
-BF16 output; CONTIG adds int32 zero m_indices, MASKED int32 zero masked_m.
-tasks/plan/gpumem.buffer_bytes is sglang's memory formula for the same buffers.
+FP8 types: e4m3 data, FP32 scales of (M, ceil(K/block)) and (ceil(N/block), ceil(K/block)),
+BF16 output; BF16 types: BF16 data; CONTIG adds int32 zero m_indices, MASKED int32 zero
+masked_m. tasks/plan/gpumem.buffer_bytes is sglang's memory formula for the same buffers.
 """
 
 from __future__ import annotations
@@ -30,9 +31,16 @@ def create(dg, kind: str, n: int, k: int, groups: int, max_m: int):
         raise EnvironmentProblem("no CUDA device visible to torch")
     cls = {
         "GEMM_NT_F8F8BF16": _Normal,
+        "GEMM_NT_F8F8BF16_BLOCK32": _Block32,
         "GROUPED_GEMM_NT_F8F8BF16_CONTIG": _Contig,
         "GROUPED_GEMM_NT_F8F8BF16_MASKED": _Masked,
+        "GROUPED_GEMM_NT_BF16_CONTIG": _BF16Contig,
+        "GROUPED_GEMM_NT_BF16_MASKED": _BF16Masked,
+        "GEMM_NT_BF16BF16F32": _BF16F32,
     }[kind]
+    for name in cls.needs:
+        if not callable(getattr(dg, name, None)):
+            raise EnvironmentProblem(f"{getattr(dg, '__name__', 'deep_gemm')} has no {name}, which {kind} needs")
     return cls(torch, dg, n, k, groups, max_m)
 
 
@@ -42,18 +50,21 @@ class _Base:
         self._capture_stream = self._capture_pool = self._last_graph = None
         self.setup(n, k, groups, max_m)
 
-    def token_fp8(self, *dims_k):
+    def token_fp8(self, *dims_k, block=gpumem.BLOCK):
         *dims, k = dims_k
         t = self.torch
         return (t.empty(dims_k, device="cuda", dtype=t.float8_e4m3fn),
-                t.ones((*dims, gpumem.ceil_div(k, gpumem.BLOCK)), device="cuda", dtype=t.float32))
+                t.ones((*dims, gpumem.ceil_div(k, block)), device="cuda", dtype=t.float32))
 
-    def block_fp8(self, *dims_nk):
+    def block_fp8(self, *dims_nk, block=gpumem.BLOCK):
         *dims, n, k = dims_nk
         t = self.torch
         return (t.empty(dims_nk, device="cuda", dtype=t.float8_e4m3fn),
-                t.ones((*dims, gpumem.ceil_div(n, gpumem.BLOCK), gpumem.ceil_div(k, gpumem.BLOCK)),
+                t.ones((*dims, gpumem.ceil_div(n, block), gpumem.ceil_div(k, block)),
                        device="cuda", dtype=t.float32))
+
+    def bf16(self, *dims):
+        return self.torch.empty(dims, device="cuda", dtype=self.torch.bfloat16)
 
     def sync(self):
         self.torch.cuda.synchronize()
@@ -97,16 +108,73 @@ class _Base:
 
 
 class _Normal(_Base):
+    """_NormalWarmupExecutor (compile_utils.py:361-378): the recipe names the block size."""
+
+    needs = ("fp8_gemm_nt",)
+    block = gpumem.BLOCK
+
     def setup(self, n, k, groups, max_m):
-        self.lhs_q, self.lhs_s = self.token_fp8(max_m, k)
-        self.rhs_q, self.rhs_s = self.block_fp8(n, k)
-        self.out = self.torch.empty((max_m, n), device="cuda", dtype=self.torch.bfloat16)
+        self.recipe = (1, self.block, self.block)
+        self.lhs_q, self.lhs_s = self.token_fp8(max_m, k, block=self.block)
+        self.rhs_q, self.rhs_s = self.block_fp8(n, k, block=self.block)
+        self.out = self.bf16(max_m, n)
 
     def execute(self, m):
-        self.dg.fp8_gemm_nt((self.lhs_q[:m], self.lhs_s[:m]), (self.rhs_q, self.rhs_s), self.out[:m])
+        self.dg.fp8_gemm_nt((self.lhs_q[:m], self.lhs_s[:m]), (self.rhs_q, self.rhs_s), self.out[:m],
+                            recipe=self.recipe)
+
+
+class _Block32(_Normal):
+    """GEMM_NT_F8F8BF16_BLOCK32: the same executor at block size 32 (compile_utils.py:292-294)."""
+
+    block = 32
+
+
+class _BF16F32(_Base):
+    """_BF16F32WarmupExecutor (compile_utils.py:454-462): bf16 x bf16 -> fp32."""
+
+    needs = ("bf16_gemm_nt",)
+
+    def setup(self, n, k, groups, max_m):
+        self.lhs, self.rhs = self.bf16(max_m, k), self.bf16(n, k)
+        self.out = self.torch.empty((max_m, n), device="cuda", dtype=self.torch.float32)
+
+    def execute(self, m):
+        self.dg.bf16_gemm_nt(self.lhs[:m], self.rhs, self.out[:m])
+
+
+class _BF16Contig(_Base):
+    """_BF16GroupedContWarmupExecutor (compile_utils.py:414-429)."""
+
+    needs = ("m_grouped_bf16_gemm_nt_contiguous",)
+
+    def setup(self, n, k, groups, max_m):
+        self.a, self.b = self.bf16(max_m, k), self.bf16(groups, n, k)
+        self.m_indices = self.torch.zeros((max_m,), device="cuda", dtype=self.torch.int32)
+        self.out = self.bf16(max_m, n)
+
+    def execute(self, m):
+        self.dg.m_grouped_bf16_gemm_nt_contiguous(self.a[:m], self.b, self.out[:m], self.m_indices[:m])
+
+
+class _BF16Masked(_Base):
+    """_BF16GroupedMaskedWarmupExecutor (compile_utils.py:465-487), on small buffers as _Masked."""
+
+    needs = ("m_grouped_bf16_gemm_nt_masked",)
+
+    def setup(self, n, k, groups, max_m):
+        rows = min(max_m, gpumem.MASKED_ROWS)
+        self.a, self.b = self.bf16(groups, rows, k), self.bf16(groups, n, k)
+        self.masked_m = self.torch.zeros((groups,), device="cuda", dtype=self.torch.int32)
+        self.out = self.bf16(groups, rows, n)
+
+    def execute(self, m):
+        self.dg.m_grouped_bf16_gemm_nt_masked(self.a, self.b, self.out, masked_m=self.masked_m, expected_m=m)
 
 
 class _Contig(_Base):
+    needs = ("m_grouped_fp8_gemm_nt_contiguous",)
+
     def setup(self, n, k, groups, max_m):
         self.lhs_q, self.lhs_s = self.token_fp8(max_m, k)
         self.rhs_q, self.rhs_s = self.block_fp8(groups, n, k)
@@ -119,6 +187,8 @@ class _Contig(_Base):
 
 
 class _Masked(_Base):
+    needs = ("fp8_m_grouped_gemm_nt_masked",)
+
     def setup(self, n, k, groups, max_m):
         rows = min(max_m, gpumem.MASKED_ROWS)
         self.lhs_q, self.lhs_s = self.token_fp8(groups, rows, k)
