@@ -1,7 +1,8 @@
 """doit commands registered in pyproject.toml ([tool.doit.plugins.command]):
 
   doit stale [TARGET...]  stale targets with their reasons; exit 1 if any (a CI gate)
-  doit plan [TARGET...]   each target's path, shapes, M list and estimated compile cost
+  doit plan [TARGET...]   each target's path, shapes, M list and estimated compile cost;
+                          --explain adds the rules that decided each shape, and what is not covered
   doit push [TARGET...]   upload the warm shapes the remote cache lacks (read-write mode)
 
 They need no GPU, torch or deep_gemm. A TARGET is a target name (with or without
@@ -46,6 +47,13 @@ def _select(shard_option: str, names: list[str]):
     return (session, chosen, picked, all_targets), None
 
 
+_opt_explain = {
+    "name": "explain", "long": "explain", "type": bool, "default": False,
+    "help": "under each shape, the layers and sglang rules that put it there; then what the planner kept "
+            "off DeepGEMM and what the server compiles that the plan does not cover",
+}
+
+
 class _TargetCommand(Command):
     """Selects targets from the arguments and --shard, then runs `report` on them."""
 
@@ -56,6 +64,7 @@ class _TargetCommand(Command):
         if problem:
             print(f"jitwarm: {problem}", file=sys.stderr)
             return EXIT_USAGE
+        self.params = params
         return self.report(*found)
 
     def report(self, session, chosen, picked, all_targets) -> int:
@@ -88,11 +97,12 @@ class Plan(_TargetCommand):
     doc_usage = "[TARGET ...]"
     doc_description = ("Estimates come from H100 measurements of sgl-deep-gemm 0.1.2 (tasks/estimate.py); "
                        "kernels shared between shapes make them an upper bound.")
+    cmd_options = (_opt_shard, _opt_explain)
 
     def report(self, session, chosen, picked, all_targets) -> int:
         invalid = 0
         for target in picked:
-            print("\n".join(describe(target, all_targets, chosen.local_keys[target.name])))
+            print("\n".join(describe(target, all_targets, chosen.local_keys[target.name], self.params["explain"])))
             invalid += bool(target.error)
         unique = targets.shared_works(picked)
         total = estimate.ZERO
@@ -138,7 +148,8 @@ class Push(_TargetCommand):
         return 1 if any(o.status == "error" for o in outcomes.values()) else 0
 
 
-def describe(target: targets.Target, all_targets: list[targets.Target], local_keys=None) -> list[str]:
+def describe(target: targets.Target, all_targets: list[targets.Target], local_keys=None,
+             explain: bool = False) -> list[str]:
     if target.error:
         return [f"warm:{target.name}", f"  FAILS: {target.error}"]
     lines = [f"warm:{target.name}", f"  path: {target.path}",
@@ -160,6 +171,12 @@ def describe(target: targets.Target, all_targets: list[targets.Target], local_ke
         lines.append(f"    {work.name}  {work.shape.kind.value} N={work.shape.n} K={work.shape.k} "
                      f"groups={work.shape.groups}  M={len(work.m_values)}  ~{cost.kernels} kernels  "
                      f"~{cost.nvcc_s:.0f}s{here}")
+        if explain and target.plan and work.shape in target.plan.uses:
+            lines += [f"      why: {use}" for use in target.plan.uses[work.shape]]
+    if explain and target.plan:
+        lines += [f"  not on DeepGEMM: {why}" for why in target.plan.left_out]
+    if target.plan and target.plan.not_covered:
+        lines += [f"  not covered: {gap}" for gap in target.plan.not_covered]
     cost = estimate.target_cost(target)
     lines.append(f"  estimate: ~{cost.kernels} kernels, ~{cost.nvcc_s:.0f}s of nvcc on one core")
     return lines

@@ -69,8 +69,23 @@ def test_plan_lists_the_planners_shapes_for_deepseek_v3(ws):
 
 
 def test_plan_shows_fallback_targets_without_a_gpu(ws):
-    out = plain_doit(ws, "plan", "mimo-v2.5", JITWARM_MODELS_DIR=str(REPO / "models"))
+    # A launch of a planned model can still ask for server truth.
+    shipped = (REPO / "models" / "mimo-v2.5.toml").read_text()
+    (ws.models / "mimo-v2.5.toml").write_text(shipped.replace('tags = ["per-commit-8-gpu-h200"]', 'path = "fallback"'))
+    out = plain_doit(ws, "plan", "mimo-v2.5")
     assert out.returncode == 0, out.stderr
     assert "  path: fallback" in out.stdout
     assert "shapes: unknown until the server reports them" in out.stdout
     assert "-m sglang.compile_deep_gemm --model-path XiaomiMiMo/MiMo-V2.5" in out.stdout
+
+
+def test_plan_explain_names_the_rules_behind_each_shape(ws):
+    out = plain_doit(ws, "plan", "--explain", "deepseek-v3.2", JITWARM_MODELS_DIR=str(REPO / "models"))
+    assert out.returncode == 0, out.stderr
+    lines = out.stdout.splitlines()
+    shape = next(i for i, line in enumerate(lines) if "GEMM_NT_F8F8BF16 N=512 K=7168 " in line)
+    assert lines[shape + 1].startswith("      why: shared_experts gate_up_proj (not fused: DeepseekV32ForCausalLM")
+    assert "  not on DeepGEMM: routed experts: runner auto with none all-to-all is not DeepGEMM" in out.stdout
+    assert any(line.startswith("  not covered: indexer.wq_b 8192x1536 on half the SMs") for line in lines)
+    plain = plain_doit(ws, "plan", "deepseek-v3.2", JITWARM_MODELS_DIR=str(REPO / "models"))
+    assert "why:" not in plain.stdout and "  not covered: indexer.wq_b" in plain.stdout
