@@ -93,9 +93,10 @@ def main() -> int:
 
     sets = {rows: entry_set(res) for rows, res in results.items()}
     from tasks.host import fingerprint
+    from tasks.state import layouts
     report = {
         "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "fingerprint": fingerprint.compute(),
+        "fingerprint": fingerprint.compute(layouts.detect(fingerprint.deep_gemm_module())),
         "shape": {"kind": "GROUPED_GEMM_NT_F8F8BF16_MASKED", **SHAPE},
         "expected_m": EXPECTED_M,
         "per_rows": results,

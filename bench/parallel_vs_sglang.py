@@ -29,6 +29,7 @@ from _emit import emit, entry_names  # noqa: E402
 sys.path.insert(0, str(REPO))
 
 from tasks.host import fingerprint  # noqa: E402  (pure planning code)
+from tasks.state import layouts  # noqa: E402
 from tasks.plan import registry, targets
 
 SHAPES = [(7168, 2048), (2112, 7168), (3072, 1536), (4096, 512)]
@@ -75,7 +76,7 @@ def main() -> int:
          "m_values": list(w.m_values)} for w in target.works]}))
 
     result: dict = {"date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-                    "fingerprint": fingerprint.compute(), "cpu_cores": os.cpu_count(),
+                    "fingerprint": fingerprint.compute(layouts.detect(fingerprint.deep_gemm_module())), "cpu_cores": os.cpu_count(),
                     "shapes": [f"{n}x{k}" for n, k in SHAPES], "m_values_per_shape": len(target.works[0].m_values)}
 
     root_a, root_b = opts.work / "cache-a", opts.work / "cache-b"

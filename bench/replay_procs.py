@@ -143,7 +143,8 @@ def main() -> int:
                     s["setup_s"] + s["sweep_s"] for s in o.get("shapes", [])), 3)} for o, g in zip(outs, split)]}
     result["entries_before"], result["entries_after"] = before, entries()
     from tasks.host import fingerprint
-    fp = fingerprint.compute()
+    from tasks.state import layouts
+    fp = fingerprint.compute(layouts.detect(fingerprint.deep_gemm_module()))
     result["gpu"] = fp["gpu.name"]
     result["versions"] = {k: fp.get(k) for k in ("deep_gemm.dist", "deep_gemm.version", "torch", "nvcc", "python")}
     return emit(result, opts.out)

@@ -28,6 +28,7 @@ from _emit import emit, entry_names  # noqa: E402
 sys.path.insert(0, str(REPO))
 
 from tasks.host import fingerprint  # noqa: E402  (pure planning code)
+from tasks.state import layouts  # noqa: E402
 from tasks.plan import registry, targets
 
 M_LIST = [1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096, 8192, 16384]
@@ -71,7 +72,7 @@ def main() -> int:
     planned = targets.expand(registry.load(models), environ={})
     t1, t2 = planned
     result: dict = {"date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-                    "fingerprint": fingerprint.compute(), "m_list": M_LIST, "doit_jobs": opts.jobs,
+                    "fingerprint": fingerprint.compute(layouts.detect(fingerprint.deep_gemm_module())), "m_list": M_LIST, "doit_jobs": opts.jobs,
                     "targets": {t.name: [w.name for w in t.works] for t in planned}}
 
     cold, cold_s = doit(env, "-n", str(opts.jobs), "warm")

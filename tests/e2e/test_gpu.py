@@ -1,5 +1,6 @@
 """On a GPU host with the real deep_gemm: a warm lands kernels that a server replay reuses."""
 
+import importlib.metadata
 import importlib.util
 import json
 import os
@@ -152,15 +153,9 @@ def test_shipped_v32_warm_includes_its_unfused_shared_experts_and_sglangs_sweep_
     assert json.loads(sweep.stdout.strip().splitlines()[-1])["new"] == []
 
 
-@pytest.mark.parametrize("kind, n, k, groups", [
-    ("GEMM_NT_F8F8BF16_BLOCK32", 2112, 7168, 1),
-    ("GEMM_NT_BF16BF16F32", 256, 7168, 1),
-    ("GROUPED_GEMM_NT_BF16_CONTIG", 4096, 7168, 8),
-    ("GROUPED_GEMM_NT_BF16_MASKED", 4096, 7168, 8),
-])
-def test_each_new_kernel_type_warms_one_shape_that_sglangs_executor_replays(tmp_path, kind, n, k, groups):
-    """One captured shape per type, through a lock (the planner emits the BF16 grouped types for no
-    block-FP8 model); bench/sglang_replay.py restates sglang 0.5.23's executor for each type."""
+def warm_one_captured_shape(tmp_path, kind, n, k, groups):
+    """A target whose lock holds one shape (the planner emits the BF16 grouped types for no
+    block-FP8 model); returns the workspace and `doit warm`'s result."""
     from tasks.plan import locks
 
     ws = real_workspace(tmp_path)
@@ -169,18 +164,47 @@ def test_each_new_kernel_type_warms_one_shape_that_sglangs_executor_replays(tmp_
                     '[[launch]]\ntp = 8\nm_list = [1, 128, 1024]\n')
     launch = registry.load_file(spec).launches[0]
     capture = locks.Capture(launch=0, launch_hash=launch.hash, tp=8, args=(), captured_at="2026-12-01T00:00:00+00:00",
-                            sglang="0.5.23", deep_gemm="sgl-deep-gemm 0.1.2", shapes=((kind, n, k, groups),))
+                            sglang="0.5.23", deep_gemm="sgl-deep-gemm", shapes=((kind, n, k, groups),))
     locks.path_for(spec).write_bytes(locks.with_capture(spec, capture))
-    out = ws.doit("warm", timeout=600)
-    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
-    [marker] = [json.loads(p.read_text()) for p in (ws.root / "jitwarm" / "markers").glob("*.json")]
-    [shape] = marker["shapes"]
-    assert (shape["kind"], shape["n"], shape["k"], shape["groups"]) == (kind, n, k, groups) and shape["entries"]
+    return ws, ws.doit("warm", timeout=600)
+
+
+def replay_new_entries(ws, kind, n, k, groups) -> int:
+    """bench/sglang_replay.py restates sglang 0.5.23's executor for each type."""
     m_values = [128, 1024] if kind.endswith("_CONTIG") else [1, 128, 1024]
-    plan = tmp_path / "plan.json"
+    plan = ws.tmp / "plan.json"
     plan.write_text(json.dumps({"shapes": [{"kind": kind, "n": n, "k": k, "groups": groups, "m_values": m_values}]}))
     replay = subprocess.run([sys.executable, str(REPO / "bench" / "sglang_replay.py"), str(plan)],
                             env={**ws.env, "DG_JIT_CACHE_DIR": str(ws.root)}, capture_output=True, text=True,
                             timeout=600)
     assert replay.returncode == 0, replay.stderr[-3000:]
-    assert json.loads(replay.stdout.strip().splitlines()[-1])["new_entries"] == 0
+    return json.loads(replay.stdout.strip().splitlines()[-1])["new_entries"]
+
+
+@pytest.mark.parametrize("kind, n, k, groups", [
+    ("GEMM_NT_BF16BF16F32", 256, 7168, 1),
+    ("GROUPED_GEMM_NT_BF16_CONTIG", 4096, 7168, 8),
+    ("GROUPED_GEMM_NT_BF16_MASKED", 4096, 7168, 8),
+])
+def test_each_bf16_kernel_type_warms_one_shape_that_sglangs_executor_replays(tmp_path, kind, n, k, groups):
+    ws, out = warm_one_captured_shape(tmp_path, kind, n, k, groups)
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    [marker] = [json.loads(p.read_text()) for p in (ws.root / "jitwarm" / "markers").glob("*.json")]
+    [shape] = marker["shapes"]
+    assert (shape["kind"], shape["n"], shape["k"], shape["groups"]) == (kind, n, k, groups) and shape["entries"]
+    assert replay_new_entries(ws, kind, n, k, groups) == 0
+
+
+def test_block32_warms_where_deep_gemm_has_the_kernel_and_fails_in_its_own_words_where_not(tmp_path):
+    kind, n, k = "GEMM_NT_F8F8BF16_BLOCK32", 2112, 7168
+    ws, out = warm_one_captured_shape(tmp_path, kind, n, k, 1)
+    if importlib.metadata.version("sgl-deep-gemm").startswith("0.1."):
+        # sgl-deep-gemm 0.1.2 has no SM90 path for recipe (1, 32, 32): its layout check refuses the
+        # [32, 32] scales. The target fails, names the shape, and keeps DeepGEMM's reason.
+        text = out.stdout + out.stderr
+        assert out.returncode == 1 and "Unknown SF transformation" in text, text[-3000:]
+        assert "failed m@tp8-" in text and f"{kind} N={n} K={k}" in text
+        assert not list((ws.root / "jitwarm" / "markers").glob("*.json"))
+        return
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    assert replay_new_entries(ws, kind, n, k, 1) == 0
