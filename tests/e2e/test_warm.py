@@ -346,3 +346,21 @@ def test_a_marker_with_a_wrong_field_type_is_stale_and_repaired(warmed):
     out = ws.doit("warm")
     assert out.returncode == 0 and "Traceback" not in out.stdout + out.stderr, out.stdout + out.stderr
     assert set(ws.status().values()) == {"U"}
+
+
+def test_block32_checkpoint_and_bf16_router_warm_their_own_kernel_types(ws):
+    """Through the stand-ins: sgl-deep-gemm 0.1.2 on the H200 has no SM90 kernel for [32, 32]
+    blocks (tests/e2e/test_gpu.py), so a planned BLOCK32 target is proven here end to end."""
+    header = (REPO / "models" / "deepseek-v3-0324.toml").read_text().split("[[launch]]")[0]
+    model_file(ws.models, "v3-b32", TP8 + 'env = { SGLANG_OPT_BF16_FP32_GEMM_ALGO = "deep_gemm" }\n',
+               header=header.replace("weight_block_size = [128, 128]", "weight_block_size = [32, 32]"))
+    out = ws.doit("warm")
+    assert out.returncode == 0, out.stdout + out.stderr
+    [marker] = markers(ws).values()
+    kinds = sorted({(s["kind"], s["n"], s["k"]) for s in marker["shapes"] if s["entries"]})
+    assert [k for k in kinds if k[0] == "GEMM_NT_BF16BF16F32"] == [("GEMM_NT_BF16BF16F32", 256, 7168)]
+    assert {k[0] for k in kinds} == {"GEMM_NT_F8F8BF16_BLOCK32", "GEMM_NT_BF16BF16F32"} and len(kinds) == 7
+    # The stand-ins name BLOCK32 kernels sm90_fp8_gemm_1d1d, as DeepGEMM's own family (tests/fakes/fake_kernels.py).
+    families = {family for family in ("sm90_fp8_gemm_1d1d", "sm90_fp8_gemm_1d2d", "sm90_bf16_gemm")
+                if any(family in name for name in ws.compiles())}
+    assert families == {"sm90_fp8_gemm_1d1d", "sm90_bf16_gemm"}
