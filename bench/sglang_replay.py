@@ -30,7 +30,7 @@ def entries(root):
 
 
 def executors(torch, deep_gemm):
-    """sglang 0.5.23's seven warmup executors (compile_utils.py:411-497), keyed by kernel type."""
+    """sglang 0.5.23's seven warmup executors (compile_utils.py:269-505), keyed by kernel type."""
 
     def token_fp8(*size, block=BLOCK):
         *dims, k = size

@@ -108,7 +108,7 @@ def _mlp(result: Plan, c: Fields, flags: ServerFlags, env: PlanEnv) -> None:
         # GEMM under this env (kernels/ops/gemm/bf16_fp32.py:153-158).
         result.add(GemmShape(Kind.BF16F32, routed, hidden), "router gate (SGLANG_OPT_BF16_FP32_GEMM_ALGO=deep_gemm)")
     if fused and flags.moe_a2a_backend in gemms.DEEPEP_CLASS_A2A:
-        slots = flags.ep  # moe/utils.py:660-676 + deepseek_v2.py:689-697: one shared slot per EP rank
+        slots = flags.ep  # moe/utils.py:668-675 + deepseek_v2.py:689-697: one shared slot per EP rank
     else:
         slots = shared if fused else 0  # deepseek_v2.py:698-702
     if fused:

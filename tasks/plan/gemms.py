@@ -14,7 +14,7 @@ NO_PLAN = "no shape plan; needs the fallback path"
 
 
 class Kind(str, Enum):
-    """sglang's DeepGemmKernelType names (compile_utils.py:114-121), so plans read like its logs."""
+    """sglang's DeepGemmKernelType names (compile_utils.py:113-120), so plans read like its logs."""
 
     NORMAL = "GEMM_NT_F8F8BF16"
     CONTIG = "GROUPED_GEMM_NT_F8F8BF16_CONTIG"
@@ -26,7 +26,7 @@ class Kind(str, Enum):
 
     @property
     def contiguous(self) -> bool:
-        """Swept only at M divisible by the layout's alignment (compile_utils.py:208-213)."""
+        """Swept only at M divisible by the layout's alignment (compile_utils.py:207-212)."""
         return self in (Kind.CONTIG, Kind.BF16_CONTIG)
 
     @property
@@ -162,7 +162,7 @@ def linear(result: Plan, c: Fields, flags: ServerFlags, layer: str, n: int, k: i
                                "or N % 64 / K % 128 not 0: fp8_utils.py:1044)")
 
 
-# layers/moe/utils.py:649-658: A2A combine happens inside a DeepEP-family dispatcher.
+# layers/moe/utils.py:656-665: A2A combine happens inside a DeepEP-family dispatcher.
 DEEPEP_CLASS_A2A = ("deepep", "deepep_v2", "mooncake", "mori", "pplx")
 # The all-to-all backends whose expert GEMMs the planner knows: DeepGEMM behind DeepEPMoE
 # (ep_moe/layer.py:352-365) with the auto runner (quantization/fp8.py:1520-1541;

@@ -9,7 +9,7 @@ from __future__ import annotations
 GIB = 1 << 30
 # A CUDA context with torch and deep_gemm loaded, plus allocator slack (seen ~0.5 GiB on H100).
 CONTEXT_BYTES = 1 * GIB
-REDUCE_FLOOR = 2048  # sglang 0.5.23 stops halving max_m here (compile_utils.py:221-230)
+REDUCE_FLOOR = 2048  # sglang 0.5.23 stops halving max_m here (compile_utils.py:229-236)
 BLOCK = 128
 # Masked GEMMs pick their kernel from expected_m, not the buffer: on an H100 with
 # sgl-deep-gemm 0.1.2, 64-row buffers selected the same kernels as 16384-row ones
@@ -23,8 +23,8 @@ def ceil_div(a: int, b: int) -> int:
 
 def buffer_bytes(kind: str, n: int, k: int, groups: int, max_m: int) -> int:
     """Device bytes a worker's executor (build/child/executors.py) allocates for one shape:
-    sglang 0.5.23's get_memory_requirement (compile_utils.py:246-306) with Hopper's
-    TMA-aligned FP32 scale workspace (lines 329-343), masked buffers cut to MASKED_ROWS."""
+    sglang 0.5.23's get_memory_requirement (compile_utils.py:285-356) with Hopper's
+    TMA-aligned FP32 scale workspace (lines 373-386), masked buffers cut to MASKED_ROWS."""
     rows = min(max_m, MASKED_ROWS) if kind.endswith("_MASKED") else max_m
     if kind.startswith("GROUPED_GEMM_NT_BF16"):
         lhs = (groups if kind.endswith("_MASKED") else 1) * rows * k * 2

@@ -108,7 +108,7 @@ def test_captured_replay_still_compiles_a_missing_kernel(tmp_path):
     assert result["new"] == [victim] and victim in result["entries"]
 
 
-# sglang 0.5.23's _NormalWarmupExecutor (deep_gemm_wrapper/compile_utils.py:411-427), restated here
+# sglang 0.5.23's _NormalWarmupExecutor (deep_gemm_wrapper/compile_utils.py:414-429), restated here
 # rather than imported from jitwarm or bench/, and run over every M of the shapes given in argv.
 SGLANG_NORMAL_SWEEP = """
 import json, os, sys

@@ -5,7 +5,7 @@ there; paths are under python/sglang/srt/ of the sglang 0.5.23 wheel. M lists: c
 8192 on a 141 GB H200 (arg_groups/memory_hook.py:89-170), divided by attention DP
 (arg_groups/parallel_hook.py:326-332); the default sweep runs to 16384 unless chunked prefill
 exceeds 8192 (deep_gemm_wrapper/compile_utils.py update_deep_gemm_config); CONTIG kinds keep
-the M divisible by 128 (compile_utils.py:208-213).
+the M divisible by 128 (compile_utils.py:207-212).
 """
 
 import tomllib
@@ -137,7 +137,7 @@ def test_v3_deepep_normal_mode_redundant_experts_and_enforced_fusion():
     got = golden(config("deepseek-v3-0324"), ["--attn-dp-size", "8", "--moe-a2a-backend", "deepep",
                                               "--deepep-mode", "normal", "--ep-num-redundant-experts", "32",
                                               "--enforce-shared-experts-fusion"])
-    # (256 routed + 8 shared slots, one per EP rank (moe/utils.py:660-676), + 32 redundant) / 8 = 37.
+    # (256 routed + 8 shared slots, one per EP rank (moe/utils.py:668-675), + 32 redundant) / 8 = 37.
     assert {row for row in got if row[3] > 1} == {(C, 4096, 7168, 37, CONTIG_ALL), (C, 7168, 2048, 37, CONTIG_ALL)}
     assert (N, 4096, 7168, 1, ALL) not in got  # fused: no separate shared-expert MLP
 

@@ -1,5 +1,5 @@
 """Torch executors that call deep_gemm exactly as sglang 0.5.23's warmup does, one per
-DeepGemmKernelType (srt/layers/deep_gemm_wrapper/compile_utils.py:311-497).
+DeepGemmKernelType (srt/layers/deep_gemm_wrapper/compile_utils.py:269-505).
 
 Only the forked children import this module; it is the one place that needs torch and a GPU.
 FP8 types: e4m3 data, FP32 scales of (M, ceil(K/block)) and (ceil(N/block), ceil(K/block)),
@@ -108,7 +108,7 @@ class _Base:
 
 
 class _Normal(_Base):
-    """_NormalWarmupExecutor (compile_utils.py:361-378): the recipe names the block size."""
+    """_NormalWarmupExecutor (compile_utils.py:414-429): the recipe names the block size."""
 
     needs = ("fp8_gemm_nt",)
     block = gpumem.BLOCK
@@ -125,13 +125,13 @@ class _Normal(_Base):
 
 
 class _Block32(_Normal):
-    """GEMM_NT_F8F8BF16_BLOCK32: the same executor at block size 32 (compile_utils.py:292-294)."""
+    """GEMM_NT_F8F8BF16_BLOCK32: the same executor at block size 32 (compile_utils.py:274-276)."""
 
     block = 32
 
 
 class _BF16F32(_Base):
-    """_BF16F32WarmupExecutor (compile_utils.py:454-462): bf16 x bf16 -> fp32."""
+    """_BF16F32WarmupExecutor (compile_utils.py:484-491): bf16 x bf16 -> fp32."""
 
     needs = ("bf16_gemm_nt",)
 
@@ -144,7 +144,7 @@ class _BF16F32(_Base):
 
 
 class _BF16Contig(_Base):
-    """_BF16GroupedContWarmupExecutor (compile_utils.py:414-429)."""
+    """_BF16GroupedContWarmupExecutor (compile_utils.py:448-461)."""
 
     needs = ("m_grouped_bf16_gemm_nt_contiguous",)
 
@@ -158,7 +158,7 @@ class _BF16Contig(_Base):
 
 
 class _BF16Masked(_Base):
-    """_BF16GroupedMaskedWarmupExecutor (compile_utils.py:465-487), on small buffers as _Masked."""
+    """_BF16GroupedMaskedWarmupExecutor (compile_utils.py:494-505), on small buffers as _Masked."""
 
     needs = ("m_grouped_bf16_gemm_nt_masked",)
 
