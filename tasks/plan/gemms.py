@@ -147,7 +147,7 @@ def divide(total: int, parts: int, what: str) -> int:
     return total // parts
 
 
-# quantization/fp8_utils.py:1108-1190: the linears' backend; auto picks DeepGEMM where it is enabled.
+# quantization/fp8_utils.py:1170-1182: with --fp8-gemm-backend auto the linears take DeepGEMM first, whenever it is enabled.
 _DEEPGEMM_FP8_GEMM_BACKENDS = ("auto", "deep_gemm")
 
 
