@@ -49,6 +49,9 @@ class PoolRun:
     workers: int = 0
     seconds: float = 0.0
     deferred: int = 0
+    calls: int = 0  # compile calls made, and how many of them were recorded in a graph, not run
+    captured: int = 0
+    eager: set[str] = field(default_factory=set)  # labels of shapes whose graph capture failed
     compiled: int = 0
     complete: set[str] = field(default_factory=set)  # shape keys whose compile calls all finished
     failures: dict[str, dict] = field(default_factory=dict)  # shape key -> {error, log_tail}
@@ -313,8 +316,11 @@ class _Delivery:
 def _summary(report: PoolRun) -> str:
     t = report.timings
     early = f" (started early, then waited {t['waited_s']}s for its plan)" if "waited_s" in t else ""
+    eager = (f"; graph capture failed, so these ran eagerly (compile logs say why): {', '.join(sorted(report.eager))}"
+             if report.eager else "")
     return (f"compiled {report.compiled} kernels in {t.get('compile_s', '?')}s with {report.workers} workers "
-            f"({report.deferred} calls deferred while another worker built their kernel); replays "
+            f"({report.captured} of {report.calls} calls recorded in CUDA graphs, not run; {report.deferred} "
+            f"calls deferred while another worker built their kernel{eager}); replays "
             f"{t.get('replay_s', '?')}s; torch import {t.get('import_s', '?')}s{early}; deep_gemm import in "
             f"workers {t.get('worker_import_s', '?')}s; pool {report.seconds}s; fingerprint {report.fingerprint_s}s")
 
@@ -325,11 +331,14 @@ def _read_compile(report, compiling, compile_jobs, outcome) -> None:
     Workers share one queue, so a dead worker may have dropped calls of any shape: then
     no shape counts as complete, and each replay completes its own shape."""
     broken = False
-    report.deferred = 0
+    report.deferred = report.calls = report.captured = 0
     for job in compile_jobs:
         result = records.read_message(Path(job.result), protocol.CompileResult)
         if result is not None:
             report.deferred += result.deferred
+            report.calls += sum(result.done.values())
+            report.captured += result.captured
+            report.eager |= {compiling[s].shape.label for s in result.eager}
             slowest = max(report.timings.get("worker_import_s", 0), result.import_s)
             report.timings["worker_import_s"] = slowest
             continue

@@ -54,3 +54,25 @@ def test_shape_records_carry_the_completeness_proof(ws):
         record = json.loads(path.read_text())
         assert record["ok"] and record["replay"]["new_entries"] == 0 and record["replay"]["calls"] == 4
         assert record["pool"]["complete"] is True and record["pool"]["workers"] >= 1
+
+
+def test_compile_workers_record_calls_in_graphs_and_run_eagerly_only_where_capture_fails(ws):
+    model_file(ws.models, "v3", "[[launch]]\ntp = 8\nm_list = [1, 32, 128, 1024]\n")
+    calls = ws.tmp / "calls.log"
+    out = ws.doit("warm", FAKE_DG_CALL_LOG=str(calls), FAKE_DG_CAPTURE_FAIL="7168x2048")
+    assert out.returncode == 0, out.stdout + out.stderr
+    compile_calls = [line.split()[1:] for line in calls.read_text().splitlines() if line.startswith("compile ")]
+    eager = {(tag, m) for how, tag, m in compile_calls if how == "eager"}
+    # Every call of the other five shapes was recorded, not run; 7168x2048's ran once capture failed.
+    assert eager == {("7168x2048", m) for m in ("1", "32", "128", "1024")}
+    assert {tag for how, tag, _ in compile_calls if how == "captured"} == {
+        "2112x7168", "3072x1536", "4096x512", "4608x7168", "7168x2304"}
+    assert "graph capture failed, so these ran eagerly (compile logs say why): normal-7168x2048-g1" in out.stdout
+    summary = next(line for line in out.stdout.splitlines() if line.startswith("compiled "))
+    eager_calls = sum(how == "eager" for how, _, _ in compile_calls)  # each worker's first call comes on top
+    assert f"{len(compile_calls) - eager_calls} of {len(compile_calls)} calls recorded in CUDA graphs" in summary
+    logs = "".join(p.read_text() for p in (ws.root / "jitwarm" / "logs").glob("compile-*.log"))
+    assert "graph capture failed (RuntimeError: CUDA error: operation not permitted when stream is capturing); " \
+           "running its calls eagerly" in logs
+    # The replay proof is unchanged: every shape replays with 0 new entries.
+    assert set(ws.status().values()) == {"U"}

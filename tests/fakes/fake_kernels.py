@@ -15,8 +15,12 @@ Knobs (environment):
   FAKE_DG_REPLAY_EXTRA  replays (not compile workers) need one extra kernel per shape
   FAKE_DG_REPLAY_S      seconds each replay takes to start (to order events in tests)
   FAKE_DG_NO_DEVICE     every executor fails as on a host whose GPU is gone
+  FAKE_DG_CAPTURE_FAIL  "NxK": a call of that shape inside a graph capture fails, as a
+                        capture-unsafe call does on a GPU (eager calls still work)
+  FAKE_DG_CALL_LOG      append "compile|replay captured|eager <N>x<K> <m>" per call to this file
 """
 
+import contextlib
 import os
 import subprocess
 import sys
@@ -34,8 +38,25 @@ class Executor:
     def __init__(self, build, kind, n, k, groups):
         self.build, self.kind, self.n, self.k, self.groups = build, kind, n, k, groups
         self.tag = f"{n}x{k}"
+        self.capturing = False
+
+    @contextlib.contextmanager
+    def capture(self):
+        """Like executors._Base.capture: calls inside build and load their kernels, nothing runs."""
+        self.capturing = True
+        try:
+            yield
+        finally:
+            self.capturing = False
 
     def execute(self, m):
+        if self.capturing and os.environ.get("FAKE_DG_CAPTURE_FAIL") == self.tag:
+            raise RuntimeError("CUDA error: operation not permitted when stream is capturing")
+        log = os.environ.get("FAKE_DG_CALL_LOG")
+        if log:
+            with open(log, "a") as fh:
+                who = "compile" if "JITWARM_BUSY_FLAG" in os.environ else "replay"
+                fh.write(f"{who} {'captured' if self.capturing else 'eager'} {self.tag} {m}\n")
         if os.environ.get("FAKE_DG_CRASH_ON") == self.tag:
             print("CUDA error: an illegal memory access was encountered", file=sys.stderr, flush=True)
             os.abort()

@@ -6,10 +6,16 @@ deep_gemm compiles through jitwarm's nvcc shim. When another worker is compiling
 kernel a call needs, the shim answers "busy" at once: the call is deferred and the
 worker moves on to kernels nobody has started. Deferred calls are retried at the end,
 this time waiting for the other worker's result instead of compiling it again.
+
+Calls are recorded in CUDA graphs that are never launched (executors._Base.capture):
+deep_gemm still picks, builds and loads each call's kernel on the host, but no GEMM
+runs, so workers do not queue on the one GPU. A shape whose capture fails runs eagerly,
+and the log says so. The replay after the pool still runs its sweep and must compile 0.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import time
 from collections import Counter
@@ -42,7 +48,8 @@ def run(plan: CompilePlan, take) -> CompileResult:
     worker.attempt(sorted(deferred))
     worker.sync()
     return CompileResult(done={str(s): n for s, n in worker.done.items()}, deferred=skipped,
-                         import_s=round(imported, 3), seconds=round(time.monotonic() - started, 3))
+                         captured=worker.captured, eager=sorted(worker.eager), import_s=round(imported, 3),
+                         seconds=round(time.monotonic() - started, 3))
 
 
 class _Worker:
@@ -54,6 +61,8 @@ class _Worker:
         self.factory = replay.factory_of(self.dg)
         self.current: tuple[int, object] | None = None  # shape index, its executor
         self.done: Counter = Counter()
+        self.captured = 0  # calls recorded in a graph rather than run
+        self.eager: set[int] = set()  # shapes whose graph capture failed
 
     def executor(self, s: int):
         if self.current is None or self.current[0] != s:
@@ -64,18 +73,54 @@ class _Worker:
         return self.current[1]
 
     def attempt(self, calls) -> list:
-        """Run each call; return those whose kernel another worker is building."""
-        busy_now = []
-        for s, m in calls:
-            try:
-                self.executor(s).execute(m)
-                self.done[s] += 1
-            except Exception:
-                if not self.busy.exists():
-                    raise  # a real failure: the pool reports this worker's log
-                self.busy.unlink()
-                busy_now.append((s, m))
+        """Make each call; return those whose kernel another worker is building."""
+        busy_now: list = []
+        start = 0
+        while start < len(calls):
+            s = calls[start][0]
+            end = start
+            while end < len(calls) and calls[end][0] == s:
+                end += 1
+            self._shape_calls(s, calls[start:end], busy_now)
+            start = end
         return busy_now
+
+    def _shape_calls(self, s: int, pending: list, busy_now: list) -> None:
+        executor = self.executor(s)
+        while pending:
+            capture = None if s in self.eager else getattr(executor, "capture", None)
+            made = 0
+            try:
+                if capture is None:
+                    for _, m in pending:
+                        executor.execute(m)
+                        made += 1
+                else:
+                    with capture():
+                        for _, m in pending:
+                            executor.execute(m)
+                            made += 1
+                    self.captured += made
+                self.done[s] += made
+                return
+            except Exception as exc:
+                self.done[s] += made
+                if capture is not None:
+                    self.captured += made
+                if self.busy.exists():
+                    self.busy.unlink()
+                    busy_now.append(pending[made])
+                    pending = pending[made + 1:]
+                elif capture is not None:
+                    # Not a busy kernel: the capture itself failed. Run this shape eagerly.
+                    print(f"  shape {s}: graph capture failed ({exc.__class__.__name__}: {exc}); "
+                          "running its calls eagerly", flush=True)
+                    self.eager.add(s)
+                    pending = pending[made:]
+                    with contextlib.suppress(Exception):  # a broken context shows again in the eager calls
+                        executor.sync()
+                else:
+                    raise  # a real failure: the pool reports this worker's log
 
     def sync(self) -> None:
         if self.current is not None:

@@ -111,6 +111,8 @@ class PoolPlan(msgspec.Struct, kw_only=True):
 class CompileResult(msgspec.Struct, kw_only=True):
     done: dict[str, int]  # shape index -> calls made
     deferred: int  # calls put off while another worker built their kernel
+    captured: int = 0  # calls recorded in a never-launched CUDA graph instead of run
+    eager: list[int] = []  # shape indices whose graph capture failed: their calls ran
     import_s: float
     seconds: float
 
