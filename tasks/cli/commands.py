@@ -4,6 +4,7 @@
   doit plan [TARGET...]   each target's path, shapes, M list and estimated compile cost;
                           --explain adds the rules that decided each shape, and what is not covered
   doit push [TARGET...]   upload the warm shapes the remote cache lacks (read-write mode)
+  doit env [TARGET...]    the environment a server should start with (for `eval`)
 
 They need no GPU, torch or deep_gemm. A TARGET is a target name (with or without
 `warm:`) or a model name, meaning all its targets.
@@ -12,6 +13,7 @@ They need no GPU, torch or deep_gemm. A TARGET is a target name (with or without
 from __future__ import annotations
 
 import os
+import shlex
 import shutil
 import sys
 
@@ -27,13 +29,15 @@ _opt_shard = {
 }
 
 
-def _select(shard_option: str, names: list[str]):
-    """((session, selection, targets named, all targets), None), or (None, a usage error line)."""
+def _select(shard_option: str | None, names: list[str]):
+    """((session, selection, targets named, all targets), None), or (None, a usage error line).
+    `shard_option` None: every target, whatever JITWARM_SHARD says."""
     from tasks.cli import doit_tasks
 
     session, all_targets = doit_tasks.load()
     try:
-        chosen = sharding.select(all_targets, sharding.from_settings(shard_option, os.environ))
+        shard = None if shard_option is None else sharding.from_settings(shard_option, os.environ)
+        chosen = sharding.select(all_targets, shard)
     except sharding.ShardError as exc:
         return None, str(exc)
     if not names:
@@ -146,6 +150,45 @@ class Push(_TargetCommand):
         finally:
             shutil.rmtree(scratch, ignore_errors=True)
         return 1 if any(o.status == "error" for o in outcomes.values()) else 0
+
+
+class Env(_TargetCommand):
+    name = "env"
+    doc_purpose = "print the environment a server should start with: cache roots, and no start-up sweep when proven"
+    doc_usage = "[TARGET ...]"
+    doc_description = (
+        "Prints `export` lines for eval: the cache root variables, and SGLANG_JIT_DEEPGEMM_PRECOMPILE=0 only "
+        "when every selected target (default: all) is proven warm for this machine's fingerprint; otherwise "
+        "that line is left out and stderr says why. Ignores --shard: a server needs its whole target.")
+    cmd_options = ()
+
+    def execute(self, params, args):
+        found, problem = _select(None, args)
+        if problem:
+            print(f"jitwarm: {problem}", file=sys.stderr)
+            return EXIT_USAGE
+        return self.report(*found)
+
+    def report(self, session, chosen, picked, all_targets) -> int:
+        from tasks.cli import doit_tasks
+
+        root = session.root
+        # sglang reads SGLANG_DG_CACHE_DIR and hands it to deep_gemm; deep_gemm alone reads its own.
+        names = dict.fromkeys(("SGLANG_DG_CACHE_DIR", *root.layout.cache_dir_env[:1]))
+        lines = [f"export {name}={shlex.quote(root.env_value())}" for name in names]
+        unproven = []
+        for target in picked:
+            check = doit_tasks.TargetCheck(session, target)
+            if not check(None, None):
+                unproven.append(f"{target.name}: {check}")
+        if not picked:
+            unproven.append("the registry has no target")
+        if not unproven:
+            lines.append("export SGLANG_JIT_DEEPGEMM_PRECOMPILE=0")
+        for why in unproven:
+            print(f"jitwarm: SGLANG_JIT_DEEPGEMM_PRECOMPILE=0 left out: {why}", file=sys.stderr)
+        print("\n".join(lines))
+        return 0
 
 
 def describe(target: targets.Target, all_targets: list[targets.Target], local_keys=None,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shlex
 import subprocess
 import sys
 
@@ -89,3 +90,24 @@ def test_plan_explain_names_the_rules_behind_each_shape(ws):
     assert any(line.startswith("  not covered: indexer.wq_b 8192x1536 on half the SMs") for line in lines)
     plain = plain_doit(ws, "plan", "deepseek-v3.2", JITWARM_MODELS_DIR=str(REPO / "models"))
     assert "why:" not in plain.stdout and "  not covered: indexer.wq_b" in plain.stdout
+
+def test_env_turns_the_start_up_sweep_off_only_for_proven_targets(ws):
+    model_file(ws.models, "v3", TP8 + DP8)
+    before = plain_doit(ws, "env")
+    assert before.returncode == 0, before.stderr
+    root = shlex.quote(str(ws.root))
+    assert f"export SGLANG_DG_CACHE_DIR={root}" in before.stdout.splitlines()
+    assert f"export DG_JIT_CACHE_DIR={root}" in before.stdout.splitlines()
+    assert "PRECOMPILE" not in before.stdout
+    assert before.stderr.count("jitwarm: SGLANG_JIT_DEEPGEMM_PRECOMPILE=0 left out: v3@tp8-") == 2
+    assert "not warmed yet" in before.stderr
+
+    v3_tp8 = next(n for n in ws.status() if "dp" not in n and n.startswith("warm:v3@"))
+    assert ws.doit(v3_tp8).returncode == 0
+    one = plain_doit(ws, "env", v3_tp8)
+    assert one.stdout.splitlines()[-1] == "export SGLANG_JIT_DEEPGEMM_PRECOMPILE=0" and not one.stderr
+    assert "PRECOMPILE" not in plain_doit(ws, "env").stdout  # the dp-attention target is still cold
+    # The printed lines are shell: a server started under them sees the warmed root.
+    shown = subprocess.run(["bash", "-c", 'eval "$1"; echo "$SGLANG_DG_CACHE_DIR|$SGLANG_JIT_DEEPGEMM_PRECOMPILE"',
+                            "-", one.stdout], capture_output=True, text=True, check=True)
+    assert shown.stdout.strip() == f"{ws.root}|0"
