@@ -42,9 +42,12 @@ def enqueue(work: ShapeWork, session: Session, dependents: list[Target] = ()) ->
         run(session, [(work, list(dependents))])  # a `doit -n` worker process: no shared queue
         return
     fp = session.fingerprint
-    if not session.pending and preflight.problem(fp) is None:
+    remote = session.settings.remote
+    proofs_may_do = remote is not None and remote.verify == "manifest"
+    if not session.pending and not proofs_may_do and preflight.problem(fp) is None:
         # There is work: start the pool's process now, so its torch import overlaps the
-        # rest of the queueing and the remote pulls.
+        # rest of the queueing and the remote pulls. Not when pulled proofs may settle it
+        # all: then torch is imported only for what the remote lacks.
         pool.prestart(session, fp, _worker_env())
     session.pending[work.key] = (work, list(dependents))
     print(f"queued {work.name} ({len(work.m_values)} M values)", flush=True)
@@ -136,6 +139,10 @@ def _warm(session: Session, fp: dict, items: Items, pulls: dict[str, sync.Transf
         first_try = pulls is None
         if first_try:
             pulls = sync.pull(remote, [w for w, _ in items], cache, fp, scratch)
+            if remote is not None and remote.config.verify == "manifest":
+                items = [(w, d) for w, d in items if not _land_proven(cache, fp, w, d, pulls.get(w.key))]
+                if not items:
+                    return
         landing = _Landing(cache, fp, items, pulls, replay_only=first_try)
         store = pool.store_for(cache.path, fp, max_age_s=2 * session.shape_timeout_s)
         pool.run(landing.works, session, fp, _worker_env(), store, landing.on_replay, landing.report,
@@ -148,6 +155,26 @@ def _warm(session: Session, fp: dict, items: Items, pulls: dict[str, sync.Transf
             sync.push(remote, landing.compiled(), cache, fp, scratch)
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
+
+
+def _land_proven(cache, fp: dict, work: ShapeWork, dependents: list[Target], outcome) -> bool:
+    """Record a pulled shape warm on its manifest's proof alone (no torch, no GPU), if it has one."""
+    if outcome is None or not sync.proven_pull(outcome, work):
+        return False
+    described = {name: entries.describe(cache, name) for name in outcome.names}
+    if None in described.values():
+        return False
+    proof = outcome.proof
+    how = (f"remote manifest: every file matched its sha256 here; the pusher's replay of all {proof['calls']} "
+           f"calls compiled 0 ({proof.get('proved_at') or 'time not given'}); not replayed here (verify = manifest)")
+    record = _record(work, fp, ok=True, entries=described, new=[], calls=proof["calls"], sweep_seconds=0.0,
+                     verification=how, launches="none: proven by the pusher", finished_at=records.now(),
+                     replay=ReplayStats(0, proof["calls"], 0.0), remote=RemoteNote(pull=outcome.as_record()))
+    _write(cache.path, record)
+    run_state.emit("shape_done", key=work.key, ok=True)
+    print(f"warmed {work.name}: {len(described)} entries, proven by the pusher's replay", flush=True)
+    _commit(cache, fp, dependents)
+    return True
 
 
 class _Landing:

@@ -9,6 +9,9 @@ from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 REMOTE_MODES = ("read", "read-write", "off")
+# How a pulled shape is accepted: "manifest" trusts a pusher's replay proof once every file
+# matches its sha256 (no GPU pass); "replay" replays every pulled shape here as well.
+VERIFY_MODES = ("manifest", "replay")
 
 
 @dataclass(frozen=True)
@@ -16,6 +19,7 @@ class RemoteConfig:
     url: str
     mode: str = "read"
     timeout_s: float = 60.0
+    verify: str = "manifest"
 
     @property
     def writable(self) -> bool:
@@ -98,11 +102,14 @@ def _remote(env, table: dict) -> RemoteConfig | None:
     if mode not in REMOTE_MODES:
         raise SystemExit(f"jitwarm: {mode_where}: expected one of {', '.join(REMOTE_MODES)}, got {mode!r}")
     timeout = _positive_seconds(*pick("JITWARM_REMOTE_TIMEOUT_S", "remote_timeout_s", 60))
+    verify, verify_where = pick("JITWARM_VERIFY", "verify", "manifest")
+    if verify not in VERIFY_MODES:
+        raise SystemExit(f"jitwarm: {verify_where}: expected one of {', '.join(VERIFY_MODES)}, got {verify!r}")
     if not url or mode == "off":
         return None
     if problem := config_error(url):
         raise SystemExit(f"jitwarm: {where}: {problem}")
-    return RemoteConfig(url, mode, timeout)
+    return RemoteConfig(url, mode, timeout, verify)
 
 
 def _output(env, table: dict, env_name: str, key: str) -> Path | None:

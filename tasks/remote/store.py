@@ -73,6 +73,7 @@ class Transfer:
     fetched: dict = field(default_factory=dict, repr=False)  # a pull's downloaded files, before unpacking
     published: list[str] = field(default_factory=list)  # entries a pull added to the local cache
     names: list[str] = field(default_factory=list, repr=False)  # every entry of a pulled artifact
+    proof: dict | None = field(default=None, repr=False)  # a pulled manifest's replay proof (sync.proof_of)
 
     def as_record(self) -> RemoteStep:
         return RemoteStep(status=self.status, detail=self.detail, entries=self.entries, bytes=self.bytes,
@@ -119,7 +120,7 @@ class Remote:
         if size != archive["size"] or artifact.sha256_file(local) != archive["sha256"]:
             return Transfer("rejected", f"archive {archive['name']} does not match its sha256 "
                                        f"({size} bytes, manifest says {archive['size']})")
-        return Transfer("hit", bytes=size, seconds=round(time.monotonic() - started, 3),
+        return Transfer("hit", bytes=size, seconds=round(time.monotonic() - started, 3), proof=manifest.get("proof"),
                        fetched={"archive": local, "format": archive["format"], "files": manifest["files"]})
 
     @staticmethod
@@ -140,15 +141,16 @@ class Remote:
     # -- pushing ---------------------------------------------------------------------------
 
     def push_many(self, items, cache: CacheRoot, fp: dict, work_dir: Path) -> dict[str, Transfer]:
-        """Upload each (work, entry names) whose artifact the remote lacks."""
+        """Upload each (work, entry names, replay proof or None) whose artifact the remote lacks."""
         if not self.config.writable:
             raise RuntimeError(f"remote is in {self.config.mode} mode: never writing")
         parts = key_parts(fp)
-        jobs = {w.key: (lambda w=w, names=names: self._push(w, names, parts, cache, work_dir / f"push-{w.key}"))
-                for w, names in items}
+        jobs = {w.key: (lambda w=w, names=names, proof=proof: self._push(w, names, proof, parts, cache,
+                                                                        work_dir / f"push-{w.key}"))
+                for w, names, proof in items}
         return self._bounded(jobs, "push")
 
-    def _push(self, work, names: list[str], parts: dict, cache: CacheRoot, into: Path) -> Transfer:
+    def _push(self, work, names: list[str], proof: dict | None, parts: dict, cache: CacheRoot, into: Path) -> Transfer:
         started = time.monotonic()
         fs, where = self._filesystem(), f"{self._base}/{artifact_dir(work.key, parts)}"
         with contextlib.suppress(FileNotFoundError):
@@ -164,6 +166,8 @@ class Remote:
                     "archive": {"name": name, "sha256": sha, "size": size, "format": fmt},
                     "files": files, "entries": sorted(names),
                     "pushed_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+        if proof is not None:
+            manifest["proof"] = proof
         (into / MANIFEST).write_text(json.dumps(manifest, indent=1, sort_keys=True))
         self._put(fs, local, f"{where}/{name}")
         self._put(fs, into / MANIFEST, f"{where}/{MANIFEST}")  # last: it makes the artifact visible

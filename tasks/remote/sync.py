@@ -60,11 +60,13 @@ def discard_pulled(root: Path, outcomes: list[Transfer]) -> None:
 
 
 def push(remote: Remote, items, cache: CacheRoot, fp: dict, scratch: Path) -> dict[str, Transfer]:
-    """Upload (work, entry names) items; note each outcome in the shape's record."""
+    """Upload (work, entry names) items, each with its replay proof where the record has
+    one; note each outcome in the shape's record."""
     if not items:
         return {}
     root = cache.path
-    outcomes = remote.push_many(items, cache, fp, scratch)
+    proven = [(work, names, proof_of(records.read_shape(root, work.key)[0], work)) for work, names in items]
+    outcomes = remote.push_many(proven, cache, fp, scratch)
     for work, _ in items:
         outcome = outcomes[work.key]
         if outcome.status == "error":
@@ -75,6 +77,26 @@ def push(remote: Remote, items, cache: CacheRoot, fp: dict, scratch: Path) -> di
             records.write_json(records.shape_path(root, work.key), record)
     print(f"remote {remote.config}: {_counts(outcomes)}", flush=True)
     return outcomes
+
+
+def proof_of(record: ShapeRecord | None, work) -> dict | None:
+    """The replay proof a manifest carries: this shape's full sweep, run against exactly
+    these entries, compiled nothing. None unless the record shows that."""
+    if (record is None or not record.ok or record.new or record.replay is None or record.replay.new_entries
+            or record.replay.calls != len(work.m_values)):
+        return None
+    return {"entries": sorted(record.entries), "m_count": len(work.m_values), "calls": record.replay.calls,
+            "new_entries": 0, "verification": record.verification, "proved_at": record.finished_at}
+
+
+def proven_pull(outcome: Transfer, work) -> bool:
+    """Whether a pulled artifact holds by its manifest alone: every file matched its sha256
+    (the pull checked), and the pusher's proof covers exactly these entries and this M list
+    (the artifact key already pins the shape, its M list and the toolchain)."""
+    proof = outcome.proof
+    return (outcome.status == "hit" and isinstance(proof, dict) and proof.get("new_entries") == 0
+            and proof.get("calls") == proof.get("m_count") == len(work.m_values)
+            and proof.get("entries") == outcome.names)
 
 
 def warm_shapes(cache: CacheRoot, works, fp: dict) -> list[tuple]:

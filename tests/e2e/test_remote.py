@@ -85,6 +85,54 @@ def test_pull_into_an_empty_root_compiles_nothing(pushed):
     assert "6 hit" in info.stdout and "entries unpacked" in info.stdout
 
 
+def test_a_proven_pull_needs_no_torch_no_gpu_pass_and_no_pool(pushed):
+    """By default a pulled shape whose manifest carries the pusher's replay proof is warm once
+    every file matches its sha256: nothing is imported or started for it."""
+    ws, remote, compiled = pushed
+    proofs = [json.loads(m.read_text())["proof"] for m in manifests(remote)]
+    assert all(p["new_entries"] == 0 and p["calls"] == p["m_count"] == 4 and p["entries"] for p in proofs)
+    ws = second_root(ws, "runner-b")
+    poison = ws.tmp / "poison"
+    (poison / "torch").mkdir(parents=True)
+    fired = ws.tmp / "torch-imported"
+    (poison / "torch" / "__init__.py").write_text(f"open({str(fired)!r}, 'w').close()\nraise ImportError('poisoned')\n")
+    env = {"PYTHONPATH": os.pathsep.join([str(poison), ws.env.get("PYTHONPATH", "")])}
+    out = warm(ws, f"file://{remote}", **env)
+    data = report(ws, out)
+    assert not fired.exists(), "something imported torch"
+    assert "compiled " not in out.stdout and not list((ws.root / "jitwarm" / "logs").glob("*.log")), out.stdout
+    assert out.stdout.count("proven by the pusher's replay") == 6
+    assert len(ws.compiles()) == compiled and data["totals"]["kernels_compiled"] == 0
+    assert set(ws.status().values()) == {"U"}
+    for record in shape_records(ws.root).values():
+        assert record["ok"] and record["new"] == [] and record["replay"]["new_entries"] == 0
+        assert record["verification"].startswith("remote manifest: every file matched its sha256 here; "
+                                                 "the pusher's replay of all 4 calls compiled 0")
+    [marker] = [json.loads(p.read_text()) for p in (ws.root / "jitwarm" / "markers").glob("*.json")]
+    assert all("not replayed here" in shape["verification"] for shape in marker["shapes"])
+
+
+def test_a_manifest_without_a_matching_proof_is_replayed(pushed):
+    ws, remote, compiled = pushed
+    old, wrong = manifests(remote)[:2]
+    for path, change in ((old, lambda m: m.pop("proof")), (wrong, lambda m: m["proof"]["entries"].pop())):
+        manifest = json.loads(path.read_text())
+        change(manifest)
+        path.write_text(json.dumps(manifest))
+    ws = second_root(ws, "runner-b")
+    report(ws, warm(ws, f"file://{remote}"))
+    replayed = {key for key, r in shape_records(ws.root).items() if r["verification"].startswith("remote manifest, plus")}
+    assert replayed == {json.loads(old.read_text())["shape_key"], json.loads(wrong.read_text())["shape_key"]}
+    assert len(ws.compiles()) == compiled and set(ws.status().values()) == {"U"}
+
+
+def test_verify_setting_is_checked(pushed):
+    ws, remote, _ = pushed
+    out = warm(ws, f"file://{remote}", JITWARM_VERIFY="trust-me")
+    assert out.returncode != 0
+    assert "jitwarm: JITWARM_VERIFY: expected one of manifest, replay, got 'trust-me'" in out.stdout + out.stderr
+
+
 @pytest.mark.parametrize("damage, says", [
     ("flip", "does not match its sha256"), ("truncate", "does not match its sha256"), ("grow", "does not match"),
     ("delete", "which is missing")])
@@ -110,7 +158,8 @@ def test_damaged_artifact_is_rejected_and_its_shape_compiled_locally(pushed, dam
 
 
 def test_consistent_but_broken_artifact_fails_replay_and_compiles_locally(pushed):
-    """A re-signed artifact with a garbage kernel passes the sha256 but not the replay."""
+    """A re-signed artifact with a garbage kernel passes the sha256 but not the replay (which
+    verify = replay runs for every pulled shape; by default the pusher's proof is trusted)."""
     ws, remote, compiled = pushed
     manifest_path = manifests(remote)[0]
     manifest = json.loads(manifest_path.read_text())
@@ -118,7 +167,7 @@ def test_consistent_but_broken_artifact_fails_replay_and_compiles_locally(pushed
                for name in manifest["files"]}
     write_artifact(manifest_path, manifest, members)
     ws = second_root(ws, "runner-b")
-    out = warm(ws, f"file://{remote}")
+    out = warm(ws, f"file://{remote}", JITWARM_VERIFY="replay")
     result = report(ws, out)
     assert "replay of the pulled entries failed" in out.stdout
     assert result["totals"]["remote"]["rejected"] == 1 and result["totals"]["remote"]["hits"] == 5
@@ -137,7 +186,7 @@ def test_pulled_shapes_share_replay_processes_and_keep_the_pushers_entries(pushe
     pusher_root = ws.root
     pushers = shape_records(pusher_root)
     ws = second_root(ws, "runner-b")
-    report(ws, warm(ws, f"file://{remote}", JITWARM_JOBS="2"))
+    report(ws, warm(ws, f"file://{remote}", JITWARM_JOBS="2", JITWARM_VERIFY="replay"))
     pulled = shape_records(ws.root)
     # One process replays six tiny shapes, so most find the shared transpose kernel already
     # loaded: their entries still come out as the pusher attributed them.
@@ -180,7 +229,7 @@ def test_a_pulled_shape_that_crashes_or_hangs_in_replay_spares_the_others(pushed
     token = f"jitwarm-test-{time.time_ns()}"
     env = {"FAKE_DG_CRASH_ON": victim, "FAKE_DG_REPLAY_S": "0.3"} if fault == "crash" else {
         "FAKE_DG_HANG_ON": victim, "FAKE_DG_TOKEN": token, "JITWARM_SHAPE_TIMEOUT_S": "3"}
-    out = warm(ws, f"file://{remote}", JITWARM_JOBS="2", **env)
+    out = warm(ws, f"file://{remote}", JITWARM_VERIFY="replay", JITWARM_JOBS="2", **env)
     assert out.returncode == 1, out.stdout + out.stderr  # the victim fails here too when compiled locally
     data = json.loads((ws.tmp / "report.json").read_text())
     assert (data["totals"]["remote"]["hits"], data["totals"]["remote"]["rejected"]) == (5, 1)
@@ -199,7 +248,7 @@ def test_a_pulled_shape_that_crashes_or_hangs_in_replay_spares_the_others(pushed
 def test_replay_processes_that_cannot_start_are_not_restarted_for_every_piece(pushed):
     ws, remote, _ = pushed
     ws = second_root(ws, "runner-b")
-    out = warm(ws, f"file://{remote}", JITWARM_JOBS="2", FAKE_DG_NO_DEVICE="1")
+    out = warm(ws, f"file://{remote}", JITWARM_VERIFY="replay", JITWARM_JOBS="2", FAKE_DG_NO_DEVICE="1")
     assert out.returncode == 1
     records = shape_records(ws.root)
     assert len(records) == 6 and not any(r["ok"] for r in records.values())
