@@ -44,7 +44,7 @@ def enqueue(work: ShapeWork, session: Session, dependents: list[Target] = ()) ->
     fp = session.fingerprint
     remote = session.settings.remote
     proofs_may_do = remote is not None and remote.verify == "manifest"
-    if not session.pending and not proofs_may_do and preflight.problem(fp) is None:
+    if not session.pending and not proofs_may_do and not fp.get("gpu.declared") and preflight.problem(fp) is None:
         # There is work: start the pool's process now, so its torch import overlaps the
         # rest of the queueing and the remote pulls. Not when pulled proofs may settle it
         # all: then torch is imported only for what the remote lacks.
@@ -141,8 +141,11 @@ def _warm(session: Session, fp: dict, items: Items, pulls: dict[str, sync.Transf
             pulls = sync.pull(remote, [w for w, _ in items], cache, fp, scratch)
             if remote is not None and remote.config.verify == "manifest":
                 items = [(w, d) for w, d in items if not _land_proven(cache, fp, w, d, pulls.get(w.key))]
-                if not items:
-                    return
+            if fp.get("gpu.declared") and fp["deep_gemm.module"] == "deep_gemm":  # stand-ins need no GPU
+                _no_gpu_here(cache, fp, items, pulls, remote.config.verify if remote else None)
+                return
+            if not items:
+                return
         landing = _Landing(cache, fp, items, pulls, replay_only=first_try)
         store = pool.store_for(cache.path, fp, max_age_s=2 * session.shape_timeout_s)
         pool.run(landing.works, session, fp, _worker_env(), store, landing.on_replay, landing.report,
@@ -155,6 +158,27 @@ def _warm(session: Session, fp: dict, items: Items, pulls: dict[str, sync.Transf
             sync.push(remote, landing.compiled(), cache, fp, scratch)
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
+
+
+def _no_gpu_here(cache, fp: dict, items: Items, pulls: dict, verify: str | None) -> None:
+    """With only a declared GPU, what no proven pull settled cannot be compiled or replayed here."""
+    for work, _ in items:
+        _write(cache.path, _record(work, fp, ok=False, finished_at=records.now(),
+                                   error=no_gpu_line(fp["gpu.declared"], pulls.get(work.key), verify)))
+        run_state.emit("shape_done", key=work.key, ok=False)
+
+
+def no_gpu_line(declared: str, outcome, verify: str | None) -> str:
+    """Why a shape stays cold on a host that only declares its GPU (one line)."""
+    if outcome is None:
+        why = "no remote cache to pull a proven artifact from"
+    elif outcome.status != "hit":
+        why = f"the remote's artifact: {outcome.status}" + (f" ({outcome.detail})" if outcome.detail else "")
+    elif outcome.proof and verify == "replay":
+        why = "verify = replay asks for a replay"
+    else:
+        why = "the remote's artifact carries no replay proof that matches it"
+    return f"no GPU here (JITWARM_GPU={declared} only declares one) to compile or replay this shape; {why}"
 
 
 def _land_proven(cache, fp: dict, work: ShapeWork, dependents: list[Target], outcome) -> bool:

@@ -111,7 +111,8 @@ def load() -> tuple[Session, list[targets.Target]]:
     try:
         layout = layouts.detect(fingerprint.deep_gemm_module())
         root = cacheroot.resolve(layout)
-    except layouts.LayoutError as exc:
+        gpu.declared()
+    except (layouts.LayoutError, gpu.DeclaredGpuError) as exc:
         raise SystemExit(f"jitwarm: {exc}") from None
     session = run_state.start(Session(root, conf, functools.partial(fingerprint.compute, layout)))
     facts = targets.Facts(packages.versions(), hfcache.cached_file, gpu.total_mib())

@@ -18,10 +18,14 @@ import subprocess
 import sys
 from pathlib import Path
 
+from tasks.host import gpu as gpu_info
 from tasks.host import packages
 
 # Env vars that change sglang's warmup; each layout adds those that change its kernels.
 SGLANG_ENV = ("SGLANG_JIT_DEEPGEMM_FAST_WARMUP", "SGLANG_JIT_DEEPGEMM_PRECOMPILE", "SGLANG_ENABLE_JIT_DEEPGEMM")
+# Recorded, but no reason to rebuild: DeepGEMM keys kernels on the arch and SM count, not the
+# marketing name; and a declared GPU (JITWARM_GPU) stands for the same arch and SMs.
+_NOT_COMPARED = ("gpu.name", "gpu.declared")
 # Test seam: tests point this at a stand-in module; production leaves it unset.
 MODULE_ENV = "JITWARM_DEEP_GEMM_MODULE"
 _TIMEOUT_S = 10
@@ -60,6 +64,12 @@ def compute(layout, environ=None) -> dict:
         # DeepJIT hashes the whole `nvcc --version` text into every entry's key.
         fp["nvcc.version_sha256"] = hashlib.sha256(version_text.encode()).hexdigest()[:16] if version_text else None
     fp.update(_gpu(_finish(smi), _finish(probe)))
+    if fp["gpu.arch"] is None:
+        with contextlib.suppress(gpu_info.DeclaredGpuError):  # the session reports a bad value
+            if declared := gpu_info.declared(env):
+                # No GPU here: kernels are pulled for the one declared (a CPU image build stage).
+                fp.update({"gpu.name": declared.name, "gpu.arch": declared.arch, "gpu.sms": declared.sms,
+                           "gpu.declared": declared.spec})
     for name in kernel_env(layout):
         fp[f"env.{name}"] = env.get(name)
     return fp
@@ -68,7 +78,7 @@ def compute(layout, environ=None) -> dict:
 def diff(old: dict, new: dict) -> list[str]:
     """Human lines for each changed component, e.g. `torch 2.11.0 -> 2.14.1`."""
     lines = []
-    for key in sorted(set(old) | set(new)):
+    for key in sorted((set(old) | set(new)) - set(_NOT_COMPARED)):
         before, after = old.get(key), new.get(key)
         if before != after:
             lines.append(f"{key} {_show(before)} -> {_show(after)}")

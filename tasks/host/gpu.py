@@ -1,11 +1,53 @@
-"""GPU memory as nvidia-smi reports it (no torch), and the margin the workers leave free."""
+"""GPU memory as nvidia-smi reports it (no torch), the margin the workers leave free, and
+the GPU a host without one may declare (JITWARM_GPU) to pull proven kernels for it."""
 
 from __future__ import annotations
 
 import os
+import re
+import shutil
 import subprocess
+from dataclasses import dataclass
 
 GIB = 1 << 30
+DECLARED_ENV = "JITWARM_GPU"
+
+
+@dataclass(frozen=True)
+class DeclaredGpu:
+    """What DeepGEMM keys kernels on (arch, SM count), plus what planning reads (memory)."""
+
+    spec: str
+    arch: str  # as nvidia-smi's compute_cap prints it, e.g. "9.0"
+    sms: str
+    name: str | None = None
+    memory_mib: int | None = None
+
+
+# nvidia-smi's name, compute_cap and memory.total, and the driver's SM count, as these GPUs report them.
+PRESETS = {
+    "H100": DeclaredGpu("H100", "9.0", "132", "NVIDIA H100 80GB HBM3", 81559),
+    "H200": DeclaredGpu("H200", "9.0", "132", "NVIDIA H200", 143771),
+}
+
+
+class DeclaredGpuError(ValueError):
+    """A JITWARM_GPU value that names no GPU; the message is one line."""
+
+
+def declared(environ=None) -> DeclaredGpu | None:
+    """The GPU JITWARM_GPU declares: a preset (H100, H200) or smXY:SMS such as sm90:132."""
+    env = os.environ if environ is None else environ
+    value = (env.get(DECLARED_ENV) or "").strip()
+    if not value:
+        return None
+    if value.upper() in PRESETS:
+        return PRESETS[value.upper()]
+    match = re.fullmatch(r"sm_?(\d+)(\d):(\d+)", value, re.IGNORECASE)
+    if not match or int(match.group(3)) < 1:
+        raise DeclaredGpuError(f"{DECLARED_ENV}: expected {', '.join(PRESETS)} or smXY:SMS (e.g. sm90:132), "
+                               f"got {value!r}")
+    return DeclaredGpu(value, f"{int(match.group(1))}.{match.group(2)}", match.group(3))
 
 
 def margin_bytes(environ=None) -> int:
@@ -20,13 +62,28 @@ def free_bytes(environ=None) -> int | None:
 
 
 def total_mib(environ=None) -> int | None:
-    """Memory of the first visible GPU in MiB (what sglang sizes its defaults by), or None."""
-    return _query("memory.total", environ)
+    """Memory of the first visible GPU in MiB (what sglang sizes its defaults by), else the
+    declared GPU's (a preset's), or None."""
+    found = _query("memory.total", environ)
+    if found is None:
+        with_memory = _declared_quietly(environ)
+        return with_memory.memory_mib if with_memory else None
+    return found
+
+
+def _declared_quietly(environ) -> DeclaredGpu | None:
+    try:
+        return declared(environ)
+    except DeclaredGpuError:
+        return None  # the session reports a bad value, once
 
 
 def _query(field: str, environ=None) -> int | None:
     env = os.environ if environ is None else environ
-    argv = ["nvidia-smi", f"--query-gpu={field}", "--format=csv,noheader,nounits"]
+    program = shutil.which("nvidia-smi", path=env.get("PATH", os.defpath))
+    if program is None:
+        return None
+    argv = [program, f"--query-gpu={field}", "--format=csv,noheader,nounits"]
     first = (env.get("CUDA_VISIBLE_DEVICES") or "").split(",")[0].strip()
     if first.isdigit():
         argv.append(f"--id={first}")

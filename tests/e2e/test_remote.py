@@ -126,6 +126,44 @@ def test_a_manifest_without_a_matching_proof_is_replayed(pushed):
     assert len(ws.compiles()) == compiled and set(ws.status().values()) == {"U"}
 
 
+def test_a_host_without_a_gpu_pulls_proven_kernels_for_a_declared_one(ws):
+    """A CPU image build stage bakes a proven cache for an H200 (the stand-in compiles without
+    a GPU, so here the pusher can declare the H200 too, which keys its artifacts for one)."""
+    model_file(ws.models, "v3", TP8)
+    remote = ws.tmp / "remote"
+    report(ws, warm(ws, f"file://{remote}", "read-write", JITWARM_GPU="H200"))
+    compiled = len(ws.compiles())
+    ws = second_root(ws, "image-build")
+    data = report(ws, warm(ws, f"file://{remote}", JITWARM_GPU="H200"))
+    assert len(ws.compiles()) == compiled and data["totals"]["remote"]["hits"] == 6
+    [marker] = [json.loads(p.read_text()) for p in (ws.root / "jitwarm" / "markers").glob("*.json")]
+    gpu = {k: v for k, v in marker["fingerprint"].items() if k.startswith("gpu.")}
+    assert gpu == {"gpu.name": "NVIDIA H200", "gpu.arch": "9.0", "gpu.sms": "132", "gpu.declared": "H200"}
+    assert all("the pusher's replay" in shape["verification"] for shape in marker["shapes"])
+    # Without the declaration this GPU-less host keys for no GPU: nothing matches the remote.
+    ws = second_root(ws, "undeclared")
+    assert report(ws, warm(ws, f"file://{remote}"))["totals"]["remote"]["misses"] == 6
+    bad = warm(ws, f"file://{remote}", JITWARM_GPU="A100")
+    assert bad.returncode != 0 and "jitwarm: JITWARM_GPU: expected H100, H200 or smXY:SMS" in bad.stdout + bad.stderr
+
+
+@pytest.mark.one_layout
+def test_what_a_declared_gpu_cannot_warm_says_why_in_one_line():
+    from tasks.build import batch
+    from tasks.remote.store import Transfer
+
+    lead = "no GPU here (JITWARM_GPU=H200 only declares one) to compile or replay this shape; "
+    assert batch.no_gpu_line("H200", None, None) == lead + "no remote cache to pull a proven artifact from"
+    miss = Transfer("miss", "no artifact for this shape and toolchain")
+    assert batch.no_gpu_line("H200", miss, "manifest") == (
+        lead + "the remote's artifact: miss (no artifact for this shape and toolchain)")
+    unproven = lead + "the remote's artifact carries no replay proof that matches it"
+    assert batch.no_gpu_line("H200", Transfer("hit"), "manifest") == unproven
+    assert batch.no_gpu_line("H200", Transfer("hit", proof={"calls": 3}), "manifest") == unproven
+    assert batch.no_gpu_line("H200", Transfer("hit", proof={"calls": 4}), "replay") == (
+        lead + "verify = replay asks for a replay")
+
+
 def test_verify_setting_is_checked(pushed):
     ws, remote, _ = pushed
     out = warm(ws, f"file://{remote}", JITWARM_VERIFY="trust-me")
