@@ -18,21 +18,21 @@ from __future__ import annotations
 import functools
 import os
 import time
-from dataclasses import dataclass, field
 from typing import Any, Callable
+
+import msgspec
 
 MAIN_PID = os.getpid()  # the process doit runs in; with `doit -n` actions run in forked workers
 
 
-@dataclass(eq=False)
-class Session:
+class Session(msgspec.Struct, eq=False, dict=True):
     root: Any  # tasks.state.cacheroot.CacheRoot: the cache roots and their layout
     settings: Any  # tasks.host.settings.Settings
     compute_fingerprint: Callable[[], dict]
     shard_option: str = ""  # what `doit warm --shard` said; the shape tasks follow the same split
     selection: Any = None  # tasks.plan.sharding.Selection of this run
-    checks: dict = field(default_factory=dict)  # target name -> its doit uptodate check
-    pending: dict = field(default_factory=dict)  # shape key -> (work, dependents) queued for the batch
+    checks: dict = msgspec.field(default_factory=dict)  # target name -> its doit uptodate check
+    pending: dict = msgspec.field(default_factory=dict)  # shape key -> (work, dependents) queued for the batch
     standby: Any = None  # ((root, store), process): the pool process started early
     fingerprint_seconds: float | None = None  # how long computing the fingerprint took
 

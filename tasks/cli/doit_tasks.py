@@ -30,6 +30,20 @@ DOIT_CONFIG = {
 }
 
 
+_seen_entries: dict = {}
+_seen_generation = -1
+
+
+def _entries_seen() -> dict:
+    """Entry problems looked up by the checks since this process last wrote a record:
+    markers list the entries their shapes' records list, and targets share shapes."""
+    global _seen_generation
+    if _seen_generation != run_state.generation:
+        _seen_entries.clear()
+        _seen_generation = run_state.generation
+    return _seen_entries
+
+
 class _Check(abc.ABC):
     """A doit uptodate callable that never raises; its repr is the reason `doit info` shows."""
 
@@ -73,15 +87,15 @@ class TargetCheck(_Check):
             return [self.error]
         fp = self.session.fingerprint
         reasons = records.target_reasons(self.cache, self.name, self.launch_hash, self.plan_hash,
-                                         fp, self.model, self.launch_index)
+                                         fp, self.model, self.launch_index, _entries_seen())
         if reasons and self.local_keys is not None:
             # Only part of the target is this shard's job: it holds when that part does.
             return [f"shape {name}: {why[0]}" for name, key in self.shapes
-                    if key in self.local_keys and (why := records.shape_reasons(self.cache, key, fp))]
+                    if key in self.local_keys and (why := records.shape_reasons(self.cache, key, fp, _entries_seen()))]
         if reasons and reasons[0].startswith("not warmed yet"):
             # Say what stands in the way, not just that no marker exists.
             for name, key in self.shapes:
-                shape = records.shape_reasons(self.cache, key, fp)
+                shape = records.shape_reasons(self.cache, key, fp, _entries_seen())
                 if shape and shape[0].startswith("last warm failed"):
                     reasons.append(f"shape {name}: {shape[0]}")
         return reasons
@@ -92,7 +106,7 @@ class ShapeCheck(_Check):
         self.session, self.key = session, key
 
     def compute(self) -> list[str]:
-        return records.shape_reasons(self.session.root, self.key, self.session.fingerprint)
+        return records.shape_reasons(self.session.root, self.key, self.session.fingerprint, _entries_seen())
 
 
 class AnyStale(_Check):

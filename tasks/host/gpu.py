@@ -7,14 +7,14 @@ import os
 import re
 import shutil
 import subprocess
-from dataclasses import dataclass
+
+import msgspec
 
 GIB = 1 << 30
 DECLARED_ENV = "JITWARM_GPU"
 
 
-@dataclass(frozen=True)
-class DeclaredGpu:
+class DeclaredGpu(msgspec.Struct, frozen=True):
     """What DeepGEMM keys kernels on (arch, SM count), plus what planning reads (memory)."""
 
     spec: str

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import os
 import tomllib
-from dataclasses import dataclass
 from pathlib import Path
+
+import msgspec
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 REMOTE_MODES = ("read", "read-write", "off")
@@ -14,8 +15,7 @@ REMOTE_MODES = ("read", "read-write", "off")
 VERIFY_MODES = ("manifest", "replay")
 
 
-@dataclass(frozen=True)
-class RemoteConfig:
+class RemoteConfig(msgspec.Struct, frozen=True):
     url: str
     mode: str = "read"
     timeout_s: float = 60.0
@@ -45,8 +45,7 @@ def config_error(url: str) -> str | None:
     return None
 
 
-@dataclass(frozen=True)
-class Settings:
+class Settings(msgspec.Struct, frozen=True):
     models_dir: Path
     shape_timeout_s: float
     jobs: int = 0  # compile workers at most; 0 = every usable core

@@ -5,8 +5,9 @@ Pure. Each rule cites the sglang 0.5.23 source it restates (paths under python/s
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from enum import Enum
+
+import msgspec
 
 from tasks.plan.launch_args import ServerFlags
 
@@ -34,8 +35,7 @@ class Kind(str, Enum):
         return self.name.lower()
 
 
-@dataclass(frozen=True, order=True)
-class GemmShape:
+class GemmShape(msgspec.Struct, frozen=True, order=True):
     kind: Kind
     n: int
     k: int
@@ -46,15 +46,14 @@ class GemmShape:
         return f"{self.kind.short}-{self.n}x{self.k}-g{self.groups}"
 
 
-@dataclass
-class Plan:
+class Plan(msgspec.Struct):
     """Shapes with the layers that use them (each naming the rule that put it there), in a
     stable order; the rules that kept GEMMs off DeepGEMM; what the server compiles that
     this plan does not cover."""
 
-    uses: dict[GemmShape, list[str]] = field(default_factory=dict)
-    left_out: list[str] = field(default_factory=list)
-    not_covered: list[str] = field(default_factory=list)
+    uses: dict[GemmShape, list[str]] = msgspec.field(default_factory=dict)
+    left_out: list[str] = msgspec.field(default_factory=list)
+    not_covered: list[str] = msgspec.field(default_factory=list)
 
     def add(self, shape: GemmShape, layer: str) -> None:
         self.uses.setdefault(shape, []).append(layer)
@@ -64,8 +63,7 @@ class Plan:
         return sorted(self.uses)
 
 
-@dataclass(frozen=True)
-class PlanEnv:
+class PlanEnv(msgspec.Struct, frozen=True):
     """The server's environment variables that change which GEMMs it runs."""
 
     use_deepgemm_bmm: bool = False  # SGLANG_USE_DEEPGEMM_BMM

@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import dataclass
+
+import msgspec
 
 # flag -> (field, kind); aliases follow sglang's ServerArgs.
 _VALUE_FLAGS = {
@@ -66,8 +67,7 @@ EP_SPANNING_A2A = ("deepep", "deepep_v2", "mooncake", "nixl", "pplx", "mori", "m
                    "flashinfer_megamoe", "ascend_fuseep")
 
 
-@dataclass(frozen=True)
-class ServerFlags:
+class ServerFlags(msgspec.Struct, frozen=True):
     tp: int
     dp: int = 1  # data-parallel replicas: no effect on shapes
     attn_dp_size: int = 1

@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import re
 import tomllib
-from dataclasses import dataclass
 from pathlib import Path
+
+import msgspec
 
 
 CAPTURE_LINE = re.compile(r"Try DeepGEMM JIT Compiling for <?([A-Z0-9_]+)>? N=(\d+), K=(\d+), num_groups=(\d+)")
@@ -24,8 +25,7 @@ _HEADER = (
 Shape = tuple[str, int, int, int]  # (kernel type, N, K, num_groups)
 
 
-@dataclass(frozen=True)
-class Capture:
+class Capture(msgspec.Struct, frozen=True):
     launch: int
     launch_hash: str
     tp: int

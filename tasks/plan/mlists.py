@@ -6,7 +6,8 @@ Mirrors `update_deep_gemm_config` and the CONTIG filter in
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+
+import msgspec
 
 from tasks.plan.launch_args import ServerFlags
 
@@ -20,8 +21,7 @@ ASSUMED_CHUNKED_PREFILL = 8192
 CONTIG_ALIGNMENT = 128
 
 
-@dataclass(frozen=True)
-class MListPolicy:
+class MListPolicy(msgspec.Struct, frozen=True):
     """How a launch tuple's M list is chosen, with the inputs it depends on."""
 
     mode: str  # "default" | "fast" | "explicit"

@@ -8,7 +8,6 @@ from __future__ import annotations
 import json
 import re
 import tomllib
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -50,8 +49,7 @@ class _ModelFile(msgspec.Struct, forbid_unknown_fields=True):
     revision: str | None = None
 
 
-@dataclass(frozen=True)
-class LaunchSpec:
+class LaunchSpec(msgspec.Struct, frozen=True):
     index: int
     tp: int
     args: tuple[str, ...]
@@ -64,8 +62,7 @@ class LaunchSpec:
     fallback_timeout_s: int = 1800
 
 
-@dataclass(frozen=True)
-class ModelSpec:
+class ModelSpec(msgspec.Struct, frozen=True):
     name: str
     path: Path
     hf_id: str
@@ -75,8 +72,7 @@ class ModelSpec:
     launches: tuple[LaunchSpec, ...]
 
 
-@dataclass(frozen=True)
-class RegistryError:
+class RegistryError(msgspec.Struct, frozen=True):
     """A model file that could not be loaded; it still becomes a (failing) target."""
 
     name: str

@@ -12,9 +12,10 @@ import functools
 import hashlib
 import json
 import os
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
+
+import msgspec
 
 from tasks.plan import locks, mlists, planner, registry
 from tasks.plan.planner import GemmShape, Kind
@@ -22,8 +23,7 @@ from tasks.plan.planner import GemmShape, Kind
 PLANNED, LOCKED, FALLBACK = "planned", "locked", "fallback"
 
 
-@dataclass(frozen=True)
-class ShapeWork:
+class ShapeWork(msgspec.Struct, frozen=True, dict=True):
     """One shape over one M list: the unit of compile work, shared by content."""
 
     shape: GemmShape
@@ -46,10 +46,18 @@ class ShapeWork:
                 "m_max": self.m_values[-1] if self.m_values else None}
 
 
-@functools.lru_cache(maxsize=64)
+_DIGESTS: dict[int, tuple[tuple[int, ...], str]] = {}
+
+
 def _m_digest(m_values: tuple[int, ...]) -> str:
-    # Many shapes share one M list (up to 131072 values): digest each list once.
-    return hashlib.sha256(json.dumps(m_values).encode()).hexdigest()
+    # Many shapes share one M list object (up to 131072 values): digest each once, found by
+    # identity, since hashing or comparing the tuple itself costs as much as a scan.
+    hit = _DIGESTS.get(id(m_values))
+    if hit is not None and hit[0] is m_values:
+        return hit[1]
+    digest = hashlib.sha256(json.dumps(m_values).encode()).hexdigest()
+    _DIGESTS[id(m_values)] = (m_values, digest)  # holding the tuple keeps its id unique
+    return digest
 
 
 def plan_hash(works, unsupported: tuple[str, ...] = ()) -> str:
@@ -57,8 +65,7 @@ def plan_hash(works, unsupported: tuple[str, ...] = ()) -> str:
     return hashlib.sha256(json.dumps([keys, sorted(unsupported)] if unsupported else keys).encode()).hexdigest()
 
 
-@dataclass
-class Target:
+class Target(msgspec.Struct):
     name: str
     model: str
     source: Path
@@ -70,7 +77,7 @@ class Target:
     launch_hash: str = ""
     m_policy: mlists.MListPolicy | None = None
     plan: planner.Plan | None = None
-    works: list[ShapeWork] = field(default_factory=list)
+    works: list[ShapeWork] = msgspec.field(default_factory=list)
     error: str | None = None  # one line; the target fails with it
     path: str = PLANNED
     fallback_reason: str | None = None
@@ -105,12 +112,11 @@ class Target:
         return f"{head}: {len(self.works)} shapes, {self.path}{cold}"
 
 
-@dataclass(frozen=True)
-class Facts:
+class Facts(msgspec.Struct, frozen=True):
     """What planning needs from the machine, read by the caller (tasks/host); the default
     knows nothing: no sglang or deep_gemm installed, an empty Hugging Face cache."""
 
-    versions: dict = field(default_factory=lambda: {"sglang": None, "deep_gemm": None})
+    versions: dict = msgspec.field(default_factory=lambda: {"sglang": None, "deep_gemm": None})
     # (repo id, file name, revision) -> the file in the local Hugging Face cache, or None
     cached_file: Callable[[str, str, str | None], Path | None] = lambda repo, name, revision: None
     gpu_memory_mib: int | None = None  # the first visible GPU's memory: sglang's chunked prefill default
@@ -204,8 +210,7 @@ def fallback_command(target: Target, python: str) -> list[str]:
 
 
 def works_for(plan: planner.Plan, policy: mlists.MListPolicy) -> list[ShapeWork]:
-    values = _values(policy)
-    contig = tuple(mlists.for_kind(True, values))
+    values, contig = _values(policy)
     works = []
     for shape in plan.shapes:
         m_values = contig if shape.kind.contiguous else values
@@ -215,9 +220,11 @@ def works_for(plan: planner.Plan, policy: mlists.MListPolicy) -> list[ShapeWork]
 
 
 @functools.lru_cache(maxsize=32)
-def _values(policy: mlists.MListPolicy) -> tuple[int, ...]:
-    # Targets with the same policy share one tuple (up to 131072 values), built once.
-    return tuple(policy.values())
+def _values(policy: mlists.MListPolicy) -> tuple[tuple[int, ...], tuple[int, ...]]:
+    """(every M, the CONTIG kinds' M): targets with the same policy share both tuples (up to
+    131072 values), built and filtered once."""
+    values = tuple(policy.values())
+    return values, tuple(mlists.for_kind(True, values))
 
 
 def locked_plan(shapes) -> tuple[planner.Plan, tuple[str, ...]]:

@@ -15,7 +15,6 @@ from __future__ import annotations
 import importlib.util
 import os
 import re
-from dataclasses import dataclass
 from pathlib import Path
 
 import msgspec
@@ -31,8 +30,7 @@ class CachePlan(msgspec.Struct, kw_only=True):
     readonly: list[str] = []
 
 
-@dataclass(frozen=True)
-class CacheRoot:
+class CacheRoot(msgspec.Struct, frozen=True):
     path: Path  # the writable root
     source: str  # where the value came from, for `doit info`
     layout: layouts.CacheLayout

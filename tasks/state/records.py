@@ -112,22 +112,33 @@ def read_message(path: Path, kind: type[T]) -> T | None:
         return None
 
 
-def entry_reasons(cache: CacheRoot, recorded: dict[str, Entry]) -> list[str]:
-    problems = [p for name in sorted(recorded) if (p := entries.problem(cache, name, recorded[name]))]
+def entry_reasons(cache: CacheRoot, recorded: dict[str, Entry], seen: dict | None = None) -> list[str]:
+    """`seen`: problems already looked up, by (name, binary, size); a caller checking many
+    records that share entries passes one, and drops it once anything may have changed."""
+    problems = [p for name in sorted(recorded) if (p := _problem(cache, name, recorded[name], seen))]
     if len(problems) > _MAX_ENTRY_REASONS:
         extra = len(problems) - _MAX_ENTRY_REASONS
         problems = problems[:_MAX_ENTRY_REASONS] + [f"and {extra} more entries"]
     return problems
 
 
-def shape_reasons(cache: CacheRoot, key: str, fp: dict) -> list[str]:
+def _problem(cache: CacheRoot, name: str, recorded: Entry, seen: dict | None) -> str | None:
+    if seen is None:
+        return entries.problem(cache, name, recorded)
+    key = (name, recorded.binary, recorded.size)
+    if key not in seen:
+        seen[key] = entries.problem(cache, name, recorded)
+    return seen[key]
+
+
+def shape_reasons(cache: CacheRoot, key: str, fp: dict, seen: dict | None = None) -> list[str]:
     """Why a shape's warm no longer holds; [] when it does."""
     record, why = read_shape(cache.path, key)
     if record is None:
         return ["never warmed" if why == "missing" else f"shape record {why}"]
     if not record.ok:
         return [f"last warm failed: {record.error or 'unknown error'}"]
-    return fingerprint.diff(record.fingerprint, fp) or entry_reasons(cache, record.entries)
+    return fingerprint.diff(record.fingerprint, fp) or entry_reasons(cache, record.entries, seen)
 
 
 def superseded(root: Path, name: str, model: str, launch_index: int | None) -> list[Path]:
@@ -143,7 +154,7 @@ def superseded(root: Path, name: str, model: str, launch_index: int | None) -> l
 
 
 def target_reasons(cache: CacheRoot, name: str, launch_hash: str, plan_hash: str | None, fp: dict,
-                   model: str = "", launch_index: int | None = None) -> list[str]:
+                   model: str = "", launch_index: int | None = None, seen: dict | None = None) -> list[str]:
     """Why a target is stale, cheapest checks first; [] when up to date.
 
     `plan_hash` is None for fallback targets, whose shapes only the server knows.
@@ -159,4 +170,4 @@ def target_reasons(cache: CacheRoot, name: str, launch_hash: str, plan_hash: str
     elif plan_hash is not None and marker.plan_hash != plan_hash:
         reasons.append("shape plan changed")
     reasons += fingerprint.diff(marker.fingerprint, fp)
-    return reasons or entry_reasons(cache, marker.entries)
+    return reasons or entry_reasons(cache, marker.entries, seen)
