@@ -51,7 +51,9 @@ class PoolRun:
     deferred: int = 0
     calls: int = 0  # compile calls made, and how many of them were recorded in a graph, not run
     captured: int = 0
-    eager: set[str] = field(default_factory=set)  # labels of shapes whose graph capture failed
+    eager: set[str] = field(default_factory=set)  # labels of shapes whose graph capture kept failing
+    capture_errors: dict[str, str] = field(default_factory=dict)  # shape label -> first capture failure
+    ran_after_failure: int = 0  # calls run eagerly because their capture failed
     compiled: int = 0
     complete: set[str] = field(default_factory=set)  # shape keys whose compile calls all finished
     failures: dict[str, dict] = field(default_factory=dict)  # shape key -> {error, log_tail}
@@ -318,6 +320,10 @@ def _summary(report: PoolRun) -> str:
     early = f" (started early, then waited {t['waited_s']}s for its plan)" if "waited_s" in t else ""
     eager = (f"; graph capture failed, so these ran eagerly (compile logs say why): {', '.join(sorted(report.eager))}"
              if report.eager else "")
+    if report.capture_errors:
+        label, reason = min(report.capture_errors.items())
+        eager += (f"; {report.ran_after_failure} calls ran eagerly after their capture failed, then capture "
+                  f"resumed (first failure, {label}: {reason})")
     return (f"compiled {report.compiled} kernels in {t.get('compile_s', '?')}s with {report.workers} workers "
             f"({report.captured} of {report.calls} calls recorded in CUDA graphs, not run; {report.deferred} "
             f"calls deferred while another worker built their kernel{eager}); replays "
@@ -331,7 +337,7 @@ def _read_compile(report, compiling, compile_jobs, outcome) -> None:
     Workers share one queue, so a dead worker may have dropped calls of any shape: then
     no shape counts as complete, and each replay completes its own shape."""
     broken = False
-    report.deferred = report.calls = report.captured = 0
+    report.deferred = report.calls = report.captured = report.ran_after_failure = 0
     for job in compile_jobs:
         result = records.read_message(Path(job.result), protocol.CompileResult)
         if result is not None:
@@ -339,6 +345,9 @@ def _read_compile(report, compiling, compile_jobs, outcome) -> None:
             report.calls += sum(result.done.values())
             report.captured += result.captured
             report.eager |= {compiling[s].shape.label for s in result.eager}
+            for s, reason in result.capture_errors.items():
+                report.capture_errors.setdefault(compiling[int(s)].shape.label, reason)
+            report.ran_after_failure += result.ran_after_failure
             slowest = max(report.timings.get("worker_import_s", 0), result.import_s)
             report.timings["worker_import_s"] = slowest
             continue

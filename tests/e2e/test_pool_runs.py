@@ -57,6 +57,24 @@ def test_shape_records_carry_the_completeness_proof(ws):
         assert record["pool"]["complete"] is True and record["pool"]["workers"] >= 1
 
 
+def test_a_call_whose_capture_fails_once_runs_eagerly_and_capture_resumes(ws):
+    # On the H200, a shape's first capture in a worker can fail where its later ones would
+    # not: the shape must not run all its calls eagerly because of one failure.
+    model_file(ws.models, "v3", "[[launch]]\ntp = 8\nm_list = [1, 2, 4, 8, 16, 32, 64, 128, 256, 1024]\n")
+    calls = ws.tmp / "calls.log"
+    out = ws.doit("warm", FAKE_DG_CALL_LOG=str(calls), FAKE_DG_CAPTURE_FAIL_ONCE="7168x2048", JITWARM_JOBS="1")
+    assert out.returncode == 0, out.stdout + out.stderr
+    mine = [line.split()[1] for line in calls.read_text().splitlines() if line.startswith("compile ")
+            and " 7168x2048 " in line]
+    assert mine.count("eager") == 1 and mine.count("captured") == 9, mine
+    summary = next(line for line in out.stdout.splitlines() if line.startswith("compiled "))
+    assert "these ran eagerly" not in summary
+    assert ("1 calls ran eagerly after their capture failed, then capture resumed (first failure, "
+            "normal-7168x2048-g1: RuntimeError: CUDA error: operation not permitted when stream is capturing)") \
+        in summary, summary
+    assert set(ws.status().values()) == {"U"}
+
+
 def test_compile_workers_record_calls_in_graphs_and_run_eagerly_only_where_capture_fails(ws):
     model_file(ws.models, "v3", "[[launch]]\ntp = 8\nm_list = [1, 32, 128, 1024]\n")
     calls = ws.tmp / "calls.log"

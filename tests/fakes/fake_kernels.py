@@ -17,6 +17,8 @@ Knobs (environment):
   FAKE_DG_NO_DEVICE     every executor fails as on a host whose GPU is gone
   FAKE_DG_CAPTURE_FAIL  "NxK": a call of that shape inside a graph capture fails, as a
                         capture-unsafe call does on a GPU (eager calls still work)
+  FAKE_DG_CAPTURE_FAIL_ONCE  "NxK": only that shape's first captured call in each process
+                        fails, as a first use that needs the device does
   FAKE_DG_CALL_LOG      append "compile|replay captured|eager <N>x<K> <m>" per call to this file
 """
 
@@ -28,6 +30,8 @@ import time
 
 FAMILIES = {"GEMM_NT_F8F8BF16": "sm90_fp8_gemm_1d2d", "GEMM_NT_F8F8BF16_BLOCK32": "sm90_fp8_gemm_1d1d",
             "GEMM_NT_BF16BF16F32": "sm90_bf16_gemm"}
+
+_FAILED_ONCE: set = set()  # shapes whose one capture failure this process has had
 
 
 def config(m: int) -> int:
@@ -51,6 +55,9 @@ class Executor:
 
     def execute(self, m):
         if self.capturing and os.environ.get("FAKE_DG_CAPTURE_FAIL") == self.tag:
+            raise RuntimeError("CUDA error: operation not permitted when stream is capturing")
+        if self.capturing and os.environ.get("FAKE_DG_CAPTURE_FAIL_ONCE") == self.tag and self.tag not in _FAILED_ONCE:
+            _FAILED_ONCE.add(self.tag)
             raise RuntimeError("CUDA error: operation not permitted when stream is capturing")
         log = os.environ.get("FAKE_DG_CALL_LOG")
         if log:

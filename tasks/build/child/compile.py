@@ -9,8 +9,8 @@ this time waiting for the other worker's result instead of compiling it again.
 
 Calls are recorded in CUDA graphs that are never launched (executors._Base.capture):
 deep_gemm still picks, builds and loads each call's kernel on the host, but no GEMM
-runs, so workers do not queue on the one GPU. A shape whose capture fails runs eagerly,
-and the log says so. The replay after the pool still runs its sweep and must compile 0.
+runs, so workers do not queue on the one GPU. A call whose capture fails runs eagerly and
+capture resumes; a shape whose capture keeps failing runs eagerly. The log says which. The replay after the pool still runs its sweep and must compile 0.
 """
 
 from __future__ import annotations
@@ -23,6 +23,8 @@ from pathlib import Path
 
 from tasks.build.child import replay
 from tasks.build.child.protocol import CompilePlan, CompileResult
+
+CAPTURE_RETRIES = 3
 
 
 def run(plan: CompilePlan, take) -> CompileResult:
@@ -48,7 +50,9 @@ def run(plan: CompilePlan, take) -> CompileResult:
     worker.attempt(sorted(deferred))
     worker.sync()
     return CompileResult(done={str(s): n for s, n in worker.done.items()}, deferred=skipped,
-                         captured=worker.captured, eager=sorted(worker.eager), import_s=round(imported, 3),
+                         captured=worker.captured, eager=sorted(worker.eager),
+                         capture_errors={str(s): r for s, r in worker.capture_errors.items()},
+                         ran_after_failure=worker.ran_after_failure, import_s=round(imported, 3),
                          seconds=round(time.monotonic() - started, 3))
 
 
@@ -62,7 +66,10 @@ class _Worker:
         self.current: tuple[int, object] | None = None  # shape index, its executor
         self.done: Counter = Counter()
         self.captured = 0  # calls recorded in a graph rather than run
-        self.eager: set[int] = set()  # shapes whose graph capture failed
+        self.eager: set[int] = set()  # shapes whose graph capture kept failing: they run eagerly
+        self.capture_errors: dict[int, str] = {}  # shape -> the first capture failure's reason
+        self.failed_in_row: dict[int, int] = {}  # shape -> capture failures since one last captured a call
+        self.ran_after_failure = 0  # calls run eagerly because their capture failed
 
     def executor(self, s: int):
         if self.current is None or self.current[0] != s:
@@ -101,6 +108,8 @@ class _Worker:
                             executor.execute(m)
                             made += 1
                     self.captured += made
+                    if made:
+                        self.failed_in_row.pop(s, None)
                 self.done[s] += made
                 return
             except Exception as exc:
@@ -112,15 +121,38 @@ class _Worker:
                     busy_now.append(pending[made])
                     pending = pending[made + 1:]
                 elif capture is not None:
-                    # Not a busy kernel: the capture itself failed. Run this shape eagerly.
-                    print(f"  shape {s}: graph capture failed ({exc.__class__.__name__}: {exc}); "
-                          "running its calls eagerly", flush=True)
-                    self.eager.add(s)
-                    pending = pending[made:]
-                    with contextlib.suppress(Exception):  # a broken context shows again in the eager calls
-                        executor.sync()
+                    pending = self._capture_failed(s, exc, made, pending, busy_now)
                 else:
                     raise  # a real failure: the pool reports this worker's log
+
+    def _capture_failed(self, s: int, exc: Exception, made: int, pending: list, busy_now: list) -> list:
+        """Run the call a capture failed on eagerly, then capture again: what cannot be
+        captured is often a one-off (a first use in this process). Only a shape whose
+        capture fails CAPTURE_RETRIES times in a row, with nothing captured in between,
+        runs eagerly from then on. Returns the calls still to make."""
+        reason = f"{exc.__class__.__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+        self.capture_errors.setdefault(s, reason)
+        self.failed_in_row[s] = 1 if made else self.failed_in_row.get(s, 0) + 1
+        with contextlib.suppress(Exception):  # a broken context shows again in the eager call
+            self.executor(s).sync()
+        if self.failed_in_row[s] >= CAPTURE_RETRIES:
+            print(f"  shape {s}: graph capture failed ({reason}); running its calls eagerly", flush=True)
+            self.eager.add(s)
+            return pending[made:]
+        print(f"  shape {s}: graph capture failed ({reason}); running that call eagerly, then capturing again",
+              flush=True)
+        call = pending[made]
+        try:
+            self.executor(s).execute(call[1])
+        except Exception:
+            if not self.busy.exists():
+                raise
+            self.busy.unlink()
+            busy_now.append(call)
+        else:
+            self.done[s] += 1
+            self.ran_after_failure += 1
+        return pending[made + 1:]
 
     def sync(self) -> None:
         if self.current is not None:

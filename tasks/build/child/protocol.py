@@ -112,7 +112,9 @@ class CompileResult(msgspec.Struct, kw_only=True):
     done: dict[str, int]  # shape index -> calls made
     deferred: int  # calls put off while another worker built their kernel
     captured: int = 0  # calls recorded in a never-launched CUDA graph instead of run
-    eager: list[int] = []  # shape indices whose graph capture failed: their calls ran
+    eager: list[int] = []  # shape indices whose graph capture kept failing: their calls ran
+    capture_errors: dict[str, str] = {}  # shape index -> why its first capture failed
+    ran_after_failure: int = 0  # calls run eagerly because their capture failed
     import_s: float
     seconds: float
 
