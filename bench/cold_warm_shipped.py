@@ -35,7 +35,7 @@ MODELS = ("deepseek-v3-0324", "deepseek-v3.2", "glm-5-fp8")
 def main() -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("--work", type=Path, required=True)
-    parser.add_argument("--jobs", type=int, default=0, help="doit -n (0: one per core)")
+    parser.add_argument("--jobs", type=int, default=0, help="JITWARM_JOBS, the pool's workers (0: one per core)")
     parser.add_argument("--out", type=Path)
     opts = parser.parse_args()
     shutil.rmtree(opts.work, ignore_errors=True)
@@ -45,17 +45,18 @@ def main() -> int:
         shutil.copy(REPO / "models" / f"{name}.toml", models)
     cores = len(os.sched_getaffinity(0))
     jobs = opts.jobs or cores
+    # No `doit -n`: each doit worker process would run its own pool, all on the same cores.
     planned = targets.expand(registry.load(models), environ={}, facts=targets.Facts(gpu_memory_mib=gpu.total_mib()))
     works = targets.shared_works(planned)
     result: dict = {"date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
                     "fingerprint": fingerprint.compute(layouts.detect(fingerprint.deep_gemm_module())),
-                    "cpu_cores": cores, "doit_jobs": jobs, "targets": [t.name for t in planned],
+                    "cpu_cores": cores, "pool_workers": jobs, "targets": [t.name for t in planned],
                     "shapes": len(works), "m_values_per_shape": sorted({len(w.m_values) for w in works.values()})}
     env = {k: v for k, v in os.environ.items() if not k.startswith(("SGLANG_", "JITWARM_"))}
     env.update({"JITWARM_MODELS_DIR": str(models), "DG_JIT_CACHE_DIR": str(root),
-                "JITWARM_DOIT_DB": str(opts.work / "doit.db")})
+                "JITWARM_DOIT_DB": str(opts.work / "doit.db"), "JITWARM_JOBS": str(jobs)})
     started = time.monotonic()
-    out = subprocess.run([sys.executable, "-m", "doit", "-f", str(REPO / "dodo.py"), "-n", str(jobs), "warm"],
+    out = subprocess.run([sys.executable, "-m", "doit", "-f", str(REPO / "dodo.py"), "warm"],
                          env=env, capture_output=True, text=True, cwd=REPO)
     wall = round(time.monotonic() - started, 2)
     records = [json.loads(p.read_text()) for p in sorted((root / "jitwarm" / "shapes").glob("*.json"))]

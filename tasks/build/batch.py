@@ -39,6 +39,7 @@ Items = list[tuple[ShapeWork, list[Target]]]  # each shape with the targets that
 def enqueue(work: ShapeWork, session: Session, dependents: list[Target] = ()) -> None:
     """doit action of a shape task."""
     if os.getpid() != run_state.MAIN_PID:
+        _warn_doit_n()
         run(session, [(work, list(dependents))])  # a `doit -n` worker process: no shared queue
         return
     fp = session.fingerprint
@@ -51,6 +52,17 @@ def enqueue(work: ShapeWork, session: Session, dependents: list[Target] = ()) ->
         pool.prestart(session, fp, _worker_env())
     session.pending[work.key] = (work, list(dependents))
     print(f"queued {work.name} ({len(work.m_values)} M values)", flush=True)
+
+
+_warned_doit_n = False
+
+
+def _warn_doit_n() -> None:
+    global _warned_doit_n
+    if not _warned_doit_n:
+        _warned_doit_n = True
+        print("jitwarm: under `doit -n` every doit process runs its own compile pool on all cores; "
+              "`doit warm` without -n is faster (its one pool already uses every core)", flush=True)
 
 
 def finish_target(target: Target, session: Session, local_keys: frozenset[str] | None = None):

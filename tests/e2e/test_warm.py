@@ -201,6 +201,7 @@ def test_parallel_workers_attribute_entries_exactly(warmed, tmp_path_factory):
     model_file(parallel_ws.models, "v3", TP8 + DP8)
     out = parallel_ws.doit("-n", "4", "warm", FAKE_DG_COMPILE_S="0.2")
     assert out.returncode == 0, out.stdout + out.stderr
+    assert "`doit warm` without -n is faster" in out.stdout  # each doit process ran its own pool
     assert {name: set(m["entries"]) for name, m in markers(parallel_ws).items()} == sequential
 
 
