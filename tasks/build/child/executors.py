@@ -73,7 +73,7 @@ class _Base:
         """Free this shape's buffers (a shared replay moves on to another shape)."""
         for name in [n for n, v in vars(self).items() if isinstance(v, self.torch.Tensor)]:
             delattr(self, name)
-        self._last_graph = None
+        self._last_graph = self._capture_pool = None  # the pool dies with its last graph
         self.torch.cuda.empty_cache()
 
     @contextlib.contextmanager
@@ -87,11 +87,14 @@ class _Base:
 
         Not torch.cuda.graph: it synchronises and empties the allocator's cache before
         every capture, so each graph's temporaries were allocated and freed anew. These
-        graphs share one pool, and the last one is kept so the pool's memory stays.
+        graphs share one pool, and the last one is kept so the pool's memory stays (and so
+        the pool stays live: torch cannot share a pool whose graphs are all gone).
         """
         torch = self.torch
         if self._capture_stream is None:
-            self._capture_stream, self._capture_pool = torch.cuda.Stream(), torch.cuda.graph_pool_handle()
+            self._capture_stream = torch.cuda.Stream()
+        if self._capture_pool is None:
+            self._capture_pool = torch.cuda.graph_pool_handle()
         graph = torch.cuda.CUDAGraph()
         self._capture_stream.wait_stream(torch.cuda.current_stream())
         with torch.cuda.stream(self._capture_stream):
@@ -99,8 +102,13 @@ class _Base:
             try:
                 yield
             except BaseException:
-                with contextlib.suppress(Exception):  # end the capture; the call's error is what counts
+                try:  # end the capture; the call's error is what counts
                     graph.capture_end()
+                except Exception:
+                    self._capture_pool = torch.cuda.graph_pool_handle()  # the old one may still be recording
+                # Keep even a failed graph: a pool whose graphs are all gone cannot be shared
+                # again (CUDACachingAllocator asserts use_count > 0 at the next capture_begin).
+                self._last_graph = graph
                 raise
             graph.capture_end()
         torch.cuda.current_stream().wait_stream(self._capture_stream)
