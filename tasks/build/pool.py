@@ -2,9 +2,10 @@
 replay each shape to attribute its entries and prove nothing is left to compile.
 
 All (shape, M) calls form one queue that W worker processes drain together, a chunk at
-a time; shapes take turns and each visits its M values in a spread order
-(tasks/plan/schedule.py), so at any moment the workers mostly need different kernels,
-and an idle worker always finds work. deep_gemm compiles through the nvcc shim
+a time. In the head, shapes take turns over their first M values in a spread order
+(tasks/plan/schedule.py), so the workers mostly need different kernels; in the tail,
+each shape's rest follows in one stretch, so workers seldom switch shapes. An idle
+worker always finds work. deep_gemm compiles through the nvcc shim
 (tasks/build/nvcc_shim.sh), which builds each kernel once across all workers and
 processes, and tells a worker at once when another is already building what it needs.
 """
@@ -250,7 +251,7 @@ def _plan_jobs(works, cache: CacheRoot, module: str, settings: Settings, report:
     """The compile jobs, replay jobs and shared replay spec of one run, written to its plan file."""
     runnable = [w for w in works if report.m_values[w.key] and w.key not in report.failures]
     compiling = [w for w in runnable if w.key not in pulled]
-    queue = schedule.queue_order(compiling, report.m_values, QUEUE_CHUNK)
+    queue, tail_start = schedule.queue_order(compiling, report.m_values, QUEUE_CHUNK)
     report.workers = min(slots, -(-len(queue) // QUEUE_CHUNK))
     if not runnable:
         return None
@@ -281,6 +282,7 @@ def _plan_jobs(works, cache: CacheRoot, module: str, settings: Settings, report:
     plan_file = work_dir / "plan.json"
     plan_file.write_bytes(msgspec.json.encode(protocol.PoolPlan(
         module=module, cache=cache.as_plan(), compile=compile_jobs, queue=queue, chunk=QUEUE_CHUNK,
+        tail_start=tail_start, tail_chunk=schedule.TAIL_CHUNK,
         replays=list(replay_jobs.values()), shared=shared_spec, timeout_s=settings.shape_timeout_s,
         parallel_replay=report.replay_slots, timings=str(work_dir / "timings.json"))))
     records.log_path(root, "pool").parent.mkdir(parents=True, exist_ok=True)

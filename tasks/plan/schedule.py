@@ -15,15 +15,28 @@ def spread_order(n: int) -> list[int]:
     return sorted(range(n), key=lambda i: int(format(i, f"0{bits}b")[::-1], 2))
 
 
-def queue_order(works: list[ShapeWork], m_values: dict[str, tuple[int, ...]], chunk: int) -> list[tuple[int, int]]:
-    """All (shape, M) calls in the order workers take them: shapes in turn, `chunk` calls
-    each, and each shape's M values in spread order, so early calls need many kernels."""
+HEAD = 256  # calls per shape, in spread order, that find most of its kernels
+TAIL_CHUNK = 64  # calls a worker takes at a time in the tail: one graph each
+
+
+def queue_order(works: list[ShapeWork], m_values: dict[str, tuple[int, ...]], chunk: int,
+                head: int = HEAD) -> tuple[list[tuple[int, int]], int]:
+    """All (shape, M) calls in the order workers take them, and where the tail starts.
+
+    The head: each shape's first `head` M values in spread order, shapes taking turns
+    `chunk` calls at a time, so the early calls need many different kernels and the
+    workers build them side by side. The tail: the rest, one shape after another, so a
+    worker switches shapes (new buffers, a new graph pool) a few times rather than at
+    every chunk, and its calls mostly find kernels already built."""
     orders = [[(s, m_values[w.key][i]) for i in spread_order(len(m_values[w.key]))] for s, w in enumerate(works)]
     queue = []
-    for turn in range(0, max(map(len, orders), default=0), chunk):
+    for turn in range(0, min(head, max(map(len, orders), default=0)), chunk):
         for order in orders:
-            queue += order[turn:turn + chunk]
-    return queue
+            queue += order[turn:min(turn + chunk, head)]
+    tail_start = len(queue)
+    for order in orders:
+        queue += order[head:]
+    return queue, tail_start
 
 
 def first_call(worker_index: int, works: list[ShapeWork], m_values: dict) -> list[int]:

@@ -25,14 +25,20 @@ def test_spread_order_is_a_permutation_whose_prefixes_cover_the_range():
     assert max(b - a for a, b in zip(first, first[1:])) <= 3072 // 8
 
 
-def test_queue_holds_every_call_once_with_shapes_taking_turns():
+def test_queue_holds_every_call_once_shapes_taking_turns_in_the_head_then_one_after_another():
     works = [work(7168, 2048, range(1, 3073)), work(2112, 7168, range(1, 3073)), work(4096, 512, range(1, 101))]
     values = {w.key: w.m_values for w in works}
-    queue = schedule.queue_order(works, values, 8)
+    queue, tail_start = schedule.queue_order(works, values, 8, head=256)
     assert Counter(queue) == Counter((s, m) for s, w in enumerate(works) for m in w.m_values)
     assert [s for s, _ in queue[:24]] == [0] * 8 + [1] * 8 + [2] * 8
     first = sorted(m for s, m in queue[:8])
     assert first[0] == 1 and first[-1] > 2500  # the first chunk already spans the M range
+    assert tail_start == 256 + 256 + 100
+    assert Counter(s for s, _ in queue[:tail_start]) == {0: 256, 1: 256, 2: 100}
+    tail = [s for s, _ in queue[tail_start:]]
+    assert tail == [0] * (3072 - 256) + [1] * (3072 - 256)  # each shape's rest in one stretch
+    head_of_0 = sorted(m for s, m in queue[:tail_start] if s == 0)
+    assert max(b - a for a, b in zip(head_of_0, head_of_0[1:])) <= 3072 // 128  # the head spans the range
 
 
 def test_shared_replay_pieces_cover_every_call_once_in_whole_graphs():

@@ -73,7 +73,9 @@ class _Worker:
 
     def executor(self, s: int):
         if self.current is None or self.current[0] != s:
-            self.current = None  # free the last shape's buffers first
+            if self.current is not None and hasattr(self.current[1], "release"):
+                self.current[1].release()  # its buffers and graph pool, before the next shape's
+            self.current = None
             shape = self.plan.shapes[s]
             print(f"shape {s}: {shape.kind} N={shape.n} K={shape.k} groups={shape.groups}", flush=True)
             self.current = (s, self.factory(self.dg, shape.kind, shape.n, shape.k, shape.groups, self.plan.rows[s]))

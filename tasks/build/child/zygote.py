@@ -54,14 +54,15 @@ def main(argv: list[str]) -> int:
         timings = {"import_s": round(time.monotonic() - started, 3)}
     # The compile queue: one list, a counter in shared memory that every forked worker
     # advances, so an idle worker always takes the next calls nobody has started.
-    queue, chunk = plan.queue, plan.chunk
+    queue, chunk, tail_start, tail_chunk = plan.queue, plan.chunk, plan.tail_start, plan.tail_chunk or plan.chunk
     counter = multiprocessing.Value("l", 0)
 
     def take():
         with counter.get_lock():
             start = counter.value
-            counter.value = start + chunk
-        return queue[start:start + chunk]
+            size = chunk if start < tail_start else tail_chunk
+            counter.value = start + size
+        return queue[start:start + size]
 
     compile_kids = [_Kid(job, lambda job: _compile_child(job, take)) for job in plan.compile]
     timings["compile_s"], pids = _run_children(compile_kids, len(compile_kids), plan.timeout_s)
