@@ -20,6 +20,7 @@ class _Allocator:
     def __init__(self):
         self.use_count: dict[int, int] = {}
         self.ids = itertools.count(1)
+        self.fail_end = False
 
 
 class _Graph:
@@ -37,7 +38,9 @@ class _Graph:
         self.pool = pool
 
     def capture_end(self):
-        pass
+        if self.alloc.fail_end:
+            self.alloc.fail_end = False
+            raise RuntimeError("operation failed due to a previous error during capture")
 
     def __del__(self):
         if self.pool is not None:
@@ -102,3 +105,15 @@ def test_captures_share_one_pool_and_release_starts_a_new_one():
     with ex.capture():
         pass
     assert list(torch.cuda.alloc.use_count) == [1, 2]
+
+
+def test_a_capture_that_cannot_even_end_moves_on_to_a_fresh_pool():
+    torch = _Torch()
+    ex = _Executor(torch, None, 1, 1, 1, 1)
+    torch.cuda.alloc.fail_end = True
+    with pytest.raises(ValueError), ex.capture():
+        raise ValueError("a call that broke the capture")
+    assert ex._last_graph is None  # a graph that never ended is not kept
+    with ex.capture():
+        pass
+    assert list(torch.cuda.alloc.use_count) == [1, 2] and ex._capture_pool == 2

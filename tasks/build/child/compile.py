@@ -146,9 +146,9 @@ class _Worker:
         call = pending[made]
         try:
             self.executor(s).execute(call[1])
-        except Exception:
+        except Exception as err:
             if not self.busy.exists():
-                raise
+                raise err from None  # the call's own error, without the capture's in front of it
             self.busy.unlink()
             busy_now.append(call)
         else:

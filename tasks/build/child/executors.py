@@ -106,9 +106,10 @@ class _Base:
                     graph.capture_end()
                 except Exception:
                     self._capture_pool = torch.cuda.graph_pool_handle()  # the old one may still be recording
-                # Keep even a failed graph: a pool whose graphs are all gone cannot be shared
-                # again (CUDACachingAllocator asserts use_count > 0 at the next capture_begin).
-                self._last_graph = graph
+                else:
+                    # Keep even a failed call's graph: a pool whose graphs are all gone cannot be
+                    # shared again (CUDACachingAllocator asserts use_count > 0 at capture_begin).
+                    self._last_graph = graph
                 raise
             graph.capture_end()
         torch.cuda.current_stream().wait_stream(self._capture_stream)
