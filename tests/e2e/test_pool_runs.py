@@ -75,6 +75,17 @@ def test_a_call_whose_capture_fails_once_runs_eagerly_and_capture_resumes(ws):
     assert set(ws.status().values()) == {"U"}
 
 
+def test_a_shape_deep_gemm_refuses_fails_in_its_own_words_and_names_itself(ws):
+    # BLOCK32 on sgl-deep-gemm 0.1.2: the call fails captured and eagerly alike.
+    model_file(ws.models, "v3", "[[launch]]\ntp = 8\nm_list = [1, 32, 128, 1024]\n")
+    out = ws.doit("warm", FAKE_DG_RAISE_ON="7168x2048:Assertion error: Unknown SF transformation",
+                  JITWARM_JOBS="1")
+    text = out.stdout + out.stderr
+    assert out.returncode == 1, text
+    assert "Unknown SF transformation" in text and "GEMM_NT_F8F8BF16 N=7168 K=2048" in text, text[-3000:]
+    assert "During handling of the above exception" not in text
+
+
 def test_compile_workers_record_calls_in_graphs_and_run_eagerly_only_where_capture_fails(ws):
     model_file(ws.models, "v3", "[[launch]]\ntp = 8\nm_list = [1, 32, 128, 1024]\n")
     calls = ws.tmp / "calls.log"

@@ -19,6 +19,8 @@ Knobs (environment):
                         capture-unsafe call does on a GPU (eager calls still work)
   FAKE_DG_CAPTURE_FAIL_ONCE  "NxK": only that shape's first captured call in each process
                         fails, as a first use that needs the device does
+  FAKE_DG_RAISE_ON      "NxK:text": every call of that shape raises RuntimeError(text),
+                        captured or not, as DeepGEMM refuses a layout it has no kernel for
   FAKE_DG_CALL_LOG      append "compile|replay captured|eager <N>x<K> <m>" per call to this file
 """
 
@@ -59,6 +61,9 @@ class Executor:
         if self.capturing and os.environ.get("FAKE_DG_CAPTURE_FAIL_ONCE") == self.tag and self.tag not in _FAILED_ONCE:
             _FAILED_ONCE.add(self.tag)
             raise RuntimeError("CUDA error: operation not permitted when stream is capturing")
+        tag, _, text = os.environ.get("FAKE_DG_RAISE_ON", "").partition(":")
+        if tag == self.tag:
+            raise RuntimeError(text)
         log = os.environ.get("FAKE_DG_CALL_LOG")
         if log:
             with open(log, "a") as fh:
