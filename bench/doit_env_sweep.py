@@ -26,8 +26,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _emit import emit  # noqa: E402
 
 sys.path.insert(0, str(REPO))
-from tasks.host import gpu  # noqa: E402
+from tasks.host import fingerprint, gpu  # noqa: E402
 from tasks.plan import registry, targets  # noqa: E402
+from tasks.state import layouts  # noqa: E402
 
 # Variables `doit env` decides; the base environment must not carry them in.
 DECIDED = ("SGLANG_DG_CACHE_DIR", "SGL_DG_CACHE_DIR", "DG_JIT_CACHE_DIR", "DJ_JIT_CACHE_DIR",
@@ -53,10 +54,15 @@ def main() -> int:
     models = opts.work / "models"
     planned = targets.expand(registry.load(models), environ={}, facts=targets.Facts(gpu_memory_mib=gpu.total_mib()))
     chosen = [t for t in planned if not opts.model or t.model in opts.model]
+    if not chosen:
+        sys.exit(f"doit_env_sweep: no target of {opts.model or 'any model'} in {models}; "
+                 "pass the --work of a warmed run (bench/cold_warm_shipped.py --work)")
     base = {k: v for k, v in os.environ.items() if k not in DECIDED and not k.startswith("JITWARM_")}
     jitwarm_env = {**base, "JITWARM_MODELS_DIR": str(models), "DG_JIT_CACHE_DIR": str(opts.work / "cache"),
                    "JITWARM_DOIT_DB": str(opts.work / "doit.db")}
-    result: dict = {"date": datetime.now(timezone.utc).isoformat(timespec="seconds"), "targets": {}}
+    result: dict = {"date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+                    "fingerprint": fingerprint.compute(layouts.detect(fingerprint.deep_gemm_module())),
+                    "targets": {}}
     for target in chosen:
         said = subprocess.run([sys.executable, "-m", "doit", "-f", str(REPO / "dodo.py"), "env", f"warm:{target.name}"],
                               env=jitwarm_env, capture_output=True, text=True, cwd=REPO, timeout=120, check=False)
