@@ -81,9 +81,12 @@ class _Skipped:
     def __init__(self, ignored: list[str]):
         self._ignored = [form for entry in ignored
                          for form in (entry.removeprefix("model."), "model." + entry.removeprefix("model."))]
+        # An entry without a layer number matches every layer alike: one layer answers for all.
+        self._per_layer = any(part.isdigit() for form in self._ignored for part in form.split("."))
 
     def __call__(self, layer_ids: list[int], module: str) -> bool:
-        per_layer = {self._one(f"model.layers.{i}.{module}") for i in layer_ids}
+        ids = layer_ids if self._per_layer else layer_ids[:1]
+        per_layer = {self._one(f"model.layers.{i}.{module}") for i in ids}
         if len(per_layer) > 1:
             raise PlanError(f"some but not all layers' {module} are in ignored_layers; the planner "
                             "plans one shape per layer kind", "quantization_config.ignored_layers")

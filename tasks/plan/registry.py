@@ -5,7 +5,9 @@ Every problem becomes one line: `<file>: <field>: <what was expected>, got <valu
 
 from __future__ import annotations
 
+import functools
 import json
+import os
 import re
 import tomllib
 from pathlib import Path
@@ -89,31 +91,34 @@ def env_bool(value: str) -> bool:
     raise ValueError(f"expected a boolean (1/0/true/false), got {json.dumps(value)}")
 
 
-def load(models_dir: Path) -> list[ModelSpec | RegistryError]:
+def model_files(models_dir: Path) -> list[Path]:
     """Every *.toml in models_dir (locks and hidden files excluded), sorted by name."""
-    files = sorted(p for p in Path(models_dir).glob("*.toml")
-                   if not p.name.startswith(".") and not p.name.endswith(".lock.toml"))
-    return [load_file(p) for p in files]
+    return sorted(p for p in Path(models_dir).glob("*.toml")
+                  if not p.name.startswith(".") and not p.name.endswith(".lock.toml"))
 
 
-def load_file(path: Path) -> ModelSpec | RegistryError:
-    shown = display_path(path)
+def load(models_dir: Path) -> list[ModelSpec | RegistryError]:
+    return [load_file(p) for p in model_files(models_dir)]
+
+
+def load_file(path: Path, data: bytes | None = None) -> ModelSpec | RegistryError:
+    """One model file, from `data` when the caller already read its bytes."""
     name = path.stem
     try:
-        return _parse(path, shown, name)
+        return _parse(path, name, data)
     except _Invalid as exc:
-        return RegistryError(name, path, f"{shown}: {exc}")
+        return RegistryError(name, path, f"{display_path(path)}: {exc}")
 
 
 class _Invalid(ValueError):
     """One line describing what is wrong with a model file (without the file name)."""
 
 
-def _parse(path: Path, shown: str, name: str) -> ModelSpec:
+def _parse(path: Path, name: str, data: bytes | None) -> ModelSpec:
     if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", name):
         raise _Invalid(f"file name: expected letters, digits, '.', '_' or '-', got {json.dumps(name)}")
     try:
-        raw = tomllib.loads(path.read_text(encoding="utf-8"))
+        raw = tomllib.loads((path.read_bytes() if data is None else data).decode("utf-8"))
     except (OSError, UnicodeDecodeError) as exc:
         raise _Invalid(f"cannot read: {exc}") from None
     except tomllib.TOMLDecodeError as exc:
@@ -236,6 +241,11 @@ def _value_at(raw: Any, path: str | None) -> str:
 
 def display_path(path: Path) -> str:
     try:
-        return str(path.resolve().relative_to(Path.cwd().resolve()))
-    except ValueError:
+        return str(path.resolve().relative_to(_resolved(os.getcwd())))
+    except (ValueError, OSError):
         return str(path)
+
+
+@functools.lru_cache(maxsize=4)
+def _resolved(cwd: str) -> Path:
+    return Path(cwd).resolve()

@@ -215,8 +215,19 @@ def works_for(plan: planner.Plan, policy: mlists.MListPolicy) -> list[ShapeWork]
     for shape in plan.shapes:
         m_values = contig if shape.kind.contiguous else values
         if m_values:
-            works.append(ShapeWork(shape, m_values))
+            works.append(_work(shape, m_values))
     return works
+
+
+_WORKS: dict[tuple[GemmShape, int], ShapeWork] = {}
+
+
+def _work(shape: GemmShape, m_values: tuple[int, ...]) -> ShapeWork:
+    """One ShapeWork per (shape, M list object): targets that share a shape share its key's hashing."""
+    found = _WORKS.get((shape, id(m_values)))
+    if found is None or found.m_values is not m_values:
+        found = _WORKS[(shape, id(m_values))] = ShapeWork(shape, m_values)
+    return found
 
 
 @functools.lru_cache(maxsize=32)
