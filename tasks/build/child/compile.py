@@ -10,7 +10,8 @@ this time waiting for the other worker's result instead of compiling it again.
 Calls are recorded in CUDA graphs that are never launched (executors._Base.capture):
 deep_gemm still picks, builds and loads each call's kernel on the host, but no GEMM
 runs, so workers do not queue on the one GPU. A call whose capture fails runs eagerly and
-capture resumes; a shape whose capture keeps failing runs eagerly. The log says which. The replay after the pool still runs its sweep and must compile 0.
+capture resumes; a shape whose capture keeps failing runs eagerly. The log says which.
+The replay after the pool still runs its sweep and must compile 0.
 """
 
 from __future__ import annotations
