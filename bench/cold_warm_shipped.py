@@ -25,6 +25,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _emit import emit, entry_names  # noqa: E402
 
 sys.path.insert(0, str(REPO))
+from tasks.build import pool  # noqa: E402
 from tasks.host import fingerprint, gpu  # noqa: E402
 from tasks.plan import registry, targets  # noqa: E402
 from tasks.state import layouts  # noqa: E402
@@ -61,13 +62,14 @@ def main() -> int:
     wall = round(time.monotonic() - started, 2)
     records = [json.loads(p.read_text()) for p in sorted((root / "jitwarm" / "shapes").glob("*.json"))]
     summary = next((line for line in out.stdout.splitlines() if line.startswith("compiled ")), "")
-    spans = nvcc_spans(root)
-    nvcc_s = round(sum(spans), 1)
+    # The shim's log of every nvcc run, per toolchain store under the root.
+    nvcc = [pool.kernel_seconds(log.parent) for log in (root / "jitwarm").rglob("compiled.log")]
+    nvcc_s = round(sum(k.get("sum", 0) for k in nvcc), 1)
     found = re.search(r"torch import ([0-9.]+)s", summary)
     import_s = float(found.group(1)) if found else None
     result["cold_warm"] = {
         "rc": out.returncode, "wall_s": wall, "entries": len(entry_names(root)),
-        "pool_summary": summary, "nvcc_runs": len(spans),
+        "pool_summary": summary, "nvcc_runs": sum(k.get("count", 0) for k in nvcc),
         "nvcc_cpu_s": nvcc_s, "torch_import_s": import_s,
         "floor_s": round(nvcc_s / cores + (import_s or 0), 1) if nvcc_s else None,
         # Issue 15: 25 s for the 59 kernels of 2026-11; scaled by kernel count if the plan grew.
@@ -81,17 +83,6 @@ def main() -> int:
     if out.returncode != 0:
         result["cold_warm"]["output_tail"] = (out.stdout + out.stderr)[-4000:]
     return emit(result, opts.out)
-
-
-def nvcc_spans(root: Path) -> list[float]:
-    """Seconds of every nvcc run the shim logged (start and end per kernel) under `root`."""
-    spans = []
-    for log in (root / "jitwarm").rglob("compiled.log"):
-        for row in log.read_text().splitlines():
-            parts = row.split()
-            if len(parts) == 3:
-                spans.append(float(parts[2]) - float(parts[1]))
-    return spans
 
 
 if __name__ == "__main__":

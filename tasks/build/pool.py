@@ -228,7 +228,7 @@ def run(works: list[ShapeWork], session: Session, fp: dict, base_env: dict, stor
                                 cwd=REPO_ROOT, on_poll=lambda: deliver(None),
                                 proc=_hand_plan(session, store, jobs.plan_file))
         report.timings = records.read_message(jobs.work_dir / "timings.json", dict) or {}
-        report.kernel_seconds = _kernel_seconds(store, compiled_before)
+        report.kernel_seconds = kernel_seconds(store, compiled_before)
         report.compiled = _compiled_count(store) - compiled_before  # other runs' builds may count too
         report.seconds = round(time.monotonic() - report.started, 3)
         if outcome.returncode == protocol.EXIT_ENV:
@@ -370,7 +370,7 @@ def _status(job: protocol.Job, outcome: supervise.ProcessEnd | None) -> str:
         return f"did not run: the pool {how} (log {outcome.log if outcome else '?'})"
 
 
-def _kernel_seconds(store: Path, skip: int) -> dict:
+def kernel_seconds(store: Path, skip: int = 0) -> dict:
     """Compile durations the shim logged in this batch: how busy the cores were."""
     try:
         rows = (store / "compiled.log").read_text().splitlines()[skip:]

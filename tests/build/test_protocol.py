@@ -13,7 +13,7 @@ def test_a_pool_plan_round_trips_through_json(tmp_path):
         compile=[protocol.CompileJob(plan=protocol.CompilePlan(module="deep_gemm", shapes=[shape], rows=[4096],
                                                                busy_flag="b", first_call=(0, 128)),
                                      env={"DG_JIT_CACHE_DIR": "x"}, log="l", result="r", status="s")],
-        queue=[(0, 128), (0, 256)], chunk=8, replays=[], shared=None, timeout_s=1800.0, parallel_replay=4,
+        queue=[(0, 128), (0, 256)], chunk=8, tail_start=2, tail_chunk=64, replays=[], shared=None, timeout_s=1800.0, parallel_replay=4,
         timings="t")
     assert msgspec.json.decode(msgspec.json.encode(plan), type=protocol.PoolPlan) == plan
 

@@ -100,8 +100,8 @@ class PoolPlan(msgspec.Struct, kw_only=True):
     compile: list[CompileJob]
     queue: list[tuple[int, int]]  # every (shape index, M) call, in the order workers take them
     chunk: int
-    tail_start: int = 0  # from here on workers take tail_chunk calls at a time
-    tail_chunk: int = 0
+    tail_start: int  # from here on workers take tail_chunk calls at a time
+    tail_chunk: int
     replays: list[ReplayJob]
     shared: SharedSpec | None
     timeout_s: float

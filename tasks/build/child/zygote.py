@@ -54,7 +54,7 @@ def main(argv: list[str]) -> int:
         timings = {"import_s": round(time.monotonic() - started, 3)}
     # The compile queue: one list, a counter in shared memory that every forked worker
     # advances, so an idle worker always takes the next calls nobody has started.
-    queue, chunk, tail_start, tail_chunk = plan.queue, plan.chunk, plan.tail_start, plan.tail_chunk or plan.chunk
+    queue, chunk, tail_start, tail_chunk = plan.queue, plan.chunk, plan.tail_start, plan.tail_chunk
     counter = multiprocessing.Value("l", 0)
 
     def take():
