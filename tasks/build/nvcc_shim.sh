@@ -3,7 +3,8 @@
 # processes. A kernel is keyed by its source and flags (the output path aside), as
 # deep_gemm keys its cache. Results go to a store; a lock per key makes one process
 # compile while others either wait (JITWARM_NVCC_WAIT=1) or are told "busy" at once
-# (exit 75, and JITWARM_BUSY_FLAG is touched) so they can work on other kernels.
+# (exit 75, and the key is written to JITWARM_BUSY_FLAG) so they can work on other
+# kernels, and retry once $store/<key>.cubin exists.
 #
 # Both layouts call it through a shell from the build directory: 0.1.x as
 # `cd <tmp> && nvcc <tmp>/kernel.cu -cubin -o <out> ...`, 0.2.x (DeepJIT) as
@@ -34,7 +35,7 @@ if [ -s "$store/$key.cubin" ]; then cp "$store/$key.cubin" "$out" && exit 0; fi
 exec 9>"$store/$key.lock"
 if ! flock -n 9; then
     if [ "${JITWARM_NVCC_WAIT:-1}" != 1 ]; then
-        [ -n "${JITWARM_BUSY_FLAG:-}" ] && : > "$JITWARM_BUSY_FLAG"
+        [ -n "${JITWARM_BUSY_FLAG:-}" ] && printf '%s\n' "$key" > "$JITWARM_BUSY_FLAG"
         echo "jitwarm: kernel $key is being compiled by another worker" >&2
         exit 75
     fi

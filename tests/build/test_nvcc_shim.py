@@ -1,6 +1,7 @@
 """The nvcc shim (tasks/build/nvcc_shim.sh), called through a shell from the build directory as
 each deep_gemm layout calls nvcc: 0.1.x with `-o`, 0.2.x (DeepJIT) with `--output-file`."""
 
+import re
 import shlex
 import subprocess
 import time
@@ -62,8 +63,11 @@ def test_a_kernel_another_worker_builds_is_busy_at_once_or_waited_for(tmp_path, 
         time.sleep(0.02)
     busy = call(tmp_path, "tmp-b", style, {**env, "JITWARM_NVCC_WAIT": "0"})
     assert busy.wait(timeout=5) == 75 and "being compiled by another worker" in busy.stdout.read()
-    assert (tmp_path / "busy").exists()
+    key = (tmp_path / "busy").read_text().strip()  # the kernel it waits for: retry once it is stored
+    assert re.fullmatch(r"[0-9a-f]{32}", key) and list((tmp_path / "store").glob("*.lock")) == [
+        tmp_path / "store" / f"{key}.lock"]
     waiter = call(tmp_path, "tmp-c", style, {**env, "JITWARM_NVCC_WAIT": "1"})
     assert waiter.wait(timeout=30) == 0 and slow.wait(timeout=30) == 0
+    assert (tmp_path / "store" / f"{key}.cubin").is_file()
     assert compiles(tmp_path) == ["k.1"]
     assert (tmp_path / "tmp-c" / "kernel.cubin").read_bytes() == (tmp_path / "tmp-a" / "kernel.cubin").read_bytes()

@@ -3,9 +3,12 @@
 Runs in a child forked by the zygote; the calls come from a queue all workers share.
 
 deep_gemm compiles through jitwarm's nvcc shim. When another worker is compiling the
-kernel a call needs, the shim answers "busy" at once: the call is deferred and the
-worker moves on to kernels nobody has started. Deferred calls are retried at the end,
-this time waiting for the other worker's result instead of compiling it again.
+kernel a call needs, the shim answers "busy" at once and names the kernel: the call is
+deferred and the worker moves on to kernels nobody has started. A deferred call is made
+again once its kernel is in the shim's store (each retry of a busy call costs deep_gemm
+a build directory and a shell: retrying them all after every take stalled the workers
+for a third of their time on the H200). What is still deferred at the end is retried
+waiting for the other worker's result instead of compiling it again.
 
 Calls are recorded in CUDA graphs that are never launched (executors._Base.capture):
 deep_gemm still picks, builds and loads each call's kernel on the host, but no GEMM
@@ -26,6 +29,8 @@ from tasks.build.child import replay
 from tasks.build.child.protocol import CompilePlan, CompileResult
 
 CAPTURE_RETRIES = 3
+TRACE = os.environ.get("JITWARM_TRACE") == "1"  # per-take timings in the compile log, for benches
+SLOW_CALL_S = 0.25  # a traced call slower than this built (or waited for) a kernel
 
 
 def run(plan: CompilePlan, take) -> CompileResult:
@@ -41,15 +46,28 @@ def run(plan: CompilePlan, take) -> CompileResult:
     if plan.first_call:
         worker.attempt([tuple(plan.first_call)])
     os.environ["JITWARM_NVCC_WAIT"] = "0"
-    deferred, skipped = [], 0
+    if TRACE:
+        print(f"trace first {imported:.3f} {time.monotonic() - started:.3f}", flush=True)
+    deferred, skipped = [], 0  # (call, the kernel it waits for)
     while chunk := take():
+        began = time.monotonic()
         new = worker.attempt(chunk)
+        if TRACE:
+            print(f"trace take {began - started:.3f} {time.monotonic() - began:.3f} shape {chunk[0][0]} "
+                  f"calls {len(chunk)} busy {len(new)}", flush=True)
         skipped += len(new)
-        # Retry what was busy before: a call deferred behind one kernel may need another.
-        deferred = worker.attempt(deferred) + new
+        # Retry what was busy once its kernel is built: it may then need another one.
+        waiting, ready = [], []
+        for call, key in deferred:
+            (ready if worker.built(key) else waiting).append((call, key))
+        deferred = waiting + worker.attempt([call for call, _ in ready]) + new
     os.environ["JITWARM_NVCC_WAIT"] = "1"
-    worker.attempt(sorted(deferred))
+    if TRACE:
+        print(f"trace deferred {time.monotonic() - started:.3f} calls {len(deferred)}", flush=True)
+    worker.attempt(sorted(call for call, _ in deferred))
     worker.sync()
+    if TRACE:
+        print(f"trace end {time.monotonic() - started:.3f} cpu {time.process_time():.3f}", flush=True)
     return CompileResult(done={str(s): n for s, n in worker.done.items()}, deferred=skipped,
                          captured=worker.captured, eager=sorted(worker.eager),
                          capture_errors={str(s): r for s, r in worker.capture_errors.items()},
@@ -62,6 +80,7 @@ class _Worker:
 
     def __init__(self, plan: CompilePlan):
         self.plan, self.busy = plan, Path(plan.busy_flag)
+        self.store = Path(os.environ["JITWARM_KSTORE"]) if os.environ.get("JITWARM_KSTORE") else None
         self.dg = replay.import_module(plan.module)
         self.factory = replay.factory_of(self.dg)
         self.current: tuple[int, object] | None = None  # shape index, its executor
@@ -82,8 +101,23 @@ class _Worker:
             self.current = (s, self.factory(self.dg, shape.kind, shape.n, shape.k, shape.groups, self.plan.rows[s]))
         return self.current[1]
 
+    def built(self, key: str) -> bool:
+        """Whether the kernel a deferred call waited for is in the shim's store now (a call
+        deferred without a key, from a shim that did not name it, is always retried)."""
+        return not key or self.store is None or (self.store / f"{key}.cubin").exists()
+
+    def busy_key(self) -> str | None:
+        """The kernel the shim just said another worker is building ("" if it did not name
+        it); None if the shim did not answer busy."""
+        try:
+            key = self.busy.read_text().strip()
+        except OSError:
+            return None
+        self.busy.unlink()
+        return key
+
     def attempt(self, calls) -> list:
-        """Make each call; return those whose kernel another worker is building."""
+        """Make each call; return (call, kernel key) for those whose kernel another worker is building."""
         busy_now: list = []
         start = 0
         while start < len(calls):
@@ -108,8 +142,11 @@ class _Worker:
                 else:
                     with capture():
                         for _, m in pending:
+                            began = time.monotonic()
                             executor.execute(m)
                             made += 1
+                            if TRACE and time.monotonic() - began > SLOW_CALL_S:
+                                print(f"trace slow shape {s} M {m} {time.monotonic() - began:.3f}", flush=True)
                     self.captured += made
                     if made:
                         self.failed_in_row.pop(s, None)
@@ -119,9 +156,8 @@ class _Worker:
                 self.done[s] += made
                 if capture is not None:
                     self.captured += made
-                if self.busy.exists():
-                    self.busy.unlink()
-                    busy_now.append(pending[made])
+                if (key := self.busy_key()) is not None:
+                    busy_now.append((pending[made], key))
                     pending = pending[made + 1:]
                 elif capture is not None:
                     pending = self._capture_failed(s, exc, made, pending, busy_now)
@@ -148,10 +184,9 @@ class _Worker:
         try:
             self.executor(s).execute(call[1])
         except Exception as err:
-            if not self.busy.exists():
+            if (key := self.busy_key()) is None:
                 raise err from None  # the call's own error, without the capture's in front of it
-            self.busy.unlink()
-            busy_now.append(call)
+            busy_now.append((call, key))
         else:
             self.done[s] += 1
             self.ran_after_failure += 1

@@ -48,7 +48,7 @@ class CompilePlan(msgspec.Struct, kw_only=True):
     module: str  # the deep_gemm to import (or a test stand-in)
     shapes: list[Shape]
     rows: list[int]  # each shape's buffer rows (its largest M)
-    busy_flag: str  # the shim touches it when another worker builds the kernel a call needs
+    busy_flag: str  # the shim writes a kernel's key there when another worker is building it
     first_call: tuple[int, int] | None  # (shape index, M) run before the queue, waiting if need be
 
 
