@@ -53,7 +53,7 @@ def main() -> int:
                     "fingerprint": fingerprint.compute(layouts.detect(fingerprint.deep_gemm_module())),
                     "cpu_cores": cores, "pool_workers": jobs, "targets": [t.name for t in planned],
                     "shapes": len(works), "m_values_per_shape": sorted({len(w.m_values) for w in works.values()})}
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("SGLANG_", "JITWARM_"))}
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("SGLANG_", "JITWARM_")) or k == "JITWARM_TRACE"}
     env.update({"JITWARM_MODELS_DIR": str(models), "DG_JIT_CACHE_DIR": str(root),
                 "JITWARM_DOIT_DB": str(opts.work / "doit.db"), "JITWARM_JOBS": str(jobs)})
     started = time.monotonic()

@@ -15,7 +15,7 @@ def spread_order(n: int) -> list[int]:
     return sorted(range(n), key=lambda i: int(format(i, f"0{bits}b")[::-1], 2))
 
 
-HEAD = 256  # calls per shape, in spread order, that find most of its kernels
+HEAD = 1024  # calls per shape, in spread order, that find most of its kernels
 TAIL_CHUNK = 64  # calls a worker takes at a time in the tail: one graph each
 
 
