@@ -357,8 +357,11 @@ def _read_compile(report, compiling, compile_jobs, outcome) -> None:
         tail = supervise.log_tail(Path(job.log), 200)
         culprit = _last_shape(tail)
         if culprit is not None:
+            # The shape is named here too: a long traceback can push the log's shape line out of the tail.
+            s = compiling[culprit].shape
             report.failures.setdefault(compiling[culprit].key, {
-                "error": f"compile worker {_status(job, outcome)} (log {job.log})", "log_tail": tail[-30:]})
+                "error": f"compile worker {_status(job, outcome)} on {s.kind.value} N={s.n} K={s.k} groups={s.groups} "
+                         f"(log {job.log})", "log_tail": tail[-30:]})
     report.complete = set() if broken else {w.key for w in compiling}
 
 

@@ -203,7 +203,7 @@ def test_block32_warms_where_deep_gemm_has_the_kernel_and_fails_in_its_own_words
         # [32, 32] scales. The target fails, names the shape, and keeps DeepGEMM's reason.
         text = out.stdout + out.stderr
         assert out.returncode == 1 and "Unknown SF transformation" in text, text[-3000:]
-        assert "failed m@tp8-" in text and f"{kind} N={n} K={k}" in text
+        assert "failed m@tp8-" in text and f"{kind} N={n} K={k}" in text, text[-3000:]
         assert not list((ws.root / "jitwarm" / "markers").glob("*.json"))
         return
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]

@@ -83,6 +83,8 @@ def test_a_shape_deep_gemm_refuses_fails_in_its_own_words_and_names_itself(ws):
     text = out.stdout + out.stderr
     assert out.returncode == 1, text
     assert "Unknown SF transformation" in text and "GEMM_NT_F8F8BF16 N=7168 K=2048" in text, text[-3000:]
+    [failed] = [line for line in out.stdout.splitlines() if " failed v3@tp8-" in line]
+    assert "compile worker exited with code 1 on GEMM_NT_F8F8BF16 N=7168 K=2048 groups=1 (log " in failed, failed
     assert "During handling of the above exception" not in text
 
 
@@ -110,3 +112,4 @@ def test_compile_workers_record_calls_in_graphs_and_run_eagerly_only_where_captu
            "running its calls eagerly" in logs
     # The replay proof is unchanged: every shape replays with 0 new entries.
     assert set(ws.status().values()) == {"U"}
+
