@@ -108,6 +108,7 @@ def shim_env(store: Path, env: dict | None, layout) -> dict:
     env["JITWARM_KSTORE"] = str(store)
     env["DG_JIT_NVCC_COMPILER"] = str(SHIM)
     env["JITWARM_NVCC_WAIT"] = "1"
+    env["JITWARM_PARENT_PID"] = str(os.getpid())  # the pool dies with this process (child/zygote.py)
     return env
 
 

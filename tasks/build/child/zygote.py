@@ -15,6 +15,7 @@ timeout (a shared replay child: if one piece does).
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import importlib
 import json
 import multiprocessing
@@ -33,8 +34,34 @@ from tasks.state import records
 from tasks.state.cacheroot import CacheRoot
 
 
+PARENT_ENV = "JITWARM_PARENT_PID"  # the `doit warm` that started this pool (set by tasks/build/pool.py)
+_PR_SET_PDEATHSIG = 1
+_running: set[int] = set()  # forked children now running, each the leader of its own group
+
+
+def _die_with(parent: int | None, sig: int) -> None:
+    """Have the kernel send `sig` to this process when its parent dies (Linux), and exit
+    now if the parent is already gone: a `kill -9` of `doit warm` must not leave a pool
+    sweeping the GPU for up to its timeout."""
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, sig, 0, 0, 0)
+    if parent is not None and os.getppid() != parent:
+        os._exit(128 + sig)
+
+
+def _on_term(signum, frame) -> None:
+    """The run is over (its `doit warm` died, or it ended the pool): end every child's
+    group, so the nvcc runs and anything else the children started end too."""
+    for pid in list(_running):
+        _kill_group(pid)
+    os._exit(128 + signum)
+
+
 def main(argv: list[str]) -> int:
     started = time.monotonic()
+    signal.signal(signal.SIGTERM, _on_term)
+    parent = os.environ.get(PARENT_ENV)
+    _die_with(int(parent) if parent and parent.isdigit() else None, signal.SIGTERM)
     if argv[1] == "--standby":
         # Started before the plan exists (tasks/build/pool.prestart): import first, then wait.
         problem = _import_torch(argv[2])
@@ -191,6 +218,7 @@ def _run_children(kids: list[_Kid], parallel: int, timeout: float) -> tuple[floa
             pid = _fork(kid.job, kid.body)
             pids.append(pid)
             running[pid] = kid
+            _running.add(pid)
         pid, status = os.waitpid(-1, os.WNOHANG)
         if pid == 0:
             now = time.monotonic()
@@ -202,6 +230,7 @@ def _run_children(kids: list[_Kid], parallel: int, timeout: float) -> tuple[floa
             continue
         if pid in running:
             kid = running.pop(pid)
+            _running.discard(pid)
             _kill_group(pid)  # whatever the child left running ends with it
             queue[:0] = kid.ended(_describe(status))
     return round(time.monotonic() - started, 3), pids
@@ -219,6 +248,7 @@ def _kill_group(pgid: int) -> None:
 
 
 def _fork(job: protocol.Job, body) -> int:
+    zygote = os.getpid()
     pid = os.fork()
     if pid:
         with contextlib.suppress(ProcessLookupError, PermissionError):
@@ -226,6 +256,8 @@ def _fork(job: protocol.Job, body) -> int:
         return pid
     code = 1
     try:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        _die_with(zygote, signal.SIGKILL)  # a zygote killed outright takes its children along
         os.setpgid(0, 0)  # its own group: a timeout or its exit ends everything it started
         log = os.open(job.log, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
         os.dup2(log, 1)
