@@ -49,19 +49,20 @@ def run(target: targets.Target, session: Session):
     fp = session.fingerprint
     if problem := preflight(fp):
         return TaskFailed(problem)
-    from tasks.build import supervise  # processes, psutil, inotify: only for a real run
+    from tasks.build import staging, supervise  # processes, psutil, inotify: only for a real run
     from tasks.state import cacheview
 
     cache = session.root
     root = cache.path
     log = records.log_path(root, f"fallback-{target.name}")
-    staging = records.state_dir(root) / "staging" / f"fallback-{os.getpid()}-{os.urandom(3).hex()}"
+    staging.sweep(cache)
+    view_dir = staging.run_dir(root, "fallback")
     argv = targets.fallback_command(target, sys.executable)
     print(f"[{target.name}] fallback: {shlex.join(argv)} (timeout {target.fallback_timeout_s}s, log {log})",
           flush=True)
     try:
-        view = cacheview.CacheView(cache, staging)
-        outcome = supervise.run(argv, _env(staging), log, target.fallback_timeout_s, cwd=REPO_ROOT,
+        view = cacheview.CacheView(cache, view_dir)
+        outcome = supervise.run(argv, _env(view_dir), log, target.fallback_timeout_s, cwd=REPO_ROOT,
                                 fail_patterns=FAIL_LINES, on_poll=view.drain)
         if outcome.returncode != 0 or outcome.matched or outcome.timed_out:
             return TaskFailed(f"{targets.fallback_module()} {outcome.describe()} (log {log})")
@@ -72,7 +73,7 @@ def run(target: targets.Target, session: Session):
     finally:
         # Every path, an interrupt included: show what the server said, keep what it built.
         _print_tail(target, log)
-        cacheview.salvage(staging, cache)
+        cacheview.salvage(view_dir, cache)
 
     shapes = locks.parse_log(_lines(log))
     capture = locks.Capture(

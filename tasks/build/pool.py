@@ -27,7 +27,7 @@ from pathlib import Path
 
 import msgspec
 
-from tasks.build import shared, supervise
+from tasks.build import shared, staging, supervise
 from tasks.build.child import protocol
 from tasks.host import fingerprint, gpu
 from tasks.host.settings import REPO_ROOT, Settings
@@ -257,7 +257,8 @@ def _plan_jobs(works, cache: CacheRoot, module: str, settings: Settings, report:
     if not runnable:
         return None
     root = cache.path
-    work_dir = records.state_dir(root) / "staging" / f"pool-{os.getpid()}-{int(time.time() * 1000)}"
+    staging.sweep(cache)
+    work_dir = staging.run_dir(root, "pool")
     work_dir.mkdir(parents=True)
     shapes = [protocol.Shape(w.shape.kind.value, w.shape.n, w.shape.k, w.shape.groups) for w in runnable]
     compiled = [s for s, w in enumerate(runnable) if w.key not in pulled]
