@@ -124,12 +124,30 @@ def run(session: Session, items: Items) -> None:
             lock.release()
     for work, dependents, lock in theirs:
         print(f"{work.name}: another process is warming it; waiting", flush=True)
-        with lock.acquire(timeout=session.shape_timeout_s):
+        try:
+            lock.acquire(timeout=session.shape_timeout_s)
+        except filelock.Timeout:
+            _gave_up_waiting(cache, fp, work, dependents, session.shape_timeout_s, lock.lock_file)
+            continue
+        try:
             if records.shape_reasons(cache, work.key, fp):
                 _warm(session, fp, [(work, dependents)])
             else:
                 print(f"{work.name}: reusing the concurrent warm's result", flush=True)
             _commit(cache, fp, dependents)
+        finally:
+            lock.release()
+
+
+def _gave_up_waiting(cache, fp: dict, work: ShapeWork, dependents: list[Target], waited: float, path) -> None:
+    """A concurrent warm held the shape longer than shape_timeout_s (a long batch can,
+    honestly): this run fails the shape in one line and goes on with its other targets."""
+    error = (f"another warm held its lock {path} for longer than shape_timeout_s ({waited:.0f}s); "
+             f"run doit warm again once it has finished")
+    print(f"{work.name}: {error}", flush=True)
+    if records.shape_reasons(cache, work.key, fp):  # it may have landed just now: never overwrite that
+        _write(cache.path, _record(work, fp, ok=False, error=error))
+        _commit(cache, fp, dependents)
 
 
 def _warm(session: Session, fp: dict, items: Items, pulls: dict[str, sync.Transfer] | None = None) -> None:
