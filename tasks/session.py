@@ -35,6 +35,7 @@ class Session(msgspec.Struct, eq=False, dict=True):
     pending: dict = msgspec.field(default_factory=dict)  # shape key -> (work, dependents) queued for the batch
     standby: Any = None  # ((root, store), process): the pool process started early
     fingerprint_seconds: float | None = None  # how long computing the fingerprint took
+    write_error: str | None = None  # the first failed write into the cache root this run (one line)
 
     @functools.cached_property
     def fingerprint(self) -> dict:

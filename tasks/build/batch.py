@@ -15,6 +15,7 @@ remote cache skip the compile pool and share a few replay processes (tasks/build
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import time
@@ -49,7 +50,8 @@ def enqueue(work: ShapeWork, session: Session, dependents: list[Target] = ()) ->
         # There is work: start the pool's process now, so its torch import overlaps the
         # rest of the queueing and the remote pulls. Not when pulled proofs may settle it
         # all: then torch is imported only for what the remote lacks.
-        pool.prestart(session, fp, _worker_env())
+        with _writes(session):
+            pool.prestart(session, fp, _worker_env())
     session.pending[work.key] = (work, list(dependents))
     print(f"queued {work.name} ({len(work.m_values)} M values)", flush=True)
 
@@ -81,7 +83,12 @@ def finish_target(target: Target, session: Session, local_keys: frozenset[str] |
     cache = session.root
     if not records.target_reasons(cache, target.name, target.launch_hash, target.plan_hash, fp):
         return None  # the batch committed it
-    failures = commit.commit_target(target, cache, fp)
+    try:
+        failures = commit.commit_target(target, cache, fp)
+    except OSError as exc:
+        return TaskFailed(session.write_error or records.os_problem(exc))
+    if failures and session.write_error:
+        return TaskFailed(session.write_error)  # the cause, rather than the shapes it left unrecorded
     if failures and local_keys is not None:
         if not any(records.shape_reasons(cache, w.key, fp) for w in target.works if w.key in local_keys):
             print(f"{target.name}: partial, {len(local_keys)} of {len(target.works)} shapes warmed in this "
@@ -95,9 +102,29 @@ def flush(session: Session) -> None:
         items = list(session.pending.values())
         session.pending.clear()
         try:
-            run(session, items)
+            with _writes(session):
+                run(session, items)
         finally:
             pool.stop_standby(session)  # unused if every shape was warmed by a concurrent run
+
+
+class _writes(contextlib.AbstractContextManager):
+    """A write into the cache root that fails (full disk, read-only mount) ends what it
+    interrupts with one line, printed once; the targets it leaves unwarmed fail with that
+    line, and the run goes on with the rest."""
+
+    def __init__(self, session: Session | None):
+        self.session = session
+
+    def __exit__(self, kind, exc, tb):
+        if not isinstance(exc, OSError):
+            return False
+        problem = records.os_problem(exc)
+        if self.session is None or self.session.write_error is None:
+            if self.session is not None:
+                self.session.write_error = problem
+            print(f"jitwarm: {problem}", flush=True)
+        return True
 
 
 def run(session: Session, items: Items) -> None:
@@ -250,7 +277,8 @@ class _Landing:
         if work.key in self.replay_only and not sync.accept_replay(self.pulls[work.key], record):
             self.retry.append((work, self.dependents[work.key]))
             return  # compiled locally next
-        self._write(work, record)
+        with _writes(run_state.current()):
+            self._write(work, record)
         self.recorded[work.key] = record
         if record.ok:
             print(f"warmed {work.name}: {len(record.entries)} entries, replay compiled {len(record.new)}", flush=True)
@@ -316,7 +344,8 @@ def _write(root, record: ShapeRecord) -> None:
 def _commit(cache, fp: dict, dependents: list[Target]) -> None:
     for target in dependents:
         if records.target_reasons(cache, target.name, target.launch_hash, target.plan_hash, fp):
-            commit.commit_target(target, cache, fp)
+            with _writes(run_state.current()):  # the other shapes' records still land; the target fails later
+                commit.commit_target(target, cache, fp)
 
 
 def _lock_path(root, work: ShapeWork):

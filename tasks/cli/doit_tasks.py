@@ -12,7 +12,7 @@ import os
 import signal
 from pathlib import Path
 
-from doit.exceptions import InvalidCommand
+from doit.exceptions import InvalidCommand, TaskFailed
 
 from tasks import session as run_state
 from tasks.cli.reporter import WarmReporter
@@ -194,16 +194,31 @@ def shape_tasks():
 
 # Actions import the machinery they drive (processes, psutil, inotify) only when they run,
 # so `doit list` and a no-op `doit warm` stay fast.
+def _one_line(action):
+    """A failed file operation that reaches doit fails the task in one line (path, errno),
+    not as a traceback with exit 2; doit goes on with the other targets."""
+    @functools.wraps(action)
+    def run(*args):
+        try:
+            return action(*args)
+        except OSError as exc:
+            return TaskFailed(records.os_problem(exc))
+    return run
+
+
+@_one_line
 def _enqueue_shape(work, session, dependents):
     from tasks.build import batch
     return batch.enqueue(work, session, dependents)
 
 
+@_one_line
 def _finish_target(target, session, local_keys):
     from tasks.build import batch
     return batch.finish_target(target, session, local_keys)
 
 
+@_one_line
 def _run_fallback(target, session):
     from tasks.build import fallback
     return fallback.run(target, session)

@@ -7,6 +7,8 @@ Living inside the root means wiping the cache wipes the markers too. Records are
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import os
 from datetime import datetime, timezone
 from pathlib import Path
@@ -73,11 +75,25 @@ def replace_file(path: Path, data: bytes) -> None:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.{os.urandom(4).hex()}.tmp")
-    with open(tmp, "wb") as fh:
-        fh.write(data)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
+    try:
+        with open(tmp, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException as exc:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)  # a full disk must not also fill up with half-written files
+        if isinstance(exc, OSError) and exc.filename == str(tmp):
+            raise OSError(exc.errno, exc.strerror, str(path)) from None  # name the file meant
+        raise
+
+
+def os_problem(exc: OSError) -> str:
+    """One line for a failed file operation: the path, the errno's name and its text."""
+    name = errno.errorcode.get(exc.errno, str(exc.errno)) if exc.errno is not None else "error"
+    where = exc.filename if exc.filename is not None else "?"
+    return f"cannot write {where}: {name} ({exc.strerror or exc})"
 
 
 def read_record(path: Path, kind: type[T]) -> tuple[T | None, str | None]:
