@@ -128,6 +128,8 @@ def load() -> tuple[Session, list[targets.Target]]:
         gpu.declared()
     except (layouts.LayoutError, gpu.DeclaredGpuError) as exc:
         raise SystemExit(f"jitwarm: {exc}") from None
+    if problem := registry.problem(conf.models_dir):
+        raise SystemExit(f"jitwarm: {problem}")
     session = run_state.start(Session(root, conf, functools.partial(fingerprint.compute, layout)))
     facts = targets.Facts(packages.versions(), hfcache.cached_file, gpu.total_mib())
     specs = parsememo.load(conf.models_dir, records.state_dir(root.path) / "registry.msgpack")

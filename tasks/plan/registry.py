@@ -97,6 +97,19 @@ def model_files(models_dir: Path) -> list[Path]:
                   if not p.name.startswith(".") and not p.name.endswith(".lock.toml"))
 
 
+def problem(models_dir: Path) -> str | None:
+    """Why `models_dir` cannot be the registry, or None. A misspelt or empty models dir
+    must not pass for "0 of 0 targets stale": that turns a CI gate green."""
+    where = f"registry {display_path(Path(models_dir))} (JITWARM_MODELS_DIR or [tool.jitwarm] models_dir)"
+    if not Path(models_dir).exists():
+        return f"{where} does not exist"
+    if not Path(models_dir).is_dir():
+        return f"{where} is not a directory"
+    if not model_files(models_dir):
+        return f"{where} holds no model files (*.toml)"
+    return None
+
+
 def load(models_dir: Path) -> list[ModelSpec | RegistryError]:
     return [load_file(p) for p in model_files(models_dir)]
 
