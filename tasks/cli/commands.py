@@ -196,11 +196,11 @@ def describe(target: targets.Target, all_targets: list[targets.Target], local_ke
     if target.error:
         return [f"warm:{target.name}", f"  FAILS: {target.error}"]
     lines = [f"warm:{target.name}", f"  path: {target.path}",
-             f"  {target.hf_id} tp{target.tp} {' '.join(target.args)}".rstrip()]
+             f"  {target.hf_id} tp{target.tp} {shlex.join(target.args)}".rstrip()]
     if target.path == targets.FALLBACK:
         cost = estimate.fallback_cost(all_targets)
         lines += [f"  shapes: unknown until the server reports them ({target.fallback_reason})",
-                  f"  runs: {' '.join(targets.fallback_command(target, 'python'))}",
+                  f"  runs: {shlex.join(targets.fallback_command(target, 'python'))}",
                   f"  estimate: ~{cost.kernels} kernels, ~{cost.nvcc_s:.0f}s of nvcc (a guess: the median "
                   f"planned target), at most {target.fallback_timeout_s}s"]
         return lines

@@ -240,7 +240,10 @@ def _meta(target: targets.Target, session: Session) -> dict:
     meta.update({"path": target.path, "hf_id": target.hf_id, "tp": target.tp, "launch args": list(target.args),
                  "M list": target.m_policy.describe() if target.m_policy else None})
     if target.path == targets.FALLBACK:
-        meta["fallback"] = f"{target.fallback_reason}; runs {' '.join(targets.fallback_command(target, 'python')[1:])}"
+        import shlex  # only fallback targets: the no-op path stays lean
+
+        command = shlex.join(targets.fallback_command(target, "python")[1:])
+        meta["fallback"] = f"{target.fallback_reason}; runs {command}"
     else:
         meta["shapes"] = [f"{w.name}: {len(w.m_values)} M, {', '.join(target.plan.uses[w.shape])}"
                           for w in target.works]

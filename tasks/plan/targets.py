@@ -104,7 +104,9 @@ class Target(msgspec.Struct):
     def doc(self) -> str:
         if self.error:
             return f"FAILS: {self.error}"
-        args = " ".join(self.args)
+        import shlex  # as pasted into a shell: launch args may hold spaces or metacharacters
+
+        args = shlex.join(self.args)
         head = f"{self.hf_id} tp{self.tp}{' ' + args if args else ''}"
         if self.path == FALLBACK:
             return f"{head}: fallback via sglang.compile_deep_gemm ({self.fallback_reason})"
