@@ -9,7 +9,7 @@ from doit import task_params
 from tasks.cli import doit_tasks
 
 DOIT_CONFIG = doit_tasks.DOIT_CONFIG
-doit_tasks.install_sigterm_as_interrupt()
+doit_tasks.install_interrupts()
 doit_tasks.report_group_failures_as_failures()
 
 

@@ -62,6 +62,11 @@ def current() -> Session | None:
     return _current
 
 
+# --- interrupts ---------------------------------------------------------------------------
+EXIT_ON_SIGNAL = {2: 130, 15: 143}  # SIGINT, SIGTERM: the shell's 128 + signal
+interrupted: int | None = None  # the signal that interrupted this run, once one has
+
+
 # --- records written by this process ------------------------------------------------------
 generation = 0
 

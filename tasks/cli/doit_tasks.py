@@ -10,6 +10,7 @@ import abc
 import functools
 import os
 import signal
+import sys
 from pathlib import Path
 
 from doit.exceptions import InvalidCommand, TaskFailed
@@ -302,11 +303,29 @@ class RemoteInfo:
         return repr(self.lines())
 
 
-def install_sigterm_as_interrupt() -> None:
-    """A cancelled CI job gets SIGTERM: unwind like Ctrl-C so children are ended cleanly."""
+def install_interrupts() -> None:
+    """Ctrl-C (SIGINT) and a cancelled CI job (SIGTERM) unwind the run, so children end
+    cleanly and the reporter counts the unfinished targets as failed; then the process
+    exits 130 or 143, after the summary, without a traceback."""
     def interrupt(signum, frame):
+        run_state.interrupted = signum
         raise KeyboardInterrupt(f"signal {signum}")
+
     signal.signal(signal.SIGTERM, interrupt)
+    signal.signal(signal.SIGINT, interrupt)
+    previous = sys.excepthook
+
+    def on_uncaught(kind, exc, tb):
+        if not issubclass(kind, KeyboardInterrupt):
+            return previous(kind, exc, tb)
+        import atexit
+
+        atexit._run_exitfuncs()  # what a normal exit would run (the standby pool's stop)
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(run_state.EXIT_ON_SIGNAL.get(run_state.interrupted or signal.SIGINT, 130))
+
+    sys.excepthook = on_uncaught
 
 
 def report_group_failures_as_failures() -> None:

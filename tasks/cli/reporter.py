@@ -9,6 +9,7 @@ runs. Writing a report never fails the warm: a problem is one warning line.
 from __future__ import annotations
 
 import os
+import signal
 import time
 from collections import Counter
 
@@ -105,6 +106,7 @@ class WarmReporter(ConsoleReporter):
         if conf.remote is not None and appeared:  # the records say what came from the remote
             self.pulled |= report.pulled_entries(list(self.targets.values()), self.root)
         new = appeared - self.pulled
+        cut = self._interrupted()
         result = self.build(new) if wanted else None  # a no-op run with no reports stays cheap
         counts = Counter(r.status for r in self.display.rows.values())
         pulled = f", {len(appeared & self.pulled)} pulled from the remote" if conf.remote is not None else ""
@@ -113,6 +115,20 @@ class WarmReporter(ConsoleReporter):
                           f"compiled{pulled} in {time.monotonic() - self.started:.1f}s (cache {self.root})")
         if result is not None:
             self.publish(result)
+        if run_state.interrupted is not None:
+            code = run_state.EXIT_ON_SIGNAL.get(run_state.interrupted, 130)
+            self.write(f"jitwarm: interrupted by {signal.Signals(run_state.interrupted).name}: {len(cut)} "
+                       f"targets not finished, counted as failed; exit {code}\n")
+
+    def _interrupted(self) -> list[str]:
+        """Targets an interrupt left unfinished: failed, in the summary line and the report alike."""
+        cut = []
+        for name, run in self.runs.items():
+            if run.stale_reasons and not run.finished and not run.failed:
+                run.failed, run.failure = True, "not finished: the run was interrupted"
+                self.display.done(name, "failed", 0, "not finished: the run was interrupted")
+                cut.append(name)
+        return cut
 
     # --- the warm's own events ----------------------------------------------------
     def on_event(self, kind: str, data: dict) -> None:
@@ -167,8 +183,9 @@ class WarmReporter(ConsoleReporter):
         seconds = time.monotonic() - self.started
         remote = str(self.session.settings.remote) if self.session.settings.remote is not None else None
         failed = any(r.outcome == "failed" for r in results)
+        code = run_state.EXIT_ON_SIGNAL.get(run_state.interrupted, 130) if run_state.interrupted else None
         return report.Report(started_at=self.started_at, finished_at=records.now(),
-                             exit_code=3 if self.runtime_errors else int(failed),
+                             exit_code=code or (3 if self.runtime_errors else int(failed)),
                              cache_root=str(self.root), shard=self.shard, fingerprint=self._fingerprint(),
                              totals=report.totals(results, new, seconds, remote), targets=results)
 
