@@ -15,6 +15,7 @@ from pathlib import Path
 
 from doit.exceptions import TaskFailed
 
+from tasks import session as run_state
 from tasks.build import commit
 from tasks.host import packages
 from tasks.host.settings import REPO_ROOT
@@ -70,6 +71,7 @@ def run(target: targets.Target, session: Session):
             used, created, how = view.commit()
         except RuntimeError as exc:
             return TaskFailed(f"{targets.fallback_module()} finished but {exc} (log {log})")
+        run_state.emit("built", names=sorted(created))
     finally:
         # Every path, an interrupt included: show what the server said, keep what it built.
         _print_tail(target, log)

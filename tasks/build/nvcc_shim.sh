@@ -47,6 +47,6 @@ started=$(date +%s.%N)
 rc=$?
 if [ "$rc" -eq 0 ] && [ -s "$out" ]; then
     cp "$out" "$store/.$key.$$" && mv -f "$store/.$key.$$" "$store/$key.cubin"
-    echo "$key $started $(date +%s.%N)" >> "$store/compiled.log"
+    echo "$key $started $(date +%s.%N) ${JITWARM_RUN:-0}" >> "$store/compiled.log"
 fi
 exit "$rc"

@@ -33,6 +33,7 @@ from tasks.host import fingerprint, gpu
 from tasks.host.settings import REPO_ROOT, Settings
 from tasks.plan import gpumem, mlists, schedule
 from tasks.plan.targets import ShapeWork
+from tasks import session as run_state
 from tasks.session import Session
 from tasks.state import cacheview, records
 from tasks.state.cacheroot import CacheRoot
@@ -109,6 +110,7 @@ def shim_env(store: Path, env: dict | None, layout) -> dict:
     env["DG_JIT_NVCC_COMPILER"] = str(SHIM)
     env["JITWARM_NVCC_WAIT"] = "1"
     env["JITWARM_PARENT_PID"] = str(os.getpid())  # the pool dies with this process (child/zygote.py)
+    env["JITWARM_RUN"] = str(run_state.MAIN_PID)  # the shim tags its builds with the run (tasks/state/builds.py)
     return env
 
 
@@ -229,8 +231,8 @@ def run(works: list[ShapeWork], session: Session, fp: dict, base_env: dict, stor
                                 cwd=REPO_ROOT, on_poll=lambda: deliver(None),
                                 proc=_hand_plan(session, store, jobs.plan_file))
         report.timings = records.read_message(jobs.work_dir / "timings.json", dict) or {}
-        report.kernel_seconds = kernel_seconds(store, compiled_before)
-        report.compiled = _compiled_count(store) - compiled_before  # other runs' builds may count too
+        report.kernel_seconds = kernel_seconds(store, compiled_before, run=run_state.MAIN_PID)
+        report.compiled = report.kernel_seconds.get("count", 0)  # this run's builds, not a concurrent run's
         report.seconds = round(time.monotonic() - report.started, 3)
         if outcome.returncode == protocol.EXIT_ENV:
             error = protocol.problem_line(outcome.tail()) or outcome.describe()
@@ -375,11 +377,12 @@ def _status(job: protocol.Job, outcome: supervise.ProcessEnd | None) -> str:
         return f"did not run: the pool {how} (log {outcome.log if outcome else '?'})"
 
 
-def kernel_seconds(store: Path, skip: int = 0) -> dict:
-    """Compile durations the shim logged in this batch: how busy the cores were."""
+def kernel_seconds(store: Path, skip: int = 0, run: int | None = None) -> dict:
+    """Compile durations the shim logged after its first `skip` lines, for `run` (a pid)
+    or every run: how busy the cores were."""
     try:
-        rows = (store / "compiled.log").read_text().splitlines()[skip:]
-        spans = [float(r.split()[2]) - float(r.split()[1]) for r in rows if len(r.split()) == 3]
+        rows = [r.split() for r in (store / "compiled.log").read_text().splitlines()[skip:]]
+        spans = [float(r[2]) - float(r[1]) for r in rows if len(r) >= 3 and (run is None or r[3:] == [str(run)])]
     except (OSError, ValueError):
         return {}
     if not spans:

@@ -17,7 +17,7 @@ from doit.reporter import ConsoleReporter
 
 from tasks import session as run_state
 from tasks.report import model as report, progress, summary
-from tasks.state import entries, records
+from tasks.state import builds, entries, records
 
 PREFIX = "warm:"
 
@@ -27,11 +27,13 @@ class WarmReporter(ConsoleReporter):
 
     def __init__(self, outstream, options):
         super().__init__(outstream, options)
-        self.started, self.started_at = time.monotonic(), records.now()
+        self.started, self.started_at, self.started_epoch = time.monotonic(), records.now(), time.time()
         self.runs: dict[str, report.TargetRun] = {}
         self.display: progress.Display | None = None
         self.targets, self.local, self.keys_of = {}, {}, {}
         self.pulled: set[str] = set()  # entries the remote cache brought in
+        self.built: set[str] = set()  # entries a fallback's server built in this run
+        self.digests: dict[str, str | None] = {}  # new entry -> its binary's sha256
 
     # --- doit's calls -------------------------------------------------------------
     def initialize(self, tasks, selected_tasks):
@@ -105,7 +107,7 @@ class WarmReporter(ConsoleReporter):
         appeared = self._names() - self.before
         if conf.remote is not None and appeared:  # the records say what came from the remote
             self.pulled |= report.pulled_entries(list(self.targets.values()), self.root)
-        new = appeared - self.pulled
+        new = self._new()
         cut = self._interrupted()
         result = self.build(new) if wanted else None  # a no-op run with no reports stays cheap
         counts = Counter(r.status for r in self.display.rows.values())
@@ -134,6 +136,8 @@ class WarmReporter(ConsoleReporter):
     def on_event(self, kind: str, data: dict) -> None:
         if kind == "pulled":
             self.pulled.update(data["names"])
+        elif kind == "built":  # by a fallback's server, in this run's private view
+            self.built.update(data["names"])
         elif kind == "shape_done":
             for name, keys in self.keys_of.items():
                 if data["key"] in keys:
@@ -165,8 +169,15 @@ class WarmReporter(ConsoleReporter):
         return report.kernels_compiled(self.targets[name], self.root, self._new())
 
     def _new(self) -> set[str]:
-        """Entries compiled so far in this run: those that appeared, less those pulled."""
-        return self._names() - self.before - self.pulled
+        """Entries this run compiled so far: those that appeared, less those pulled and those
+        a concurrent run (or an orphan) built into the same root."""
+        appeared = self._names() - self.before - self.pulled
+        if not appeared:
+            return appeared
+        mine = builds.shim_builds(self.root, run_state.MAIN_PID, self.started_epoch)
+        for name in appeared - self.digests.keys():
+            self.digests[name] = builds.entry_digest(entries.cache_dir(self.root) / name, self.cache.layout)
+        return {name for name in appeared if name in self.built or self.digests[name] in mine}
 
     def _names(self) -> set[str]:
         """Entries in the writable root, where every build lands."""

@@ -1,0 +1,50 @@
+"""Which new cache entries this run built itself, as opposed to a concurrent run or an
+orphan writing into the same root.
+
+Every compile of a planned shape goes through the nvcc shim (tasks/build/nvcc_shim.sh),
+which logs `<key> <start> <end> <run>` to its store's compiled.log and keeps the cubin as
+`<key>.cubin`; <run> is the pid of the `doit warm` whose pool ran it (JITWARM_RUN). A new entry is this
+run's build when its binary is one of those cubins (deep_gemm publishes nvcc's output
+as is). Fallback targets build through the server in a private view, which reports them.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+from pathlib import Path
+
+from tasks.state import records
+
+
+def shim_builds(root: Path, run: int, since: float) -> set[str]:
+    """sha256 digests of the cubins the shim built for `run` (a pid) since `since` (epoch seconds)."""
+    digests = set()
+    for log in (records.state_dir(root) / "kstore").glob("*/compiled.log"):
+        with contextlib.suppress(OSError):
+            for line in log.read_text().splitlines():
+                fields = line.split()
+                if len(fields) == 4 and fields[3] == str(run) and _float(fields[1]) >= since:
+                    if (digest := file_digest(log.parent / f"{fields[0]}.cubin")) is not None:
+                        digests.add(digest)
+    return digests
+
+
+def file_digest(path: Path) -> str | None:
+    try:
+        with open(path, "rb") as fh:
+            return hashlib.file_digest(fh, "sha256").hexdigest()
+    except OSError:
+        return None
+
+
+def entry_digest(entry: Path, layout) -> str | None:
+    described = layout.describe(entry)
+    return file_digest(Path(entry) / described["binary"]) if described else None
+
+
+def _float(text: str) -> float:
+    try:
+        return float(text)
+    except ValueError:
+        return -1.0

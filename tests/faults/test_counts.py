@@ -1,0 +1,29 @@
+"""Issue 16, item 8: "kernels compiled" counts this run's own builds, not what a
+concurrent run (or an orphan) wrote into the same root meanwhile."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+
+import pytest
+
+from conftest import DODO, model_file
+
+pytestmark = pytest.mark.both_layouts
+
+
+def test_two_concurrent_runs_each_count_only_their_own_builds(ws):
+    model_file(ws.models, "v3", "[[launch]]\ntp = 8\nm_list = [1, 32, 128, 1024]\n"
+               '[[launch]]\ntp = 8\nargs = ["--dp", "8", "--enable-dp-attention"]\nm_list = [1, 32, 128, 1024]\n')
+    env = {**ws.env, "FAKE_DG_COMPILE_S": "0.3"}
+    runs = [subprocess.Popen([sys.executable, "-m", "doit", "-f", str(DODO), "warm"], cwd=ws.tmp, env=env,
+                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) for _ in range(2)]
+    outputs = [r.communicate(timeout=300)[0] for r in runs]
+    assert [r.returncode for r in runs] == [0, 0], outputs
+    counted = [int(re.search(r"failed; (\d+) kernels compiled", out).group(1)) for out in outputs]
+    pools = [sum(int(n) for n in re.findall(r"^compiled (\d+) kernels", out, re.M)) for out in outputs]
+    total = len(ws.compiles())
+    assert total > 0 and sum(counted) == total, (counted, total)  # each kernel counted once, by its builder
+    assert counted == pools, (counted, pools)  # the summary agrees with each run's own pool
