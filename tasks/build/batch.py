@@ -46,7 +46,11 @@ def enqueue(work: ShapeWork, session: Session, dependents: list[Target] = ()) ->
     fp = session.fingerprint
     remote = session.settings.remote
     proofs_may_do = remote is not None and remote.verify == "manifest"
-    if not session.pending and not proofs_may_do and not fp.get("gpu.declared") and preflight.problem(fp) is None:
+    cannot = preflight.problem(fp)
+    if cannot is not None and not proofs_may_do and not fp.get("gpu.declared"):
+        session.pending[work.key] = (work, list(dependents))  # each target then fails in one line
+        return  # no "queued" line: nothing will warm it here
+    if not session.pending and not proofs_may_do and not fp.get("gpu.declared") and cannot is None:
         # There is work: start the pool's process now, so its torch import overlaps the
         # rest of the queueing and the remote pulls. Not when pulled proofs may settle it
         # all: then torch is imported only for what the remote lacks.

@@ -19,6 +19,7 @@ from tasks import session as run_state
 from tasks.build import commit
 from tasks.host import packages
 from tasks.host.settings import REPO_ROOT
+from tasks.state.schema import FallbackFailure
 from tasks.plan import locks, targets
 from tasks.session import Session
 from tasks.state import records
@@ -44,9 +45,21 @@ def preflight(fp: dict) -> str | None:
 
 
 def run(target: targets.Target, session: Session):
-    """doit action for a fallback target."""
+    """doit action for a fallback target. Its last failure is kept for `doit stale` and
+    `doit info` (a planned target's shapes keep theirs in their records)."""
     if target.error:
         return TaskFailed(target.error)
+    result = _run(target, session)
+    path = records.fallback_failure_path(session.root.path, target.name)
+    if isinstance(result, TaskFailed):
+        records.write_json(path, FallbackFailure(launch_hash=target.launch_hash, error=result.message.splitlines()[0],
+                                                 at=records.now()))
+    else:
+        path.unlink(missing_ok=True)
+    return result
+
+
+def _run(target: targets.Target, session: Session):
     fp = session.fingerprint
     if problem := preflight(fp):
         return TaskFailed(problem)

@@ -81,6 +81,7 @@ class TargetCheck(_Check):
         self.launch_hash, self.plan_hash = target.launch_hash, target.plan_hash
         self.model, self.launch_index = target.model, target.launch_index
         self.shapes = [(w.name, w.key) for w in target.works]
+        self.fallback = target.path == targets.FALLBACK
         self.local_keys = local_keys if local_keys is not None and len(local_keys) < len(self.shapes) else None
 
     def compute(self) -> list[str]:
@@ -93,6 +94,9 @@ class TargetCheck(_Check):
             # Only part of the target is this shard's job: it holds when that part does.
             return [f"shape {name}: {why[0]}" for name, key in self.shapes
                     if key in self.local_keys and (why := records.shape_reasons(self.cache, key, fp, _entries_seen()))]
+        if reasons and self.fallback and (failed := records.fallback_failure(self.cache.path, self.name,
+                                                                            self.launch_hash)):
+            reasons.append(failed)
         if reasons and reasons[0].startswith("not warmed yet"):
             # Say what stands in the way, not just that no marker exists.
             for name, key in self.shapes:

@@ -11,6 +11,9 @@ from tasks.plan.launch_args import ServerFlags
 
 ARCHITECTURES = ("DeepseekV2ForCausalLM", "DeepseekV3ForCausalLM", "DeepseekV32ForCausalLM",
                  "GlmMoeDsaForCausalLM")
+# The configs' model_type for each (their Hugging Face configs; Kimi K2 ships V3's class).
+MODEL_TYPES = {"DeepseekV2ForCausalLM": ("deepseek_v2",), "DeepseekV3ForCausalLM": ("deepseek_v3", "kimi_k2"),
+               "DeepseekV32ForCausalLM": ("deepseek_v32",), "GlmMoeDsaForCausalLM": ("glm_moe_dsa",)}
 # Each class and the architecture it fuses shared experts for (deepseek_v2.py:3319-3322;
 # glm4_moe.py:1284-1285 overrides it for GLM-5). V3.2 keeps V3's, so it never matches.
 _FUSED_SHARED_ARCHITECTURE = {

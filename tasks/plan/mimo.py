@@ -12,6 +12,7 @@ from tasks.plan.launch_args import ServerFlags
 
 # mimo_v2.py:1796-1800: the old Flash name stays loadable beside the current one.
 ARCHITECTURES = ("MiMoV2ForCausalLM", "MiMoV2FlashForCausalLM")
+MODEL_TYPES = {"MiMoV2ForCausalLM": ("mimo_v2", "mimo_v2_flash"), "MiMoV2FlashForCausalLM": ("mimo_v2_flash", "mimo_v2")}
 # quantization/utils.py:62-67: checkpoint shards of the fused linears.
 _SHARDS = {"qkv_proj": ("q_proj", "k_proj", "v_proj"), "gate_up_proj": ("gate_proj", "up_proj")}
 

@@ -21,6 +21,12 @@ def plan(config: dict, flags: ServerFlags, env: PlanEnv = _NO_ENV) -> Plan:
     arch = gemms.architecture(config)
     if arch not in (*deepseek.ARCHITECTURES, *mimo.ARCHITECTURES):
         raise PlanError(f"{NO_PLAN} (architecture {arch})", "architectures", needs_fallback=True)
+    model_type = config.get("model_type")
+    known = {**deepseek.MODEL_TYPES, **mimo.MODEL_TYPES}[arch]
+    if model_type is not None and model_type not in known:
+        # The architecture alone does not say the config is the one its planner restates.
+        raise PlanError(f"{NO_PLAN} (model_type {model_type!r} with architecture {arch}, which jitwarm plans "
+                        f"for model_type {' or '.join(map(repr, known))})", "model_type", needs_fallback=True)
     kind = gemms.block_kind(config)
     gemms.check_a2a(flags)
     c = Fields(config, arch, kind)

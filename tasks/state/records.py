@@ -21,7 +21,7 @@ from tasks.host import fingerprint
 from tasks.plan.text import one_line
 from tasks.state import entries
 from tasks.state.cacheroot import CacheRoot
-from tasks.state.schema import SCHEMA, Entry, Marker, ShapeRecord
+from tasks.state.schema import SCHEMA, Entry, FallbackFailure, Marker, ShapeRecord
 
 _MAX_ENTRY_REASONS = 5
 T = TypeVar("T")
@@ -42,6 +42,16 @@ def marker_path(root: Path, target_name: str) -> Path:
 
 def shape_path(root: Path, key: str) -> Path:
     return state_dir(root) / "shapes" / f"{key}.json"
+
+
+def fallback_failure_path(root: Path, target_name: str) -> Path:
+    return state_dir(root) / "fallback" / f"{target_name}.json"
+
+
+def fallback_failure(root: Path, target_name: str, launch_hash: str) -> str | None:
+    """Why the target's last fallback run failed (for these launch args), or None."""
+    failure = read_message(fallback_failure_path(root, target_name), FallbackFailure)
+    return f"last fallback failed: {failure.error}" if failure and failure.launch_hash == launch_hash else None
 
 
 def log_path(root: Path, name: str) -> Path:

@@ -142,3 +142,11 @@ class Marker(msgspec.Struct, kw_only=True):
     captured_shapes: list[str] = []
     new: list[str] = []
     verification: str | None = None
+
+
+class FallbackFailure(msgspec.Struct, kw_only=True):
+    """`<root>/jitwarm/fallback/<target>.json`: why the fallback's last run failed."""
+
+    launch_hash: str
+    error: str
+    at: str

@@ -260,3 +260,23 @@ def test_a_lock_naming_a_type_without_executor_fails_only_its_target_in_one_line
     assert all(record["ok"] for record in shapes) and len(shapes) == 7
     stale = fws.doit("stale", cwd=REPO)
     assert "no executor in jitwarm for kernel type GEMM_NT_FP4FP4BF16" not in stale.stdout  # not a stale reason
+
+
+@pytest.mark.one_layout
+def test_stale_says_why_the_last_fallback_failed_until_it_succeeds(fws):
+    def stale(**env):
+        return subprocess.run([sys.executable, "-m", "doit", "stale"], cwd=REPO, env={**fws.env, **env},
+                              capture_output=True, text=True, timeout=120)
+
+    mimo(fws, "hang", timeout=2)
+    assert fws.doit("warm").returncode == 1
+    out = stale()
+    assert out.returncode == 1
+    assert "last fallback failed: fake_compile_deep_gemm timed out after 2s (log " in out.stdout, out.stdout
+    mimo(fws, "ok")
+    assert fws.doit("warm", JITWARM_COMPILE_MODULE="no_such_compile_module").returncode == 1
+    assert "last fallback failed: no_such_compile_module is not importable" in stale().stdout
+    assert fws.doit("warm").returncode == 0
+    assert stale().returncode == 0
+    [name] = [line.split()[0] for line in fws.doit("list", "--all").stdout.splitlines() if line.startswith("warm:")]
+    assert not (fws.root / "jitwarm" / "fallback" / f"{name.removeprefix('warm:')}.json").exists()

@@ -273,3 +273,15 @@ def test_mimo_ignored_layers_follow_sglangs_matching():
     with pytest.raises(PlanError, match="some but not all layers' self_attn.o_proj") as info:
         plan(half, args)
     assert info.value.field == "quantization_config.ignored_layers"
+
+
+def test_a_model_type_the_architecture_is_not_planned_for_needs_fallback():
+    # Issue 16: an unknown model_type under a DeepSeek architecture was planned silently.
+    cfg = dict(config("deepseek-v3-0324"), model_type="qwen3_moe")
+    with pytest.raises(PlanError, match="model_type 'qwen3_moe' with architecture DeepseekV3ForCausalLM, which "
+                                        "jitwarm plans for model_type 'deepseek_v3' or 'kimi_k2'") as info:
+        plan(cfg, launch_args.parse([], 8))
+    assert info.value.field == "model_type" and info.value.needs_fallback
+    assert plan(dict(cfg, model_type="kimi_k2"), launch_args.parse([], 8)).shapes  # Kimi K2 ships V3's class
+    without = {k: v for k, v in cfg.items() if k != "model_type"}
+    assert plan(without, launch_args.parse([], 8)).shapes  # a config without one is taken by its architecture
