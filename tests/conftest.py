@@ -94,6 +94,14 @@ class Workspace:
                               cwd=cwd or self.tmp, env={**self.env, **env}, capture_output=True,
                               text=True, timeout=timeout)
 
+    def concurrent_warms(self, count: int, **env) -> tuple[list[int], list[str]]:
+        """`count` `doit warm` processes on this workspace at once: their exit codes and outputs."""
+        runs = [subprocess.Popen([sys.executable, "-m", "doit", "-f", str(DODO), "warm"], cwd=self.tmp,
+                                 env={**self.env, **env}, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+                for _ in range(count)]
+        outputs = [r.communicate(timeout=300)[0] for r in runs]
+        return [r.returncode for r in runs], outputs
+
     def compiles(self) -> list[str]:
         return self.compile_log.read_text().split() if self.compile_log.exists() else []
 

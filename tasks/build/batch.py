@@ -112,23 +112,19 @@ def flush(session: Session) -> None:
             pool.stop_standby(session)  # unused if every shape was warmed by a concurrent run
 
 
-class _writes(contextlib.AbstractContextManager):
+@contextlib.contextmanager
+def _writes(session: Session | None):
     """A write into the cache root that fails (full disk, read-only mount) ends what it
     interrupts with one line, printed once; the targets it leaves unwarmed fail with that
     line, and the run goes on with the rest."""
-
-    def __init__(self, session: Session | None):
-        self.session = session
-
-    def __exit__(self, kind, exc, tb):
-        if not isinstance(exc, OSError):
-            return False
+    try:
+        yield
+    except OSError as exc:
         problem = records.os_problem(exc)
-        if self.session is None or self.session.write_error is None:
-            if self.session is not None:
-                self.session.write_error = problem
+        if session is None or session.write_error is None:
+            if session is not None:
+                session.write_error = problem
             print(f"jitwarm: {problem}", flush=True)
-        return True
 
 
 def run(session: Session, items: Items) -> None:

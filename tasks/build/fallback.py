@@ -7,6 +7,7 @@ records exactly the entries it loaded or built, and new entries are published by
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import os
 import shlex
@@ -51,11 +52,12 @@ def run(target: targets.Target, session: Session):
         return TaskFailed(target.error)
     result = _run(target, session)
     path = records.fallback_failure_path(session.root.path, target.name)
-    if isinstance(result, TaskFailed):
-        records.write_json(path, FallbackFailure(launch_hash=target.launch_hash, error=result.message.splitlines()[0],
-                                                 at=records.now()))
-    else:
-        path.unlink(missing_ok=True)
+    with contextlib.suppress(OSError):  # a root that cannot take the note must not hide the failure
+        if isinstance(result, TaskFailed):
+            records.write_json(path, FallbackFailure(launch_hash=target.launch_hash,
+                                                     error=result.message.splitlines()[0], at=records.now()))
+        else:
+            path.unlink(missing_ok=True)
     return result
 
 

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import shutil
 import socket
 import time
 from pathlib import Path
@@ -37,8 +36,7 @@ def sweep(cache: CacheRoot) -> int:
         for path in list(base.iterdir()):
             if path.is_dir() and _dead(path.name):
                 for view in [*path.glob("view-*"), *path.glob("shared/view-*"), path]:
-                    cacheview.salvage(view, cache)
-                shutil.rmtree(path, ignore_errors=True)
+                    cacheview.salvage(view, cache)  # the last one removes the whole run dir
                 swept += 1
     return swept
 

@@ -25,9 +25,18 @@ def shim_builds(root: Path, run: int, since: float) -> set[str]:
             for line in log.read_text().splitlines():
                 fields = line.split()
                 if len(fields) == 4 and fields[3] == str(run) and _float(fields[1]) >= since:
-                    if (digest := file_digest(log.parent / f"{fields[0]}.cubin")) is not None:
+                    if (digest := _stored_digest(log.parent / f"{fields[0]}.cubin")) is not None:
                         digests.add(digest)
     return digests
+
+
+_stored: dict[Path, str] = {}  # store cubin -> digest: the shim never rewrites one (it renames it in once)
+
+
+def _stored_digest(path: Path) -> str | None:
+    if path not in _stored and (digest := file_digest(path)) is not None:
+        _stored[path] = digest
+    return _stored.get(path)
 
 
 def file_digest(path: Path) -> str | None:

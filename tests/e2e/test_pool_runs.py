@@ -3,12 +3,10 @@
 from __future__ import annotations
 
 import re
-import subprocess
-import sys
 
 import pytest
 
-from conftest import DODO, model_file
+from conftest import model_file
 
 pytestmark = pytest.mark.both_layouts
 
@@ -25,11 +23,8 @@ def test_jobs_setting_caps_the_workers(ws):
 def test_two_concurrent_runs_never_warm_a_shape_or_compile_a_kernel_twice(ws):
     model_file(ws.models, "v3", "[[launch]]\ntp = 8\nm_list = [1, 32, 128, 1024]\n"
                '[[launch]]\ntp = 8\nargs = ["--dp", "8", "--enable-dp-attention"]\nm_list = [1, 32, 128, 1024]\n')
-    env = {**ws.env, "FAKE_DG_COMPILE_S": "0.3"}
-    runs = [subprocess.Popen([sys.executable, "-m", "doit", "-f", str(DODO), "warm"], cwd=ws.tmp, env=env,
-                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) for _ in range(2)]
-    outputs = [r.communicate(timeout=300)[0] for r in runs]
-    assert [r.returncode for r in runs] == [0, 0], outputs
+    codes, outputs = ws.concurrent_warms(2, FAKE_DG_COMPILE_S="0.3")
+    assert codes == [0, 0], outputs
     warmed = [line.split(":")[0] for out in outputs for line in out.splitlines() if line.startswith("warmed ")]
     assert len(warmed) == len(set(warmed)) == 9  # 9 distinct shapes, each warmed once
     assert "reusing the concurrent warm's result" in "".join(outputs)
