@@ -71,7 +71,6 @@ def _run(target: targets.Target, session: Session):
     cache = session.root
     root = cache.path
     log = records.log_path(root, f"fallback-{target.name}")
-    staging.sweep(cache)
     view_dir = staging.run_dir(root, "fallback")
     argv = targets.fallback_command(target, sys.executable)
     print(f"[{target.name}] fallback: {shlex.join(argv)} (timeout {target.fallback_timeout_s}s, log {log})",

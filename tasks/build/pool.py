@@ -259,7 +259,6 @@ def _plan_jobs(works, cache: CacheRoot, module: str, settings: Settings, report:
     if not runnable:
         return None
     root = cache.path
-    staging.sweep(cache)
     work_dir = staging.run_dir(root, "pool")
     work_dir.mkdir(parents=True)
     shapes = [protocol.Shape(w.shape.kind.value, w.shape.n, w.shape.k, w.shape.groups) for w in runnable]

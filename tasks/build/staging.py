@@ -3,8 +3,9 @@ view), named after the host, process and time that made them.
 
 A run removes its own in a `finally`, which a `kill -9` skips: each dead run used to
 leave a view of hard links to every entry behind, which a restored CI cache carried
-along. `sweep` publishes whatever complete entries a dead run's views hold (nothing
-built is lost) and removes them; runs that are alive, or on another host, are left alone.
+along. `sweep`, at the start of every `doit warm` (tasks/cli/reporter.py), publishes
+whatever complete entries a dead run's views hold (nothing built is lost) and removes
+them; runs that are alive, or on another host, are left alone.
 """
 
 from __future__ import annotations
