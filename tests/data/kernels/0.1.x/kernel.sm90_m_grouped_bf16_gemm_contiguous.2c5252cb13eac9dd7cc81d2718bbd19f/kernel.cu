@@ -1,0 +1,21 @@
+// Includes' hash value: fd1d9474fedb11de3319703e1de2345e
+
+#include <deep_gemm/impls/sm90_bf16_gemm.cuh>
+
+using namespace deep_gemm;
+
+static void __instantiate_kernel() {
+    auto ptr = reinterpret_cast<void*>(&sm90_bf16_gemm_impl<
+        cute::UMMA::Major::K, cute::UMMA::Major::K,
+        0, 3072, 1024,
+        4,
+        128, 32, 64,
+        128, 128, 64,
+        10,
+        128, 256,
+        1, false,
+        132,
+        GemmType::MGroupedContiguous, false,
+        cutlass::bfloat16_t
+    >);
+};

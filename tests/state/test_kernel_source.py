@@ -1,0 +1,87 @@
+"""kernel.cu parsing, on sources sgl-deep-gemm 0.1.2 generated on the H200 and on 0.2.3.post2's
+generator formats (tests/data/kernels)."""
+
+import json
+from pathlib import Path
+
+import pytest
+
+from tasks.state import kernel_source
+
+DATA = Path(__file__).resolve().parents[1] / "data" / "kernels"
+BUILT = json.loads((DATA / "0.1.x" / "shapes.json").read_text())
+GROUPED = ("GROUPED_GEMM_NT_F8F8BF16_CONTIG", "GROUPED_GEMM_NT_F8F8BF16_MASKED", "GROUPED_GEMM_NT_BF16_CONTIG",
+           "GROUPED_GEMM_NT_BF16_MASKED")
+
+
+@pytest.mark.parametrize("name", sorted(BUILT))
+def test_every_real_0_1_entry_reads_as_what_built_it(name):
+    built, got = BUILT[name], kernel_source.read(DATA / "0.1.x" / name)
+    if name.startswith("kernel.transpose_fp32."):
+        assert got.function == "transpose_fp32" and got.shape is None and "not a GEMM" in got.note
+    elif built["kind"] in GROUPED:
+        assert got.shape == (built["kind"], built["n"], built["k"], built["groups"]), got
+        assert got.note == ""
+    else:  # normal GEMMs: the kernel is built for any N and K
+        assert got.kind == built["kind"] and (got.n, got.k) == (None, None) and got.shape is None
+        assert "runtime arguments" in got.note
+
+
+def test_the_real_entries_cover_every_kind_but_block32():
+    kinds = {kernel_source.read(DATA / "0.1.x" / name).kind for name in BUILT}
+    assert kinds == {*GROUPED, "GEMM_NT_F8F8BF16", "GEMM_NT_BF16BF16F32", None}
+
+
+def _formats() -> dict[str, str]:
+    text = (DATA / "0.2.x" / "formats.txt").read_text()
+    sections = [s for s in text.split("@@ ")[1:]]
+    return {s.split("\n", 1)[0]: s.split("\n", 1)[1] for s in sections}
+
+
+def _render(fmt: str, values: list[str]) -> str:
+    assert fmt.count("{}") == len(values)
+    return fmt.format(*values)
+
+
+def test_0_2_fp8_sources_read_through_the_generator_format():
+    fmt = _formats()["sm90_fp8_gemm_1d2d"]
+    rest = ["128", "192", "128", "128", "128", "128", "4", "128", "256", "2", "false", "132",
+            "GemmType::MGroupedMasked", "false", "epilogue::transform::EpilogueIdentity", "cutlass::bfloat16_t"]
+    got = kernel_source.parse(_render(fmt, ["cute::UMMA::Major::K", "0", "4096", "7168", "32", *rest]))
+    assert got.function == "sm90_fp8_gemm_1d2d_impl"
+    assert got.shape == ("GROUPED_GEMM_NT_F8F8BF16_MASKED", 4096, 7168, 32)
+    normal = [r.replace("GemmType::MGroupedMasked", "GemmType::Normal") for r in rest]
+    got = kernel_source.parse(_render(fmt, ["cute::UMMA::Major::K", "0", "0", "0", "1", *normal]))
+    assert got.kind == "GEMM_NT_F8F8BF16" and got.shape is None and "runtime" in got.note
+
+
+def test_0_2_bf16_sources_read_through_the_generator_format():
+    fmt = _formats()["sm90_bf16_gemm"]
+    head = ["cute::UMMA::Major::K", "cute::UMMA::Major::K"]
+    tail = ["128", "96", "64", "128", "128", "64", "7", "128", "256", "1", "false", "132",
+            "GemmType::MGroupedContiguous", "false"]
+    got = kernel_source.parse(_render(fmt, [*head, "0", "3072", "1024", "4", *tail, "cutlass::bfloat16_t"]))
+    assert got.shape == ("GROUPED_GEMM_NT_BF16_CONTIG", 3072, 1024, 4)
+    normal = [t.replace("MGroupedContiguous", "Normal") for t in tail]
+    assert kernel_source.parse(_render(fmt, [*head, "0", "0", "0", "1", *normal, "float"])).kind == \
+        "GEMM_NT_BF16BF16F32"
+    # BF16 output from a normal bf16 GEMM is not a type sglang warms.
+    other = kernel_source.parse(_render(fmt, [*head, "0", "0", "0", "1", *normal, "cutlass::bfloat16_t"]))
+    assert other.kind is None and "not one of sglang's warmup types" in other.note
+
+
+@pytest.mark.parametrize("text, note", [
+    ("", "no kernel instantiation"),
+    ("int main() { return 0; }", "no kernel instantiation"),
+    ("auto ptr = reinterpret_cast<void*>(&sm90_fp8_gemm_1d2d_impl<GemmType::Normal, x, y>);",
+     "not laid out as expected"),
+    ("auto ptr = reinterpret_cast<void*>(&sm90_fp8_mqa_logits<1, 2, 3>);", "not a GEMM"),
+])
+def test_sources_it_cannot_read_say_why(text, note):
+    got = kernel_source.parse(text)
+    assert got.shape is None and note in got.note
+
+
+def test_a_missing_source_is_a_note_not_an_error(tmp_path):
+    got = kernel_source.read(tmp_path / "kernel.x.0")
+    assert got.shape is None and "unreadable" in got.note
