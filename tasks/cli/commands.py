@@ -29,7 +29,7 @@ _opt_shard = {
 }
 
 
-def _select(shard_option: str | None, names: list[str]):
+def select_targets(shard_option: str | None, names: list[str]):
     """((session, selection, targets named, all targets), None), or (None, a usage error line).
     `shard_option` None: every target, whatever JITWARM_SHARD says."""
     from tasks.cli import doit_tasks
@@ -64,7 +64,7 @@ class _TargetCommand(Command):
     cmd_options = (_opt_shard,)
 
     def execute(self, params, args):
-        found, problem = _select(params["shard"], args)
+        found, problem = select_targets(params["shard"], args)
         if problem:
             print(f"jitwarm: {problem}", file=sys.stderr)
             return EXIT_USAGE
@@ -163,32 +163,41 @@ class Env(_TargetCommand):
     cmd_options = ()
 
     def execute(self, params, args):
-        found, problem = _select(None, args)
+        found, problem = select_targets(None, args)
         if problem:
             print(f"jitwarm: {problem}", file=sys.stderr)
             return EXIT_USAGE
         return self.report(*found)
 
     def report(self, session, chosen, picked, all_targets) -> int:
-        from tasks.cli import doit_tasks
-
-        root = session.root
-        # sglang reads SGLANG_DG_CACHE_DIR and hands it to deep_gemm; deep_gemm alone reads its own.
-        names = dict.fromkeys(("SGLANG_DG_CACHE_DIR", *root.layout.cache_dir_env[:1]))
-        lines = [f"export {name}={shlex.quote(root.env_value())}" for name in names]
-        unproven = []
-        for target in picked:
-            check = doit_tasks.TargetCheck(session, target)
-            if not check(None, None):
-                unproven.append(f"{target.name}: {check}")
-        if not picked:
-            unproven.append("the registry has no target")
-        if not unproven:
-            lines.append("export SGLANG_JIT_DEEPGEMM_PRECOMPILE=0")
+        variables, unproven = server_env(session, picked)
         for why in unproven:
             print(f"jitwarm: SGLANG_JIT_DEEPGEMM_PRECOMPILE=0 left out: {why}", file=sys.stderr)
-        print("\n".join(lines))
+        print("\n".join(f"export {name}={shlex.quote(value)}" for name, value in variables.items()))
         return 0
+
+
+def cache_env(root) -> dict[str, str]:
+    """The cache root variables: sglang reads SGLANG_DG_CACHE_DIR and hands it to deep_gemm;
+    deep_gemm alone reads its own."""
+    return dict.fromkeys(("SGLANG_DG_CACHE_DIR", *root.layout.cache_dir_env[:1]), root.env_value())
+
+
+def server_env(session, picked) -> tuple[dict[str, str], list[str]]:
+    """The variables a server of `picked` should start with, and why the start-up sweep
+    cannot be skipped (empty when SGLANG_JIT_DEEPGEMM_PRECOMPILE=0 is among the variables)."""
+    from tasks.cli import doit_tasks
+
+    variables, unproven = cache_env(session.root), []
+    for target in picked:
+        check = doit_tasks.TargetCheck(session, target)
+        if not check(None, None):
+            unproven.append(f"{target.name}: {check}")
+    if not picked:
+        unproven.append("the registry has no target")
+    if not unproven:
+        variables["SGLANG_JIT_DEEPGEMM_PRECOMPILE"] = "0"
+    return variables, unproven
 
 
 def describe(target: targets.Target, all_targets: list[targets.Target], local_keys=None,
@@ -211,6 +220,9 @@ def describe(target: targets.Target, all_targets: list[targets.Target], local_ke
     for work in target.works:
         cost = estimate.shape_cost(work)
         here = "" if local_keys is None or work.key in local_keys else "  (another shard)"
+        uses = target.plan.uses.get(work.shape, []) if target.plan else []
+        if uses and all(use.startswith(targets.WATCHED_USE) for use in uses):
+            here += "  (from doit watch)"
         lines.append(f"    {work.name}  {work.shape.kind.value} N={work.shape.n} K={work.shape.k} "
                      f"groups={work.shape.groups}  M={len(work.m_values)}  ~{cost.kernels} kernels  "
                      f"~{cost.nvcc_s:.0f}s{here}")
@@ -218,6 +230,8 @@ def describe(target: targets.Target, all_targets: list[targets.Target], local_ke
             lines += [f"      why: {use}" for use in target.plan.uses[work.shape]]
     if explain and target.plan:
         lines += [f"  not on DeepGEMM: {why}" for why in target.plan.left_out]
+    if target.watch_note:
+        lines.append(f"  watch: {target.watch_note}")
     if target.plan and target.plan.not_covered:
         lines += [f"  not covered: {gap}" for gap in target.plan.not_covered]
     cost = estimate.target_cost(target)

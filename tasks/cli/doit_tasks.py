@@ -260,6 +260,8 @@ def _meta(target: targets.Target, session: Session) -> dict:
                         f"(sglang {lock.sglang or 'absent'}, {lock.deep_gemm or 'deep_gemm absent'})")
     if target.lock_note:
         meta["lock"] = target.lock_note
+    if target.watch_note:
+        meta["watch"] = target.watch_note
     return meta
 
 

@@ -84,6 +84,7 @@ class Target(msgspec.Struct):
     fallback_timeout_s: int = 1800
     lock: locks.Capture | None = None
     lock_note: str | None = None  # why a lock on disk was not used
+    watch_note: str | None = None  # why shapes `doit watch` recorded were not used
     unsupported: tuple[str, ...] = ()  # locked shapes of kernel types jitwarm cannot run
 
     @property
@@ -133,9 +134,9 @@ def expand(specs, environ=None, facts: Facts = Facts()) -> list[Target]:
             continue
         config, config_error, config_missing = _config(spec, facts.cached_file)
         try:
-            captures, lock_error = locks.read(spec.path), None
+            (captures, watched), lock_error = locks.read_all(spec.path), None
         except locks.LockError as exc:
-            captures, lock_error = {}, str(exc)
+            captures, watched, lock_error = {}, {}, str(exc)
         for launch in spec.launches:
             target = Target(
                 name=f"{spec.name}@tp{launch.tp}-{launch.hash[:8]}", model=spec.name, source=spec.path,
@@ -143,6 +144,9 @@ def expand(specs, environ=None, facts: Facts = Facts()) -> list[Target]:
                 tags=launch.tags, launch_hash=launch.hash, fallback_timeout_s=launch.fallback_timeout_s)
             _choose_path(target, spec, launch, config, config_error, config_missing,
                          captures.get(launch.index), lock_error, env, facts)
+            if target.plan is not None and target.path != FALLBACK and not target.error:
+                _add_watched(target, watched.get(launch.index))
+                target.works = works_for(target.plan, target.m_policy)
             out.append(target)
     return out
 
@@ -190,7 +194,24 @@ def _choose_path(target, spec, launch, config, config_error, config_missing, cap
         else:
             target.path, target.fallback_reason = FALLBACK, reason
             return
-    target.works = works_for(target.plan, target.m_policy)
+
+
+WATCHED_USE = "recorded by doit watch"  # how `doit plan` tells a watched shape from a planned one
+
+
+def _add_watched(target: Target, watched: locks.Watched | None) -> None:
+    """Add the shapes a watched run compiled for this launch tuple to its plan."""
+    if watched is None or target.plan is None:
+        return
+    if watched.launch_hash != target.launch_hash:
+        target.watch_note = (f"shapes `doit watch` recorded for launch[{watched.launch}] came from other launch "
+                             f"args ({watched.launch_hash[:8]}, now {target.launch_hash[:8]}); ignored")
+        return
+    known = {k.value for k in Kind}
+    for kind, n, k, groups in watched.shapes:
+        if kind in known:
+            target.plan.add(GemmShape(Kind(kind), n, k, groups),
+                            f"{WATCHED_USE} at {watched.recorded_at}: {watched.command}")
 
 
 FALLBACK_MODULE = "sglang.compile_deep_gemm"

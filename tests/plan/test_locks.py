@@ -93,3 +93,67 @@ def test_empty_lock_holds_only_for_its_toolchain(tmp_path):
     assert target.path == targets.FALLBACK and "empty lock was captured with sglang 0.5.23" in target.lock_note
     same = expand_with(tmp_path, (), sglang=None, deep_gemm=None)
     assert same.path == targets.LOCKED and same.works == []
+
+
+MASKED = ("GROUPED_GEMM_NT_F8F8BF16_MASKED", 7168, 2048, 16)
+CONTIG = ("GROUPED_GEMM_NT_F8F8BF16_CONTIG", 4096, 7168, 8)
+
+
+def watched(spec, shapes, **kw):
+    launch = spec.launches[0]
+    values = dict(launch=0, launch_hash=launch.hash, recorded_at="2026-12-02T00:00:00+00:00",
+                  command="python -m sglang.launch_server --tp 4", sglang=None, deep_gemm=None, shapes=shapes)
+    values.update(kw)
+    return locks.Watched(**values)
+
+
+def record(path, item) -> None:
+    locks.path_for(path).write_bytes(locks.with_watched(path, item))
+
+
+def test_watched_shapes_merge_and_survive_a_new_capture(tmp_path):
+    path = tmp_path / "m.toml"
+    path.write_text(MIMO)
+    spec = registry.load_file(path)
+    write(path, capture(spec, (("GEMM_NT_F8F8BF16", 2112, 7168, 1),)))
+    record(path, watched(spec, (MASKED,)))
+    record(path, watched(spec, (MASKED, CONTIG)))
+    captures, found = locks.read_all(path)
+    assert found[0].shapes == (MASKED, CONTIG) and captures[0].shapes == (("GEMM_NT_F8F8BF16", 2112, 7168, 1),)
+    write(path, capture(spec, ()))  # a fallback re-capture keeps what watches recorded
+    assert locks.read_all(path)[1][0].shapes == (MASKED, CONTIG)
+    # Shapes recorded for other launch args are replaced, not merged into.
+    record(path, watched(spec, (CONTIG,), launch_hash="0" * 64))
+    assert locks.read_all(path)[1][0].shapes == (CONTIG,)
+
+
+def test_a_broken_lock_is_not_overwritten_by_a_watch(tmp_path):
+    path = tmp_path / "m.toml"
+    path.write_text(MIMO)
+    locks.path_for(path).write_text('[[capture]]\nlaunch = "x"\n')
+    with pytest.raises(locks.LockError):
+        locks.with_watched(path, watched(registry.load_file(path), (MASKED,)))
+
+
+def test_watched_shapes_join_a_planned_targets_plan(tmp_path):
+    path = tmp_path / "m.toml"
+    path.write_text(MIMO)
+    [before] = targets.expand(registry.load(tmp_path), environ={})
+    record(path, watched(registry.load_file(path), (MASKED,)))
+    [after] = targets.expand(registry.load(tmp_path), environ={})
+    assert after.path == before.path == targets.FALLBACK  # MiMo without a config is not planned: no change
+    write(path, capture(registry.load_file(path), (("GEMM_NT_F8F8BF16", 2112, 7168, 1),)))
+    [locked] = targets.expand(registry.load(tmp_path), environ={})
+    assert locked.path == targets.LOCKED and len(locked.works) == 2
+    added = next(w for w in locked.works if w.shape.groups == 16)
+    assert locked.plan.uses[added.shape][0].startswith(targets.WATCHED_USE)
+
+
+def test_watched_shapes_for_other_launch_args_are_ignored_with_a_note(tmp_path):
+    path = tmp_path / "m.toml"
+    path.write_text(MIMO)
+    spec = registry.load_file(path)
+    write(path, capture(spec, (("GEMM_NT_F8F8BF16", 2112, 7168, 1),)))
+    record(path, watched(spec, (MASKED,), launch_hash="0" * 64))
+    [target] = targets.expand(registry.load(tmp_path), environ={})
+    assert len(target.works) == 1 and "other launch args (00000000" in target.watch_note
