@@ -52,6 +52,8 @@ class Settings(msgspec.Struct, frozen=True):
     junit_xml: Path | None = None  # where `doit warm` writes JUnit XML; None = nowhere
     report_json: Path | None = None  # where it writes the JSON report (docs/report.schema.json)
     remote: RemoteConfig | None = None  # the shared remote cache; None = off
+    watch_junit_xml: Path | None = None  # where `doit watch` writes its JUnit XML
+    watch_report_json: Path | None = None  # where it writes its JSON report (docs/watch-report.schema.json)
 
 
 def load(environ=None) -> Settings:
@@ -74,7 +76,9 @@ def load(environ=None) -> Settings:
     if jobs < 0:
         raise SystemExit(f"jitwarm: jobs: expected a number of workers (0 = all cores), got {raw_jobs!r}")
     return Settings(models, timeout, jobs, _output(env, table, "JITWARM_JUNIT_XML", "junit_xml"),
-                    _output(env, table, "JITWARM_REPORT_JSON", "report_json"), _remote(env, table))
+                    _output(env, table, "JITWARM_REPORT_JSON", "report_json"), _remote(env, table),
+                    watch_junit_xml=_output(env, table, "JITWARM_WATCH_JUNIT_XML", "watch_junit_xml"),
+                    watch_report_json=_output(env, table, "JITWARM_WATCH_REPORT_JSON", "watch_report_json"))
 
 
 def _positive_seconds(raw, where: str) -> float:

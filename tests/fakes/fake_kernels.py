@@ -30,8 +30,43 @@ import subprocess
 import sys
 import time
 
-FAMILIES = {"GEMM_NT_F8F8BF16": "sm90_fp8_gemm_1d2d", "GEMM_NT_F8F8BF16_BLOCK32": "sm90_fp8_gemm_1d1d",
-            "GEMM_NT_BF16BF16F32": "sm90_bf16_gemm"}
+# kind -> (cache family, the template it instantiates, DeepGEMM's GemmType), as sgl-deep-gemm 0.1.2
+# names them on the H200 (tests/data/kernels/0.1.x).
+FAMILIES = {
+    "GEMM_NT_F8F8BF16": ("sm90_fp8_gemm_1d2d", "sm90_fp8_gemm_1d2d_impl", "Normal"),
+    "GEMM_NT_F8F8BF16_BLOCK32": ("sm90_fp8_gemm_1d1d", "sm90_fp8_gemm_1d1d_impl", "Normal"),
+    "GROUPED_GEMM_NT_F8F8BF16_CONTIG": ("sm90_m_grouped_fp8_gemm_contiguous_1d2d", "sm90_fp8_gemm_1d2d_impl",
+                                        "MGroupedContiguous"),
+    "GROUPED_GEMM_NT_F8F8BF16_MASKED": ("sm90_fp8_m_grouped_gemm_masked_1d2d", "sm90_fp8_gemm_1d2d_impl",
+                                        "MGroupedMasked"),
+    "GROUPED_GEMM_NT_BF16_CONTIG": ("sm90_m_grouped_bf16_gemm_contiguous", "sm90_bf16_gemm_impl",
+                                    "MGroupedContiguous"),
+    "GROUPED_GEMM_NT_BF16_MASKED": ("sm90_bf16_m_grouped_gemm_masked", "sm90_bf16_gemm_impl", "MGroupedMasked"),
+    "GEMM_NT_BF16BF16F32": ("sm90_bf16_gemm", "sm90_bf16_gemm_impl", "Normal"),
+}
+_OTHER = ("sm100_fp8_fp4_gemm_1d1d", "sm100_fp8_fp4_gemm_1d1d_impl", "Normal")  # a later release's types
+_BLOCK_N = (16, 32, 128, 192)  # one per config
+
+
+def source(kind: str, n: int, k: int, groups: int, cfg: int) -> str:
+    """kernel.cu as DeepGEMM generates it: normal GEMMs compile N and K at runtime (0), grouped ones in."""
+    _, impl, gemm_type = FAMILIES.get(kind, _OTHER)
+    dims = "0, 0, 0" if gemm_type == "Normal" else f"0, {n}, {k}"
+    if "bf16" in impl:
+        head, tail = "cute::UMMA::Major::K, cute::UMMA::Major::K", (
+            f"132,\n        GemmType::{gemm_type}, false,\n        "
+            f"{'float' if kind == 'GEMM_NT_BF16BF16F32' else 'cutlass::bfloat16_t'}")
+    else:
+        head, tail = "cute::UMMA::Major::K", f"132, GemmType::{gemm_type},\n        epilogue::transform::EpilogueIdentity"
+    return (f"#include <deep_gemm/impls/{impl.removesuffix('_impl')}.cuh>\n\nusing namespace deep_gemm;\n\n"
+            f"static void __instantiate_kernel() {{\n    auto ptr = reinterpret_cast<void*>(&{impl}<\n"
+            f"        {head},\n        {dims},\n        {groups},\n        64, {_BLOCK_N[cfg]}, 128,\n"
+            f"        128, 128, 32,\n        8,\n        128, 128,\n        1, false,\n        {tail}\n    >);\n}};\n")
+
+
+TRANSPOSE = ("#include <deep_gemm/impls/smxx_layout.cuh>\n\nusing namespace deep_gemm;\n\n"
+             "static void __instantiate_kernel() {\n    auto ptr = reinterpret_cast<void*>(&transpose_fp32<\n"
+             "        512, 64, 56\n    >);\n};\n")
 
 _FAILED_ONCE: set = set()  # shapes whose one capture failure this process has had
 
@@ -77,14 +112,14 @@ class Executor:
             subprocess.Popen([sys.executable, "-c", "import time; time.sleep(3600)", token])
             print("hanging", flush=True)
             time.sleep(3600)
-        self.build("transpose_fp32", (), "transpose")
+        self.build("transpose_fp32", (), TRANSPOSE)
         if os.environ.get("FAKE_DG_REPLAY_EXTRA") and "JITWARM_BUSY_FLAG" not in os.environ:
             # Only replays lack the compile pool's busy flag: a kernel the pool never built.
             self.build("replay_only", (self.n, self.k), "replay-only")
-        family = FAMILIES.get(self.kind, "sm90_m_grouped_fp8_gemm")
+        family = FAMILIES.get(self.kind, _OTHER)[0]
         cfg = config(m)
         self.build(family, (self.kind, self.n, self.k, self.groups, cfg),
-                   f"{family}<{self.kind},{self.n},{self.k},{self.groups},{cfg}>")
+                   source(self.kind, self.n, self.k, self.groups, cfg))
 
     def sync(self):
         pass
