@@ -208,3 +208,15 @@ def test_block32_warms_where_deep_gemm_has_the_kernel_and_fails_in_its_own_words
         return
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
     assert replay_new_entries(ws, kind, n, k, 1) == 0
+
+
+def test_watch_names_a_shape_the_warm_missed_and_record_closes_it(tmp_path):
+    """Issue 17 on the GPU: bench/watch_missed_shape.py, with sglang's own executor restated."""
+    out = subprocess.run([sys.executable, str(REPO / "bench" / "watch_missed_shape.py"), "--work", str(tmp_path / "w"),
+                          "--out", str(tmp_path / "result.json")], capture_output=True, text=True, timeout=1200)
+    assert out.returncode == 0, out.stderr[-3000:]
+    result = json.loads((tmp_path / "result.json").read_text())
+    watched = result["steps"]["watch"]
+    assert result["missed"] in watched["missed_shapes"], watched
+    assert any(e["n"] == 4096 and e["k"] == 7168 and e["groups"] == 32 for e in watched["entries"]), watched
+    assert result["acceptance"]["all"], result["acceptance"]
