@@ -5,8 +5,9 @@ On a GPU host with the real deep_gemm, in a fresh registry and cache root:
   2. `doit watch --fail --record <target> -- python bench/sglang_replay.py plan.json`, where the
      plan is one MASKED shape the target lacks, swept by sglang 0.5.23's executor as
      bench/sglang_replay.py restates it (no jitwarm code); the report must name its N and K;
-  3. `doit warm`, which must build the recorded shape;
-  4. the same watch again, which must see 0 compiles.
+  3. `doit warm` into a new, empty cache root (a fresh runner: the watched run's own
+     compiles do not count), which must build the recorded shape;
+  4. the same watch on that root, which must see 0 compiles.
 
 Usage: python bench/watch_missed_shape.py --work DIR [--out FILE]
 """
@@ -26,9 +27,9 @@ from _emit import emit
 
 REPO = Path(__file__).resolve().parent.parent
 MISSED = {"kind": "GROUPED_GEMM_NT_F8F8BF16_MASKED", "n": 4096, "k": 7168, "groups": 32,
-          "m_values": [1, 64, 256, 1024]}
+          "m_values": [1, 64, 256, 1024]}  # inside the target's M list: the rewarm covers them
 MISSED_TEXT = "GROUPED_GEMM_NT_F8F8BF16_MASKED N=4096 K=7168 num_groups=32"
-LAUNCH = "[[launch]]\ntp = 8\nm_list = [1, 8192]\n"
+LAUNCH = "[[launch]]\ntp = 8\nm_list = [1, 64, 256, 1024]\n"
 
 
 def main() -> int:
@@ -68,8 +69,9 @@ def main() -> int:
                       "entries": [{k: e[k] for k in ("name", "kind", "n", "k", "groups", "note", "seconds")}
                                   for e in report1["entries"]],
                       "missed_shapes": report1["missed_shapes"], "recorded": report1["recorded"]}
+    env.update({"DG_JIT_CACHE_DIR": str(work / "fresh"), "JITWARM_DOIT_DB": str(work / "fresh.db")})
     out, seconds = doit("warm")
-    steps["rewarm"] = {"rc": out.returncode, "seconds": seconds,
+    steps["rewarm"] = {"rc": out.returncode, "seconds": seconds, "root": env["DG_JIT_CACHE_DIR"],
                        "summary": [line for line in out.stdout.splitlines() if "kernels compiled" in line][-1:]}
     second = work / "watch-2.json"
     out, seconds = doit("watch", "--fail", "--", *replay, report=second)
@@ -84,6 +86,7 @@ def main() -> int:
         "acceptance": {"named_n_and_k": named, "watch_failed_under_fail": steps["watch"]["rc"] == 1,
                        "recorded": MISSED_TEXT in (report1["recorded"] or {}).get("added", []),
                        "rewarm_ok": steps["rewarm"]["rc"] == 0,
+                       "rewarm_built_it": _warmed(work / "fresh", MISSED),
                        "watch_again_compiled_0": steps["watch_again"]["entries"] == 0 and steps["watch_again"]["rc"] == 0},
     }
     result["acceptance"]["all"] = all(result["acceptance"].values())
@@ -96,6 +99,16 @@ def _gpu() -> str | None:
                               text=True, timeout=30).stdout.strip().splitlines()[0]
     except (OSError, IndexError, subprocess.SubprocessError):
         return None
+
+
+def _warmed(root: Path, shape: dict) -> bool:
+    """Whether the root's marker holds the shape with its entries."""
+    for path in (root / "jitwarm" / "markers").glob("*.json"):
+        for s in json.loads(path.read_text()).get("shapes", []):
+            if (s.get("kind"), s.get("n"), s.get("k"), s.get("groups")) == \
+                    (shape["kind"], shape["n"], shape["k"], shape["groups"]) and s.get("entries"):
+                return True
+    return False
 
 
 def _fingerprint(root: Path) -> dict | None:

@@ -110,7 +110,8 @@ def _entry(appeared, layout):
     from tasks.state import kernel_source
 
     source = kernel_source.read(Path(appeared.root) / "cache" / appeared.name)
-    return Entry(name=appeared.name, root=appeared.root, layout=layout.id, family=source.function,
+    return Entry(name=appeared.name, root=appeared.root, layout=layout.id, family=layout.family(appeared.name),
+                 template=source.function,
                  kind=source.kind, n=source.n, k=source.k, groups=source.groups,
                  shape=locks.shape_text(source.shape) if source.shape else None, note=source.note,
                  seconds=appeared.seconds, gone=appeared.gone)

@@ -23,7 +23,8 @@ class Entry(msgspec.Struct, kw_only=True):
     name: Annotated[str, msgspec.Meta(description="the entry's directory under <root>/cache/")]
     root: str
     layout: Annotated[str, msgspec.Meta(description="0.1.x or 0.2.x")]
-    family: Annotated[str, msgspec.Meta(description="the instantiated kernel template, from kernel.cu")]
+    family: Annotated[str, msgspec.Meta(description="the kernel family its name carries, e.g. sm90_fp8_gemm_1d2d")]
+    template: Annotated[str, msgspec.Meta(description="the kernel template its kernel.cu instantiates")] = ""
     kind: str | None = None
     n: int | None = None
     k: int | None = None
@@ -109,7 +110,7 @@ def write_junit(report: WatchReport, path: Path) -> None:
         case = TestCase(name, classname="jitwarm.watch", time=0.0)
         first = entries[0]
         message = (f"{len(entries)} kernel(s) of {name} compiled while `{command}` ran" if first.shape
-                   else f"{first.name} compiled while `{command}` ran: {first.note or first.family}")
+                   else f"{first.name} compiled while `{command}` ran: {first.note or first.template}")
         failure = Failure(message)
         failure.text = "\n".join([message, *(entry_line(e) for e in entries)])
         case.result = [failure]

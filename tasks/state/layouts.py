@@ -39,6 +39,9 @@ class CacheLayout(Protocol):
 
     def is_entry(self, name: str) -> bool: ...
 
+    def family(self, name: str) -> str:
+        """The kernel family an entry's name carries (e.g. sm90_fp8_gemm_1d2d)."""
+
     def present(self, entry: Path) -> bool:
         """Whether the loader takes this directory as the entry (complete or not)."""
 
@@ -72,6 +75,9 @@ class Legacy:
 
     def is_entry(self, name: str) -> bool:
         return name.startswith("kernel.")
+
+    def family(self, name: str) -> str:
+        return name.split(".")[1] if name.count(".") >= 2 else ""
 
     def present(self, entry: Path) -> bool:
         return os.path.isdir(entry)
@@ -121,6 +127,9 @@ class DeepJit:
 
     def is_entry(self, name: str) -> bool:
         return self._NAME.fullmatch(name) is not None
+
+    def family(self, name: str) -> str:
+        return name.split(".")[0]
 
     def present(self, entry: Path) -> bool:
         return os.path.exists(os.path.join(entry, self.COMMITTED))

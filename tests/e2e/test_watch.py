@@ -194,3 +194,12 @@ def test_record_makes_the_next_warm_build_exactly_the_missed_shapes(ws):
 
 def test_the_schema_file_is_current():
     assert SCHEMA == json.loads(json.dumps(watch_report.json_schema())), "run: python -m tasks.report.watch --schema"
+
+
+def test_each_entry_names_its_layouts_name_and_family(ws):
+    prime(ws)
+    assert watch(ws, "--", *SERVER, MASKED).returncode == 0
+    [entry] = report(ws)["entries"]
+    assert entry["family"] == "sm90_fp8_m_grouped_gemm_masked_1d2d" and entry["name"].count(entry["family"]) == 1
+    assert entry["template"] == "sm90_fp8_gemm_1d2d_impl" and entry["layout"] == ws.layout
+    assert entry["name"].startswith("kernel.") == (ws.layout == "0.1.x")
