@@ -15,6 +15,7 @@ import shlex
 import sys
 from pathlib import Path
 
+import msgspec
 from doit.cmd_base import Command
 
 from tasks.cli.commands import EXIT_USAGE, cache_env
@@ -54,8 +55,8 @@ class Watch(Command):
             root = cacheroot.resolve(layout)
         except layouts.LayoutError as exc:
             raise SystemExit(f"jitwarm: {exc}") from None
-        env = {**os.environ, **cache_env(root), "PYTHONUNBUFFERED": os.environ.get("PYTHONUNBUFFERED", "1")}
-        target = session = None
+        env = {**os.environ, **cache_env(root)}
+        target = None
         if params["record"]:
             found = _record_target(params["record"])
             if isinstance(found, str):
@@ -67,10 +68,10 @@ class Watch(Command):
             env.update(variables)
             for why in unproven:
                 _say(f"SGLANG_JIT_DEEPGEMM_PRECOMPILE=0 left out: {why}")
-        return _watch(argv, env, root, conf, params["fail"], target, session)
+        return _watch(argv, env, root, conf, params["fail"], target)
 
 
-def _watch(argv, env, root, conf, fail: bool, target, session) -> int:
+def _watch(argv, env, root, conf, fail: bool, target) -> int:
     from tasks.build import watch
     from tasks.report import watch as report
     from tasks.state import records
@@ -78,13 +79,19 @@ def _watch(argv, env, root, conf, fail: bool, target, session) -> int:
     roots = [str(r) for r in root.roots]
     _say(f"watching {', '.join(roots)} ({root.layout.id}) while running: {shlex.join(argv)}")
     started_at = records.now()
+    live: dict = {}  # (root, name) -> its Entry as parsed when it appeared (a removed one keeps it)
+
+    def said(appeared) -> None:
+        live[appeared.root, appeared.name] = entry = _entry(appeared, root.layout)
+        print(report.entry_line(entry), file=sys.stderr, flush=True)
+
     try:
-        outcome = watch.run(argv, env, roots, root.layout, on_entry=lambda a: _say_entry(a, root.layout))
+        outcome = watch.run(argv, env, roots, root.layout, on_entry=said)
     except watch.WatchError as exc:
         return _usage(str(exc))
     if outcome.watch_problem:
         _say(outcome.watch_problem)
-    entries = [_entry(a, root.layout) for a in outcome.appeared]
+    entries = [_entry(a, root.layout, live.get((a.root, a.name))) for a in outcome.appeared]
     code = outcome.returncode
     exit_code = 1 if fail and entries and code == 0 else code
     result = report.WatchReport(
@@ -96,7 +103,7 @@ def _watch(argv, env, root, conf, fail: bool, target, session) -> int:
         if entry.seconds is None or entry.gone:  # the others were said as they appeared
             _say(report.entry_line(entry).removeprefix("jitwarm watch: "))
     if target is not None:
-        result.recorded = _record(target, entries, argv, session)
+        result.recorded = _record(target, entries, argv)
         if result.recorded.error and result.exit_code == 0:
             result.exit_code = 1
     _publish(result, conf)
@@ -104,23 +111,20 @@ def _watch(argv, env, root, conf, fail: bool, target, session) -> int:
     return result.exit_code
 
 
-def _entry(appeared, layout):
+def _entry(appeared, layout, seen=None):
+    """The report's entry; `seen`: as parsed when it appeared, for one removed since."""
     from tasks.plan import locks
     from tasks.report.watch import Entry
     from tasks.state import kernel_source
 
+    if appeared.gone and seen is not None:
+        return msgspec.structs.replace(seen, seconds=appeared.seconds, gone=True)
     source = kernel_source.read(Path(appeared.root) / "cache" / appeared.name)
     return Entry(name=appeared.name, root=appeared.root, layout=layout.id, family=layout.family(appeared.name),
                  template=source.function,
                  kind=source.kind, n=source.n, k=source.k, groups=source.groups,
                  shape=locks.shape_text(source.shape) if source.shape else None, note=source.note,
                  seconds=appeared.seconds, gone=appeared.gone)
-
-
-def _say_entry(appeared, layout) -> None:
-    from tasks.report.watch import entry_line
-
-    print(entry_line(_entry(appeared, layout)), file=sys.stderr, flush=True)
 
 
 def _record_target(name: str):
@@ -144,7 +148,7 @@ def _record_target(name: str):
     return session, target
 
 
-def _record(target, entries, argv, session):
+def _record(target, entries, argv):
     """Add the entries' shapes that `target` does not warm yet to its lock's [[watched]]."""
     from tasks.host import packages
     from tasks.plan import locks

@@ -97,10 +97,13 @@ def test_the_commands_own_exit_code_passes_through(ws):
     assert out.returncode == 143 and report(ws)["command_exit_code"] == 143
 
 
-def test_sigterm_to_the_watch_is_passed_on_to_the_command(ws):
+@pytest.mark.one_layout
+@pytest.mark.parametrize("sig, code", [(signal.SIGTERM, 5), (signal.SIGINT, 6)])
+def test_a_signal_sent_to_the_watch_alone_is_passed_on_to_the_command(ws, sig, code):
     ready = ws.tmp / "ready"
     script = ("import signal, sys, time\n"
               "signal.signal(signal.SIGTERM, lambda *a: sys.exit(5))\n"
+              "signal.signal(signal.SIGINT, lambda *a: sys.exit(6))\n"
               f"open({str(ready)!r}, 'w').close()\n"
               "time.sleep(60)\n")
     proc = subprocess.Popen([sys.executable, "-m", "doit", "watch", "--", sys.executable, "-c", script], cwd=REPO,
@@ -109,9 +112,9 @@ def test_sigterm_to_the_watch_is_passed_on_to_the_command(ws):
     while not ready.exists() and time.monotonic() < deadline:
         time.sleep(0.05)
     assert ready.exists()
-    os.kill(proc.pid, signal.SIGTERM)
+    os.kill(proc.pid, sig)
     _, err = proc.communicate(timeout=30)
-    assert proc.returncode == 5, err
+    assert proc.returncode == code, err
 
 
 def test_a_root_with_no_cache_dir_yet_is_watched_as_it_appears(ws):
@@ -203,3 +206,17 @@ def test_each_entry_names_its_layouts_name_and_family(ws):
     assert entry["family"] == "sm90_fp8_m_grouped_gemm_masked_1d2d" and entry["name"].count(entry["family"]) == 1
     assert entry["template"] == "sm90_fp8_gemm_1d2d_impl" and entry["layout"] == ws.layout
     assert entry["name"].startswith("kernel.") == (ws.layout == "0.1.x")
+
+
+def test_an_entry_that_appears_and_is_removed_is_still_reported(ws):
+    prime(ws)
+    subprocess.run([*SERVER, MASKED], env={**ws.env, "DG_JIT_CACHE_DIR": str(ws.tmp / "elsewhere")}, check=True)
+    [built] = [p for p in (ws.tmp / "elsewhere" / "cache").iterdir() if "masked" in p.name]
+    dest, tmp = ws.root / "cache" / built.name, ws.tmp / "building"
+    (ws.root / "cache").mkdir(parents=True, exist_ok=True)
+    # Published by rename, as DeepGEMM does, then removed (a cleanup job, say) before the command ends.
+    script = (f"import os, shutil, time; shutil.copytree({str(built)!r}, {str(tmp)!r}); "
+              f"os.rename({str(tmp)!r}, {str(dest)!r}); time.sleep(0.5); shutil.rmtree({str(dest)!r})")
+    assert watch(ws, "--fail", "--", sys.executable, "-c", script).returncode == 1
+    [entry] = report(ws)["entries"]
+    assert entry["gone"] and entry["name"] == built.name and entry["shape"] in SHAPES
