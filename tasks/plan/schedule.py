@@ -4,7 +4,6 @@ the pulled shapes' replay calls are cut among a few processes. Pure arithmetic.
 
 from __future__ import annotations
 
-import bisect
 import math
 
 from tasks.plan.targets import ShapeWork
@@ -18,46 +17,25 @@ def spread_order(n: int) -> list[int]:
 
 HEAD = 1024  # calls per shape, in spread order, that find most of its kernels
 TAIL_CHUNK = 64  # calls a worker takes at a time in the tail: one graph each
-# M values each shape tries first: DeepGEMM's block sizes change most often at small M
-# and around powers of two, where spread order (bit reversal) comes late: M 2 to 16 sit
-# in its second half, M 17 at 1/32. On the H200 the M=17 kernels of 8 shapes were found
-# 16 s into the compile (bench/results/cold_warm_shipped-h200-2026-12-01-fd74791.json).
-PROBES = tuple(sorted({int(base * f) + d for base in (2 ** e for e in range(18)) for f in (1, 1.5) for d in (0, 1)}))
-
-
-def probes(values: tuple[int, ...]) -> list[int]:
-    """Indices of `values` (ascending) at or just above each probe M, each once."""
-    found = {}
-    for m in PROBES:
-        i = bisect.bisect_left(values, m)
-        if i < len(values):
-            found.setdefault(i, None)
-    return list(found)
 
 
 def queue_order(works: list[ShapeWork], m_values: dict[str, tuple[int, ...]], chunk: int,
                 head: int = HEAD) -> tuple[list[tuple[int, int]], int]:
     """All (shape, M) calls in the order workers take them, and where the tail starts.
 
-    The head: each shape's probe M values, then its first `head` M values in spread
-    order, shapes taking turns `chunk` calls at a time, so the early calls need many
-    different kernels and the workers build them side by side. The tail: the rest, one
-    shape after another, so a worker switches shapes (new buffers, a new graph pool) a
-    few times rather than at every chunk, and its calls mostly find kernels already built."""
-    orders = []
-    for s, w in enumerate(works):
-        values = tuple(sorted(m_values[w.key]))
-        first = probes(values)
-        taken = set(first)
-        spread = [i for i in spread_order(len(values)) if i not in taken]
-        orders.append(([(s, values[i]) for i in first + spread[:head]], [(s, values[i]) for i in spread[head:]]))
+    The head: each shape's first `head` M values in spread order, shapes taking turns
+    `chunk` calls at a time, so the early calls need many different kernels and the
+    workers build them side by side. The tail: the rest, one shape after another, so a
+    worker switches shapes (new buffers, a new graph pool) a few times rather than at
+    every chunk, and its calls mostly find kernels already built."""
+    orders = [[(s, m_values[w.key][i]) for i in spread_order(len(m_values[w.key]))] for s, w in enumerate(works)]
     queue = []
-    for turn in range(0, max((len(h) for h, _ in orders), default=0), chunk):
-        for ahead, _ in orders:
-            queue += ahead[turn:turn + chunk]
+    for turn in range(0, min(head, max(map(len, orders), default=0)), chunk):
+        for order in orders:
+            queue += order[turn:min(turn + chunk, head)]
     tail_start = len(queue)
-    for _, rest in orders:
-        queue += rest
+    for order in orders:
+        queue += order[head:]
     return queue, tail_start
 
 
