@@ -62,6 +62,7 @@ class PoolRun:
     m_values: dict[str, tuple[int, ...]] = field(default_factory=dict)  # after memory reduction
     reduced: dict[str, int] = field(default_factory=dict)  # shape key -> reduced max_m
     replay_slots: int = 1
+    devices: list = field(default_factory=list)  # [(GPU id, the workers its memory holds)]; [] = unknown
     timings: dict = field(default_factory=dict)  # import, compile and replay phases (seconds)
     started: float = field(default_factory=time.monotonic)
     kernel_seconds: dict = field(default_factory=dict)  # nvcc time per kernel, from the shim
@@ -76,14 +77,16 @@ def usable_cores(settings: Settings) -> int:
     return max(1, min(cores, settings.jobs) if settings.jobs else cores)
 
 
-def plan_memory(works: list[ShapeWork], report: PoolRun, cores: int, free: int | None, margin: int) -> int:
-    """Fit the works in GPU memory: reduce what cannot fit (as sglang does), size the pool."""
+def plan_memory(works: list[ShapeWork], report: PoolRun, cores: int, devices: list[gpu.Device], margin: int) -> int:
+    """Fit the works in GPU memory: reduce what cannot fit on the roomiest GPU (as sglang
+    does), then give each GPU the workers its own free memory holds; size the pool."""
     for work in works:
         report.m_values[work.key] = work.m_values
-    if free is None:  # no reading (a test stand-in, or nvidia-smi missing): cores decide
+    if not devices:  # no reading (nvidia-smi missing): cores decide, on whatever GPU CUDA picks
         report.replay_slots = cores
         return cores
-    budget = free - margin
+    budgets = {d.id: d.free_bytes - margin for d in devices}
+    budget = max(budgets.values())
     largest = 0
     for work in works:
         s = work.shape
@@ -97,7 +100,11 @@ def plan_memory(works: list[ShapeWork], report: PoolRun, cores: int, free: int |
             need = gpumem.worker_bytes(s.kind.value, s.n, s.k, s.groups, gpumem.REDUCE_FLOOR) / gpumem.GIB
             report.failures[work.key] = {"error": f"does not fit in GPU memory: {need:.1f} GiB needed at max_m "
                                                   f"{gpumem.REDUCE_FLOOR}, {budget / gpumem.GIB:.1f} GiB available"}
-    slots = max(1, budget // largest) if largest else cores
+    per_device = {d: max(0, b // largest) if largest else cores for d, b in budgets.items()}
+    if not any(per_device.values()):  # nothing fits anywhere: one worker, whose shapes fail alone
+        per_device[max(budgets, key=budgets.get)] = 1
+    report.devices = [(d, int(n)) for d, n in per_device.items() if n > 0]
+    slots = sum(n for _, n in report.devices)
     report.replay_slots = int(min(cores, slots))
     return int(min(cores, slots))
 
@@ -214,8 +221,7 @@ def run(works: list[ShapeWork], session: Session, fp: dict, base_env: dict, stor
     report = PoolRun() if report is None else report
     cache, settings = session.root, session.settings
     report.started, report.fingerprint_s = time.monotonic(), session.fingerprint_seconds
-    free = gpu.free_bytes() if fp["deep_gemm.module"] == "deep_gemm" else None
-    slots = plan_memory(works, report, usable_cores(settings), free, gpu.margin_bytes())
+    slots = plan_memory(works, report, usable_cores(settings), gpu.devices(), gpu.margin_bytes())
     jobs = _plan_jobs(works, cache, fp["deep_gemm.module"], settings, report, slots, pulled or {})
     if jobs is None:
         return report
@@ -287,7 +293,7 @@ def _plan_jobs(works, cache: CacheRoot, module: str, settings: Settings, report:
         module=module, cache=cache.as_plan(), compile=compile_jobs, queue=queue, chunk=QUEUE_CHUNK,
         tail_start=tail_start, tail_chunk=schedule.TAIL_CHUNK,
         replays=list(replay_jobs.values()), shared=shared_spec, timeout_s=settings.shape_timeout_s,
-        parallel_replay=report.replay_slots, timings=str(work_dir / "timings.json"))))
+        parallel_replay=report.replay_slots, timings=str(work_dir / "timings.json"), devices=report.devices)))
     records.log_path(root, "pool").parent.mkdir(parents=True, exist_ok=True)
     return _Jobs(work_dir, runnable, compiling, queue, compile_jobs, replay_jobs, shared_spec, shared_index, plan_file)
 
@@ -329,7 +335,9 @@ def _summary(report: PoolRun) -> str:
         label, reason = min(report.capture_errors.items())
         eager += (f"; {report.ran_after_failure} calls ran eagerly after their capture failed, then capture "
                   f"resumed (first failure, {label}: {reason})")
-    return (f"compiled {report.compiled} kernels in {t.get('compile_s', '?')}s with {report.workers} workers "
+    gpus = (f" on {len(report.devices)} GPUs (at most {', '.join(f'{n} on {d}' for d, n in report.devices)})"
+            if len(report.devices) > 1 else "")
+    return (f"compiled {report.compiled} kernels in {t.get('compile_s', '?')}s with {report.workers} workers{gpus} "
             f"({report.captured} of {report.calls} calls recorded in CUDA graphs, not run; {report.deferred} "
             f"calls deferred while another worker built their kernel{eager}); replays "
             f"{t.get('replay_s', '?')}s; torch import {t.get('import_s', '?')}s{early}; deep_gemm import in "

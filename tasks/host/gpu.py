@@ -55,10 +55,35 @@ def margin_bytes(environ=None) -> int:
     return int(float(env.get("JITWARM_GPU_MARGIN_GIB", "4")) * GIB)
 
 
-def free_bytes(environ=None) -> int | None:
-    """Free memory of the first visible GPU, or None when it cannot be read."""
-    mib = _query("memory.free", environ)
-    return mib * (1 << 20) if mib is not None else None
+class Device(msgspec.Struct, frozen=True):
+    id: str  # as CUDA_VISIBLE_DEVICES names it: what a child that should use only this GPU is given
+    free_bytes: int
+
+
+def devices(environ=None) -> list[Device]:
+    """Every visible GPU with its free memory, in CUDA_VISIBLE_DEVICES' order (all of
+    nvidia-smi's when it is unset); [] when nvidia-smi cannot say. One nvidia-smi call."""
+    env = os.environ if environ is None else environ
+    program = shutil.which("nvidia-smi", path=env.get("PATH", os.defpath))
+    if program is None:
+        return []
+    argv = [program, "--query-gpu=index,uuid,memory.free", "--format=csv,noheader,nounits"]
+    try:
+        out = subprocess.run(argv, capture_output=True, text=True, timeout=10, check=True, env=dict(env)).stdout
+        rows = [[part.strip() for part in line.split(",")] for line in out.splitlines() if line.strip()]
+        found = [(index, uuid, int(float(free)) * (1 << 20)) for index, uuid, free in rows]
+    except (OSError, subprocess.SubprocessError, ValueError):
+        return []
+    visible = env.get("CUDA_VISIBLE_DEVICES")
+    if visible is None:
+        return [Device(index, free) for index, _, free in found]
+    picked = []
+    for item in (part.strip() for part in visible.split(",")):
+        match = next((free for index, uuid, free in found if item and (item == index or uuid.startswith(item))), None)
+        if match is None:
+            break  # CUDA ignores the list from its first entry that names no GPU
+        picked.append(Device(item, match))
+    return picked
 
 
 def total_mib(environ=None) -> int | None:

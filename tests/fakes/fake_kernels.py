@@ -22,6 +22,7 @@ Knobs (environment):
   FAKE_DG_RAISE_ON      "NxK:text": every call of that shape raises RuntimeError(text),
                         captured or not, as DeepGEMM refuses a layout it has no kernel for
   FAKE_DG_CALL_LOG      append "compile|replay captured|eager <N>x<K> <m>" per call to this file
+  FAKE_DG_DEVICE_LOG    append "compile|replay <pid> <CUDA_VISIBLE_DEVICES>" per executor to this file
 """
 
 import contextlib
@@ -126,6 +127,10 @@ class Executor:
 
 
 def executor(build, kind, n, k, groups):
+    if os.environ.get("FAKE_DG_DEVICE_LOG"):
+        with open(os.environ["FAKE_DG_DEVICE_LOG"], "a") as fh:
+            who = "compile" if "JITWARM_BUSY_FLAG" in os.environ else "replay"
+            fh.write(f"{who} {os.getpid()} {os.environ.get('CUDA_VISIBLE_DEVICES', '-')}\n")
     if os.environ.get("FAKE_DG_NO_DEVICE"):
         from tasks.build.child.protocol import EnvironmentProblem
         raise EnvironmentProblem("no CUDA device visible to torch")

@@ -107,6 +107,8 @@ class PoolPlan(msgspec.Struct, kw_only=True):
     timeout_s: float
     parallel_replay: int
     timings: str  # where the zygote writes its phases' seconds
+    # (GPU id, children its memory holds): each child runs on one, the least loaded; [] = CUDA's default
+    devices: list[tuple[str, int]] = []
 
 
 # --- what children report (-> parent) ------------------------------------------------------

@@ -91,14 +91,15 @@ def main(argv: list[str]) -> int:
             counter.value = start + size
         return queue[start:start + size]
 
+    gpus = Gpus(plan.devices)
     compile_kids = [_Kid(job, lambda job: _compile_child(job, take)) for job in plan.compile]
-    timings["compile_s"], pids = _run_children(compile_kids, len(compile_kids), plan.timeout_s)
+    timings["compile_s"], pids = _run_children(compile_kids, len(compile_kids), plan.timeout_s, gpus)
     _remove_build_leftovers(CacheRoot.from_plan(plan.cache), pids)
     kids = [_Kid(job, _replay_child) for job in plan.replays]
     shared = _Shared(plan.shared) if plan.shared else None
     if shared is not None:
         kids += [shared.kid() for _ in range(plan.shared.processes)]
-    timings["replay_s"], _ = _run_children(kids, plan.parallel_replay, plan.timeout_s)
+    timings["replay_s"], _ = _run_children(kids, plan.parallel_replay, plan.timeout_s, gpus)
     if shared is not None:
         shared.finish()
     Path(plan.timings).write_text(json.dumps(timings))
@@ -127,11 +128,38 @@ def _import_torch(module: str) -> int | None:
     return None
 
 
+class Gpus:
+    """The GPUs children run on, each holding as many as its memory allows (the pool sized
+    them): a child goes to the least loaded GPU with room, and waits while none has any."""
+
+    FULL = object()
+
+    def __init__(self, devices: list[tuple[str, int]]):
+        self.slots = dict(devices)
+        self.load = dict.fromkeys(self.slots, 0)
+
+    def take(self):
+        """A GPU id for the next child, None when GPUs are not known (CUDA's default), or FULL."""
+        if not self.slots:
+            return None
+        free = [d for d in self.slots if self.load[d] < self.slots[d]]
+        if not free:
+            return self.FULL
+        device = min(free, key=lambda d: (self.load[d] / self.slots[d], self.load[d]))
+        self.load[device] += 1
+        return device
+
+    def give(self, device) -> None:
+        if device in self.load:
+            self.load[device] -= 1
+
+
 class _Kid:
     """One forked child: a job (log, status file) and the body it runs."""
 
     def __init__(self, job: protocol.Job, body):
         self.job, self.body = job, body
+        self.device: str | None = None
         self.began = 0.0
         self.killed_for: str | None = None  # why the zygote killed it, if it did
 
@@ -207,15 +235,15 @@ class _SharedKid(_Kid):
         return [self.shared.kid()] if self.shared.left() else []
 
 
-def _run_children(kids: list[_Kid], parallel: int, timeout: float) -> tuple[float, list[int]]:
-    """Fork up to `parallel` children at a time; record how each one ended."""
+def _run_children(kids: list[_Kid], parallel: int, timeout: float, gpus: Gpus) -> tuple[float, list[int]]:
+    """Fork up to `parallel` children at a time, each on a GPU with room; record how each one ended."""
     started = time.monotonic()
     queue, running, pids = list(kids), {}, []
     while queue or running:
-        while queue and len(running) < parallel:
+        while queue and len(running) < parallel and (device := gpus.take()) is not Gpus.FULL:
             kid = queue.pop(0)
-            kid.began = time.monotonic()
-            pid = _fork(kid.job, kid.body)
+            kid.began, kid.device = time.monotonic(), device
+            pid = _fork(kid.job, kid.body, device)
             pids.append(pid)
             running[pid] = kid
             _running.add(pid)
@@ -230,6 +258,7 @@ def _run_children(kids: list[_Kid], parallel: int, timeout: float) -> tuple[floa
             continue
         if pid in running:
             kid = running.pop(pid)
+            gpus.give(kid.device)
             _running.discard(pid)
             _kill_group(pid)  # whatever the child left running ends with it
             queue[:0] = kid.ended(_describe(status))
@@ -247,7 +276,7 @@ def _kill_group(pgid: int) -> None:
         os.killpg(pgid, signal.SIGKILL)
 
 
-def _fork(job: protocol.Job, body) -> int:
+def _fork(job: protocol.Job, body, device: str | None = None) -> int:
     zygote = os.getpid()
     pid = os.fork()
     if pid:
@@ -265,6 +294,9 @@ def _fork(job: protocol.Job, body) -> int:
         sys.stdout = os.fdopen(1, "w", buffering=1)
         sys.stderr = os.fdopen(2, "w", buffering=1)
         os.environ.update(job.env)
+        if device is not None:  # before the child's first CUDA call: it sees only this GPU
+            os.environ["CUDA_VISIBLE_DEVICES"] = device
+            print(f"GPU {device} (CUDA_VISIBLE_DEVICES)", flush=True)
         code = body(job)
     except protocol.EnvironmentProblem as exc:
         print(f"{protocol.PROBLEM_PREFIX}{exc}", file=sys.stderr, flush=True)
