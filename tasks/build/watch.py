@@ -49,11 +49,10 @@ def run(argv: list[str], env: dict, roots, layout: layouts.CacheLayout, on_entry
     started = time.monotonic()
     watcher.start(started, before)
     try:
-        child = subprocess.Popen(argv, env=env)
+        returncode = _run_passing_signals(argv, env)
     except OSError as exc:
         watcher.stop()
         raise WatchError(f"cannot run {argv[0]!r}: {exc.strerror or exc}") from None
-    returncode = _wait_passing_signals(child)
     seconds = time.monotonic() - started
     seen = watcher.stop()
     appeared: dict[tuple[str, str], Appeared] = {}
@@ -86,17 +85,29 @@ def _complete(root: Path, layout, names) -> set[str]:
     return {name for name in names if layout.present(root / "cache" / name)}
 
 
-def _wait_passing_signals(child: subprocess.Popen) -> int:
+def _run_passing_signals(argv: list[str], env: dict) -> int:
+    """Run the command to its end; the handlers are in place before it starts, so no signal
+    sent meanwhile ends the watch and leaves the command running unwatched."""
+    started: list[subprocess.Popen] = []
+    pending: list[int] = []  # signals that came before the command existed
+
     def forward(signum, frame):
         if signum == signal.SIGINT and _terminal_sent_it():
             return  # the terminal sent it to the whole foreground group, the command included
+        if not started:
+            pending.append(signum)
+            return
         try:
-            child.send_signal(signum)
+            started[0].send_signal(signum)
         except OSError:
             pass
 
     previous = {sig: signal.signal(sig, forward) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
+        child = subprocess.Popen(argv, env=env)
+        started.append(child)
+        for signum in pending:
+            child.send_signal(signum)
         while True:
             try:
                 code = child.wait()
