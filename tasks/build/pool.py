@@ -307,6 +307,9 @@ class _Delivery:
 
     def __call__(self, outcome: supervise.ProcessEnd | None) -> None:
         jobs = self.jobs
+        # Replays may end while other shapes still compile; they are judged (a replay that
+        # compiled anything fails a shape the compile phase completed) once its results are in.
+        compiled = outcome is not None or (jobs.work_dir / protocol.COMPILE_DONE).exists()
         for s, work in list(self.pending.items()):
             if s in jobs.shared_index:
                 got = shared.outcome(jobs.shared_spec, jobs.shared_index[s], self.pulled[work.key], self.cache,
@@ -316,11 +319,11 @@ class _Delivery:
                 replay = Replay(*got)
             else:
                 job = jobs.replays[s]
-                if outcome is None and not Path(job.status).exists():
+                if not compiled or (outcome is None and not Path(job.status).exists()):
                     continue
                 replay = Replay(_status(job, outcome), records.read_message(Path(job.result), Replayed),
                                 Path(job.log))
-            if not self.report.complete and not self.report.failures:
+            if compiled and not self.report.complete and not self.report.failures:
                 _read_compile(self.report, jobs.compiling, jobs.compile, outcome)
             del self.pending[s]
             self.on_replay(work, replay)

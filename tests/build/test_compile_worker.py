@@ -38,7 +38,7 @@ class _Worker:
 def _run(monkeypatch, finish_after: int | None):
     workers = []
 
-    def make(plan):
+    def make(plan, made=None):
         workers.append(_Worker(plan))
         return workers[-1]
 

@@ -26,7 +26,7 @@ def warm_on(ws: Workspace, gpus: str, **env) -> dict[str, set[str]]:
     assert out.returncode == 0, out.stdout + out.stderr
     seen = defaultdict(set)
     for line in log.read_text().splitlines():
-        who, _, device = line.split()
+        who, _, device, *_ = line.split()
         seen[who].add(device)
     return seen
 

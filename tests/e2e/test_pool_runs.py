@@ -108,3 +108,21 @@ def test_compile_workers_record_calls_in_graphs_and_run_eagerly_only_where_captu
     # The replay proof is unchanged: every shape replays with 0 new entries.
     assert set(ws.status().values()) == {"U"}
 
+
+
+def test_a_shapes_replay_starts_once_its_calls_are_made_while_others_still_compile(ws):
+    import json
+
+    model_file(ws.models, "v3", "[[launch]]\ntp = 8\nm_list = [1, 32, 128, 1024]\n")
+    log = ws.tmp / "processes.log"
+    # One worker spends 4 x 1.5 s on the 7168x2048 shape; the other finishes the rest long before.
+    out = ws.doit("warm", JITWARM_JOBS="2", FAKE_DG_SLOW_ON="7168x2048:1.5", FAKE_DG_DEVICE_LOG=str(log))
+    assert out.returncode == 0, out.stdout + out.stderr
+    rows = [line.split() for line in log.read_text().splitlines()]
+    last_slow = max(float(r[3]) for r in rows if r[0] == "slow")
+    replays = {r[4]: float(r[3]) for r in rows if r[0] == "replay"}
+    assert min(replays.values()) < last_slow - 1, "no replay started before the compile phase ended"
+    assert replays["7168x2048"] > last_slow  # its own replay waited for its last call
+    for path in (ws.root / "jitwarm" / "shapes").glob("*.json"):
+        record = json.loads(path.read_text())  # early replays are judged as strictly as the rest
+        assert record["ok"] and record["replay"]["new_entries"] == 0 and record["pool"]["complete"] is True

@@ -22,7 +22,9 @@ Knobs (environment):
   FAKE_DG_RAISE_ON      "NxK:text": every call of that shape raises RuntimeError(text),
                         captured or not, as DeepGEMM refuses a layout it has no kernel for
   FAKE_DG_CALL_LOG      append "compile|replay captured|eager <N>x<K> <m>" per call to this file
-  FAKE_DG_DEVICE_LOG    append "compile|replay <pid> <CUDA_VISIBLE_DEVICES>" per executor to this file
+  FAKE_DG_DEVICE_LOG    append "compile|replay <pid> <CUDA_VISIBLE_DEVICES> <time> <NxK>" per executor
+                        to this file (and "slow ..." after each FAKE_DG_SLOW_ON sleep)
+  FAKE_DG_SLOW_ON       "NxK:seconds": in compile workers, every call of that shape first sleeps
 """
 
 import contextlib
@@ -108,6 +110,10 @@ class Executor:
         if os.environ.get("FAKE_DG_CRASH_ON") == self.tag:
             print("CUDA error: an illegal memory access was encountered", file=sys.stderr, flush=True)
             os.abort()
+        slow, _, seconds = os.environ.get("FAKE_DG_SLOW_ON", "").partition(":")
+        if slow == self.tag and "JITWARM_BUSY_FLAG" in os.environ:
+            time.sleep(float(seconds))
+            device_log("slow", self.tag)
         if os.environ.get("FAKE_DG_HANG_ON") == self.tag:
             token = os.environ.get("FAKE_DG_TOKEN", "")
             subprocess.Popen([sys.executable, "-c", "import time; time.sleep(3600)", token])
@@ -126,11 +132,14 @@ class Executor:
         pass
 
 
-def executor(build, kind, n, k, groups):
+def device_log(who: str, tag: str) -> None:
     if os.environ.get("FAKE_DG_DEVICE_LOG"):
         with open(os.environ["FAKE_DG_DEVICE_LOG"], "a") as fh:
-            who = "compile" if "JITWARM_BUSY_FLAG" in os.environ else "replay"
-            fh.write(f"{who} {os.getpid()} {os.environ.get('CUDA_VISIBLE_DEVICES', '-')}\n")
+            fh.write(f"{who} {os.getpid()} {os.environ.get('CUDA_VISIBLE_DEVICES', '-')} {time.time():.6f} {tag}\n")
+
+
+def executor(build, kind, n, k, groups):
+    device_log("compile" if "JITWARM_BUSY_FLAG" in os.environ else "replay", f"{n}x{k}")
     if os.environ.get("FAKE_DG_NO_DEVICE"):
         from tasks.build.child.protocol import EnvironmentProblem
         raise EnvironmentProblem("no CUDA device visible to torch")

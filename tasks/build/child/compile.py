@@ -33,18 +33,21 @@ TRACE = os.environ.get("JITWARM_TRACE") == "1"  # per-take timings in the compil
 SLOW_CALL_S = 0.25  # a traced call slower than this built (or waited for) a kernel
 
 
-def run(plan: CompilePlan, take) -> CompileResult:
+def run(plan: CompilePlan, take, made=None) -> CompileResult:
     """Run (shape, M) calls: `take()` hands out the next chunk of a queue shared with the
-    other workers (empty when it is exhausted)."""
+    other workers (empty when it is exhausted); `made(shape, n)`, if given, hears of each
+    n calls made (their kernels are built), so a shape's replay can start once all are."""
     started = time.monotonic()
-    worker = _Worker(plan)
+    worker = _Worker(plan, made)
     imported = time.monotonic() - started
     # Every call of a shape first needs the shape's scale-transpose kernel. A first call
     # that waits for it keeps the early calls from being deferred behind the transposes
     # (and their own kernels from being found late).
     os.environ["JITWARM_NVCC_WAIT"] = "1"
     if plan.first_call:
+        worker.on_made = None  # not a queued call: its M is made again from the queue, and counted then
         worker.attempt([tuple(plan.first_call)])
+        worker.on_made = made
     os.environ["JITWARM_NVCC_WAIT"] = "0"
     if TRACE:
         print(f"trace first {imported:.3f} {time.monotonic() - started:.3f}", flush=True)
@@ -78,8 +81,8 @@ def run(plan: CompilePlan, take) -> CompileResult:
 class _Worker:
     """Calls into one deep_gemm, one shape's buffers at a time."""
 
-    def __init__(self, plan: CompilePlan):
-        self.plan, self.busy = plan, Path(plan.busy_flag)
+    def __init__(self, plan: CompilePlan, made=None):
+        self.plan, self.busy, self.on_made = plan, Path(plan.busy_flag), made
         self.store = Path(os.environ["JITWARM_KSTORE"]) if os.environ.get("JITWARM_KSTORE") else None
         self.dg = replay.import_module(plan.module)
         self.factory = replay.factory_of(self.dg)
@@ -90,6 +93,11 @@ class _Worker:
         self.capture_errors: dict[int, str] = {}  # shape -> the first capture failure's reason
         self.failed_in_row: dict[int, int] = {}  # shape -> capture failures since one last captured a call
         self.ran_after_failure = 0  # calls run eagerly because their capture failed
+
+    def _count(self, s: int, n: int) -> None:
+        self.done[s] += n
+        if n and self.on_made is not None:
+            self.on_made(s, n)
 
     def executor(self, s: int):
         if self.current is None or self.current[0] != s:
@@ -150,10 +158,10 @@ class _Worker:
                     self.captured += made
                     if made:
                         self.failed_in_row.pop(s, None)
-                self.done[s] += made
+                self._count(s, made)
                 return
             except Exception as exc:
-                self.done[s] += made
+                self._count(s, made)
                 if capture is not None:
                     self.captured += made
                 if (key := self.busy_key()) is not None:
@@ -188,7 +196,7 @@ class _Worker:
                 raise err from None  # the call's own error, without the capture's in front of it
             busy_now.append((call, key))
         else:
-            self.done[s] += 1
+            self._count(s, 1)
             self.ran_after_failure += 1
         return pending[made + 1:]
 

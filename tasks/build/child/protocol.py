@@ -11,6 +11,7 @@ import msgspec
 from tasks.state.cacheroot import CachePlan
 
 EXIT_ENV = 3  # a child's exit code for an environment problem, reported as one line
+COMPILE_DONE = "compile.done"  # written beside the timings once every compile worker has ended
 PROBLEM_PREFIX = "jitwarm worker: "
 CAPTURED = "captured, not run (first and last M run)"
 CAPTURE_CHUNK = 256  # calls per graph: 0.70 s per 16384-call sweep vs 1.05 s at 64, same peak memory
@@ -102,7 +103,7 @@ class PoolPlan(msgspec.Struct, kw_only=True):
     chunk: int
     tail_start: int  # from here on workers take tail_chunk calls at a time
     tail_chunk: int
-    replays: list[ReplayJob]
+    replays: list[ReplayJob]  # replays[i] proves compile shape i; it starts once all that shape's calls are made
     shared: SharedSpec | None
     timeout_s: float
     parallel_replay: int

@@ -25,6 +25,7 @@ import signal
 import sys
 import time
 import traceback
+from collections import Counter
 from pathlib import Path
 
 import msgspec
@@ -91,15 +92,34 @@ def main(argv: list[str]) -> int:
             counter.value = start + size
         return queue[start:start + size]
 
+    # Calls made per compile shape: a shape's replay may start while other shapes still
+    # compile, once every one of its calls is made (each made call built and loaded its kernel).
+    totals = Counter(s for s, _ in queue)
+    made = multiprocessing.Array("l", max(totals, default=-1) + 1)
+
+    def count(s: int, n: int) -> None:
+        with made.get_lock():
+            made[s] += n
+
     gpus = Gpus(plan.devices)
-    compile_kids = [_Kid(job, lambda job: _compile_child(job, take)) for job in plan.compile]
-    timings["compile_s"], pids = _run_children(compile_kids, len(compile_kids), plan.timeout_s, gpus)
-    _remove_build_leftovers(CacheRoot.from_plan(plan.cache), pids)
-    kids = [_Kid(job, _replay_child) for job in plan.replays]
+    compile_kids = [_Kid(job, lambda job: _compile_child(job, take, count)) for job in plan.compile]
+    replay_kids = [_Kid(job, _replay_child) for job in plan.replays]  # replays[i] proves compile shape i
     shared = _Shared(plan.shared) if plan.shared else None
     if shared is not None:
-        kids += [shared.kid() for _ in range(plan.shared.processes)]
-    timings["replay_s"], _ = _run_children(kids, plan.parallel_replay, plan.timeout_s, gpus)
+        replay_kids += [shared.kid() for _ in range(plan.shared.processes)]
+    shape_of = {id(kid): i for i, kid in enumerate(replay_kids[:len(plan.replays)])}
+
+    def ready(kid: _Kid) -> bool:
+        i = shape_of.get(id(kid))
+        return i is None or made[i] >= totals[i]
+
+    def compiled(seconds: float, pids: list[int]) -> None:
+        timings["compile_s"] = seconds
+        _remove_build_leftovers(CacheRoot.from_plan(plan.cache), pids)
+        Path(plan.timings).with_name(protocol.COMPILE_DONE).write_text("")  # compile results are final
+
+    timings["replay_s"] = _run_children(compile_kids, replay_kids, ready, max(len(compile_kids), plan.parallel_replay),
+                                        plan.timeout_s, gpus, compiled)
     if shared is not None:
         shared.finish()
     Path(plan.timings).write_text(json.dumps(timings))
@@ -235,19 +255,33 @@ class _SharedKid(_Kid):
         return [self.shared.kid()] if self.shared.left() else []
 
 
-def _run_children(kids: list[_Kid], parallel: int, timeout: float, gpus: Gpus) -> tuple[float, list[int]]:
-    """Fork up to `parallel` children at a time, each on a GPU with room; record how each one ended."""
+def _run_children(first: list[_Kid], later: list[_Kid], ready, parallel: int, timeout: float, gpus: Gpus,
+                  first_done) -> float:
+    """Fork every `first` child, then each `later` one once `ready(kid)` says so or every
+    `first` child has ended, up to `parallel` at a time, each on a GPU with room; record
+    how each one ended. `first_done(seconds, their pids)` is called when the last `first`
+    child ends; returns the seconds from then to the end."""
     started = time.monotonic()
-    queue, running, pids = list(kids), {}, []
-    while queue or running:
+    queue, later, running, pids, first_ids = list(first), list(later), {}, [], {id(kid) for kid in first}
+    ended_at = None if first else started
+    if not first:
+        first_done(0.0, [])
+    while queue or later or running:
+        if ended_at is None and not any(id(kid) in first_ids for kid in [*queue, *running.values()]):
+            ended_at = time.monotonic()
+            first_done(round(ended_at - started, 3), pids)
+        if not queue:
+            queue = [kid for kid in later if ended_at is not None or ready(kid)]
+            later = [kid for kid in later if kid not in queue]
         while queue and len(running) < parallel and (device := gpus.take()) is not Gpus.FULL:
             kid = queue.pop(0)
             kid.began, kid.device = time.monotonic(), device
             pid = _fork(kid.job, kid.body, device)
-            pids.append(pid)
+            if id(kid) in first_ids:
+                pids.append(pid)
             running[pid] = kid
             _running.add(pid)
-        pid, status = os.waitpid(-1, os.WNOHANG)
+        pid, status = os.waitpid(-1, os.WNOHANG) if running else (0, 0)
         if pid == 0:
             now = time.monotonic()
             for child, kid in list(running.items()):
@@ -261,8 +295,11 @@ def _run_children(kids: list[_Kid], parallel: int, timeout: float, gpus: Gpus) -
             gpus.give(kid.device)
             _running.discard(pid)
             _kill_group(pid)  # whatever the child left running ends with it
-            queue[:0] = kid.ended(_describe(status))
-    return round(time.monotonic() - started, 3), pids
+            later[:0] = kid.ended(_describe(status))
+    if ended_at is None:
+        ended_at = time.monotonic()
+        first_done(round(ended_at - started, 3), pids)
+    return round(time.monotonic() - ended_at, 3)
 
 
 def _remove_build_leftovers(cache: CacheRoot, pids: list[int]) -> None:
@@ -310,8 +347,8 @@ def _fork(job: protocol.Job, body, device: str | None = None) -> int:
         os._exit(code)
 
 
-def _compile_child(job: protocol.CompileJob, take) -> int:
-    records.write_json(Path(job.result), compile.run(job.plan, take))
+def _compile_child(job: protocol.CompileJob, take, made) -> int:
+    records.write_json(Path(job.result), compile.run(job.plan, take, made))
     return 0
 
 
