@@ -95,7 +95,7 @@ def main(argv: list[str]) -> int:
     # Calls made per compile shape: a shape's replay may start while other shapes still
     # compile, once every one of its calls is made (each made call built and loaded its kernel).
     totals = Counter(s for s, _ in queue)
-    made = multiprocessing.Array("l", max(totals, default=-1) + 1)
+    made = multiprocessing.Array("l", max(len(plan.replays), max(totals, default=-1) + 1))
 
     def count(s: int, n: int) -> None:
         with made.get_lock():
