@@ -5,8 +5,9 @@ Usage: python -m tasks.build.child.zygote PLAN.json
 
 Importing torch takes seconds, and sixteen processes doing it at once take longer still.
 This process imports it once, without touching CUDA, then forks one child per compile
-slice and, when those are done, one child per compiled shape's replay plus the few that
-share the replays of the shapes pulled from the remote cache (tasks/build/child/shared_replay.py).
+slice and, as compile slots free up, one child per compiled shape's replay (once every
+call of that shape is made) plus the few that share the replays of the shapes pulled
+from the remote cache (tasks/build/child/shared_replay.py). Each child runs on one GPU.
 Each child imports deep_gemm and initialises CUDA itself (safe after fork, since the
 parent never did), writes its own log and result file, and is killed if it outlives its
 timeout (a shared replay child: if one piece does).
