@@ -64,15 +64,10 @@ def devices(environ=None) -> list[Device]:
     """Every visible GPU with its free memory, in CUDA_VISIBLE_DEVICES' order (all of
     nvidia-smi's when it is unset); [] when nvidia-smi cannot say. One nvidia-smi call."""
     env = os.environ if environ is None else environ
-    program = shutil.which("nvidia-smi", path=env.get("PATH", os.defpath))
-    if program is None:
-        return []
-    argv = [program, "--query-gpu=index,uuid,memory.free", "--format=csv,noheader,nounits"]
     try:
-        out = subprocess.run(argv, capture_output=True, text=True, timeout=10, check=True, env=dict(env)).stdout
-        rows = [[part.strip() for part in line.split(",")] for line in out.splitlines() if line.strip()]
-        found = [(index, uuid, int(float(free)) * (1 << 20)) for index, uuid, free in rows]
-    except (OSError, subprocess.SubprocessError, ValueError):
+        found = [(index, uuid, int(float(free)) * (1 << 20))
+                 for index, uuid, free in _smi(env, "index,uuid,memory.free") or []]
+    except ValueError:
         return []
     visible = env.get("CUDA_VISIBLE_DEVICES")
     if visible is None:
@@ -104,16 +99,24 @@ def _declared_quietly(environ) -> DeclaredGpu | None:
 
 
 def _query(field: str, environ=None) -> int | None:
+    """One field of the first visible GPU."""
     env = os.environ if environ is None else environ
+    first = (env.get("CUDA_VISIBLE_DEVICES") or "").split(",")[0].strip()
+    rows = _smi(env, field, *([f"--id={first}"] if first.isdigit() else []))
+    try:
+        return int(float(rows[0][0])) if rows else None
+    except ValueError:
+        return None
+
+
+def _smi(env, fields: str, *extra: str) -> list[list[str]] | None:
+    """nvidia-smi's CSV answer to --query-gpu=`fields`, one list per GPU; None when it cannot say."""
     program = shutil.which("nvidia-smi", path=env.get("PATH", os.defpath))
     if program is None:
         return None
-    argv = [program, f"--query-gpu={field}", "--format=csv,noheader,nounits"]
-    first = (env.get("CUDA_VISIBLE_DEVICES") or "").split(",")[0].strip()
-    if first.isdigit():
-        argv.append(f"--id={first}")
+    argv = [program, f"--query-gpu={fields}", "--format=csv,noheader,nounits", *extra]
     try:
-        out = subprocess.run(argv, capture_output=True, text=True, timeout=10, check=True).stdout
-        return int(float(out.splitlines()[0]))
-    except (OSError, subprocess.SubprocessError, ValueError, IndexError):
+        out = subprocess.run(argv, capture_output=True, text=True, timeout=10, check=True, env=dict(env)).stdout
+    except (OSError, subprocess.SubprocessError):
         return None
+    return [[part.strip() for part in line.split(",")] for line in out.splitlines() if line.strip()]
