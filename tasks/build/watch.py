@@ -11,6 +11,7 @@ Ctrl-C reaches it directly; a SIGINT or SIGTERM sent to this process alone is pa
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -97,10 +98,8 @@ def _run_passing_signals(argv: list[str], env: dict) -> int:
         if not started:
             pending.append(signum)
             return
-        try:
+        with contextlib.suppress(OSError):  # it has just ended
             started[0].send_signal(signum)
-        except OSError:
-            pass
 
     previous = {sig: signal.signal(sig, forward) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
@@ -152,7 +151,7 @@ class _Watcher:
             from inotify_simple import INotify
             self._fd = INotify()
             for root in self.roots:
-                self._arm(root)
+                self._arm(root, rescan=False)  # `before` was listed just now
         except (ImportError, OSError) as exc:
             self.problem = f"live watching is off ({exc.__class__.__name__}: {exc}); entries are counted at the end"
             self._close()
@@ -174,8 +173,9 @@ class _Watcher:
             self._fd.close()
             self._fd = None
 
-    def _arm(self, root: Path) -> None:
-        """Watch root/cache, or the nearest existing parent of it until it appears."""
+    def _arm(self, root: Path, rescan: bool = True) -> None:
+        """Watch root/cache, or the nearest existing parent of it until it appears; `rescan`
+        finds what a cache/ that just appeared already holds."""
         cache = root / "cache"
         path = cache
         while not path.is_dir() and path.parent != path:
@@ -183,8 +183,8 @@ class _Watcher:
         wd = self._fd.add_watch(str(path), _MASK_DIR)  # a dir watched twice gives the same wd
         if (path, root) not in self._watches.setdefault(wd, []):
             self._watches[wd].append((path, root))
-        if path == cache:
-            self._scan(root)  # entries made before the watch existed
+        if path == cache and rescan:
+            self._scan(root)
 
     def _scan(self, root: Path) -> None:
         for name in _complete(root, self.layout, _names(root, self.layout) - self.before[root]):
@@ -197,10 +197,8 @@ class _Watcher:
         item = Appeared(name, str(root), round(time.monotonic() - self.started, 3))
         self.seen[key] = item
         if self.on_entry is not None:
-            try:
+            with contextlib.suppress(Exception):  # a display problem must not stop the watch
                 self.on_entry(item)
-            except Exception:  # a display problem must not stop the watch
-                pass
 
     def _loop(self) -> None:
         while not self._stop.is_set():
@@ -227,7 +225,5 @@ class _Watcher:
                     # A parent on the way to cache/ appeared: watch further down (the old
                     # watch stays, another root may share it; its other events are ignored).
                     self._watches[event.wd].remove((path, root))
-                    try:
+                    with contextlib.suppress(OSError):  # gone again: the end-of-run listing still counts
                         self._arm(root)
-                    except OSError:
-                        pass
