@@ -56,14 +56,15 @@ def main() -> int:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("SGLANG_", "JITWARM_")) or k == "JITWARM_TRACE"}
     env.update({"JITWARM_MODELS_DIR": str(models), "DG_JIT_CACHE_DIR": str(root),
                 "JITWARM_DOIT_DB": str(opts.work / "doit.db"), "JITWARM_JOBS": str(jobs)})
-    started = time.monotonic()
+    started, started_at = time.monotonic(), time.time()
     out = subprocess.run([sys.executable, "-m", "doit", "-f", str(REPO / "dodo.py"), "warm"],
                          env=env, capture_output=True, text=True, cwd=REPO)
     wall = round(time.monotonic() - started, 2)
     records = [json.loads(p.read_text()) for p in sorted((root / "jitwarm" / "shapes").glob("*.json"))]
     summary = next((line for line in out.stdout.splitlines() if line.startswith("compiled ")), "")
     # The shim's log of every nvcc run, per toolchain store under the root.
-    nvcc = [pool.kernel_seconds(log.parent) for log in (root / "jitwarm").rglob("compiled.log")]
+    logs = list((root / "jitwarm").rglob("compiled.log"))
+    nvcc = [pool.kernel_seconds(log.parent) for log in logs]
     nvcc_s = round(sum(k.get("sum", 0) for k in nvcc), 1)
     found = re.search(r"torch import ([0-9.]+)s", summary)
     import_s = float(found.group(1)) if found else None
@@ -77,12 +78,39 @@ def main() -> int:
         "all_ok": all(r["ok"] for r in records) and len(records) == len(works),
         "replay_new_entries": sum((r.get("replay") or {}).get("new_entries", 0) for r in records),
         "replay_launches": sorted({r.get("launches") or "" for r in records}),
+        "nvcc_profile": nvcc_profile(logs, cores, started_at),
     }
     result["cold_warm"]["target_met"] = (result["cold_warm"]["all_ok"] and wall <= result["cold_warm"]["target_wall_s"]
                                          and result["cold_warm"]["replay_new_entries"] == 0)
     if out.returncode != 0:
         result["cold_warm"]["output_tail"] = (out.stdout + out.stderr)[-4000:]
     return emit(result, opts.out)
+
+
+def nvcc_profile(logs: list[Path], cores: int, t0: float) -> dict:
+    """How busy the shim's nvcc runs kept the cores: seconds from the warm's start to the
+    first and last nvcc start and the last end, the mean number running between the first
+    start and the last end, and the seconds in that span with fewer than half the cores
+    compiling (kernels found late, or none left to build)."""
+    spans = []
+    for log in logs:
+        for row in log.read_text().splitlines():
+            parts = row.split()
+            if len(parts) >= 3:
+                spans.append((float(parts[1]) - t0, float(parts[2]) - t0))
+    if not spans:
+        return {}
+    first, last = min(a for a, _ in spans), max(b for _, b in spans)
+    events = sorted([(a, 1) for a, _ in spans] + [(b, -1) for _, b in spans])
+    running, at, under_half = 0, first, 0.0
+    for when, step in events:
+        if running < cores / 2:
+            under_half += when - at
+        running, at = running + step, when
+    return {"first_start_s": round(first, 2), "last_start_s": round(max(a for a, _ in spans), 2),
+            "last_end_s": round(last, 2), "mean_running": round(sum(b - a for a, b in spans) / (last - first), 1),
+            "under_half_cores_s": round(under_half, 2),
+            "starts_s": sorted(round(a, 1) for a, _ in spans), "durations_s": [round(b - a, 1) for a, b in sorted(spans)]}
 
 
 if __name__ == "__main__":
