@@ -72,6 +72,7 @@ class Workspace:
             "JITWARM_DOIT_DB": str(tmp / "doit.db"),
             "JITWARM_KILL_GRACE_S": "1",
             "DG_JIT_NVCC_COMPILER": str(FAKES / "fake_nvcc"),
+            "JITWARM_HOST_CACHE": str(tmp / "host-cache"),
         })
 
     def copy_of(self, template: "Workspace") -> "Workspace":
@@ -159,3 +160,9 @@ def layout(request) -> str:
 @pytest.fixture
 def ws(tmp_path, layout) -> Workspace:
     return Workspace(tmp_path, layout)
+
+
+@pytest.fixture(autouse=True)
+def _own_host_cache(tmp_path_factory, monkeypatch):
+    """No test reads or writes the machine's kept tool answers (tasks/host/hostcache.py)."""
+    monkeypatch.setenv("JITWARM_HOST_CACHE", str(tmp_path_factory.mktemp("host-cache")))

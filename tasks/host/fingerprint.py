@@ -1,7 +1,8 @@
 """Toolchain fingerprint: what, if changed, may change or invalidate compiled kernels.
 
 Cheap and torch-free: versions come from package metadata and file text, never imports;
-nvcc and nvidia-smi run concurrently behind timeouts. Missing pieces are recorded as
+nvcc and nvidia-smi run concurrently behind timeouts, and only when this host has no
+answer kept for the same binaries and GPUs (tasks/host/hostcache.py). Missing pieces are recorded as
 None ("absent"), never raised. What the cache layout keys on (tasks/state/layouts.py) is
 passed in: this layer reads the machine, it does not know cache formats.
 """
@@ -19,7 +20,7 @@ import sys
 from pathlib import Path
 
 from tasks.host import gpu as gpu_info
-from tasks.host import packages
+from tasks.host import hostcache, packages
 
 # Env vars that change sglang's warmup; each layout adds those that change its kernels.
 SGLANG_ENV = ("SGLANG_JIT_DEEPGEMM_FAST_WARMUP", "SGLANG_JIT_DEEPGEMM_PRECOMPILE", "SGLANG_ENABLE_JIT_DEEPGEMM")
@@ -44,8 +45,11 @@ def compute(layout, environ=None) -> dict:
     """The fingerprint under `layout` (a tasks.state.layouts.CacheLayout)."""
     env = os.environ if environ is None else environ
     module = deep_gemm_module(env)
-    nvcc = _start([nvcc_path(env, layout), "--version"], env)
-    smi = _start(_smi_argv(env), env)
+    # Kept answers first (tasks/host/hostcache.py); what is not kept is asked, in parallel.
+    nvcc_key, gpu_key = hostcache.tool_key(nvcc_path(env, layout)), hostcache.gpu_key(env)
+    kept_nvcc, kept_gpu = hostcache.get("nvcc", nvcc_key, env), hostcache.get("gpu", gpu_key, env)
+    nvcc = _Child(None, 0) if kept_nvcc is not None else _start([nvcc_path(env, layout), "--version"], env)
+    smi = _Child(None, 0) if kept_gpu is not None else _start(_smi_argv(env), env)
     # The SM count needs the driver; ask now, in parallel, wherever nvidia-smi exists.
     probe = _start([sys.executable, "-m", "tasks.host.gpu_probe"], env, timeout=20) if smi.proc else _Child(None, 0)
     fp: dict[str, str | None] = {
@@ -58,12 +62,19 @@ def compute(layout, environ=None) -> dict:
         "sglang": _dist_version("sglang"),
     }
     fp.update(_deep_gemm(module, layout))
-    version_text = _finish(nvcc)
+    version_text = kept_nvcc
+    if version_text is None:
+        version_text = _finish(nvcc)
+        hostcache.put("nvcc", nvcc_key, version_text, env)
     fp["nvcc"] = _nvcc_release(version_text)
     if not layout.keys_install_path:
         # DeepJIT hashes the whole `nvcc --version` text into every entry's key.
         fp["nvcc.version_sha256"] = hashlib.sha256(version_text.encode()).hexdigest()[:16] if version_text else None
-    fp.update(_gpu(_finish(smi), _finish(probe)))
+    if kept_gpu is None:
+        kept_gpu = {"smi": _finish(smi), "probe": _finish(probe)}
+        if kept_gpu["smi"] is not None and kept_gpu["probe"] is not None:  # a GPU that answered in full
+            hostcache.put("gpu", gpu_key, kept_gpu, env)
+    fp.update(_gpu(kept_gpu.get("smi"), kept_gpu.get("probe")))
     if fp["gpu.arch"] is None:
         with contextlib.suppress(gpu_info.DeclaredGpuError):  # the session reports a bad value
             if declared := gpu_info.declared(env):

@@ -10,6 +10,8 @@ import subprocess
 
 import msgspec
 
+from tasks.host import hostcache
+
 GIB = 1 << 30
 DECLARED_ENV = "JITWARM_GPU"
 
@@ -84,7 +86,12 @@ def devices(environ=None) -> list[Device]:
 def total_mib(environ=None) -> int | None:
     """Memory of the first visible GPU in MiB (what sglang sizes its defaults by), else the
     declared GPU's (a preset's), or None."""
-    found = _query("memory.total", environ)
+    env = os.environ if environ is None else environ
+    key = hostcache.gpu_key(env)
+    found = hostcache.get("memory_total_mib", key, env)
+    if found is None:
+        found = _query("memory.total", env)
+        hostcache.put("memory_total_mib", key, found, env)
     if found is None:
         with_memory = _declared_quietly(environ)
         return with_memory.memory_mib if with_memory else None
