@@ -4,22 +4,33 @@
 says why. Planning here never imports torch or deep_gemm.
 """
 
-from doit import task_params
+from tasks.cli import noop
 
-from tasks.cli import doit_tasks
+_stamp = noop.replay()
+if _stamp is not None:
+    # Nothing the last no-op warm read has changed: answer as it did (tasks/cli/noop.py).
+    DOIT_CONFIG = noop.doit_config(_stamp)
 
-DOIT_CONFIG = doit_tasks.DOIT_CONFIG
-doit_tasks.install_interrupts()
-doit_tasks.report_group_failures_as_failures()
+    def task_warm():
+        """Warm every stale (model, tp, launch args) target."""
+        yield from noop.tasks(_stamp)
 
+else:
+    noop.record()
+    from doit import task_params
 
-@task_params([{"name": "shard", "long": "shard", "type": str, "default": "",
-               "help": "warm only shard i of N (i/N, 1-based); default: JITWARM_SHARD, else everything"}])
-def task_warm(shard=""):
-    """Warm every stale (model, tp, launch args) target."""
-    yield from doit_tasks.warm_tasks(shard)
+    from tasks.cli import doit_tasks
 
+    DOIT_CONFIG = doit_tasks.DOIT_CONFIG
+    doit_tasks.install_interrupts()
+    doit_tasks.report_group_failures_as_failures()
 
-def task__shape():
-    """Private: one GEMM shape over its M list, shared by every target that needs it."""
-    yield from doit_tasks.shape_tasks()
+    @task_params([{"name": "shard", "long": "shard", "type": str, "default": "",
+                   "help": "warm only shard i of N (i/N, 1-based); default: JITWARM_SHARD, else everything"}])
+    def task_warm(shard=""):
+        """Warm every stale (model, tp, launch args) target."""
+        yield from doit_tasks.warm_tasks(shard)
+
+    def task__shape():
+        """Private: one GEMM shape over its M list, shared by every target that needs it."""
+        yield from doit_tasks.shape_tasks()

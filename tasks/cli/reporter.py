@@ -16,6 +16,7 @@ from collections import Counter
 from doit.reporter import ConsoleReporter
 
 from tasks import session as run_state
+from tasks.cli import noop
 from tasks.report import model as report, progress, summary
 from tasks.state import builds, entries, records
 
@@ -61,7 +62,9 @@ class WarmReporter(ConsoleReporter):
             keys = {w.key for w in target.works if check.local_keys is None or w.key in check.local_keys}
             self.keys_of[target.name] = keys
             rows[target.name] = progress.Row(target.name, len(keys))
-        self.display = progress.create(self.outstream, rows, lambda: len(self._new()))
+        # A run that may end as a no-op keeps what it prints, for the next one (tasks/cli/noop.py).
+        self.tee = noop.Tee(self.outstream) if noop.recording() else None
+        self.display = progress.create(self.tee or self.outstream, rows, lambda: len(self._new()))
         self.display.start()
         run_state.listen(self.on_event)
 
@@ -117,9 +120,14 @@ class WarmReporter(ConsoleReporter):
         result = self.build(new) if wanted else None  # a no-op run with no reports stays cheap
         counts = Counter(r.status for r in self.display.rows.values())
         pulled = f", {len(appeared & self.pulled)} pulled from the remote" if conf.remote is not None else ""
-        self.display.stop(f"jitwarm: {counts['rebuilt']} rebuilt, {counts['partial']} partial, "
-                          f"{counts['up to date']} up to date, {counts['failed']} failed; {len(new)} kernels "
-                          f"compiled{pulled} in {time.monotonic() - self.started:.1f}s (cache {self.root})")
+        head = (f"jitwarm: {counts['rebuilt']} rebuilt, {counts['partial']} partial, "
+                f"{counts['up to date']} up to date, {counts['failed']} failed; {len(new)} kernels compiled{pulled} in ")
+        tail = f"s (cache {self.root})"
+        if (self.tee is not None and not wanted and not cut and not new and not appeared and not self.failures
+                and not self.runtime_errors and counts["up to date"] == len(self.display.rows)
+                and isinstance(self.display, progress.Plain)):
+            noop.save(self.tee, head, tail, list(self.runs))
+        self.display.stop(f"{head}{time.monotonic() - self.started:.1f}{tail}")
         if result is not None:
             self.publish(result)
         if run_state.interrupted is not None:
