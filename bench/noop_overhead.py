@@ -12,6 +12,9 @@ at most 0.5 ms per target at 1000 targets.
 - scaling: the shipped planned models copied into 100 and 1000 model files (each keeps its
   one launch, so targets share shapes as real fleets' do); per target = the difference
   of the two no-op medians over the 900 extra targets.
+- "planned": the same no-op with JITWARM_NOOP_STAMP=off, timed in the same loop: what a
+  no-op costs when it plans (the first after any change, or on a terminal's live display)
+  rather than answering from the last no-op's stamp (tasks/cli/noop.py).
 
 Usage: python bench/noop_overhead.py [--runs N] [--out FILE]
 """
@@ -74,15 +77,20 @@ def measure(models: Path, work: Path, runs: int, bytecode: bool = True) -> dict:
     empty = work / "empty"
     empty.mkdir(exist_ok=True)
     (empty / "dodo.py").write_text("def task_nothing():\n    return {'actions': []}\n")
-    noop, baseline = [], []
+    noop, planned, baseline = [], [], []
+    off = {**env, "JITWARM_NOOP_STAMP": "off"}
     for _ in range(runs):
         noop.append(timed(warm, env, code))
+        planned.append(timed(warm, off, code))
         baseline.append(timed(doit + ["-f", str(empty / "dodo.py"), "list"], env, empty))
     if not bytecode:
         assert not list((code / "tasks").rglob("*.pyc")), "bytecode was written"
-    med_noop, med_base = statistics.median(noop), statistics.median(baseline)
+    stamped = (Path(env["JITWARM_DOIT_DB"] + ".noop")).exists()
+    med_noop, med_planned, med_base = map(statistics.median, (noop, planned, baseline))
     return {"noop_warm_s": round(med_noop, 4), "empty_list_s": round(med_base, 4),
-            "ratio": round(med_noop / med_base, 3), "runs": runs}
+            "ratio": round(med_noop / med_base, 3), "stamp_saved": stamped,
+            "planned_noop_warm_s": round(med_planned, 4), "planned_ratio": round(med_planned / med_base, 3),
+            "runs": runs}
 
 
 def copies(planned: list[Path], count: int, dest: Path) -> Path:
@@ -105,13 +113,15 @@ def main() -> int:
               for n in SCALES}
     low, high = SCALES
     per_target_ms = (scaled[high]["noop_warm_s"] - scaled[low]["noop_warm_s"]) / (high - low) * 1000
+    planned_ms = (scaled[high]["planned_noop_warm_s"] - scaled[low]["planned_noop_warm_s"]) / (high - low) * 1000
     result = {
         "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "machine": {"python": platform.python_version(), "cpu_count": os.cpu_count(), "platform": platform.platform()},
         "shipped_registry": {"bytecode": measure(REPO / "models", work / "bc", opts.runs),
                              "no_bytecode": measure(REPO / "models", work / "nobc", opts.runs, bytecode=False)},
         "scaling": {**{f"targets_{n}": scaled[n] for n in SCALES},
-                    "per_target_ms": round(per_target_ms, 3), "goal_per_target_ms": 0.5},
+                    "per_target_ms": round(per_target_ms, 3), "planned_per_target_ms": round(planned_ms, 3),
+                    "goal_per_target_ms": 0.5},
         "goal_ratio": 1.5,
     }
     shutil.rmtree(work, ignore_errors=True)
