@@ -7,17 +7,17 @@ is no bytecode. While a `doit warm` runs, this module notes every path it opens,
 or stats (an audit hook; os.stat and os.lstat wrapped). If the run ends as a no-op, it
 saves those paths' signatures (mode, inode, device, size, mtime, ctime; a listed
 directory's mtime covers its names, other directories keep only their identity; /proc
-and /sys files are kept by their text) and the lines it printed, in a
-stamp beside doit's DB. The next `doit warm` with the same command line, environment,
+and /sys files are kept by their text) and the lines it printed, in a stamp beside
+doit's DB. The next `doit warm` with the same command line, environment,
 interpreter and working directory re-stats those paths; when none changed, nothing the
 answer depends on did, and it prints the same lines without importing the planner.
 
 What it cannot see it does not trust. A run saves no stamp if it started a process or
 opened a socket, changed any file but doit's DB or wrote to stderr. A path that changed
 in the last 2 s is kept with a checksum of its content as well: a write in the same
-clock tick may leave its stat as it was. Only a plain `doit warm`
-(optionally `-f FILE`) with plain progress output takes the short path;
-JITWARM_NOOP_STAMP=off turns it off. Kept small and stdlib-only: it is imported first.
+clock tick may leave its stat as it was. Only a plain `doit warm` (optionally
+`-f FILE`) with plain progress output takes the short path; JITWARM_NOOP_STAMP=off
+turns it off. Kept small and stdlib-only: it is imported first.
 """
 
 from __future__ import annotations
@@ -298,4 +298,3 @@ def save(tee: Tee, summary_head: str, summary_tail: str, targets: list[str]) -> 
     except OSError as exc:
         return f"could not write {stamp_path()}: {exc.strerror}"
     return None
-
