@@ -17,7 +17,7 @@ opened a socket, changed any file but doit's DB or wrote to stderr. A path that 
 in the last 2 s is kept with a checksum of its content as well: a write in the same
 clock tick may leave its stat as it was. Only a plain `doit warm` (optionally
 `-f FILE`) with plain progress output takes the short path; JITWARM_NOOP_STAMP=off
-turns it off. Kept small and stdlib-only: it is imported first.
+turns it off. Kept small (stdlib, and the progress display's rule): it is imported first.
 """
 
 from __future__ import annotations
@@ -56,13 +56,6 @@ def _is_plain_warm(argv: list[str]) -> bool:
     elif rest and rest[0].startswith("--file="):
         rest = rest[1:]
     return rest in ([], ["warm"])
-
-
-def _plain_output() -> bool:
-    """Whether the progress display would be plain lines (tasks/report/progress.create)."""
-    wanted = os.environ.get("JITWARM_PROGRESS", "auto")
-    tty = sys.stdout.isatty() and os.environ.get("TERM") != "dumb"
-    return wanted == "plain" or (wanted == "auto" and not tty)
 
 
 def _key() -> tuple:
@@ -115,7 +108,11 @@ def _unchanged(path: str, follow: bool, listed: bool, kept) -> bool:
 # --- the short path -------------------------------------------------------------------------
 def replay() -> dict | None:
     """The last no-op's stamp if this run is one like it and nothing it read has changed."""
-    if os.environ.get(ENV) == "off" or not _is_plain_warm(sys.argv[1:]) or not _plain_output():
+    if os.environ.get(ENV) == "off" or not _is_plain_warm(sys.argv[1:]):
+        return None
+    from tasks.report import progress  # os and time only: the display's own rule
+
+    if progress.live_wanted(sys.stdout):  # a terminal's live table is not replayed
         return None
     try:
         with open(stamp_path(), "rb") as f:
@@ -152,7 +149,7 @@ def _reporter(stamp: dict):
             self.started = time.monotonic()
 
         def skip_uptodate(self, task):
-            pass
+            """Nothing per target: the kept lines are printed whole at the end."""
 
         def complete_run(self):
             super().complete_run()

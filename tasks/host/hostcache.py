@@ -17,6 +17,7 @@ JITWARM_HOST_CACHE=off asks every time. A file that cannot be read or written is
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -75,13 +76,11 @@ def put(kind: str, key: list | None, value, env) -> None:
     where = directory(env)
     if key is None or where is None or value is None:
         return
-    try:
+    with contextlib.suppress(OSError):  # a read-only home: asked again next time
         where.mkdir(parents=True, exist_ok=True)
         tmp = where / f".{kind}.{os.getpid()}.tmp"
         tmp.write_text(json.dumps({"key": key, "value": value}))
         os.replace(tmp, where / f"{kind}.json")
-    except OSError:
-        pass
 
 
 def _text(path: str) -> str | None:

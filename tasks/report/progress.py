@@ -145,10 +145,15 @@ class Live(Display):
         self.write(summary + "\n")
 
 
-def create(stream, rows: dict[str, Row], count_kernels=None) -> Display:
+def live_wanted(stream) -> bool:
+    """Whether `stream` gets the live table rather than plain lines."""
     wanted = os.environ.get("JITWARM_PROGRESS", "auto")
     tty = hasattr(stream, "isatty") and stream.isatty() and os.environ.get("TERM") != "dumb"
-    if wanted == "live" or (wanted == "auto" and tty):
+    return wanted == "live" or (wanted == "auto" and tty)
+
+
+def create(stream, rows: dict[str, Row], count_kernels=None) -> Display:
+    if live_wanted(stream):
         try:
             return Live(stream, rows, count_kernels)
         except ImportError:
