@@ -4,7 +4,10 @@ Reports the wall, the pool's own summary (calls recorded in CUDA graphs, deferra
 sum of nvcc seconds the shim measured and the floor it implies (sum / cores + torch import),
 and every shape's replay result (the proof: it must compile 0). Prints and writes one JSON.
 
-Usage: python bench/cold_warm_shipped.py --work DIR [--jobs N] [--out FILE]
+Also samples /proc/stat through the run: how many cores were busy, second by second.
+
+Usage: python bench/cold_warm_shipped.py --work DIR [--jobs N] [--nvcc-slots N]
+       [--workers-per-core N] [--out FILE]
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _emit import emit, entry_names  # noqa: E402
+from _measure import BusyCores, nvcc_profile  # noqa: E402
 
 sys.path.insert(0, str(REPO))
 from tasks.build import pool  # noqa: E402
@@ -37,6 +41,8 @@ def main() -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("--work", type=Path, required=True)
     parser.add_argument("--jobs", type=int, default=0, help="JITWARM_JOBS, the pool's workers (0: one per core)")
+    parser.add_argument("--nvcc-slots", type=int, default=0, help="JITWARM_NVCC_SLOTS (0: nvcc runs uncapped)")
+    parser.add_argument("--workers-per-core", type=int, default=1, help="JITWARM_WORKERS_PER_CORE")
     parser.add_argument("--out", type=Path)
     opts = parser.parse_args()
     shutil.rmtree(opts.work, ignore_errors=True)
@@ -55,11 +61,15 @@ def main() -> int:
                     "shapes": len(works), "m_values_per_shape": sorted({len(w.m_values) for w in works.values()})}
     env = {k: v for k, v in os.environ.items() if not k.startswith(("SGLANG_", "JITWARM_")) or k == "JITWARM_TRACE"}
     env.update({"JITWARM_MODELS_DIR": str(models), "DG_JIT_CACHE_DIR": str(root),
-                "JITWARM_DOIT_DB": str(opts.work / "doit.db"), "JITWARM_JOBS": str(jobs)})
+                "JITWARM_DOIT_DB": str(opts.work / "doit.db"), "JITWARM_JOBS": str(jobs),
+                "JITWARM_NVCC_SLOTS": str(opts.nvcc_slots), "JITWARM_WORKERS_PER_CORE": str(opts.workers_per_core)})
+    result.update(nvcc_slots=opts.nvcc_slots, workers_per_core=opts.workers_per_core)
+    sampler = BusyCores()
     started, started_at = time.monotonic(), time.time()
     out = subprocess.run([sys.executable, "-m", "doit", "-f", str(REPO / "dodo.py"), "warm"],
                          env=env, capture_output=True, text=True, cwd=REPO)
     wall = round(time.monotonic() - started, 2)
+    busy = sampler.stop()
     records = [json.loads(p.read_text()) for p in sorted((root / "jitwarm" / "shapes").glob("*.json"))]
     summary = next((line for line in out.stdout.splitlines() if line.startswith("compiled ")), "")
     # The shim's log of every nvcc run, per toolchain store under the root.
@@ -79,38 +89,13 @@ def main() -> int:
         "replay_new_entries": sum((r.get("replay") or {}).get("new_entries", 0) for r in records),
         "replay_launches": sorted({r.get("launches") or "" for r in records}),
         "nvcc_profile": nvcc_profile(logs, cores, started_at),
+        "busy_cores": busy,
     }
     result["cold_warm"]["target_met"] = (result["cold_warm"]["all_ok"] and wall <= result["cold_warm"]["target_wall_s"]
                                          and result["cold_warm"]["replay_new_entries"] == 0)
     if out.returncode != 0:
         result["cold_warm"]["output_tail"] = (out.stdout + out.stderr)[-4000:]
     return emit(result, opts.out)
-
-
-def nvcc_profile(logs: list[Path], cores: int, t0: float) -> dict:
-    """How busy the shim's nvcc runs kept the cores: seconds from the warm's start to the
-    first and last nvcc start and the last end, the mean number running between the first
-    start and the last end, and the seconds in that span with fewer than half the cores
-    compiling (kernels found late, or none left to build)."""
-    spans = []
-    for log in logs:
-        for row in log.read_text().splitlines():
-            parts = row.split()
-            if len(parts) >= 3:
-                spans.append((float(parts[1]) - t0, float(parts[2]) - t0))
-    if not spans:
-        return {}
-    first, last = min(a for a, _ in spans), max(b for _, b in spans)
-    events = sorted([(a, 1) for a, _ in spans] + [(b, -1) for _, b in spans])
-    running, at, under_half = 0, first, 0.0
-    for when, step in events:
-        if running < cores / 2:
-            under_half += when - at
-        running, at = running + step, when
-    return {"first_start_s": round(first, 2), "last_start_s": round(max(a for a, _ in spans), 2),
-            "last_end_s": round(last, 2), "mean_running": round(sum(b - a for a, b in spans) / (last - first), 1),
-            "under_half_cores_s": round(under_half, 2),
-            "starts_s": sorted(round(a, 1) for a, _ in spans), "durations_s": [round(b - a, 1) for a, b in sorted(spans)]}
 
 
 if __name__ == "__main__":

@@ -26,12 +26,14 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _emit import emit, entry_names  # noqa: E402
+from _measure import BusyCores, nvcc_profile  # noqa: E402
 sys.path.insert(0, str(REPO))
 
 from tasks.host import fingerprint  # noqa: E402  (pure planning code)
 from tasks.state import layouts  # noqa: E402
 from tasks.plan import registry, targets
 
+KNOBS = ("JITWARM_NVCC_SLOTS", "JITWARM_WORKERS_PER_CORE")  # pool settings under test, passed to (b)
 SHAPES = [(7168, 2048), (2112, 7168), (3072, 1536), (4096, 512)]
 
 
@@ -59,7 +61,7 @@ def main() -> int:
     shutil.rmtree(opts.work, ignore_errors=True)
     models = opts.work / "models"
     models.mkdir(parents=True)
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("SGLANG_", "JITWARM_"))}
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("SGLANG_", "JITWARM_")) or k in KNOBS}
 
     # A target whose plan is exactly the four attention shapes: V3's config without dense
     # layers (its routed experts run on Triton and the shared expert is fused into them).
@@ -87,10 +89,13 @@ def main() -> int:
 
     doit_env = {**env, "JITWARM_MODELS_DIR": str(models), "DG_JIT_CACHE_DIR": str(root_b),
                 "JITWARM_DOIT_DB": str(opts.work / "doit.db")}
-    started = time.monotonic()
+    sampler = BusyCores()
+    started, started_at = time.monotonic(), time.time()
     b = subprocess.run([sys.executable, "-m", "doit", "-f", str(REPO / "dodo.py"), "warm"], env=doit_env,
                        capture_output=True, text=True, cwd=REPO)
     b_wall = round(time.monotonic() - started, 2)
+    busy = sampler.stop()
+    logs = list((root_b / "jitwarm").rglob("compiled.log"))
     records = [json.loads(p.read_text()) for p in sorted((root_b / "jitwarm" / "shapes").glob("*.json"))]
     result["b_jitwarm_cold"] = {
         "rc": b.returncode, "wall_s": b_wall, "entries": len(entries(root_b)),
@@ -98,6 +103,9 @@ def main() -> int:
         "shapes": [{"shape": f"{r['shape']['n']}x{r['shape']['k']}", "ok": r["ok"],
                     "entries": len(r.get("entries", {})), "replay": r.get("replay"), "error": r.get("error")}
                    for r in records],
+        "knobs": {k: env[k] for k in KNOBS if k in env},
+        "nvcc_profile": nvcc_profile(logs, os.cpu_count() or 1, started_at),
+        "busy_cores": busy,
         "output_tail": (b.stdout + b.stderr)[-2500:],
     }
     result["identical_entry_sets"] = None if opts.skip_a else entries(root_a) == entries(root_b)
