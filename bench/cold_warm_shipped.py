@@ -6,8 +6,7 @@ and every shape's replay result (the proof: it must compile 0). Prints and write
 
 Also samples /proc/stat through the run: how many cores were busy, second by second.
 
-Usage: python bench/cold_warm_shipped.py --work DIR [--jobs N] [--nvcc-slots N]
-       [--workers-per-core N] [--out FILE]
+Usage: python bench/cold_warm_shipped.py --work DIR [--jobs N] [--out FILE]
 """
 
 from __future__ import annotations
@@ -41,8 +40,6 @@ def main() -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("--work", type=Path, required=True)
     parser.add_argument("--jobs", type=int, default=0, help="JITWARM_JOBS, the pool's workers (0: one per core)")
-    parser.add_argument("--nvcc-slots", type=int, default=0, help="JITWARM_NVCC_SLOTS (0: nvcc runs uncapped)")
-    parser.add_argument("--workers-per-core", type=int, default=1, help="JITWARM_WORKERS_PER_CORE")
     parser.add_argument("--out", type=Path)
     opts = parser.parse_args()
     shutil.rmtree(opts.work, ignore_errors=True)
@@ -61,9 +58,7 @@ def main() -> int:
                     "shapes": len(works), "m_values_per_shape": sorted({len(w.m_values) for w in works.values()})}
     env = {k: v for k, v in os.environ.items() if not k.startswith(("SGLANG_", "JITWARM_")) or k == "JITWARM_TRACE"}
     env.update({"JITWARM_MODELS_DIR": str(models), "DG_JIT_CACHE_DIR": str(root),
-                "JITWARM_DOIT_DB": str(opts.work / "doit.db"), "JITWARM_JOBS": str(jobs),
-                "JITWARM_NVCC_SLOTS": str(opts.nvcc_slots), "JITWARM_WORKERS_PER_CORE": str(opts.workers_per_core)})
-    result.update(nvcc_slots=opts.nvcc_slots, workers_per_core=opts.workers_per_core)
+                "JITWARM_DOIT_DB": str(opts.work / "doit.db"), "JITWARM_JOBS": str(jobs)})
     sampler = BusyCores()
     started, started_at = time.monotonic(), time.time()
     out = subprocess.run([sys.executable, "-m", "doit", "-f", str(REPO / "dodo.py"), "warm"],

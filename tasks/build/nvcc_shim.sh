@@ -11,8 +11,7 @@
 # `cd <tmp> && nvcc <tmp>/kernel.cu --cubin --output-file <out> ...`; `nvcc --version`
 # passes straight through, so DeepJIT hashes the real compiler's text.
 #
-# Environment: JITWARM_REAL_NVCC (required), JITWARM_KSTORE (store directory),
-# JITWARM_NVCC_SLOTS and JITWARM_PYTHON (cap on nvcc runs at once; 0 or unset: none).
+# Environment: JITWARM_REAL_NVCC (required), JITWARM_KSTORE (store directory).
 real="${JITWARM_REAL_NVCC:?JITWARM_REAL_NVCC is not set}"
 store="${JITWARM_KSTORE:-}"
 src="$1"
@@ -44,18 +43,8 @@ if ! flock -n 9; then
 fi
 if [ -s "$store/$key.cubin" ]; then cp "$store/$key.cubin" "$out"; exit $?; fi
 started=$(date +%s.%N)
-if [ "${JITWARM_NVCC_SLOTS:-0}" -gt 0 ] && [ -n "${JITWARM_PYTHON:-}" ]; then
-    # At most JITWARM_NVCC_SLOTS nvcc runs at once across the store's users, however many
-    # workers look for kernels; the log times the compile from when it got its slot.
-    "$JITWARM_PYTHON" -S -I "${0%/*}/nvcc_slot.py" "$store/slots" "$JITWARM_NVCC_SLOTS" "$store/.started.$$" \
-        "$real" "$@"
-    rc=$?
-    started=$(cat "$store/.started.$$" 2>/dev/null || echo "$started")
-    rm -f "$store/.started.$$"
-else
-    "$real" "$@"
-    rc=$?
-fi
+"$real" "$@"
+rc=$?
 if [ "$rc" -eq 0 ] && [ -s "$out" ]; then
     cp "$out" "$store/.$key.$$" && mv -f "$store/.$key.$$" "$store/$key.cubin"
     echo "$key $started $(date +%s.%N) ${JITWARM_RUN:-0}" >> "$store/compiled.log"

@@ -82,10 +82,9 @@ def plan_memory(works: list[ShapeWork], report: PoolRun, cores: int, devices: li
     does), then give each GPU the workers its own free memory holds; size the pool."""
     for work in works:
         report.m_values[work.key] = work.m_values
-    finders = cores * workers_per_core()
     if not devices:  # no reading (nvidia-smi missing): cores decide, on whatever GPU CUDA picks
         report.replay_slots = cores
-        return finders
+        return cores
     budgets = {d.id: d.free_bytes - margin for d in devices}
     budget = max(budgets.values())
     largest = 0
@@ -101,26 +100,13 @@ def plan_memory(works: list[ShapeWork], report: PoolRun, cores: int, devices: li
             need = gpumem.worker_bytes(s.kind.value, s.n, s.k, s.groups, gpumem.REDUCE_FLOOR) / gpumem.GIB
             report.failures[work.key] = {"error": f"does not fit in GPU memory: {need:.1f} GiB needed at max_m "
                                                   f"{gpumem.REDUCE_FLOOR}, {budget / gpumem.GIB:.1f} GiB available"}
-    per_device = {d: max(0, b // largest) if largest else finders for d, b in budgets.items()}
+    per_device = {d: max(0, b // largest) if largest else cores for d, b in budgets.items()}
     if not any(per_device.values()):  # nothing fits anywhere: one worker, whose shapes fail alone
         per_device[max(budgets, key=budgets.get)] = 1
     report.devices = [(d, int(n)) for d, n in per_device.items() if n > 0]
     slots = sum(n for _, n in report.devices)
     report.replay_slots = int(min(cores, slots))
-    return int(min(finders, slots))
-
-
-def workers_per_core() -> int:
-    """Compile workers per core. More than one only pays with nvcc capped at the cores
-    (nvcc_slots): a worker waiting for its kernel's slot uses no CPU, while the others
-    go on finding kernels."""
-    raw = os.environ.get("JITWARM_WORKERS_PER_CORE", "1")
-    return max(1, int(raw)) if raw.isdigit() else 1
-
-
-def nvcc_slots(env: dict) -> int:
-    raw = env.get("JITWARM_NVCC_SLOTS", "0")
-    return int(raw) if raw.isdigit() else 0
+    return int(min(cores, slots))
 
 
 def shim_env(store: Path, env: dict | None, layout) -> dict:
@@ -130,8 +116,6 @@ def shim_env(store: Path, env: dict | None, layout) -> dict:
     env["JITWARM_KSTORE"] = str(store)
     env["DG_JIT_NVCC_COMPILER"] = str(SHIM)
     env["JITWARM_NVCC_WAIT"] = "1"
-    env["JITWARM_NVCC_SLOTS"] = str(nvcc_slots(env))
-    env["JITWARM_PYTHON"] = sys.executable
     env["JITWARM_PARENT_PID"] = str(os.getpid())  # the pool dies with this process (child/zygote.py)
     env["JITWARM_RUN"] = str(run_state.MAIN_PID)  # the shim tags its builds with the run (tasks/state/builds.py)
     return env
