@@ -4,8 +4,8 @@ Runs bench/cold_warm_shipped.py once, cold, with a recorder in front of the real
 keeps each kernel's source and argv. Then runs those same nvcc commands again with no
 Python, GPU or scheduling in the way: P at once from a plain thread pool, first in the
 order the warm ran them, then longest first (by the first pass's times), then at half
-the cores. Each rebuilt cubin is compared with the one the warm put in the cache, so the
-passes compile exactly what a server would load. Prints and writes one JSON with the
+the cores, each at the build path deep_gemm used. Each rebuilt cubin is compared with the
+one the warm put in the cache, so the passes compile exactly what a server would load. Prints and writes one JSON with the
 cold warm beside the passes.
 
 Usage: python bench/nvcc_floor.py --work DIR [--out FILE]
@@ -20,7 +20,6 @@ import resource
 import shutil
 import subprocess
 import sys
-import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timezone
@@ -64,10 +63,10 @@ def main() -> int:
     calls = [_load(d) for d in sorted(recorded.iterdir())] if recorded.exists() else []
     cores = len(os.sched_getaffinity(0))
     cubins = _cache_cubins(warm_dir / "cache")
-    first = _pass(real, calls, cores, cubins, opts.work / "pass")
+    first = _pass(real, calls, cores, cubins)
     by_length = sorted(range(len(calls)), key=lambda i: -first["durations"][i])
-    longest_first = _pass(real, [calls[i] for i in by_length], cores, cubins, opts.work / "pass")
-    half = _pass(real, [calls[i] for i in by_length], max(1, cores // 2), cubins, opts.work / "pass")
+    longest_first = _pass(real, [calls[i] for i in by_length], cores, cubins)
+    half = _pass(real, [calls[i] for i in by_length], max(1, cores // 2), cubins)
     import_s = (cold.get("cold_warm") or {}).get("torch_import_s") or 0
     result = {
         "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
@@ -98,26 +97,27 @@ def _cache_cubins(cache: Path) -> dict[bytes, bytes]:
     return found
 
 
-def _pass(real: str, calls: list[dict], parallel: int, cubins: dict, scratch: Path) -> dict:
-    shutil.rmtree(scratch, ignore_errors=True)
-    scratch.mkdir(parents=True)
+def _pass(real: str, calls: list[dict], parallel: int, cubins: dict) -> dict:
     t0 = time.monotonic()
     problems: list[dict] = []
 
     def one(call: dict) -> tuple[float, float, int, bool | None]:
-        home = Path(tempfile.mkdtemp(dir=scratch))
-        # deep_gemm runs nvcc from its build root on <root>/<build dir>/kernel.cu: same layout here.
-        argv = [a.replace(call["cwd"], str(home)) for a in call["argv"]]
-        Path(argv[0]).parent.mkdir(parents=True, exist_ok=True)
-        shutil.copy(call["source"], argv[0])
+        # At deep_gemm's own build path (its build directory is gone once renamed into the
+        # cache): the cubin embeds the source's path (assert messages), so only the same
+        # path can give the same bytes.
+        source = Path(call["argv"][0])
+        source.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(call["source"], source)
         start = time.monotonic() - t0
-        ran = subprocess.run([real, *argv], cwd=home, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        ran = subprocess.run([real, *call["argv"]], cwd=call["cwd"], stdout=subprocess.DEVNULL,
+                             stderr=subprocess.PIPE, text=True)
         end, rc = time.monotonic() - t0, ran.returncode
         if rc and not problems:
-            problems.append({"argv": [real, *argv], "cwd": str(home), "stderr": ran.stderr[-1500:]})
+            problems.append({"argv": [real, *call["argv"]], "cwd": call["cwd"], "stderr": ran.stderr[-1500:]})
         want = cubins.get(call["source"].read_bytes())
-        out = Path(argv[argv.index("-o") + 1] if "-o" in argv else argv[0]).with_name("kernel.cubin")
+        out = source.with_name("kernel.cubin")
         same = None if want is None or not out.exists() else out.read_bytes() == want
+        shutil.rmtree(source.parent, ignore_errors=True)
         return start, end, rc, same
 
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
