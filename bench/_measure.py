@@ -7,10 +7,10 @@ from pathlib import Path
 
 
 def nvcc_profile(logs: list[Path], cores: int, t0: float) -> dict:
-    """How busy the shim's nvcc runs kept the cores: seconds from the warm's start to the
-    first and last nvcc start and the last end, the mean number running between the first
-    start and the last end, and the seconds in that span with fewer than half the cores
-    compiling (kernels found late, or none left to build)."""
+    """How busy the shim's nvcc runs kept the cores: their count and summed seconds; the
+    seconds from the warm's start to the first and last nvcc start and the last end; the
+    mean number running between the first start and the last end; and the seconds in that
+    span with fewer than half the cores compiling (kernels found late, or none left)."""
     spans = []
     for log in logs:
         for row in log.read_text().splitlines():
@@ -26,10 +26,12 @@ def nvcc_profile(logs: list[Path], cores: int, t0: float) -> dict:
         if running < cores / 2:
             under_half += when - at
         running, at = running + step, when
-    return {"runs": len(spans), "sum_s": round(sum(b - a for a, b in spans), 1), "first_start_s": round(first, 2), "last_start_s": round(max(a for a, _ in spans), 2),
+    return {"runs": len(spans), "sum_s": round(sum(b - a for a, b in spans), 1),
+            "first_start_s": round(first, 2), "last_start_s": round(max(a for a, _ in spans), 2),
             "last_end_s": round(last, 2), "mean_running": round(sum(b - a for a, b in spans) / (last - first), 1),
             "under_half_cores_s": round(under_half, 2),
-            "starts_s": sorted(round(a, 1) for a, _ in spans), "durations_s": [round(b - a, 1) for a, b in sorted(spans)]}
+            "starts_s": sorted(round(a, 1) for a, _ in spans),
+            "durations_s": [round(b - a, 1) for a, b in sorted(spans)]}
 
 
 class BusyCores:

@@ -4,9 +4,10 @@ Runs bench/cold_warm_shipped.py once, cold, with a recorder in front of the real
 keeps each kernel's source and argv. Then runs those same nvcc commands again with no
 Python, GPU or scheduling in the way: P at once from a plain thread pool, first in the
 order the warm ran them, then longest first (by the first pass's times), then at half
-the cores, each at the build path deep_gemm used. Each rebuilt cubin is compared with the
-one the warm put in the cache, so the passes compile exactly what a server would load. Prints and writes one JSON with the
-cold warm beside the passes.
+the cores, each at the build path deep_gemm used with its argv. Each rebuilt cubin is
+compared with the one the warm put in the cache; on the H200 most differ in bytes even so
+(bench/results/nvcc_floor-h200-2026-12-02.json), so the count is reported, not required.
+Prints and writes one JSON with the cold warm beside the passes.
 
 Usage: python bench/nvcc_floor.py --work DIR [--out FILE]
 """
@@ -146,7 +147,8 @@ def _lscpu() -> dict:
     except (OSError, subprocess.SubprocessError):
         return {}
     keep = ("Model name", "Thread(s) per core", "Core(s) per socket", "Socket(s)", "CPU(s)", "On-line CPU(s) list")
-    return {k.strip(): v.strip() for k, _, v in (line.partition(":") for line in text.splitlines()) if k.strip() in keep}
+    rows = (line.partition(":") for line in text.splitlines())
+    return {k.strip(): v.strip() for k, _, v in rows if k.strip() in keep}
 
 
 if __name__ == "__main__":
