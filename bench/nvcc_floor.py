@@ -104,8 +104,8 @@ def _pass(real: str, calls: list[dict], parallel: int, cubins: dict) -> dict:
 
     def one(call: dict) -> tuple[float, float, int, bool | None]:
         # At deep_gemm's own build path (its build directory is gone once renamed into the
-        # cache): the cubin embeds the source's path (assert messages), so only the same
-        # path can give the same bytes.
+        # cache): the cubin embeds the source's path (assert messages), so no other path
+        # could give the same bytes.
         source = Path(call["argv"][0])
         source.parent.mkdir(parents=True, exist_ok=True)
         shutil.copy(call["source"], source)
