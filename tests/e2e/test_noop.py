@@ -6,13 +6,17 @@ A normal no-op rewrites the stamp (a new inode); one answered from it leaves it 
 
 from __future__ import annotations
 
+import contextlib
 import os
+import pty
 import re
 import shutil
+import subprocess
+import sys
 
 import pytest
 
-from conftest import FAKES, Workspace, model_file
+from conftest import DODO, FAKES, Workspace, model_file
 from tasks.cli import noop
 from tasks.plan import locks, registry
 
@@ -141,6 +145,24 @@ def test_off_turns_it_off(warmed):
     for _ in range(2):
         assert warmed.doit("warm", JITWARM_NOOP_STAMP="off").returncode == 0
     assert stamp_id(warmed) == before
+
+
+def test_a_terminal_gets_the_live_table_not_the_stamp(warmed):
+    """Same command, environment and files as the stamped no-op, but stdout is a terminal."""
+    plain = warmed.doit("warm", TERM="")  # a stamp for exactly this environment ("" is not "dumb")
+    assert plain.returncode == 0 and stamp(warmed).exists()
+    assert warmed.doit("warm", TERM="").stdout == plain.stdout  # the stamp answers plain output
+    main, child = pty.openpty()
+    run = subprocess.Popen([sys.executable, "-m", "doit", "-f", str(DODO), "warm"], cwd=warmed.tmp,
+                           env={**warmed.env, "TERM": ""}, stdout=child, stderr=child)
+    os.close(child)
+    shown = b""
+    with contextlib.suppress(OSError):  # read while it runs (a full terminal blocks it); EIO at its exit
+        while chunk := os.read(main, 65536):
+            shown += chunk
+    os.close(main)
+    assert run.wait(timeout=120) == 0, shown[-2000:]
+    assert b"\x1b[" in shown  # the live table's terminal codes, which no stamp holds
 
 
 @pytest.mark.one_layout

@@ -21,3 +21,21 @@ def test_display_done_reports_each_target_once():
     assert lines[1].startswith("jitwarm: [1/2] rebuilt a (2 shapes, 7 kernels compiled, ")
     assert lines[2].startswith("jitwarm: [2/2] failed b (0 kernels compiled, ") and lines[2].endswith(": no GPU")
     assert len(lines) == 3
+
+
+class _Terminal(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+def test_live_wanted_follows_the_setting_then_the_terminal(monkeypatch):
+    monkeypatch.delenv("JITWARM_PROGRESS", raising=False)
+    monkeypatch.setenv("TERM", "xterm")
+    assert progress.live_wanted(_Terminal()) and not progress.live_wanted(io.StringIO())
+    monkeypatch.setenv("TERM", "dumb")
+    assert not progress.live_wanted(_Terminal())
+    monkeypatch.setenv("JITWARM_PROGRESS", "live")
+    assert progress.live_wanted(io.StringIO())
+    monkeypatch.setenv("JITWARM_PROGRESS", "plain")
+    monkeypatch.setenv("TERM", "xterm")
+    assert not progress.live_wanted(_Terminal())
