@@ -25,7 +25,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _emit import emit  # noqa: E402
-from noop_overhead import timed  # noqa: E402
+from noop_overhead import empty_dodo, timed  # noqa: E402
 
 
 def main() -> int:
@@ -42,8 +42,7 @@ def main() -> int:
     first = subprocess.run(warm, env=env, cwd=REPO, capture_output=True, text=True)
     if first.returncode != 0 or " 0 rebuilt" not in first.stdout:
         raise SystemExit(f"not a no-op:\n{first.stdout[-2000:]}{first.stderr[-2000:]}")
-    empty = Path(tempfile.mkdtemp())
-    (empty / "dodo.py").write_text("def task_nothing():\n    return {'actions': []}\n")
+    empty = empty_dodo(Path(tempfile.mkdtemp())).parent
     ways = {"asked": {**env, "JITWARM_NOOP_STAMP": "off", "JITWARM_HOST_CACHE": "off"},
             "planned": {**env, "JITWARM_NOOP_STAMP": "off"}, "stamped": env}
     times: dict[str, list[float]] = {name: [] for name in [*ways, "empty_list"]}

@@ -47,6 +47,14 @@ def timed(argv: list[str], env: dict, cwd: Path) -> float:
     return time.perf_counter() - started
 
 
+def empty_dodo(directory: Path) -> Path:
+    """A dodo.py with one task that does nothing: `doit list` of it is doit's own start."""
+    directory.mkdir(parents=True, exist_ok=True)
+    dodo = directory / "dodo.py"
+    dodo.write_text("def task_nothing():\n    return {'actions': []}\n")
+    return dodo
+
+
 def source_copy(dest: Path) -> Path:
     """jitwarm's sources without bytecode, importable from `dest`."""
     shutil.copytree(REPO / "tasks", dest / "tasks", ignore=shutil.ignore_patterns("__pycache__"))
@@ -74,9 +82,7 @@ def measure(models: Path, work: Path, runs: int, bytecode: bool = True) -> dict:
     again = subprocess.run(warm, env=env, cwd=code, capture_output=True, text=True, check=False)
     if again.returncode != 0 or " 0 rebuilt" not in again.stdout + again.stderr:
         raise SystemExit(f"the second warm was not a no-op:\n{again.stdout[-2000:]}{again.stderr[-2000:]}")
-    empty = work / "empty"
-    empty.mkdir(exist_ok=True)
-    (empty / "dodo.py").write_text("def task_nothing():\n    return {'actions': []}\n")
+    empty = empty_dodo(work / "empty").parent
     noop, planned, baseline = [], [], []
     off = {**env, "JITWARM_NOOP_STAMP": "off"}
     for _ in range(runs):
