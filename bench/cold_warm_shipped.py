@@ -28,7 +28,7 @@ from _emit import emit, entry_names  # noqa: E402
 from _measure import BusyCores, nvcc_profile  # noqa: E402
 
 sys.path.insert(0, str(REPO))
-from tasks.build import pool  # noqa: E402
+from tasks.runner import pool  # noqa: E402
 from tasks.host import fingerprint, gpu  # noqa: E402
 from tasks.plan import registry, targets  # noqa: E402
 from tasks.state import layouts  # noqa: E402

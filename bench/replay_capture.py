@@ -1,4 +1,4 @@
-"""What a replay sweep costs on the host when its launches are captured (tasks/build/child/replay.py).
+"""What a replay sweep costs on the host when its launches are captured (tasks/runner/child/replay.py).
 
 One large DeepSeek-V3.2 shape (NORMAL N=7168 K=16384) over the default 16384-value M list,
 on a cache this script warms first. Then the same sweep, timed, captured in CUDA graphs
@@ -43,8 +43,8 @@ def main() -> int:
     import deep_gemm
     result["deep_gemm_import_s"] = round(time.monotonic() - started, 3)
 
-    from tasks.build.child import executors
-    from tasks.build.child import replay
+    from tasks.runner.child import executors
+    from tasks.runner.child import replay
 
     executor = executors.create(deep_gemm, "GEMM_NT_F8F8BF16", N, K, 1, M_MAX)
     m_values = list(range(1, M_MAX + 1))

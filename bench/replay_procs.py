@@ -68,8 +68,8 @@ def start_cuda() -> dict:
 
 
 def replay(shapes: list[dict]) -> dict:
-    from tasks.build.child import protocol, replay
-    from tasks.build.child.protocol import Shape
+    from tasks.runner.child import protocol, replay
+    from tasks.runner.child.protocol import Shape
 
     out = start_cuda()
     out["shapes"] = []

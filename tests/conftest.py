@@ -107,13 +107,13 @@ class Workspace:
         return self.compile_log.read_text().split() if self.compile_log.exists() else []
 
     def pool_processes(self) -> list:
-        """Live pool processes (tasks/build/child/zygote.py) that work on this workspace's cache root."""
+        """Live pool processes (tasks/runner/child/zygote.py) that work on this workspace's cache root."""
         import psutil
 
         found = []
         for proc in psutil.process_iter(["cmdline"]):
             try:
-                if "tasks.build.child.zygote" in (proc.info["cmdline"] or []) and \
+                if "tasks.runner.child.zygote" in (proc.info["cmdline"] or []) and \
                         proc.environ().get("DG_JIT_CACHE_DIR") == str(self.root):
                     found.append(proc)
             except psutil.Error:

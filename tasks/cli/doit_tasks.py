@@ -215,19 +215,19 @@ def _one_line(action):
 
 @_one_line
 def _enqueue_shape(work, session, dependents):
-    from tasks.build import batch
+    from tasks.runner import batch
     return batch.enqueue(work, session, dependents)
 
 
 @_one_line
 def _finish_target(target, session, local_keys):
-    from tasks.build import batch
+    from tasks.runner import batch
     return batch.finish_target(target, session, local_keys)
 
 
 @_one_line
 def _run_fallback(target, session):
-    from tasks.build import fallback
+    from tasks.runner import fallback
     return fallback.run(target, session)
 
 

@@ -47,7 +47,7 @@ class WarmReporter(ConsoleReporter):
         self.before = self._names()
         runs_left = records.state_dir(self.root) / "staging"
         if runs_left.is_dir() and any(runs_left.iterdir()):  # a no-op run with none stays cheap
-            from tasks.build import staging
+            from tasks.runner import staging
 
             staging.sweep(self.cache)  # dead runs' views, at the start of every run
         rows = {}

@@ -72,7 +72,7 @@ class Watch(Command):
 
 
 def _watch(argv, env, root, conf, fail: bool, target) -> int:
-    from tasks.build import watch
+    from tasks.runner import watch
     from tasks.report import watch as report
     from tasks.state import records
 

@@ -22,7 +22,7 @@ def ceil_div(a: int, b: int) -> int:
 
 
 def buffer_bytes(kind: str, n: int, k: int, groups: int, max_m: int) -> int:
-    """Device bytes a worker's executor (build/child/executors.py) allocates for one shape:
+    """Device bytes a worker's executor (runner/child/executors.py) allocates for one shape:
     sglang 0.5.23's get_memory_requirement (compile_utils.py:285-356) with Hopper's
     TMA-aligned FP32 scale workspace (lines 373-386), masked buffers cut to MASKED_ROWS."""
     rows = min(max_m, MASKED_ROWS) if kind.endswith("_MASKED") else max_m

@@ -1,7 +1,7 @@
 """Which new cache entries this run built itself, as opposed to a concurrent run or an
 orphan writing into the same root.
 
-Every compile of a planned shape goes through the nvcc shim (tasks/build/nvcc_shim.sh),
+Every compile of a planned shape goes through the nvcc shim (tasks/runner/nvcc_shim.sh),
 which logs `<key> <start> <end> <run>` to its store's compiled.log and keeps the cubin as
 `<key>.cubin`; <run> is the pid of the `doit warm` whose pool ran it (JITWARM_RUN). A new entry is this
 run's build when its binary is one of those cubins (deep_gemm publishes nvcc's output

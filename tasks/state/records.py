@@ -131,7 +131,7 @@ def read_marker(root: Path, name: str) -> tuple[Marker | None, str | None]:
 
 
 def read_message(path: Path, kind: type[T]) -> T | None:
-    """A message a child process wrote (tasks/build/child/protocol.py), or None."""
+    """A message a child process wrote (tasks/runner/child/protocol.py), or None."""
     try:
         return msgspec.json.decode(path.read_bytes(), type=kind)
     except (OSError, msgspec.DecodeError):

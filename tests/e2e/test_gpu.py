@@ -96,7 +96,7 @@ def test_captured_replay_still_compiles_a_missing_kernel(tmp_path):
                                 "module": "deep_gemm",
                                 "shape": {k: shape[k] for k in ("kind", "n", "k", "groups")},
                                 "m_values": [1, 64, 1024, 8192], "contig_alignment": 128}))
-    code = ("import sys, msgspec; from tasks.build.child import protocol, replay; "
+    code = ("import sys, msgspec; from tasks.runner.child import protocol, replay; "
             "plan = msgspec.json.decode(open(sys.argv[1], 'rb').read(), type=protocol.ReplayPlan); "
             "print(msgspec.json.encode(replay.run(plan)).decode())")
     out = subprocess.run([sys.executable, "-c", code, str(plan)], cwd=REPO, capture_output=True, text=True,

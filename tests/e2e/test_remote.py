@@ -149,7 +149,7 @@ def test_a_host_without_a_gpu_pulls_proven_kernels_for_a_declared_one(ws):
 
 @pytest.mark.one_layout
 def test_what_a_declared_gpu_cannot_warm_says_why_in_one_line():
-    from tasks.build import batch
+    from tasks.runner import batch
     from tasks.remote.store import Transfer
 
     lead = "no GPU here (JITWARM_GPU=H200 only declares one) to compile or replay this shape; "

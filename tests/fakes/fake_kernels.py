@@ -141,7 +141,7 @@ def device_log(who: str, tag: str) -> None:
 def executor(build, kind, n, k, groups):
     device_log("compile" if "JITWARM_BUSY_FLAG" in os.environ else "replay", f"{n}x{k}")
     if os.environ.get("FAKE_DG_NO_DEVICE"):
-        from tasks.build.child.protocol import EnvironmentProblem
+        from tasks.runner.child.protocol import EnvironmentProblem
         raise EnvironmentProblem("no CUDA device visible to torch")
     if "JITWARM_BUSY_FLAG" not in os.environ:  # a replay, not a compile worker
         time.sleep(float(os.environ.get("FAKE_DG_REPLAY_S", "0")))

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 
 from conftest import cache, model_file
-from tasks.build.child import zygote
+from tasks.runner.child import zygote
 
 
 def test_nothing_is_said_to_be_queued_when_nothing_can_warm(ws):

@@ -11,7 +11,7 @@ import sys
 import time
 
 from conftest import DODO, make_entry, model_file
-from tasks.build import staging
+from tasks.runner import staging
 
 
 def dead_pid() -> int:

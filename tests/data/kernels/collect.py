@@ -13,7 +13,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[3]))
 
-from tasks.build.child import executors, replay  # noqa: E402
+from tasks.runner.child import executors, replay  # noqa: E402
 from tasks.host import packages  # noqa: E402
 
 # (kind, N, K, groups, M values): distinct N and K per row, M values that pick different configs.

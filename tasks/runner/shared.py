@@ -1,4 +1,4 @@
-"""The parent's side of the shared replays of pulled shapes (tasks/build/child/shared_replay.py):
+"""The parent's side of the shared replays of pulled shapes (tasks/runner/child/shared_replay.py):
 what the processes work from, and each pulled shape's outcome from its pieces' results.
 """
 
@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from tasks.build.child.protocol import (CAPTURE_CHUNK, CAPTURED, PieceResult, PieceStatus, Shape, SharedShape,
+from tasks.runner.child.protocol import (CAPTURE_CHUNK, CAPTURED, PieceResult, PieceStatus, Shape, SharedShape,
                                         SharedSpec, piece_path, status_path)
 from tasks.plan import mlists, schedule
 from tasks.state import entries, records

@@ -1,8 +1,8 @@
-"""The parent's side of shared replays (tasks/build/shared.py): a pulled shape's outcome from its pieces."""
+"""The parent's side of shared replays (tasks/runner/shared.py): a pulled shape's outcome from its pieces."""
 
 from conftest import cache, make_entry
-from tasks.build import shared
-from tasks.build.child.protocol import CAPTURED, PieceResult, PieceStatus, Shape, piece_path, status_path
+from tasks.runner import shared
+from tasks.runner.child.protocol import CAPTURED, PieceResult, PieceStatus, Shape, piece_path, status_path
 from tasks.state import records
 from tasks.state.schema import Entry
 

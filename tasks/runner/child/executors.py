@@ -25,7 +25,7 @@ def start_device() -> None:
 def create(dg, kind: str, n: int, k: int, groups: int, max_m: int):
     import torch
 
-    from tasks.build.child.protocol import EnvironmentProblem
+    from tasks.runner.child.protocol import EnvironmentProblem
 
     if not torch.cuda.is_available():
         raise EnvironmentProblem("no CUDA device visible to torch")

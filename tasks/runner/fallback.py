@@ -17,7 +17,7 @@ from pathlib import Path
 from doit.exceptions import TaskFailed
 
 from tasks import session as run_state
-from tasks.build import commit
+from tasks.runner import commit
 from tasks.host import packages
 from tasks.host.settings import REPO_ROOT
 from tasks.state.schema import FallbackFailure
@@ -65,7 +65,7 @@ def _run(target: targets.Target, session: Session):
     fp = session.fingerprint
     if problem := preflight(fp):
         return TaskFailed(problem)
-    from tasks.build import staging, supervise  # processes, psutil, inotify: only for a real run
+    from tasks.runner import staging, supervise  # processes, psutil, inotify: only for a real run
     from tasks.state import cacheview
 
     cache = session.root
@@ -126,7 +126,7 @@ def _lines(log: Path):
 
 
 def _print_tail(target: targets.Target, log: Path) -> None:
-    from tasks.build.supervise import log_tail
+    from tasks.runner.supervise import log_tail
 
     tail = log_tail(log, TAIL_LINES)
     print(f"[{target.name}] last {len(tail)} lines of {log}:", flush=True)

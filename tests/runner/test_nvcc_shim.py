@@ -1,4 +1,4 @@
-"""The nvcc shim (tasks/build/nvcc_shim.sh), called through a shell from the build directory as
+"""The nvcc shim (tasks/runner/nvcc_shim.sh), called through a shell from the build directory as
 each deep_gemm layout calls nvcc: 0.1.x with `-o`, 0.2.x (DeepJIT) with `--output-file`."""
 
 import re
@@ -9,7 +9,7 @@ import time
 import pytest
 
 from conftest import FAKES
-from tasks.build import pool
+from tasks.runner import pool
 
 STYLES = {"0.1.x": ["-cubin", "-o"], "0.2.x": ["--cubin", "--output-file"]}
 

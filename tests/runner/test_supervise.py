@@ -7,7 +7,7 @@ import time
 import psutil
 import pytest
 
-from tasks.build import supervise
+from tasks.runner import supervise
 
 SPAWN = """
 import os, signal, subprocess, sys, time

@@ -16,7 +16,7 @@ import os
 import time
 from pathlib import Path
 
-from tasks.build.child.protocol import CAPTURE_CHUNK, CAPTURED, EnvironmentProblem, ReplayPlan, Shape
+from tasks.runner.child.protocol import CAPTURE_CHUNK, CAPTURED, EnvironmentProblem, ReplayPlan, Shape
 from tasks.state.cacheroot import CacheRoot
 from tasks.state.cacheview import CacheView
 from tasks.state.schema import Replayed
@@ -85,7 +85,7 @@ def import_module(module: str):
 def start_device(module: str) -> None:
     """Import deep_gemm and create the CUDA context its executors will use."""
     if getattr(import_module(module), "jitwarm_executor", None) is None:
-        from tasks.build.child import executors
+        from tasks.runner.child import executors
         executors.start_device()
 
 
@@ -93,7 +93,7 @@ def factory_of(dg):
     """What makes executors for `dg`: a stand-in's own, else sglang's calls (executors.py)."""
     factory = getattr(dg, "jitwarm_executor", None)
     if factory is None:
-        from tasks.build.child import executors
+        from tasks.runner.child import executors
         factory = executors.create
     return factory
 

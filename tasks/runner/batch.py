@@ -7,10 +7,10 @@ stale shape of the run and the compile pool sees all of them at once.
 Per shape, a file lock keeps two `doit warm` processes on one cache root from warming
 it twice: the second waits and reuses the first one's record. After the compile pool,
 each shape's full sweep is replayed in a fresh process against a private view of the
-cache (tasks/build/child/replay.py): it attributes the entries the shape uses and must
+cache (tasks/runner/child/replay.py): it attributes the entries the shape uses and must
 compile nothing. A replay that compiles something is a failed warm, unless the pool
 could not finish that shape (then the replay completes it). Shapes pulled from the
-remote cache skip the compile pool and share a few replay processes (tasks/build/shared.py).
+remote cache skip the compile pool and share a few replay processes (tasks/runner/shared.py).
 """
 
 from __future__ import annotations
@@ -25,8 +25,8 @@ import msgspec
 from doit.exceptions import TaskFailed
 
 from tasks import session as run_state
-from tasks.build import commit, pool, preflight
-from tasks.build.child import protocol
+from tasks.runner import commit, pool, preflight
+from tasks.runner.child import protocol
 from tasks.host.settings import REPO_ROOT
 from tasks.plan.targets import ShapeWork, Target
 from tasks.remote import sync

@@ -1,9 +1,9 @@
-"""The pool plan and messages (tasks/build/child/protocol.py) survive the trip to a child and back."""
+"""The pool plan and messages (tasks/runner/child/protocol.py) survive the trip to a child and back."""
 
 import msgspec
 
 from conftest import cache
-from tasks.build.child import protocol
+from tasks.runner.child import protocol
 
 
 def test_a_pool_plan_round_trips_through_json(tmp_path):

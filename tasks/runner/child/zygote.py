@@ -1,13 +1,13 @@
 """The pool's one supervised process: import torch once, then fork the workers.
 
-Usage: python -m tasks.build.child.zygote PLAN.json
-       python -m tasks.build.child.zygote --standby MODULE   (then the plan's path on stdin)
+Usage: python -m tasks.runner.child.zygote PLAN.json
+       python -m tasks.runner.child.zygote --standby MODULE   (then the plan's path on stdin)
 
 Importing torch takes seconds, and sixteen processes doing it at once take longer still.
 This process imports it once, without touching CUDA, then forks one child per compile
 slice and, as compile slots free up, one child per compiled shape's replay (once every
 call of that shape is made) plus the few that share the replays of the shapes pulled
-from the remote cache (tasks/build/child/shared_replay.py). Each child runs on one GPU.
+from the remote cache (tasks/runner/child/shared_replay.py). Each child runs on one GPU.
 Each child imports deep_gemm and initialises CUDA itself (safe after fork, since the
 parent never did), writes its own log and result file, and is killed if it outlives its
 timeout (a shared replay child: if one piece does).
@@ -31,12 +31,12 @@ from pathlib import Path
 
 import msgspec
 
-from tasks.build.child import compile, protocol, replay, shared_replay
+from tasks.runner.child import compile, protocol, replay, shared_replay
 from tasks.state import records
 from tasks.state.cacheroot import CacheRoot
 
 
-PARENT_ENV = "JITWARM_PARENT_PID"  # the `doit warm` that started this pool (set by tasks/build/pool.py)
+PARENT_ENV = "JITWARM_PARENT_PID"  # the `doit warm` that started this pool (set by tasks/runner/pool.py)
 _PR_SET_PDEATHSIG = 1
 _running: set[int] = set()  # forked children now running, each the leader of its own group
 
@@ -65,7 +65,7 @@ def main(argv: list[str]) -> int:
     parent = os.environ.get(PARENT_ENV)
     _die_with(int(parent) if parent and parent.isdigit() else None, signal.SIGTERM)
     if argv[1] == "--standby":
-        # Started before the plan exists (tasks/build/pool.prestart): import first, then wait.
+        # Started before the plan exists (tasks/runner/pool.prestart): import first, then wait.
         problem = _import_torch(argv[2])
         if problem is not None:
             return problem
@@ -194,7 +194,7 @@ class _Kid:
 
 
 class _Shared:
-    """Processes that drain one queue of replay pieces (tasks/build/child/shared_replay.py)."""
+    """Processes that drain one queue of replay pieces (tasks/runner/child/shared_replay.py)."""
 
     def __init__(self, spec: protocol.SharedSpec):
         self.spec = spec

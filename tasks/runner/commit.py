@@ -1,6 +1,6 @@
 """A target's marker, committed from its shapes' records the moment they all hold.
 
-Shapes are warmed in batches (tasks/build/batch.py) and never raise into doit: they record
+Shapes are warmed in batches (tasks/runner/batch.py) and never raise into doit: they record
 success or failure, and the targets that need a shape fail with its reason. That keeps
 one bad shape from turning into doit errors, and puts the reason on every target it affects.
 """

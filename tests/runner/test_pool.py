@@ -1,10 +1,10 @@
-"""The compile pool's sizing: how many workers fit in GPU memory (tasks/build/pool.py)."""
+"""The compile pool's sizing: how many workers fit in GPU memory (tasks/runner/pool.py)."""
 
 from __future__ import annotations
 
 import pytest
 
-from tasks.build import pool
+from tasks.runner import pool
 from tasks.host import gpu
 from tasks.plan import gpumem
 from tasks.plan.planner import GemmShape, Kind

@@ -25,8 +25,8 @@ import time
 from collections import Counter
 from pathlib import Path
 
-from tasks.build.child import replay
-from tasks.build.child.protocol import CompilePlan, CompileResult
+from tasks.runner.child import replay
+from tasks.runner.child.protocol import CompilePlan, CompileResult
 
 CAPTURE_RETRIES = 3
 TRACE = os.environ.get("JITWARM_TRACE") == "1"  # per-take timings in the compile log, for benches

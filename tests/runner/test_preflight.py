@@ -1,8 +1,8 @@
-"""Whether a warm can run here (tasks/build/preflight.py): one line, or None."""
+"""Whether a warm can run here (tasks/runner/preflight.py): one line, or None."""
 
 import pytest
 
-from tasks.build import preflight
+from tasks.runner import preflight
 
 REAL = {"deep_gemm.module": "deep_gemm", "deep_gemm.layout": "0.2.x", "gpu.arch": "9.0", "nvcc": "13.0.88"}
 

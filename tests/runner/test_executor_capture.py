@@ -13,7 +13,7 @@ import itertools
 
 import pytest
 
-from tasks.build.child import executors
+from tasks.runner.child import executors
 
 
 class _Allocator:

@@ -1,4 +1,4 @@
-"""The compile worker's loop (tasks/build/child/compile.run) against a stand-in worker:
+"""The compile worker's loop (tasks/runner/child/compile.run) against a stand-in worker:
 when deferred calls are made again."""
 
 from __future__ import annotations
@@ -6,7 +6,7 @@ from __future__ import annotations
 import os
 from collections import Counter
 
-from tasks.build.child import compile, protocol
+from tasks.runner.child import compile, protocol
 
 
 class _Worker:

@@ -6,7 +6,7 @@ a time. In the head, shapes take turns over their first M values in a spread ord
 (tasks/plan/schedule.py), so the workers mostly need different kernels; in the tail,
 each shape's rest follows in one stretch, so workers seldom switch shapes. An idle
 worker always finds work. deep_gemm compiles through the nvcc shim
-(tasks/build/nvcc_shim.sh), which builds each kernel once across all workers and
+(tasks/runner/nvcc_shim.sh), which builds each kernel once across all workers and
 processes, and tells a worker at once when another is already building what it needs.
 """
 
@@ -27,8 +27,8 @@ from pathlib import Path
 
 import msgspec
 
-from tasks.build import shared, staging, supervise
-from tasks.build.child import protocol
+from tasks.runner import shared, staging, supervise
+from tasks.runner.child import protocol
 from tasks.host import fingerprint, gpu
 from tasks.host.settings import REPO_ROOT, Settings
 from tasks.plan import gpumem, mlists, schedule
@@ -41,7 +41,7 @@ from tasks.state.schema import Replayed
 
 SHIM = Path(__file__).resolve().parent / "nvcc_shim.sh"
 QUEUE_CHUNK = 8  # calls a worker takes at a time: few shape switches, little idling at the end
-ZYGOTE = [sys.executable, "-m", "tasks.build.child.zygote"]
+ZYGOTE = [sys.executable, "-m", "tasks.runner.child.zygote"]
 
 
 @dataclass
@@ -211,10 +211,10 @@ def run(works: list[ShapeWork], session: Session, fp: dict, base_env: dict, stor
     """Compile every work's kernels in parallel, then replay each work in its own view.
 
     Works in `pulled` (key -> the entry names the remote cache gave it) skip the compile
-    phase and are replayed together in a few shared processes (tasks/build/shared.py);
+    phase and are replayed together in a few shared processes (tasks/runner/shared.py);
     their replay completes whatever is missing.
 
-    One supervised process (tasks/build/child/zygote.py) imports torch once and forks the
+    One supervised process (tasks/runner/child/zygote.py) imports torch once and forks the
     compile workers, then the replays. `on_replay(work, Replay)` is called for each work
     as soon as its replay ends (or the pool does), so results land as they come.
     """

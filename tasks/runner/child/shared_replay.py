@@ -11,7 +11,7 @@ A shape's entries are its manifest's, plus any entry its calls opened (inotify) 
 created. A piece that creates an entry (its artifact lacked a kernel) or fails ends its
 process: nothing loaded only in that process's memory can then hide a missing kernel
 from a later piece, and a broken CUDA context goes with it. The zygote starts another
-process for the pieces left; the parent reads the pieces' results (tasks/build/shared.py).
+process for the pieces left; the parent reads the pieces' results (tasks/runner/shared.py).
 """
 
 from __future__ import annotations
@@ -21,8 +21,8 @@ import time
 import traceback
 from pathlib import Path
 
-from tasks.build.child import replay
-from tasks.build.child.protocol import EnvironmentProblem, PieceResult, SharedProcessJob, SharedSpec, piece_path
+from tasks.runner.child import replay
+from tasks.runner.child.protocol import EnvironmentProblem, PieceResult, SharedProcessJob, SharedSpec, piece_path
 from tasks.plan.text import one_line
 from tasks.state import records
 from tasks.state.cacheroot import CacheRoot

@@ -1,8 +1,8 @@
-"""How the pool's children are put on GPUs (tasks/build/child/zygote.Gpus)."""
+"""How the pool's children are put on GPUs (tasks/runner/child/zygote.Gpus)."""
 
 from collections import Counter
 
-from tasks.build.child.zygote import Gpus
+from tasks.runner.child.zygote import Gpus
 
 
 def test_children_go_to_the_least_loaded_gpu_and_never_past_its_slots():
