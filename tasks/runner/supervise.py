@@ -14,6 +14,7 @@ import os
 import signal
 import subprocess
 import time
+from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -60,10 +61,40 @@ def _become_subreaper() -> None:
 
 
 def _own_children() -> set[int]:
-    try:
-        return {c.pid for c in psutil.Process().children()}
-    except psutil.Error:
-        return set()
+    return {c.pid for c in _Table().children_of(os.getpid())}
+
+
+class _Table:
+    """Who is whose child, from one pass over the process table. psutil's children() reads
+    the whole table on every call: once per tracked process and poll, that was most of a
+    warm's own CPU time on a host with many processes."""
+
+    def __init__(self):
+        self.by_parent: dict[int, list[psutil.Process]] = defaultdict(list)
+        for proc in psutil.process_iter(["ppid"]):
+            self.by_parent[proc.info["ppid"]].append(proc)
+
+    def children_of(self, pid: int) -> list[psutil.Process]:
+        return list(self.by_parent.get(pid, ()))
+
+    def descendants(self, roots) -> list[psutil.Process]:
+        """Every process below `roots` (living psutil.Process objects); a process older than
+        its listed parent holds a reused pid and is no descendant (psutil's own check)."""
+        found, stack, visited = [], [p for p in roots if _alive(p)], set()
+        while stack:
+            parent = stack.pop()
+            if parent.pid in visited:
+                continue
+            visited.add(parent.pid)
+            for child in self.by_parent.get(parent.pid, ()):
+                try:
+                    if child.create_time() < parent.create_time():
+                        continue
+                except psutil.Error:
+                    continue
+                found.append(child)
+                stack.append(child)
+        return found
 
 
 @dataclass
@@ -107,9 +138,10 @@ def run_all(jobs: list[Job], on_poll=None) -> list[ProcessEnd]:
     roots = {c.proc.pid for c in children}
     try:
         while any(c.outcome is None for c in children):
+            table = _Table()
             for child in children:
                 if child.outcome is None:
-                    child.poll(already_ours, roots, single=len(children) == 1)
+                    child.poll(table, already_ours, roots, single=len(children) == 1)
             if on_poll is not None:
                 on_poll()
             running = [c for c in children if c.outcome is None]
@@ -123,7 +155,7 @@ def run_all(jobs: list[Job], on_poll=None) -> list[ProcessEnd]:
         # Orphans re-parented to us that no child could claim (e.g. a grandchild that
         # started its own session after its parent died unseen) still came from this run.
         stray: dict[int, psutil.Process] = {}
-        _adopt(stray, already_ours, roots, pgid=None, take_all=True)
+        _adopt(_Table(), stray, already_ours, roots, pgid=None, take_all=True)
         _end(stray)
     return [c.outcome for c in children]
 
@@ -140,18 +172,14 @@ class _Child:
         self.outcome: ProcessEnd | None = None
         self._ended = False
 
-    def track(self, already_ours: set[int], roots: set[int], single: bool) -> None:
+    def track(self, table: _Table, already_ours: set[int], roots: set[int], single: bool) -> None:
         # This child's session id is its pid (start_new_session), and so is its group.
-        _adopt(self.seen, already_ours, roots - {self.proc.pid}, pgid=self.proc.pid, take_all=single)
-        for proc in list(self.seen.values()):
-            try:
-                for child in proc.children(recursive=True):
-                    self.seen.setdefault(child.pid, child)
-            except psutil.Error:
-                continue
+        _adopt(table, self.seen, already_ours, roots - {self.proc.pid}, pgid=self.proc.pid, take_all=single)
+        for child in table.descendants(list(self.seen.values())):
+            self.seen.setdefault(child.pid, child)
 
-    def poll(self, already_ours: set[int], roots: set[int], single: bool) -> None:
-        self.track(already_ours, roots, single)
+    def poll(self, table: _Table, already_ours: set[int], roots: set[int], single: bool) -> None:
+        self.track(table, already_ours, roots, single)
         matched = self.scanner.scan()
         timed_out = time.monotonic() - self.started > self.job.timeout
         if self.proc.poll() is not None or matched or timed_out:
@@ -163,7 +191,7 @@ class _Child:
             return
         self._ended = True
         self.proc.poll()
-        self.track(already_ours, roots, single)
+        self.track(_Table(), already_ours, roots, single)
         _signal_group(self.proc.pid, signal.SIGTERM)
         _end(self.seen, group=self.proc.pid)
         with contextlib.suppress(subprocess.TimeoutExpired):
@@ -173,16 +201,12 @@ class _Child:
                                self.job.log, matched)
 
 
-def _adopt(seen: dict[int, psutil.Process], already_ours: set[int], others: set[int],
+def _adopt(table: _Table, seen: dict[int, psutil.Process], already_ours: set[int], others: set[int],
            pgid: int | None, take_all: bool) -> None:
     """Claim our new direct children: the worker itself and orphans re-parented to us
     (we are a subreaper). An orphan is claimed by its process group, or by anyone when
     only one child is supervised; other supervised workers are never claimed."""
-    try:
-        candidates = [c for c in psutil.Process().children()
-                      if c.pid not in already_ours and c.pid not in others]
-    except psutil.Error:
-        return
+    candidates = [c for c in table.children_of(os.getpid()) if c.pid not in already_ours and c.pid not in others]
     for proc in candidates:
         try:
             mine = take_all or os.getpgid(proc.pid) == pgid
@@ -254,6 +278,14 @@ class _LogScanner:
             if any(p in line for p in self.patterns):
                 return line.decode("utf-8", errors="replace").strip()[:300]
         return None
+
+
+def _alive(p: psutil.Process) -> bool:
+    """Still the process we saw (its pid not reused), zombie or not."""
+    try:
+        return p.is_running()
+    except psutil.Error:
+        return False
 
 
 def _running(p: psutil.Process) -> bool:
