@@ -4,15 +4,21 @@ the pulled shapes' replay calls are cut among a few processes. Pure arithmetic.
 
 from __future__ import annotations
 
+import functools
 import math
 
 from tasks.plan.targets import ShapeWork
 
 
-def spread_order(n: int) -> list[int]:
-    """Indices 0..n-1 so that any prefix is spread over the whole range (bit reversal)."""
-    bits = max(1, (n - 1).bit_length())
-    return sorted(range(n), key=lambda i: int(format(i, f"0{bits}b")[::-1], 2))
+@functools.lru_cache(maxsize=16)
+def spread_order(n: int) -> tuple[int, ...]:
+    """Indices 0..n-1 so that any prefix is spread over the whole range: sorted by their bits
+    reversed. Built as the bit-reversal permutation of the next power of two, cut to n (linear:
+    sorting by a formatted key cost 0.13 s a cold warm for 16,384-value M lists)."""
+    order = [0]
+    for _ in range(max(1, (n - 1).bit_length())):
+        order = [2 * i for i in order] + [2 * i + 1 for i in order]
+    return tuple(i for i in order if i < n)
 
 
 HEAD = 1024  # calls per shape, in spread order, that find most of its kernels

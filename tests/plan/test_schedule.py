@@ -25,6 +25,12 @@ def test_spread_order_is_a_permutation_whose_prefixes_cover_the_range():
     assert max(b - a for a, b in zip(first, first[1:])) <= 3072 // 8
 
 
+@pytest.mark.parametrize("n", [1, 2, 3, 100, 1024, 3072, 16384])
+def test_spread_order_sorts_by_the_index_bits_reversed(n):
+    bits = max(1, (n - 1).bit_length())
+    assert list(schedule.spread_order(n)) == sorted(range(n), key=lambda i: int(format(i, f"0{bits}b")[::-1], 2))
+
+
 def test_queue_holds_every_call_once_shapes_taking_turns_in_the_head_then_one_after_another():
     works = [work(7168, 2048, range(1, 3073)), work(2112, 7168, range(1, 3073)), work(4096, 512, range(1, 101))]
     values = {w.key: w.m_values for w in works}
