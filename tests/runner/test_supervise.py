@@ -1,5 +1,8 @@
 """The supervisor ends every descendant, on every path, and nothing else."""
 
+import contextlib
+import os
+import signal
 import subprocess
 import sys
 import time
@@ -115,3 +118,21 @@ def test_run_all_supervises_children_independently(tmp_path):
     assert quick.returncode == 0 and quick.tail() == ["quick"]
     assert slow.timed_out and not quick.timed_out
     assert time.monotonic() - started < 10
+
+
+def test_one_table_finds_every_descendant_of_the_given_roots_and_nothing_else(tmp_path):
+    pidfile = tmp_path / "grandchild.pid"
+    parent = subprocess.Popen([sys.executable, "-c", SPAWN, str(pidfile), "hang"], stdout=subprocess.PIPE)
+    bystander = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        parent.stdout.readline()  # "spawned": the grandchild exists
+        found = {p.pid for p in supervise._Table().descendants([psutil.Process(parent.pid)])}
+        assert found == {int(pidfile.read_text())}
+        mine = {p.pid for p in supervise._Table().children_of(os.getpid())}
+        assert {parent.pid, bystander.pid} <= mine and int(pidfile.read_text()) not in mine
+    finally:
+        for proc in (parent, bystander):
+            proc.kill()
+            proc.wait()
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(int(pidfile.read_text()), signal.SIGKILL)
