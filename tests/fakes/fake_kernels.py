@@ -72,6 +72,7 @@ TRANSPOSE = ("#include <deep_gemm/impls/smxx_layout.cuh>\n\nusing namespace deep
              "        512, 64, 56\n    >);\n};\n")
 
 _FAILED_ONCE: set = set()  # shapes whose one capture failure this process has had
+_LOADED: set = set()  # (family, parts) of the kernels this process has loaded
 
 
 def config(m: int) -> int:
@@ -79,10 +80,27 @@ def config(m: int) -> int:
 
 
 class Executor:
+    """The knobs are read once, when the executor is made (a worker's environment is set by then):
+    a sweep makes ~16,000 calls, and per-call lookups made the stand-in most of the suite's CPU time."""
+
     def __init__(self, build, kind, n, k, groups):
         self.build, self.kind, self.n, self.k, self.groups = build, kind, n, k, groups
         self.tag = f"{n}x{k}"
         self.capturing = False
+        env = os.environ
+        self.compile_worker = "JITWARM_BUSY_FLAG" in env  # only the compile pool sets it
+        self.capture_fail = env.get("FAKE_DG_CAPTURE_FAIL") == self.tag
+        self.capture_fail_once = env.get("FAKE_DG_CAPTURE_FAIL_ONCE") == self.tag
+        raise_on, _, self.raise_text = env.get("FAKE_DG_RAISE_ON", "").partition(":")
+        self.raises = raise_on == self.tag
+        self.call_log = env.get("FAKE_DG_CALL_LOG")
+        self.crash = env.get("FAKE_DG_CRASH_ON") == self.tag
+        slow, _, seconds = env.get("FAKE_DG_SLOW_ON", "").partition(":")
+        self.slow_s = float(seconds) if slow == self.tag and self.compile_worker else None
+        self.hang = env.get("FAKE_DG_HANG_ON") == self.tag
+        # Only replays lack the compile pool's busy flag: a kernel the pool never built.
+        self.replay_extra = bool(env.get("FAKE_DG_REPLAY_EXTRA")) and not self.compile_worker
+        self.family = FAMILIES.get(kind, _OTHER)[0]
 
     @contextlib.contextmanager
     def capture(self):
@@ -94,39 +112,42 @@ class Executor:
             self.capturing = False
 
     def execute(self, m):
-        if self.capturing and os.environ.get("FAKE_DG_CAPTURE_FAIL") == self.tag:
+        if self.capturing and self.capture_fail:
             raise RuntimeError("CUDA error: operation not permitted when stream is capturing")
-        if self.capturing and os.environ.get("FAKE_DG_CAPTURE_FAIL_ONCE") == self.tag and self.tag not in _FAILED_ONCE:
+        if self.capturing and self.capture_fail_once and self.tag not in _FAILED_ONCE:
             _FAILED_ONCE.add(self.tag)
             raise RuntimeError("CUDA error: operation not permitted when stream is capturing")
-        tag, _, text = os.environ.get("FAKE_DG_RAISE_ON", "").partition(":")
-        if tag == self.tag:
-            raise RuntimeError(text)
-        log = os.environ.get("FAKE_DG_CALL_LOG")
-        if log:
-            with open(log, "a") as fh:
-                who = "compile" if "JITWARM_BUSY_FLAG" in os.environ else "replay"
+        if self.raises:
+            raise RuntimeError(self.raise_text)
+        if self.call_log:
+            with open(self.call_log, "a") as fh:
+                who = "compile" if self.compile_worker else "replay"
                 fh.write(f"{who} {'captured' if self.capturing else 'eager'} {self.tag} {m}\n")
-        if os.environ.get("FAKE_DG_CRASH_ON") == self.tag:
+        if self.crash:
             print("CUDA error: an illegal memory access was encountered", file=sys.stderr, flush=True)
             os.abort()
-        slow, _, seconds = os.environ.get("FAKE_DG_SLOW_ON", "").partition(":")
-        if slow == self.tag and "JITWARM_BUSY_FLAG" in os.environ:
-            time.sleep(float(seconds))
+        if self.slow_s is not None:
+            time.sleep(self.slow_s)
             device_log("slow", self.tag)
-        if os.environ.get("FAKE_DG_HANG_ON") == self.tag:
+        if self.hang:
             token = os.environ.get("FAKE_DG_TOKEN", "")
             subprocess.Popen([sys.executable, "-c", "import time; time.sleep(3600)", token])
             print("hanging", flush=True)
             time.sleep(3600)
-        self.build("transpose_fp32", (), TRANSPOSE)
-        if os.environ.get("FAKE_DG_REPLAY_EXTRA") and "JITWARM_BUSY_FLAG" not in os.environ:
-            # Only replays lack the compile pool's busy flag: a kernel the pool never built.
-            self.build("replay_only", (self.n, self.k), "replay-only")
-        family = FAMILIES.get(self.kind, _OTHER)[0]
+        self._load("transpose_fp32", (), TRANSPOSE)
+        if self.replay_extra:
+            self._load("replay_only", (self.n, self.k), "replay-only")
         cfg = config(m)
-        self.build(family, (self.kind, self.n, self.k, self.groups, cfg),
-                   source(self.kind, self.n, self.k, self.groups, cfg))
+        parts = (self.kind, self.n, self.k, self.groups, cfg)
+        if (self.family, parts) not in _LOADED:
+            self._load(self.family, parts, source(self.kind, self.n, self.k, self.groups, cfg))
+
+    def _load(self, family: str, parts: tuple, code: str) -> None:
+        """The stand-in's build, once per kernel and process: like DeepGEMM's in-process runtime
+        cache, a loaded kernel is not looked up again."""
+        if (family, parts) not in _LOADED:
+            self.build(family, parts, code)
+            _LOADED.add((family, parts))
 
     def sync(self):
         pass
