@@ -181,6 +181,7 @@ def test_missing_compile_module_fails_only_the_fallback_target(fws):
     assert sorted(fws.status().values()) == ["R", "U"]
 
 
+@pytest.mark.one_layout
 @pytest.mark.skipif(importlib.util.find_spec("sglang") is not None, reason="sglang is installed here")
 def test_without_sglang_the_fallback_says_so_in_one_line(ws):
     mimo(ws, "ok")

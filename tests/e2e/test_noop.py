@@ -82,9 +82,8 @@ def test_a_repeated_noop_prints_the_same_lines_without_planning(warmed):
     assert "1 up to date" in normal.stdout
 
 
-@pytest.mark.parametrize("change", ["binary removed", "binary truncated", "entry removed", "marker removed",
-                                    "model edited", "model added", "lock added", "nvcc upgraded"])
-def test_what_the_answer_depends_on_sends_it_through_the_planner(warmed, change):
+def change_and_warm(warmed: Workspace, change: str) -> None:
+    """Make `change` to what the stamped answer read; the next warm must plan, not replay the stamp."""
     binary = entry_binary(warmed)
     if change == "binary removed":
         binary.unlink()
@@ -119,6 +118,20 @@ def test_what_the_answer_depends_on_sends_it_through_the_planner(warmed, change)
     assert out.returncode in (0, 1), out.stderr
 
 
+@pytest.mark.parametrize("change", ["binary removed", "binary truncated", "entry removed", "nvcc upgraded"])
+def test_what_the_answer_depends_on_in_the_cache_sends_it_through_the_planner(warmed, change):
+    """Entry files and the compiler's version text differ by layout (0.2.x: `.committed`, DeepJIT's key)."""
+    change_and_warm(warmed, change)
+
+
+@pytest.mark.one_layout
+@pytest.mark.parametrize("change", ["marker removed", "model edited", "model added", "lock added"])
+def test_what_the_answer_depends_on_in_the_registry_sends_it_through_the_planner(warmed, change):
+    """jitwarm's own files: read the same way whatever the cache layout."""
+    change_and_warm(warmed, change)
+
+
+@pytest.mark.one_layout
 def test_a_changed_environment_or_command_line_plans_again(warmed):
     before = stamp_id(warmed)
     out = warmed.doit("warm", SOME_UNRELATED_VARIABLE="1")
@@ -132,6 +145,7 @@ def test_a_changed_environment_or_command_line_plans_again(warmed):
     assert stamp_id(warmed) == before  # neither of them may save one
 
 
+@pytest.mark.one_layout
 def test_a_run_that_writes_a_report_saves_no_stamp(warmed, tmp_path):
     report = tmp_path / "report.json"
     for _ in range(3):
@@ -140,6 +154,7 @@ def test_a_run_that_writes_a_report_saves_no_stamp(warmed, tmp_path):
         report.unlink()  # each run writes it anew: none is answered from a stamp
 
 
+@pytest.mark.one_layout
 def test_off_turns_it_off(warmed):
     before = stamp_id(warmed)
     for _ in range(2):
@@ -147,6 +162,7 @@ def test_off_turns_it_off(warmed):
     assert stamp_id(warmed) == before
 
 
+@pytest.mark.one_layout
 def test_a_terminal_gets_the_live_table_not_the_stamp(warmed):
     """Same command, environment and files as the stamped no-op, but stdout is a terminal."""
     plain = warmed.doit("warm", TERM="")  # a stamp for exactly this environment ("" is not "dumb")

@@ -52,6 +52,7 @@ def test_shape_records_carry_the_completeness_proof(ws):
         assert record["pool"]["complete"] is True and record["pool"]["workers"] >= 1
 
 
+@pytest.mark.one_layout
 def test_a_call_whose_capture_fails_once_runs_eagerly_and_capture_resumes(ws):
     # On the H200, a shape's first capture in a worker can fail where its later ones would
     # not: the shape must not run all its calls eagerly because of one failure.
@@ -70,6 +71,7 @@ def test_a_call_whose_capture_fails_once_runs_eagerly_and_capture_resumes(ws):
     assert set(ws.status().values()) == {"U"}
 
 
+@pytest.mark.one_layout
 def test_a_shape_deep_gemm_refuses_fails_in_its_own_words_and_names_itself(ws):
     # BLOCK32 on sgl-deep-gemm 0.1.2: the call fails captured and eagerly alike.
     model_file(ws.models, "v3", "[[launch]]\ntp = 8\nm_list = [1, 32, 128, 1024]\n")
@@ -83,6 +85,7 @@ def test_a_shape_deep_gemm_refuses_fails_in_its_own_words_and_names_itself(ws):
     assert "During handling of the above exception" not in text
 
 
+@pytest.mark.one_layout
 def test_compile_workers_record_calls_in_graphs_and_run_eagerly_only_where_capture_fails(ws):
     model_file(ws.models, "v3", "[[launch]]\ntp = 8\nm_list = [1, 32, 128, 1024]\n")
     calls = ws.tmp / "calls.log"

@@ -164,6 +164,7 @@ def test_what_a_declared_gpu_cannot_warm_says_why_in_one_line():
         lead + "verify = replay asks for a replay")
 
 
+@pytest.mark.one_layout
 def test_verify_setting_is_checked(pushed):
     ws, remote, _ = pushed
     out = warm(ws, f"file://{remote}", JITWARM_VERIFY="trust-me")
@@ -331,6 +332,7 @@ def test_read_mode_never_writes(pushed):
     assert tree(remote) == before
 
 
+@pytest.mark.one_layout
 def test_concurrent_pushers_of_one_key_are_harmless(ws):
     import subprocess
     import sys
@@ -393,6 +395,7 @@ def bucket_listing(endpoint: str, bucket: str) -> dict[str, str]:
     return {o["Key"]: o["ETag"] for o in listed}
 
 
+@pytest.mark.one_layout
 def test_s3_push_then_pull_with_no_secret_in_any_output(ws, s3_endpoint):
     bucket = make_bucket(s3_endpoint)
     url = f"s3://{bucket}/fleet"

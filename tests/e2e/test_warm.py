@@ -179,6 +179,7 @@ def test_two_targets_sharing_shapes_compile_them_once(ws):
     assert len(markers(ws)) == 2
 
 
+@pytest.mark.one_layout
 def test_crash_in_one_model_fails_only_its_target(ws):
     model_file(ws.models, "v3", TP8 + DP8)
     out = ws.doit("warm", FAKE_DG_CRASH_ON="7168x16384")  # only in the dp-attention plan
@@ -205,6 +206,7 @@ def test_parallel_workers_attribute_entries_exactly(warmed, tmp_path_factory):
     assert {name: set(m["entries"]) for name, m in markers(parallel_ws).items()} == sequential
 
 
+@pytest.mark.one_layout
 def test_hang_times_out_and_leaves_no_process(ws):
     model_file(ws.models, "v3", TP8 + DP8)
     token = f"jitwarm-test-{time.time_ns()}"
@@ -238,6 +240,7 @@ def test_interrupted_run_keeps_finished_markers(ws):
     assert set(ws.status().values()) == {"U"}
 
 
+@pytest.mark.one_layout
 def test_selecting_targets_by_name_and_wildcard(ws):
     model_file(ws.models, "alpha", TP8)
     model_file(ws.models, "beta", DP8)
@@ -247,6 +250,7 @@ def test_selecting_targets_by_name_and_wildcard(ws):
     assert {n.split("@")[0]: f for n, f in status.items()} == {"warm:alpha": "U", "warm:beta": "R"}
 
 
+@pytest.mark.one_layout
 def test_bad_registry_file_fails_alone(ws):
     model_file(ws.models, "good", TP8)
     (ws.models / "bad.toml").write_text('hf_id = "x/y"\nconfig = {}\n[[launch]]\ntp = "8"\n')
@@ -260,6 +264,7 @@ def test_bad_registry_file_fails_alone(ws):
     assert ws.status()[next(n for n in ws.status() if n.startswith("warm:good@"))] == "U"
 
 
+@pytest.mark.one_layout
 def test_unknown_architecture_goes_to_the_fallback_path(ws):
     (ws.models / "mimo.toml").write_text(
         'hf_id = "stepfun-ai/Step-3.5-Flash"\nconfig = {architectures = ["Step3p5ForCausalLM"]}\n'
@@ -269,6 +274,7 @@ def test_unknown_architecture_goes_to_the_fallback_path(ws):
     assert "fallback via sglang.compile_deep_gemm (no shape plan; needs the fallback path" in listing.stdout
 
 
+@pytest.mark.one_layout
 def test_without_deep_gemm_each_stale_target_fails_in_one_line(ws):
     model_file(ws.models, "v3", TP8 + DP8)
     out = ws.doit("warm", JITWARM_DEEP_GEMM_MODULE="no_such_deep_gemm")
@@ -281,6 +287,7 @@ def test_without_deep_gemm_each_stale_target_fails_in_one_line(ws):
     assert ws.doit("info", next(iter(ws.status()))).returncode == 1  # stale -> 1, but it runs
 
 
+@pytest.mark.one_layout
 def test_list_shows_status_by_default_from_the_repo_root(ws):
     model_file(ws.models, "v3", TP8)
     out = subprocess.run([sys.executable, "-m", "doit", "list"], cwd=REPO, env=ws.env,
@@ -289,6 +296,7 @@ def test_list_shows_status_by_default_from_the_repo_root(ws):
     assert any(line.startswith("R warm:v3@tp8-") for line in out.stdout.splitlines())
 
 
+@pytest.mark.one_layout
 def test_config_from_the_local_hugging_face_cache(ws):
     """config_source = "hf-cache" reads config.json offline from the HF cache layout."""
     import tomllib

@@ -142,6 +142,7 @@ def test_entries_that_appear_in_a_read_only_root_are_reported_too(tmp_path):
     assert report(ws)["cache_roots"] == [str(ws.root), str(readonly)]
 
 
+@pytest.mark.one_layout
 def test_usage_errors_run_nothing(ws):
     out = watch(ws)
     assert out.returncode == 2 and "no command to run" in out.stderr
@@ -153,6 +154,7 @@ def test_usage_errors_run_nothing(ws):
     assert out.returncode == 2 and "--record: unknown target 'nope'" in out.stderr and not marker.exists()
 
 
+@pytest.mark.one_layout
 def test_record_refuses_a_fallback_target_before_running_the_command(ws):
     model_file(ws.models, "v3", '[[launch]]\ntp = 8\npath = "fallback"\n')
     marker = ws.tmp / "ran"
