@@ -120,7 +120,12 @@ def test_run_all_supervises_children_independently(tmp_path):
     assert time.monotonic() - started < 10
 
 
-def test_one_table_finds_every_descendant_of_the_given_roots_and_nothing_else(tmp_path):
+@pytest.mark.parametrize("proc_lists", [True, False], ids=["proc-children-files", "whole-table"])
+def test_one_table_finds_every_descendant_of_the_given_roots_and_nothing_else(tmp_path, monkeypatch, proc_lists):
+    if not proc_lists:  # a kernel without /proc/<pid>/task/<tid>/children
+        monkeypatch.setattr(supervise, "_proc_children", lambda pid: None)
+    elif supervise._proc_children(os.getpid()) is None:
+        pytest.skip("this kernel keeps no /proc children lists; the whole-table case covers it")
     pidfile = tmp_path / "grandchild.pid"
     parent = subprocess.Popen([sys.executable, "-c", SPAWN, str(pidfile), "hang"], stdout=subprocess.PIPE)
     bystander = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
