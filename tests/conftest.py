@@ -60,10 +60,10 @@ STAND_INS = {"0.1.x": "fake_deep_gemm", "0.2.x": "fake_deep_jit"}
 class Workspace:
     """A registry dir, a cache root and the environment that points doit at them."""
 
-    def __init__(self, tmp: Path, layout: str = "0.1.x"):
+    def __init__(self, tmp: Path, layout: str = "0.1.x", exist_ok: bool = False):
         self.tmp, self.layout = tmp, layout
         self.models = tmp / "models"
-        self.models.mkdir()
+        self.models.mkdir(exist_ok=exist_ok)
         self.root = tmp / "cache"
         self.compile_log = tmp / "compiles.log"
         self.env = {k: v for k, v in os.environ.items()
@@ -136,16 +136,30 @@ class Workspace:
 
 
 @pytest.fixture(scope="session")
-def template(tmp_path_factory):
-    """template(layout, name, build) -> a Workspace that `build(ws)` prepared, once per session
-    and layout; a test takes its own copy with `ws.copy_of(...)`."""
+def template(tmp_path_factory, worker_id):
+    """template(layout, name, build) -> a Workspace that `build(ws)` prepared, once per run and
+    layout; a test takes its own copy with `ws.copy_of(...)`. The pytest-xdist workers share
+    one (under a lock, in their common temporary directory): built per worker, the six of
+    them built each template up to six times."""
+    import filelock
+
+    shared = tmp_path_factory.getbasetemp()
+    if worker_id != "master":
+        shared = shared.parent
     made: dict[tuple[str, str], Workspace] = {}
 
     def get(layout: str, name: str, build) -> Workspace:
         if (layout, name) not in made:
-            ws = Workspace(tmp_path_factory.mktemp(f"template-{name}-{layout}"), layout)
-            build(ws)
-            made[layout, name] = ws
+            path = shared / "templates" / f"{name}-{layout}"
+            path.parent.mkdir(exist_ok=True)
+            built = Path(f"{path}.built")
+            with filelock.FileLock(f"{path}.lock"):
+                if not built.exists():  # absent, or left half-built by a failed build
+                    shutil.rmtree(path, ignore_errors=True)
+                    path.mkdir()
+                    build(Workspace(path, layout))
+                    built.touch()
+            made[layout, name] = Workspace(path, layout, exist_ok=True)
         return made[layout, name]
 
     return get
