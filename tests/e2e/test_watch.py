@@ -163,9 +163,13 @@ def test_record_refuses_a_fallback_target_before_running_the_command(ws):
     assert not marker.exists()
 
 
-def test_record_makes_the_next_warm_build_exactly_the_missed_shapes(ws):
+def warm_v3(ws: Workspace) -> None:
     model_file(ws.models, "v3", TP8)
     assert ws.doit("warm").returncode == 0
+
+
+def test_record_makes_the_next_warm_build_exactly_the_missed_shapes(ws, template):
+    ws = ws.copy_of(template(ws.layout, "v3-tp8", warm_v3))
     [target] = [n for n in ws.status()]
     name = target.removeprefix("warm:")
 

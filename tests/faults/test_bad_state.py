@@ -11,6 +11,11 @@ import pytest
 from conftest import model_file
 
 
+def warm_v3(ws) -> None:
+    model_file(ws.models, "v3", "[[launch]]\ntp = 8\nm_list = [1, 32]\n")
+    assert ws.doit("warm").returncode == 0
+
+
 @pytest.mark.parametrize("kind, field, value", [
     ("markers", "tp", "eight"),
     ("markers", "entries", {"kernel.x": 5}),
@@ -20,9 +25,8 @@ from conftest import model_file
     ("shapes", "entries", "kernel.x"),
     ("shapes", "replay", {"calls": "many"}),
 ])
-def test_state_with_wrong_field_types_is_stale_and_the_next_warm_repairs_it(ws, kind, field, value):
-    model_file(ws.models, "v3", "[[launch]]\ntp = 8\nm_list = [1, 32]\n")
-    assert ws.doit("warm").returncode == 0
+def test_state_with_wrong_field_types_is_stale_and_the_next_warm_repairs_it(ws, template, kind, field, value):
+    ws = ws.copy_of(template(ws.layout, "v3-tp8-m2", warm_v3))
     if kind == "shapes":  # records are read when the target is stale
         for marker in (ws.root / "jitwarm" / "markers").glob("*.json"):
             marker.unlink()
