@@ -67,14 +67,37 @@ class CacheView:
 
 
 def salvage(path: Path, cache: CacheRoot) -> None:
-    """Publish every complete entry left in a view (even after a crash), then remove it."""
+    """Publish every complete entry left in a view (even after a crash), then remove it.
+
+    Most of a view is what _stage linked in: a root already holds those, so one stat each
+    tells them apart (checking each as a new entry cost a warm O(shapes x entries) lookups)."""
     found = entries.cache_dir(path)
     if found.is_dir():
-        for entry in found.iterdir():
-            if cache.layout.is_entry(entry.name) and cache.layout.describe(entry) is not None:
+        for entry in os.scandir(found):
+            if not cache.layout.is_entry(entry.name) or _staged(entry.path, cache):
+                continue
+            if cache.layout.describe(entry.path) is not None:
                 with contextlib.suppress(OSError):  # best effort; the next warm rebuilds it
-                    entries.publish(entry, cache)
+                    entries.publish(Path(entry.path), cache)
     shutil.rmtree(path, ignore_errors=True)
+
+
+def _staged(entry: str, cache: CacheRoot) -> bool:
+    """Whether a view's entry is still a root's, as _stage linked it in: each of its files is
+    the same inode as that root's (a file the root lost since makes it a candidate again)."""
+    try:
+        files = [(f.name, f.stat(follow_symlinks=False)) for f in os.scandir(entry) if f.is_file(follow_symlinks=False)]
+    except OSError:
+        return False
+    name = os.path.basename(entry)
+    for root in cache.roots:
+        real = entries.cache_dir(root) / name
+        try:
+            if files and all(os.path.samestat(st, os.stat(real / file)) for file, st in files):
+                return True
+        except OSError:
+            continue
+    return False
 
 
 def _stage(cache: CacheRoot, path: Path) -> set[str]:

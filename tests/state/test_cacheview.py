@@ -30,3 +30,17 @@ def test_salvage_keeps_every_complete_entry_a_crashed_run_left_and_nothing_else(
     make_entry(tmp_path / "view", JIT, "0.2.x", committed=False)  # a build that never committed
     cacheview.salvage(tmp_path / "view", c)
     assert set(entries.complete(c)) == {NEW} and not (tmp_path / "view").exists()
+
+
+def test_salvage_skips_what_the_view_staged_and_publishes_what_replaced_a_broken_entry(tmp_path):
+    c = cache(tmp_path / "w", "0.2.x", tmp_path / "ro")
+    make_entry(tmp_path / "w", JIT, "0.2.x")
+    make_entry(tmp_path / "ro", OLD, "0.2.x")
+    cacheview.CacheView(c, tmp_path / "view")  # stages both, as hard links
+    assert cacheview._staged(str(tmp_path / "view" / "cache" / JIT), c)
+    assert cacheview._staged(str(tmp_path / "view" / "cache" / OLD), c)
+    (tmp_path / "w" / "cache" / JIT / ".committed").unlink()  # the real one broke while the view ran
+    make_entry(tmp_path / "view", NEW, "0.2.x")
+    cacheview.salvage(tmp_path / "view", c)
+    assert set(entries.complete(c)) == {JIT, OLD, NEW}
+    assert not (tmp_path / "w" / "cache" / OLD).exists(), "a read-only root's entry was copied into the writable one"
