@@ -1,6 +1,7 @@
 """Run a child in its own session with a timeout; on every exit path, end its whole tree.
 
-Descendants are tracked by polling (psutil). This process also becomes a child
+Descendants are tracked by polling (each tracked process's children as /proc lists them,
+else psutil's process table). This process also becomes a child
 subreaper (Linux), so a grandchild that starts its own session and is orphaned before a
 poll sees it is re-parented here and still found. Processes we never started are never
 signalled.
