@@ -165,6 +165,17 @@ def template(tmp_path_factory, worker_id):
     return get
 
 
+def warm_v3_tp8(ws: Workspace) -> None:
+    model_file(ws.models, "v3", "[[launch]]\ntp = 8\nm_list = [1, 32, 128, 1024]\n")
+    assert ws.doit("warm").returncode == 0
+
+
+@pytest.fixture
+def warmed_tp8(ws, template) -> Workspace:
+    """`ws` with V3 at TP8 (no launch args, a four-value M list) warmed, no remote: one warm per run."""
+    return ws.copy_of(template(ws.layout, "v3-tp8", warm_v3_tp8))
+
+
 # Scratch space on tmpfs when the machine has room there. The suite creates and deletes
 # tens of thousands of small files and directories (workspaces, cache views, staging);
 # on ext4, inode allocation among recently deleted inodes took a third of the suite's

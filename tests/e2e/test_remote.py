@@ -497,13 +497,8 @@ def write_artifact(manifest_path: Path, manifest: dict, members: dict) -> None:
     manifest_path.write_text(json.dumps(manifest))
 
 
-def warm_v3(ws: Workspace) -> None:
-    model_file(ws.models, "v3", TP8)
-    assert ws.doit("warm").returncode == 0  # no remote configured
-
-
-def test_doit_push_seeds_the_remote_from_a_warm_root(ws, template):
-    ws = ws.copy_of(template(ws.layout, "v3-tp8", warm_v3))
+def test_doit_push_seeds_the_remote_from_a_warm_root(warmed_tp8):
+    ws = warmed_tp8
     compiled = len(ws.compiles())
     remote = f"file://{ws.tmp / 'remote'}"
     refused = ws.doit("push", cwd=REPO, JITWARM_REMOTE=remote)

@@ -163,13 +163,8 @@ def test_record_refuses_a_fallback_target_before_running_the_command(ws):
     assert not marker.exists()
 
 
-def warm_v3(ws: Workspace) -> None:
-    model_file(ws.models, "v3", TP8)
-    assert ws.doit("warm").returncode == 0
-
-
-def test_record_makes_the_next_warm_build_exactly_the_missed_shapes(ws, template):
-    ws = ws.copy_of(template(ws.layout, "v3-tp8", warm_v3))
+def test_record_makes_the_next_warm_build_exactly_the_missed_shapes(warmed_tp8):
+    ws = warmed_tp8
     [target] = [n for n in ws.status()]
     name = target.removeprefix("warm:")
 
