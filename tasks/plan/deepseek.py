@@ -5,7 +5,7 @@ Restates srt/models/deepseek_v2.py and layers/attention/dsa/dsa_indexer.py of sg
 
 from __future__ import annotations
 
-from tasks.plan import gemms
+from tasks.plan import gemms, indexer
 from tasks.plan.gemms import Fields, GemmShape, Kind, Plan, PlanEnv, divide, linear
 from tasks.plan.launch_args import ServerFlags
 
@@ -27,9 +27,11 @@ _SHARED_TP1_A2A = ("deepep", "pplx", "mooncake", "nixl", "mori", "ascend_fuseep"
                    "flashinfer_megamoe", "deepep_v2")
 
 
-def plan(c: Fields, flags: ServerFlags, env: PlanEnv) -> Plan:
+def plan(c: Fields, flags: ServerFlags, env: PlanEnv, gpu_memory_mib: int | None = None) -> Plan:
     result = Plan()
     _attention(result, c, flags, env)
+    if c.int("index_topk", default=None, allow_none=True):
+        indexer.plan(result, c, flags, env, gpu_memory_mib)
     _mlp(result, c, flags, env)
     gemms.note_overlap(result, flags)
     return result

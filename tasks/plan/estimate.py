@@ -40,6 +40,10 @@ def shape_cost(work: ShapeWork) -> Cost:
     count = len(work.m_values)
     if count == 0:
         return ZERO
+    if work.shape.kind.indexer:
+        # One logits kernel; the decode schedule adds one per 32 rows (tasks/plan/indexer.py).
+        buckets = {(m + 31) // 32 for m in work.m_values} if work.shape.kind.name.startswith("PAGED") else set()
+        return _of(1 + len(buckets))
     return _of(min(count, round(BASE + SLOPE * math.log2(count))) + 1)  # +1: the shape's scale transpose
 
 

@@ -24,6 +24,14 @@ class Kind(str, Enum):
     BF16_CONTIG = "GROUPED_GEMM_NT_BF16_CONTIG"
     BF16_MASKED = "GROUPED_GEMM_NT_BF16_MASKED"
     BF16F32 = "GEMM_NT_BF16BF16F32"
+    # The DSA indexer's DeepGEMM kernels (tasks/plan/indexer.py): not GEMMs, and not in sglang's
+    # warmup sweep. Their shape reads n = heads, k = head dim, groups = next_n.
+    MQA_LOGITS = "FP8_MQA_LOGITS"
+    PAGED_MQA_LOGITS = "FP8_PAGED_MQA_LOGITS"
+
+    @property
+    def indexer(self) -> bool:
+        return self in (Kind.MQA_LOGITS, Kind.PAGED_MQA_LOGITS)
 
     @property
     def contiguous(self) -> bool:
@@ -45,18 +53,31 @@ class GemmShape(msgspec.Struct, frozen=True, order=True):
     def label(self) -> str:
         return f"{self.kind.short}-{self.n}x{self.k}-g{self.groups}"
 
+    @property
+    def params(self) -> str:
+        if self.kind.indexer:
+            return f"heads={self.n} head_dim={self.k} next_n={self.groups}"
+        return f"N={self.n} K={self.k} groups={self.groups}"
+
 
 class Plan(msgspec.Struct):
     """Shapes with the layers that use them (each naming the rule that put it there), in a
-    stable order; the rules that kept GEMMs off DeepGEMM; what the server compiles that
-    this plan does not cover."""
+    stable order; the rules that kept GEMMs off DeepGEMM; what the server compiles at start
+    that this plan does not warm; what it compiles later, at run time.
+
+    `calls`: the values a shape is called at when they are not the launch's GEMM M list (the
+    indexer's rows and prefill lengths)."""
 
     uses: dict[GemmShape, list[str]] = msgspec.field(default_factory=dict)
     left_out: list[str] = msgspec.field(default_factory=list)
     not_covered: list[str] = msgspec.field(default_factory=list)
+    calls: dict[GemmShape, tuple[int, ...]] = msgspec.field(default_factory=dict)
+    later: list[str] = msgspec.field(default_factory=list)
 
-    def add(self, shape: GemmShape, layer: str) -> None:
+    def add(self, shape: GemmShape, layer: str, calls: tuple[int, ...] | None = None) -> None:
         self.uses.setdefault(shape, []).append(layer)
+        if calls is not None:
+            self.calls[shape] = tuple(sorted(set(self.calls.get(shape, ())) | set(calls)))
 
     @property
     def shapes(self) -> list[GemmShape]:
@@ -70,6 +91,7 @@ class PlanEnv(msgspec.Struct, frozen=True):
     shared_expert_tp1: bool = False  # SGLANG_SHARED_EXPERT_TP1
     disable_dsa_indexer_fusion: bool = False  # SGLANG_DISABLE_DSA_INDEXER_FUSION
     bf16_fp32_gemm_algo: str = "cublas"  # SGLANG_OPT_BF16_FP32_GEMM_ALGO
+    fp8_paged_mqa_logits_torch: bool = False  # SGLANG_FP8_PAGED_MQA_LOGITS_TORCH
 
 
 class PlanError(ValueError):

@@ -25,6 +25,10 @@ def buffer_bytes(kind: str, n: int, k: int, groups: int, max_m: int) -> int:
     """Device bytes a worker's executor (runner/child/executors.py) allocates for one shape:
     sglang 0.5.23's get_memory_requirement (compile_utils.py:285-356) with Hopper's
     TMA-aligned FP32 scale workspace (lines 373-386), masked buffers cut to MASKED_ROWS."""
+    if kind == "FP8_MQA_LOGITS":  # q, KV, its scales, weights, ks/ke; logits are (m, m + 256) FP32, aligned
+        return max_m * (n * k + k + 4 + n * 4 + 8) + max_m * (max_m + 512) * 4
+    if kind == "FP8_PAGED_MQA_LOGITS":  # q, weights, context lens, block table; logits of 256 columns a row
+        return max_m * groups * (n * k + n * 4 + 4 + 256 * 4) + max_m * 16 + 4 * 64 * (k + 4)
     rows = min(max_m, MASKED_ROWS) if kind.endswith("_MASKED") else max_m
     if kind.startswith("GROUPED_GEMM_NT_BF16"):
         lhs = (groups if kind.endswith("_MASKED") else 1) * rows * k * 2

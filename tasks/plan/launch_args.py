@@ -35,6 +35,19 @@ _VALUE_FLAGS = {
     "--deepep-mode": ("deepep_mode", str),
     "--fp8-gemm-backend": ("fp8_gemm_backend", str),
     "--speculative-algorithm": ("speculative_algorithm", str),
+    # What the DSA indexer's DeepGEMM calls depend on (tasks/plan/indexer.py).
+    "--speculative-num-steps": ("speculative_num_steps", int),
+    "--speculative-eagle-topk": ("speculative_eagle_topk", int),
+    "--speculative-num-draft-tokens": ("speculative_num_draft_tokens", int),
+    "--dsa-paged-mqa-logits-backend": ("dsa_paged_mqa_logits_backend", str),
+    "--cuda-graph-max-bs-decode": ("cuda_graph_max_bs_decode", int),
+    "--max-running-requests": ("max_running_requests", int),
+    "--pp-size": ("pp_size", int),
+    "--pipeline-parallel-size": ("pp_size", int),
+}
+# Flags taking one or more integers (fields/exec_.py:644-647: Optional[List[int]]).
+_LIST_FLAGS = {
+    "--cuda-graph-bs-decode": "cuda_graph_bs_decode",
 }
 _BOOL_FLAGS = {
     # Deprecated spelling of --attn-dp-size (server_args.py:417-423, parallel_hook.py:39-61).
@@ -44,6 +57,10 @@ _BOOL_FLAGS = {
     "--enable-two-batch-overlap": "enable_two_batch_overlap",
     "--enable-single-batch-overlap": "enable_single_batch_overlap",
     "--enable-deterministic-inference": "enable_deterministic_inference",
+    # server_args.py:410-415: the deprecated spelling that disables both phases' graphs.
+    "--disable-cuda-graph": "disable_cuda_graph",
+    "--disable-decode-cuda-graph": "disable_decode_cuda_graph",
+    "--disable-cuda-graph-padding": "disable_cuda_graph_padding",
 }
 # Flags older sglang releases took, gone from 0.5.23's argument parser.
 _REMOVED = {
@@ -55,6 +72,7 @@ _CHOICES = {
     # quantization/fp8_utils.py:433-444 Fp8GemmRunnerBackend
     "fp8_gemm_backend": ("auto", "flashinfer_trtllm", "flashinfer_cutlass", "flashinfer_cutedsl",
                          "flashinfer_deepgemm", "cutlass", "deep_gemm", "triton", "aiter"),
+    "dsa_paged_mqa_logits_backend": ("auto", "deepgemm", "cutedsl", "aiter"),  # fields/exec_.py:379-385
 }
 
 
@@ -85,6 +103,17 @@ class ServerFlags(msgspec.Struct, frozen=True):
     fp8_gemm_backend: str = "auto"
     enable_deterministic_inference: bool = False
     speculative_algorithm: str | None = None
+    speculative_num_steps: int | None = None
+    speculative_eagle_topk: int | None = None
+    speculative_num_draft_tokens: int | None = None
+    dsa_paged_mqa_logits_backend: str = "auto"
+    cuda_graph_max_bs_decode: int | None = None
+    cuda_graph_bs_decode: tuple[int, ...] | None = None
+    disable_cuda_graph: bool = False
+    disable_decode_cuda_graph: bool = False
+    disable_cuda_graph_padding: bool = False
+    max_running_requests: int | None = None
+    pp_size: int = 1
 
     @property
     def deepep(self) -> bool:
@@ -137,6 +166,13 @@ def parse(args, tp: int) -> ServerFlags:
                 allowed = ", ".join(_CHOICES[field])
                 raise ArgsError(f"{token} expects one of {allowed}, got {json.dumps(raw)}")
             i += 2
+            continue
+        if token in _LIST_FLAGS:
+            count = next((j for j, t in enumerate(tokens[i + 1:]) if t.startswith("--")), len(tokens) - i - 1)
+            if count == 0:
+                raise ArgsError(f"{token} expects one or more integers")
+            values[_LIST_FLAGS[token]] = tuple(_convert(token, raw, int) for raw in tokens[i + 1:i + 1 + count])
+            i += 1 + count
             continue
         if token in _BOOL_FLAGS:
             values[_BOOL_FLAGS[token]] = True

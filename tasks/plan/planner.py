@@ -17,7 +17,8 @@ __all__ = ["NO_PLAN", "GemmShape", "Kind", "Plan", "PlanEnv", "PlanError", "plan
 _NO_ENV = PlanEnv()
 
 
-def plan(config: dict, flags: ServerFlags, env: PlanEnv = _NO_ENV) -> Plan:
+def plan(config: dict, flags: ServerFlags, env: PlanEnv = _NO_ENV, gpu_memory_mib: int | None = None) -> Plan:
+    """`gpu_memory_mib`: the serving GPU's memory, which sets sglang's decode graph sizes (None: assume 60-160 GiB)."""
     arch = gemms.architecture(config)
     if arch not in (*deepseek.ARCHITECTURES, *mimo.ARCHITECTURES):
         raise PlanError(f"{NO_PLAN} (architecture {arch})", "architectures", needs_fallback=True)
@@ -33,7 +34,7 @@ def plan(config: dict, flags: ServerFlags, env: PlanEnv = _NO_ENV) -> Plan:
     if arch in mimo.ARCHITECTURES:
         result = mimo.plan(c, flags, env, _ignored_layers(config))
     else:
-        result = deepseek.plan(c, flags, env)
+        result = deepseek.plan(c, flags, env, gpu_memory_mib)
     if kind is Kind.BLOCK32:
         result.left_out.append("[32, 32]-block linears are planned as Hopper (SM90) runs them; a Blackwell (SM100) "
                                "server runs them on Triton unless --fp8-gemm-backend deep_gemm with UE8M0 "

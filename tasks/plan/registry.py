@@ -26,6 +26,7 @@ PLAN_ENV_KEYS = (
     "SGLANG_SHARED_EXPERT_TP1",
     "SGLANG_DISABLE_DSA_INDEXER_FUSION",
     "SGLANG_OPT_BF16_FP32_GEMM_ALGO",
+    "SGLANG_FP8_PAGED_MQA_LOGITS_TORCH",
 )
 # Plan env keys that take a word, not a boolean (environ.py:1884 SGLANG_OPT_BF16_FP32_GEMM_ALGO).
 _STRING_ENV = {"SGLANG_OPT_BF16_FP32_GEMM_ALGO": ("cublas", "hpc", "deep_gemm")}

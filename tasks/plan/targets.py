@@ -161,7 +161,8 @@ def _choose_path(target, spec, launch, config, config_error, config_missing, cap
             use_deepgemm_bmm=registry.env_bool(plan_env.get("SGLANG_USE_DEEPGEMM_BMM", "0")),
             shared_expert_tp1=registry.env_bool(plan_env.get("SGLANG_SHARED_EXPERT_TP1", "0")),
             disable_dsa_indexer_fusion=registry.env_bool(plan_env.get("SGLANG_DISABLE_DSA_INDEXER_FUSION", "0")),
-            bf16_fp32_gemm_algo=plan_env.get("SGLANG_OPT_BF16_FP32_GEMM_ALGO", "cublas"))
+            bf16_fp32_gemm_algo=plan_env.get("SGLANG_OPT_BF16_FP32_GEMM_ALGO", "cublas"),
+            fp8_paged_mqa_logits_torch=registry.env_bool(plan_env.get("SGLANG_FP8_PAGED_MQA_LOGITS_TORCH", "0")))
     except ValueError as exc:
         target.error = f"{registry.display_path(spec.path)}: environment: {exc}"
         return
@@ -179,7 +180,7 @@ def _choose_path(target, spec, launch, config, config_error, config_missing, cap
         needs_fallback, reason = True, f"config.json for {spec.hf_id} is not in the local Hugging Face cache"
     if not needs_fallback:
         try:
-            target.plan = planner.plan(config, launch.flags, server_env)
+            target.plan = planner.plan(config, launch.flags, server_env, facts.gpu_memory_mib)
         except planner.PlanError as exc:
             if not exc.needs_fallback:
                 where = f"config.{exc.field}: " if exc.field else ""
@@ -236,12 +237,16 @@ def works_for(plan: planner.Plan, policy: mlists.MListPolicy) -> list[ShapeWork]
     values, contig = _values(policy)
     works = []
     for shape in plan.shapes:
-        m_values = contig if shape.kind.contiguous else values
+        m_values = plan.calls.get(shape) or (_INDEXER_CALLS if shape.kind.indexer else
+                                             contig if shape.kind.contiguous else values)
         if m_values:
             works.append(_work(shape, m_values))
     return works
 
 
+# An indexer shape known only from a lock or `doit watch` (not planned from the config): its
+# kernel, at one row; the decode schedule's row counts come from the planner alone.
+_INDEXER_CALLS = (1,)
 _WORKS: dict[tuple[GemmShape, int], ShapeWork] = {}
 
 

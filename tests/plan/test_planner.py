@@ -34,7 +34,7 @@ def golden(cfg, args, tp=8, gpu_mib=H200_MIB, env=None):
     flags = launch_args.parse(args, tp)
     policy = mlists.policy(flags, False, None, gpu_mib)
     return {(w.shape.kind, w.shape.n, w.shape.k, w.shape.groups, len(w.m_values))
-            for w in targets.works_for(plan(cfg, flags, env or PlanEnv()), policy)}
+            for w in targets.works_for(plan(cfg, flags, env or PlanEnv(), gpu_mib), policy)}
 
 
 def shipped(name):
@@ -79,6 +79,9 @@ def test_shipped_deepseek_v32_adds_its_unfused_shared_experts_and_indexer():
         # indexer.wk, 128 x 7168: V3.2's config has no indexer_rope_interleave -> false (deepseek_v2.py:2118),
         # so no wk/weights_proj fusion (dsa_indexer.py:310-314, 359-367).
         (N, 128, 7168, 1, ALL),
+        # The indexer's MQA-logits kernels, 64 heads (tests/plan/test_indexer.py has their rules).
+        (Kind.MQA_LOGITS, 64, 128, 1, 3),
+        (Kind.PAGED_MQA_LOGITS, 64, 128, 1, 52),
     }
 
 
@@ -94,6 +97,8 @@ def test_shipped_glm5_fuses_shared_experts_and_the_indexer_wk():
         (N, 6144, 1536, 1, ALL),   # dense down
         # Shared expert fused: GLM's class fuses for its own architecture (models/glm4_moe.py:1284-1285).
         # indexer.wk fused with weights_proj into one BF16 linear: indexer_rope_interleave true.
+        (Kind.MQA_LOGITS, 32, 128, 1, 3),  # the indexer's MQA logits, 32 heads (tests/plan/test_indexer.py)
+        (Kind.PAGED_MQA_LOGITS, 32, 128, 1, 52),
     }
 
 
