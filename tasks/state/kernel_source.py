@@ -84,6 +84,8 @@ def parse(text: str) -> KernelSource:
     if match is None:
         return KernelSource("", note="no kernel instantiation in its source")
     function, args = match.group(1).rsplit("::", 1)[-1], _split(match.group(2))
+    if "mqa_logits" in function:
+        return _indexer(function, args)
     family = "fp8" if "fp8" in function else "bf16" if "bf16" in function else None
     gemm_type = next((m.group(1) for a in args if (m := _GEMM_TYPE.fullmatch(a))), None)
     if family is None or "gemm" not in function or gemm_type is None:
@@ -100,6 +102,24 @@ def parse(text: str) -> KernelSource:
     if not n or not k:
         return KernelSource(function, kind.value, groups=groups, note=_RUNTIME_NK)
     return KernelSource(function, kind.value, n, k, groups)
+
+
+def _indexer(function: str, args: list[str]) -> KernelSource:
+    """The DSA indexer's kernels (tasks/plan/indexer.py): sm90_fp8_paged_mqa_logits<next_n, heads,
+    head dim, ...>, sm90_fp8_mqa_logits<heads, head dim, ...>; the decode schedule has no heads."""
+    if "metadata" in function:
+        return KernelSource(function, Kind.PAGED_MQA_LOGITS.value,
+                            note="the decode indexer's schedule: built per 32 rows and the SM count, for any heads")
+    paged = "paged" in function
+    kind = Kind.PAGED_MQA_LOGITS if paged else Kind.MQA_LOGITS
+    numbers = args[:3] if paged else args[:2]
+    if len(numbers) < len(args[:2]) + paged or not all(a.isdigit() for a in numbers):
+        return KernelSource(function, kind.value, note="its template arguments are not laid out as expected")
+    if paged:
+        next_n, heads, dim = map(int, numbers)
+        return KernelSource(function, kind.value, heads, dim, next_n)
+    heads, dim = map(int, numbers)
+    return KernelSource(function, kind.value, heads, dim, 1)
 
 
 def _split(args: str) -> list[str]:

@@ -136,4 +136,4 @@ def _write(path: Path, text: str) -> None:
 
 
 def jitwarm_executor(dg, kind, n, k, groups, max_m):
-    return fake_kernels.executor(_build, kind, n, k, groups)
+    return fake_kernels.executor(_build, kind, n, k, groups, "0.2.x")

@@ -48,6 +48,16 @@ FAMILIES = {
     "GEMM_NT_BF16BF16F32": ("sm90_bf16_gemm", "sm90_bf16_gemm_impl", "Normal"),
 }
 _OTHER = ("sm100_fp8_fp4_gemm_1d1d", "sm100_fp8_fp4_gemm_1d1d_impl", "Normal")  # a later release's types
+# The DSA indexer's kernels: cache family per layout (0.1.x: the build names in sgl-deep-gemm
+# 0.1.2's _C.so; 0.2.x: DeepJIT tags in 0.2.3.post2's), and the template each instantiates.
+INDEXER_FAMILIES = {
+    "0.1.x": {"logits": "smxx_fp8_mqa_logits", "paged": "smxx_fp8_paged_mqa_logits",
+              "schedule": "smxx_paged_mqa_logits_metadata"},
+    "0.2.x": {"logits": "sm90_fp8_mqa_logits", "paged": "sm90_fp8_paged_mqa_logits",
+              "schedule": "sm90_paged_mqa_logits_metadata"},
+}
+SMS = 132  # an H100's or H200's SM count: DeepGEMM's get_num_sms()
+SPLIT_KV = 256  # block_kv 64 x 4 math warpgroups
 _BLOCK_N = (16, 32, 128, 192)  # one per config
 
 
@@ -71,6 +81,28 @@ TRANSPOSE = ("#include <deep_gemm/impls/smxx_layout.cuh>\n\nusing namespace deep
              "static void __instantiate_kernel() {\n    auto ptr = reinterpret_cast<void*>(&transpose_fp32<\n"
              "        512, 64, 56\n    >);\n};\n")
 
+
+
+def indexer_source(part: str, *args) -> str:
+    """kernel.cu of an indexer kernel, laid out as sgl-deep-gemm 0.1.2 writes it."""
+    if part == "schedule":
+        aligned, = args
+        head, name, body = "scheduler/paged_mqa_logits", "sched::smxx_paged_mqa_logits_metadata", \
+            f"{aligned}, {SPLIT_KV}, {SMS}, false"
+    elif part == "paged":
+        heads, dim, next_n = args
+        head, name, body = "impls/sm90_fp8_paged_mqa_logits", "sm90_fp8_paged_mqa_logits", \
+            f"{next_n}, {heads},\n        {dim}, 64,\n        true, false,\n        3, 3,\n        {SPLIT_KV},\n" \
+            f"        128, 512,\n        float"
+    else:
+        heads, dim = args
+        head, name, body = "impls/sm90_fp8_mqa_logits", "sm90_fp8_mqa_logits", \
+            f"{heads}, {dim},\n        false,\n        {128 // heads}, 256,\n        3, 3,\n        {SMS},\n" \
+            f"        128, 512,\n        float"
+    return (f"#include <deep_gemm/{head}.cuh>\n\nusing namespace deep_gemm;\n\nstatic void __instantiate_kernel() {{\n"
+            f"    auto ptr = reinterpret_cast<void*>(&{name}<\n        {body}\n    >);\n}};\n")
+
+
 _FAILED_ONCE: set = set()  # shapes whose one capture failure this process has had
 _LOADED: set = set()  # (family, parts) of the kernels this process has loaded
 
@@ -84,8 +116,9 @@ class Executor:
     and each kernel is looked up once per process: a 16,384-value sweep took 0.39 s of lookups
     per shape, 0.007 s now."""
 
-    def __init__(self, build, kind, n, k, groups):
+    def __init__(self, build, kind, n, k, groups, layout="0.1.x"):
         self.build, self.kind, self.n, self.k, self.groups = build, kind, n, k, groups
+        self.indexer = INDEXER_FAMILIES[layout]
         self.tag = f"{n}x{k}"
         self.capturing = False
         env = os.environ
@@ -135,12 +168,28 @@ class Executor:
             subprocess.Popen([sys.executable, "-c", "import time; time.sleep(3600)", token])
             print("hanging", flush=True)
             time.sleep(3600)
+        if self.kind == "FP8_PAGED_MQA_LOGITS":
+            self._paged(m)
+            return
+        if self.kind == "FP8_MQA_LOGITS":
+            self._load(self.indexer["logits"], (self.n, self.k), lambda: indexer_source("logits", self.n, self.k))
+            return
         self._load("transpose_fp32", (), lambda: TRANSPOSE)
         if self.replay_extra:
             self._load("replay_only", (self.n, self.k), lambda: "replay-only")
         cfg = config(m)
         self._load(self.family, (self.kind, self.n, self.k, self.groups, cfg),
                    lambda: source(self.kind, self.n, self.k, self.groups, cfg))
+
+    def _paged(self, rows: int) -> None:
+        """The decode indexer as sglang calls it: a schedule for all rows, then the logits,
+        in chunks of SMS rows (each with its own schedule) when there are more."""
+        sizes = [rows] + ([min(SMS, rows - s) for s in range(0, rows, SMS)] if rows > SMS else [])
+        for size in sizes:
+            aligned = (size + 31) // 32 * 32
+            self._load(self.indexer["schedule"], (aligned,), lambda: indexer_source("schedule", aligned))
+        self._load(self.indexer["paged"], (self.n, self.k, self.groups),
+                   lambda: indexer_source("paged", self.n, self.k, self.groups))
 
     def _load(self, family: str, parts: tuple, code) -> None:
         """The stand-in's build of `code()`, once per kernel and process: like DeepGEMM's
@@ -159,14 +208,14 @@ def device_log(who: str, tag: str) -> None:
             fh.write(f"{who} {os.getpid()} {os.environ.get('CUDA_VISIBLE_DEVICES', '-')} {time.time():.6f} {tag}\n")
 
 
-def executor(build, kind, n, k, groups):
+def executor(build, kind, n, k, groups, layout="0.1.x"):
     device_log("compile" if "JITWARM_BUSY_FLAG" in os.environ else "replay", f"{n}x{k}")
     if os.environ.get("FAKE_DG_NO_DEVICE"):
         from tasks.runner.child.protocol import EnvironmentProblem
         raise EnvironmentProblem("no CUDA device visible to torch")
     if "JITWARM_BUSY_FLAG" not in os.environ:  # a replay, not a compile worker
         time.sleep(float(os.environ.get("FAKE_DG_REPLAY_S", "0")))
-    return Executor(build, kind, n, k, groups)
+    return Executor(build, kind, n, k, groups, layout)
 
 
 def log_compile(name: str) -> None:

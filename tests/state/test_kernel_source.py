@@ -75,7 +75,8 @@ def test_0_2_bf16_sources_read_through_the_generator_format():
     ("int main() { return 0; }", "no kernel instantiation"),
     ("auto ptr = reinterpret_cast<void*>(&sm90_fp8_gemm_1d2d_impl<GemmType::Normal, x, y>);",
      "not laid out as expected"),
-    ("auto ptr = reinterpret_cast<void*>(&sm90_fp8_mqa_logits<1, 2, 3>);", "not a GEMM"),
+    ("auto ptr = reinterpret_cast<void*>(&sm90_layout_kernel<1, 2, 3>);", "not a GEMM"),
+    ("auto ptr = reinterpret_cast<void*>(&sm90_fp8_mqa_logits<kHeads, 2>);", "not laid out as expected"),
 ])
 def test_sources_it_cannot_read_say_why(text, note):
     got = kernel_source.parse(text)
@@ -85,3 +86,25 @@ def test_sources_it_cannot_read_say_why(text, note):
 def test_a_missing_source_is_a_note_not_an_error(tmp_path):
     got = kernel_source.read(tmp_path / "kernel.x.0")
     assert got.shape is None and "unreadable" in got.note
+
+
+# The DSA indexer's kernels, in the layout of sgl-deep-gemm 0.1.2's format strings (its _C.so:
+# "sm{}_fp8_paged_mqa_logits<{}, {}, {}, {}, ...>", "sm{}_fp8_mqa_logits<{}, {}, ...>",
+# "sched::smxx_paged_mqa_logits_metadata<{}, {}, {}, {}>"): the first template arguments are
+# (next_n, heads, head dim) and (heads, head dim).
+@pytest.mark.parametrize("text, shape", [
+    ("auto ptr = reinterpret_cast<void*>(&sm90_fp8_paged_mqa_logits<\n 1, 64,\n 128, 64,\n true, false,\n"
+     " 3, 3,\n 256,\n 128, 512,\n float\n>);", ("FP8_PAGED_MQA_LOGITS", 64, 128, 1)),
+    ("auto ptr = reinterpret_cast<void*>(&sm90_fp8_paged_mqa_logits<2, 32, 128, 64, true, false, 3, 3, 256, "
+     "128, 512, float>);", ("FP8_PAGED_MQA_LOGITS", 32, 128, 2)),
+    ("auto ptr = reinterpret_cast<void*>(&sm90_fp8_mqa_logits<32, 128, false, 4, 256, 3, 3, 132, 128, 512, "
+     "float>);", ("FP8_MQA_LOGITS", 32, 128, 1)),
+])
+def test_indexer_kernels_name_their_heads_and_head_dim(text, shape):
+    assert kernel_source.parse(text).shape == shape
+
+
+def test_the_indexer_schedule_kernel_has_no_heads_and_says_so():
+    got = kernel_source.parse("auto ptr = reinterpret_cast<void*>(&sched::smxx_paged_mqa_logits_metadata<\n"
+                              "  64, 256, 132, false\n>);")
+    assert got.shape is None and got.kind == "FP8_PAGED_MQA_LOGITS" and "schedule" in got.note

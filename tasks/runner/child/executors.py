@@ -1,5 +1,6 @@
 """Torch executors that call deep_gemm exactly as sglang 0.5.23's warmup does, one per
-DeepGemmKernelType (srt/layers/deep_gemm_wrapper/compile_utils.py:269-505).
+DeepGemmKernelType (srt/layers/deep_gemm_wrapper/compile_utils.py:269-505), and as its DSA
+indexer calls the MQA-logits kernels (tasks/plan/indexer.py).
 
 Only the forked children import this module; it is the one place that needs torch and a GPU.
 FP8 types: e4m3 data, FP32 scales of (M, ceil(K/block)) and (ceil(N/block), ceil(K/block)),
@@ -37,6 +38,8 @@ def create(dg, kind: str, n: int, k: int, groups: int, max_m: int):
         "GROUPED_GEMM_NT_BF16_CONTIG": _BF16Contig,
         "GROUPED_GEMM_NT_BF16_MASKED": _BF16Masked,
         "GEMM_NT_BF16BF16F32": _BF16F32,
+        "FP8_MQA_LOGITS": _MQALogits,
+        "FP8_PAGED_MQA_LOGITS": _PagedMQALogits,
     }[kind]
     for name in cls.needs:
         if not callable(getattr(dg, name, None)):
@@ -209,3 +212,63 @@ class _Masked(_Base):
         # DeepGEMM picks the masked config from expected_m, not from the buffer shape.
         self.dg.fp8_m_grouped_gemm_nt_masked(
             (self.lhs_q, self.lhs_s), (self.rhs_q, self.rhs_s), self.out, self.masked_m, m)
+
+
+class _MQALogits(_Base):
+    """The prefill indexer's call (dsa_indexer.py:1604-1615): q [m, heads, dim] FP8, the
+    KV as (FP8 [m, dim], FP32 scales [m]), FP32 weights [m, heads], causal ks/ke, no
+    max_seqlen_k, clean_logits False. `n` is the heads after sglang's padding to 32."""
+
+    needs = ("fp8_mqa_logits",)
+
+    def setup(self, n, k, groups, max_m):
+        t = self.torch
+        self.q = t.zeros((max_m, n, k), device="cuda", dtype=t.float8_e4m3fn)
+        self.kv = t.zeros((max_m, k), device="cuda", dtype=t.float8_e4m3fn)
+        self.kv_scales = t.ones((max_m,), device="cuda", dtype=t.float32)
+        self.weights = t.ones((max_m, n), device="cuda", dtype=t.float32)
+        self.ks = t.zeros((max_m,), device="cuda", dtype=t.int32)
+        self.ke = t.arange(1, max_m + 1, device="cuda", dtype=t.int32)
+
+    def execute(self, m):
+        self.dg.fp8_mqa_logits(self.q[:m], (self.kv[:m], self.kv_scales[:m]), self.weights[:m],
+                               self.ks[:m], self.ke[:m], clean_logits=False)
+
+
+class _PagedMQALogits(_Base):
+    """The decode indexer at `rows` rows (dsa_backend.py:1364-1382; dsa_indexer.py:1254-1378;
+    kernels/ops/attention/dsa/paged_mqa_logits.py:69-92): the schedule for 2-D context lens
+    [rows, next_n] at KV block 64 on every SM, then the logits of q [rows, next_n, heads, dim]
+    against a paged FP8 cache of [blocks, 64, 1, dim + 4] bytes; rows above the SM count go
+    in chunks of that many, each with its own schedule, as sglang's _chunked_fp8_paged_mqa_logits."""
+
+    needs = ("fp8_paged_mqa_logits", "get_paged_mqa_logits_metadata", "get_num_sms")
+    block_kv = 64  # dsa_backend.py:1377-1381: the schedule's block_kv is always 64
+    blocks = 4  # a 256-token context: no template parameter depends on it
+
+    def setup(self, n, k, groups, max_m):
+        t = self.torch
+        self.sms = int(self.dg.get_num_sms())
+        self.q = t.zeros((max_m, groups, n, k), device="cuda", dtype=t.float8_e4m3fn)
+        self.kv_cache = t.zeros((self.blocks, self.block_kv, 1, k + 4), device="cuda", dtype=t.uint8)
+        self.weights = t.ones((max_m * groups, n), device="cuda", dtype=t.float32)
+        self.context_lens = t.ones((max_m, groups), device="cuda", dtype=t.int32)
+        self.block_table = t.zeros((max_m, self.blocks), device="cuda", dtype=t.int32)
+        self.next_n = groups
+
+    def execute(self, rows):
+        # The forward's schedule covers every row (init_forward_metadata, dsa_backend.py:1380-1382).
+        schedule = self.dg.get_paged_mqa_logits_metadata(self.context_lens[:rows], self.block_kv, self.sms)
+        if rows <= self.sms:
+            self._logits(0, rows, schedule)
+            return
+        for start in range(0, rows, self.sms):
+            end = min(start + self.sms, rows)
+            self._logits(start, end, self.dg.get_paged_mqa_logits_metadata(
+                self.context_lens[start:end], self.block_kv, self.sms))
+
+    def _logits(self, start, end, schedule):
+        self.dg.fp8_paged_mqa_logits(self.q[start:end], self.kv_cache,
+                                     self.weights[start * self.next_n:end * self.next_n],
+                                     self.context_lens[start:end], self.block_table[start:end], schedule,
+                                     self.blocks * self.block_kv, clean_logits=False)
