@@ -20,6 +20,7 @@ import sys
 from doit.cmd_base import Command
 
 from tasks.plan import estimate, sharding, targets
+from tasks.plan.gemms import Kind
 
 EXIT_STALE, EXIT_USAGE = 1, 2
 
@@ -193,6 +194,11 @@ def server_env(session, picked) -> tuple[dict[str, str], list[str]]:
         check = doit_tasks.TargetCheck(session, target)
         if not check(None, None):
             unproven.append(f"{target.name}: {check}")
+        elif target.plan and target.plan.not_covered:
+            # Warm, but a start still compiles these: PRECOMPILE=0 is only given where a start compiles nothing.
+            unproven.append(f"{target.name}: not warmed: {target.plan.not_covered[0]}"
+                            + (f" (and {len(target.plan.not_covered) - 1} more: doit plan)"
+                               if len(target.plan.not_covered) > 1 else ""))
     if not picked:
         unproven.append("the registry has no target")
     if not unproven:
@@ -214,7 +220,7 @@ def describe(target: targets.Target, all_targets: list[targets.Target], local_ke
                   f"planned target), at most {target.fallback_timeout_s}s"]
         return lines
     policy = target.m_policy
-    m_count = len(target.works[0].m_values) if target.works else 0
+    m_count = next((len(w.m_values) for w in target.works if not w.shape.kind.indexer), 0)
     lines.append(f"  M list: {policy.describe() if policy else '-'}, {m_count} values")
     lines.append(f"  shapes: {len(target.works)}")
     for work in target.works:
@@ -223,17 +229,28 @@ def describe(target: targets.Target, all_targets: list[targets.Target], local_ke
         uses = target.plan.uses.get(work.shape, []) if target.plan else []
         if uses and all(use.startswith(targets.WATCHED_USE) for use in uses):
             here += "  (from doit watch)"
-        lines.append(f"    {work.name}  {work.shape.kind.value} N={work.shape.n} K={work.shape.k} "
-                     f"groups={work.shape.groups}  M={len(work.m_values)}  ~{cost.kernels} kernels  "
-                     f"~{cost.nvcc_s:.0f}s{here}")
+        calls = "rows" if work.shape.kind is Kind.PAGED_MQA_LOGITS else "lengths" if work.shape.kind.indexer else "M"
+        lines.append(f"    {work.name}  {work.shape.kind.value} {work.shape.params}  {calls}={len(work.m_values)}  "
+                     f"~{cost.kernels} kernels  ~{cost.nvcc_s:.0f}s{here}")
         if explain and target.plan and work.shape in target.plan.uses:
             lines += [f"      why: {use}" for use in target.plan.uses[work.shape]]
     if explain and target.plan:
         lines += [f"  not on DeepGEMM: {why}" for why in target.plan.left_out]
     if target.watch_note:
         lines.append(f"  watch: {target.watch_note}")
-    if target.plan and target.plan.not_covered:
-        lines += [f"  not covered: {gap}" for gap in target.plan.not_covered]
     cost = estimate.target_cost(target)
     lines.append(f"  estimate: ~{cost.kernels} kernels, ~{cost.nvcc_s:.0f}s of nvcc on one core")
-    return lines
+    return lines + not_warmed_lines(target)
+
+
+def not_warmed_lines(target: targets.Target) -> list[str]:
+    """The plan's last word: what a server start may still compile through DeepGEMM, each with
+    its reason (empty: none, and `doit env` may turn the start-up sweep off), then what it
+    compiles later, at run time."""
+    gaps = list(target.plan.not_covered) if target.plan else []
+    if target.unsupported:
+        gaps.append(target.unsupported_line)
+    lines = [f"  not warmed: {gap}" for gap in gaps] or ["  not warmed: none (every DeepGEMM kernel a start "
+                                                          "compiles is planned)"]
+    later = target.plan.later if target.plan else []
+    return lines + [f"  at run time: {gap}" for gap in later]

@@ -87,9 +87,16 @@ def test_plan_explain_names_the_rules_behind_each_shape(ws):
     shape = next(i for i, line in enumerate(lines) if "GEMM_NT_F8F8BF16 N=512 K=7168 " in line)
     assert lines[shape + 1].startswith("      why: shared_experts gate_up_proj (not fused: DeepseekV32ForCausalLM")
     assert "  not on DeepGEMM: routed experts: runner auto with none all-to-all is not DeepGEMM" in out.stdout
-    assert any(line.startswith("  not covered: indexer.wq_b 8192x1536 on half the SMs") for line in lines)
+    paged = next(i for i, line in enumerate(lines) if "FP8_PAGED_MQA_LOGITS heads=64 head_dim=128 next_n=1" in line)
+    assert "  rows=52  " in lines[paged]
+    assert lines[paged + 1].startswith("      why: indexer decode fp8_paged_mqa_logits + get_paged_mqa_logits_metadata")
+    assert any("FP8_MQA_LOGITS heads=64 head_dim=128 next_n=1  lengths=3" in line for line in lines)
+    # The plan ends with what a start still compiles, then what is compiled later.
+    estimate = next(i for i, line in enumerate(lines) if line.startswith("  estimate:"))
+    assert lines[estimate + 1].startswith("  not warmed: indexer.wq_b 8192x1536 on half the SMs")
+    assert lines[estimate + 2].startswith("  at run time: indexer decode schedule for batches above")
     plain = plain_doit(ws, "plan", "deepseek-v3.2", JITWARM_MODELS_DIR=str(REPO / "models"))
-    assert "why:" not in plain.stdout and "  not covered: indexer.wq_b" in plain.stdout
+    assert "why:" not in plain.stdout and "  not warmed: indexer.wq_b" in plain.stdout
 
 def test_env_turns_the_start_up_sweep_off_only_for_proven_targets(ws):
     model_file(ws.models, "v3", TP8 + DP8)

@@ -1,0 +1,57 @@
+"""Issue 28 end to end through the stand-ins, on both cache layouts: a DSA model's warm builds its
+indexer kernels (DeepJIT names on 0.2.x) in the same pool as its GEMMs, markers and staleness
+cover them, and `doit env` keeps the start-up sweep while anything is not warmed."""
+
+import json
+import re
+import shutil
+import subprocess
+import sys
+
+import pytest
+from conftest import REPO, model_file
+
+pytestmark = pytest.mark.both_layouts
+
+# The registry's V3.2 (config embedded) at two GEMM M values; the indexer's rows are its own.
+V32 = (REPO / "models" / "deepseek-v3.2.toml").read_text().split("[[launch]]")[0]
+LAUNCH = '[[launch]]\ntp = 8\nargs = ["--dp", "8", "--enable-dp-attention"]\nm_list = [1, 4096]\n'
+FAMILIES = {"0.1.x": r"kernel\.smxx_(fp8_mqa_logits|fp8_paged_mqa_logits|paged_mqa_logits_metadata)\.[0-9a-f]+",
+            "0.2.x": r"sm90_(fp8_mqa_logits|fp8_paged_mqa_logits|paged_mqa_logits_metadata)\.[0-9a-f]{32}"}
+
+
+def test_indexer_kernels_warm_beside_the_gemms_and_count_in_the_marker(ws):
+    model_file(ws.models, "v32", LAUNCH, header=V32)
+    out = ws.doit("warm")
+    assert out.returncode == 0, out.stdout + out.stderr
+    [marker] = [json.loads(p.read_text()) for p in (ws.root / "jitwarm" / "markers").glob("*.json")]
+    shapes = {s["kind"]: s for s in marker["shapes"] if "MQA" in s["kind"]}
+    assert set(shapes) == {"FP8_MQA_LOGITS", "FP8_PAGED_MQA_LOGITS"}
+    paged = shapes["FP8_PAGED_MQA_LOGITS"]
+    assert (paged["n"], paged["k"], paged["groups"], paged["m_count"]) == (64, 128, 1, 52)
+    assert paged["replay"]["new_entries"] == 0
+    indexer = sorted(n for n in marker["entries"] if "mqa_logits" in n)
+    assert all(re.fullmatch(FAMILIES[ws.layout], n) for n in indexer), indexer
+    # One logits kernel, and a schedule per 32 rows up to 512 (16), chunks of 132 rows included.
+    assert sum("metadata" in n for n in indexer) == 16 and sum("metadata" not in n for n in indexer) == 2
+    assert set(indexer) <= set(paged["entries"]) | set(shapes["FP8_MQA_LOGITS"]["entries"])
+
+    # A lost schedule kernel makes the target stale, and the rewarm puts it back.
+    victim = next(n for n in indexer if "metadata" in n)
+    shutil.rmtree(ws.root / "cache" / victim)
+    assert set(ws.status().values()) == {"R"}
+    again = ws.doit("warm")
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert (ws.root / "cache" / victim / "kernel.cubin").is_file() and set(ws.status().values()) == {"U"}
+
+
+@pytest.mark.one_layout
+def test_env_keeps_the_sweep_while_a_start_still_compiles_something(ws):
+    model_file(ws.models, "v32", LAUNCH, header=V32)
+    assert ws.doit("warm").returncode == 0
+    # `doit env` is a plugin command: it registers from pyproject.toml in the repo root.
+    out = subprocess.run([sys.executable, "-m", "doit", "env"], cwd=REPO, env=ws.env, capture_output=True, text=True,
+                         timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert "SGLANG_JIT_DEEPGEMM_PRECOMPILE" not in out.stdout
+    assert "not warmed: indexer.wq_b 8192x1536 on half the SMs" in out.stderr
