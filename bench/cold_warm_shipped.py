@@ -6,7 +6,7 @@ and every shape's replay result (the proof: it must compile 0). Prints and write
 
 Also samples /proc/stat through the run: how many cores were busy, second by second.
 
-Usage: python bench/cold_warm_shipped.py --work DIR [--jobs N] [--out FILE]
+Usage: python bench/cold_warm_shipped.py --work DIR [--jobs N] [--out FILE] [--models NAME...]
 """
 
 from __future__ import annotations
@@ -41,11 +41,12 @@ def main() -> int:
     parser.add_argument("--work", type=Path, required=True)
     parser.add_argument("--jobs", type=int, default=0, help="JITWARM_JOBS, the pool's workers (0: one per core)")
     parser.add_argument("--out", type=Path)
+    parser.add_argument("--models", nargs="+", default=list(MODELS), help="registry files under models/, by name")
     opts = parser.parse_args()
     shutil.rmtree(opts.work, ignore_errors=True)
     models, root = opts.work / "models", opts.work / "cache"
     models.mkdir(parents=True)
-    for name in MODELS:
+    for name in opts.models:
         shutil.copy(REPO / "models" / f"{name}.toml", models)
     cores = len(os.sched_getaffinity(0))
     jobs = opts.jobs or cores

@@ -220,3 +220,32 @@ def test_watch_names_a_shape_the_warm_missed_and_record_closes_it(tmp_path):
     assert result["missed"] in watched["missed_shapes"], watched
     assert any(e["n"] == 4096 and e["k"] == 7168 and e["groups"] == 32 for e in watched["entries"]), watched
     assert result["acceptance"]["all"], result["acceptance"]
+
+
+def test_dsa_indexer_kernels_warm_and_sglangs_indexer_calls_compile_nothing(tmp_path):
+    """Issue 28: a V3.2 and a GLM-5 target warm their indexer's MQA-logits kernels beside
+    their GEMMs; bench/indexer_replay.py, which restates sglang 0.5.23's indexer calls and
+    shares no code with the warmer, then builds nothing over that root."""
+    ws = real_workspace(tmp_path)
+    for name in ("deepseek-v3.2", "glm-5-fp8"):
+        text = (REPO / "models" / f"{name}.toml").read_text()
+        # The GEMMs at two M values only: this test is about the indexer.
+        (ws.models / f"{name}.toml").write_text(text.replace('args = ["--dp", "8", "--enable-dp-attention"]',
+                                                             'args = ["--dp", "8", "--enable-dp-attention"]\n'
+                                                             'm_list = [1, 4096]'))
+    out = ws.doit("warm", timeout=900)
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    markers = [json.loads(p.read_text()) for p in (ws.root / "jitwarm" / "markers").glob("*.json")]
+    assert len(markers) == 2
+    for marker in markers:
+        indexer = {s["kind"]: s for s in marker["shapes"] if "MQA_LOGITS" in s["kind"]}
+        assert set(indexer) == {"FP8_MQA_LOGITS", "FP8_PAGED_MQA_LOGITS"}, marker["shapes"]
+        assert all(s["entries"] for s in indexer.values())
+    names = {name for m in markers for name in m["entries"]}
+    assert any("paged_mqa_logits_metadata" in name for name in names), sorted(names)
+    replay = subprocess.run([sys.executable, str(REPO / "bench" / "indexer_replay.py"), "64", "32", "--tp", "8"],
+                            env={**ws.env, "DG_JIT_CACHE_DIR": str(ws.root)}, capture_output=True, text=True,
+                            timeout=600)
+    assert replay.returncode == 0, replay.stderr[-3000:]
+    result = json.loads(replay.stdout.strip().splitlines()[-1])
+    assert result["calls"] > 100 and result["new_entries"] == 0, result
