@@ -67,20 +67,22 @@ def _attention(result: Plan, c: Fields, flags: ServerFlags, env: PlanEnv) -> Non
 def _indexer(result: Plan, c: Fields, flags: ServerFlags, env: PlanEnv, hidden: int, q_lora) -> None:
     """DSA indexer (V3.2, GLM-5): replicated block-FP8 linears (dsa_indexer.py:343-370)."""
     index_heads, index_dim = c.int("index_n_heads"), c.int("index_head_dim")
-    if q_lora:
-        wq_b = GemmShape(c.linear_kind, index_heads * index_dim, q_lora)
-        linear(result, c, flags, "indexer.wq_b (replicated)", wq_b.n, wq_b.k)
-        if wq_b in result.uses:
-            # dsa_indexer.py:335-336, 900-905, 1958-1963: under CUDA-graph capture, M <= 1024
-            # runs wq_b on ceil_align(SMs / 2, 8) SMs, a separate binary.
-            result.not_covered.append(
-                f"indexer.wq_b {wq_b.n}x{wq_b.k} on half the SMs at M <= 1024 during CUDA-graph capture "
-                "(dsa_indexer.py:900-905): compiled at the first capture, not warmed")
-    # deepseek_v2.py:2118 reads indexer_rope_interleave (absent: false); dsa_indexer.py:310-314,
+    # deepseek_v2.py:2117 reads indexer_rope_interleave (absent: false); dsa_indexer.py:310-314,
     # 352-367: on CUDA, interleaved rope fuses wk with weights_proj into one BF16 linear
     # that does not use DeepGEMM, unless SGLANG_DISABLE_DSA_INDEXER_FUSION.
     interleaved = c.flag("indexer_rope_interleave", False)
-    if interleaved and not env.disable_dsa_indexer_fusion:
+    fused = interleaved and not env.disable_dsa_indexer_fusion
+    if q_lora:
+        wq_b = GemmShape(c.linear_kind, index_heads * index_dim, q_lora)
+        linear(result, c, flags, "indexer.wq_b (replicated)", wq_b.n, wq_b.k)
+        if wq_b in result.uses and not fused:
+            # dsa_indexer.py:335-336, 900-905, 1958-1963: under CUDA-graph capture, M <= 1024
+            # runs wq_b on ceil_align(SMs / 2, 8) SMs, a separate binary. The fused path
+            # (dsa_indexer.py:2022-2029, taken first) never changes the SM count.
+            result.not_covered.append(
+                f"indexer.wq_b {wq_b.n}x{wq_b.k} on half the SMs at M <= 1024 during CUDA-graph capture "
+                "(dsa_indexer.py:900-905): compiled at the first capture, not warmed")
+    if fused:
         result.left_out.append("indexer.wk: fused with weights_proj into one BF16 linear (indexer_rope_interleave true)")
         return
     why = "SGLANG_DISABLE_DSA_INDEXER_FUSION" if interleaved else "indexer_rope_interleave false"

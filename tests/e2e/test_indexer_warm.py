@@ -55,3 +55,18 @@ def test_env_keeps_the_sweep_while_a_start_still_compiles_something(ws):
     assert out.returncode == 0, out.stderr
     assert "SGLANG_JIT_DEEPGEMM_PRECOMPILE" not in out.stdout
     assert "not warmed: indexer.wq_b 8192x1536 on half the SMs" in out.stderr
+
+
+@pytest.mark.one_layout
+def test_glm5_plans_nothing_it_cannot_warm_so_env_turns_the_sweep_off_once_warm(ws):
+    glm = (REPO / "models" / "glm-5-fp8.toml").read_text().split("[[launch]]")[0]
+    model_file(ws.models, "glm", LAUNCH, header=glm)
+    plan = subprocess.run([sys.executable, "-m", "doit", "plan"], cwd=REPO, env=ws.env, capture_output=True,
+                          text=True, timeout=120)
+    assert plan.returncode == 0, plan.stderr
+    assert "  not warmed: none" in plan.stdout and "FP8_PAGED_MQA_LOGITS heads=32 head_dim=128" in plan.stdout
+    assert ws.doit("warm").returncode == 0
+    out = subprocess.run([sys.executable, "-m", "doit", "env"], cwd=REPO, env=ws.env, capture_output=True, text=True,
+                         timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert "export SGLANG_JIT_DEEPGEMM_PRECOMPILE=0" in out.stdout.splitlines(), out.stdout + out.stderr

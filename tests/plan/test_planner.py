@@ -227,6 +227,12 @@ def test_rules_are_named_and_gaps_recorded():
     assert result.not_covered == [
         ("indexer.wq_b 8192x1536 on half the SMs at M <= 1024 during CUDA-graph capture (dsa_indexer.py:900-905): "
          "compiled at the first capture, not warmed")]
+    # GLM-5's indexer takes the fused path (indexer_rope_interleave true: dsa_indexer.py:310-314), which
+    # runs wq_b on every SM (2022-2029); unfused, it takes V3.2's half-SM path again.
+    glm = config("glm-5-fp8")
+    assert plan(glm, launch_args.parse(["--attn-dp-size", "8"], 8)).not_covered == []
+    unfused = plan(glm, launch_args.parse(["--attn-dp-size", "8"], 8), PlanEnv(disable_dsa_indexer_fusion=True))
+    assert [gap.split(" on ")[0] for gap in unfused.not_covered] == ["indexer.wq_b 4096x2048"]
     tbo = plan(config("deepseek-v3-0324"), launch_args.parse(["--enable-two-batch-overlap"], 8))
     assert any("two-/single-batch overlap" in gap for gap in tbo.not_covered)
 
