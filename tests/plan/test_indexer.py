@@ -144,3 +144,13 @@ def test_a_watched_or_locked_indexer_shape_is_called_once_not_over_the_gemm_m_li
 
     [work] = targets.works_for(locked, mlists.MListPolicy("default", 8192))
     assert work.m_values == (1,)
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--cuda-graph-bs-decode", "--tp", "8"], "--cuda-graph-bs-decode expects one or more integers"),
+    (["--cuda-graph-bs-decode", "4", "x"], '--cuda-graph-bs-decode expects an integer, got "x"'),
+    (["--dsa-paged-mqa-logits-backend", "tilelang"], "--dsa-paged-mqa-logits-backend expects one of auto, deepgemm"),
+])
+def test_bad_indexer_flags_are_refused_in_one_line(args, message):
+    with pytest.raises(launch_args.ArgsError, match=message):
+        launch_args.parse(args, 8)
