@@ -70,3 +70,47 @@ def test_glm5_plans_nothing_it_cannot_warm_so_env_turns_the_sweep_off_once_warm(
                          timeout=120)
     assert out.returncode == 0, out.stderr
     assert "export SGLANG_JIT_DEEPGEMM_PRECOMPILE=0" in out.stdout.splitlines(), out.stdout + out.stderr
+
+
+def test_indexer_shapes_push_and_pull_through_the_remote_like_gemm_shapes(ws):
+    model_file(ws.models, "v32", LAUNCH, header=V32)
+    remote = f"file://{ws.tmp / 'remote'}"
+    first = ws.doit("warm", JITWARM_REMOTE=remote, JITWARM_REMOTE_MODE="read-write",
+                    JITWARM_REPORT_JSON=str(ws.tmp / "push.json"))
+    assert first.returncode == 0, first.stdout + first.stderr
+    shapes = len(json.loads((ws.tmp / "push.json").read_text())["targets"][0]["shapes"])
+    compiled = len(ws.compiles())
+    # Another runner: an empty root pulls every shape, the indexer's included, and builds nothing.
+    ws.root = ws.tmp / "runner-b"
+    ws.env.update(DG_JIT_CACHE_DIR=str(ws.root), JITWARM_DOIT_DB=str(ws.tmp / "runner-b.db"))
+    out = ws.doit("warm", JITWARM_REMOTE=remote, JITWARM_REPORT_JSON=str(ws.tmp / "pull.json"))
+    assert out.returncode == 0, out.stdout + out.stderr
+    data = json.loads((ws.tmp / "pull.json").read_text())
+    assert data["totals"]["remote"]["hits"] == shapes and len(ws.compiles()) == compiled
+    pulled = {s["name"].split("-")[0] for t in data["targets"] for s in t["shapes"] if s["remote"] == "hit"}
+    assert {"mqa_logits", "paged_mqa_logits"} <= pulled
+    assert any("paged_mqa_logits_metadata" in p.name for p in (ws.root / "cache").iterdir())
+
+
+def test_watch_names_an_indexer_kernel_a_command_compiled_and_record_plans_it(warmed_tp8):
+    ws = warmed_tp8
+    [target] = list(ws.status())
+    server = [sys.executable, str(REPO / "tests" / "fakes" / "fake_server.py"), "FP8_PAGED_MQA_LOGITS:64:128:1:4"]
+    report = ws.tmp / "watch.json"
+    out = subprocess.run([sys.executable, "-m", "doit", "watch", "--record", target.removeprefix("warm:"), "--",
+                          *server], cwd=REPO, capture_output=True, text=True, timeout=120,
+                         env={**ws.env, "JITWARM_WATCH_REPORT_JSON": str(report)})
+    assert out.returncode == 0, out.stderr
+    data = json.loads(report.read_text())
+    shapes = sorted(e["shape"] or "" for e in data["entries"])
+    # The logits kernel names its shape; the schedule kernel (no heads) is reported without one.
+    assert shapes == ["", "FP8_PAGED_MQA_LOGITS N=64 K=128 num_groups=1"], data["entries"]
+    assert data["recorded"]["added"] == ["FP8_PAGED_MQA_LOGITS N=64 K=128 num_groups=1"]
+    plan = subprocess.run([sys.executable, "-m", "doit", "plan", target.removeprefix("warm:")], cwd=REPO, env=ws.env,
+                          capture_output=True, text=True, timeout=120)
+    assert any("FP8_PAGED_MQA_LOGITS heads=64" in line and line.endswith("(from doit watch)")
+               for line in plan.stdout.splitlines()), plan.stdout
+    assert ws.doit("warm").returncode == 0 and ws.status()[target] == "U"
+    [marker] = [json.loads(p.read_text()) for p in (ws.root / "jitwarm" / "markers").glob("*.json")]
+    [paged] = [s for s in marker["shapes"] if s["kind"] == "FP8_PAGED_MQA_LOGITS"]
+    assert paged["m_count"] == 1 and any("metadata" in n for n in paged["entries"])
