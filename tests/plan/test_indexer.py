@@ -154,3 +154,10 @@ def test_a_watched_or_locked_indexer_shape_is_called_once_not_over_the_gemm_m_li
 def test_bad_indexer_flags_are_refused_in_one_line(args, message):
     with pytest.raises(launch_args.ArgsError, match=message):
         launch_args.parse(args, 8)
+
+
+@pytest.mark.parametrize("args", [[], ["--attn-dp-size", "4"], ["--chunked-prefill-size", "32768"]])
+def test_attention_dp_and_chunked_prefill_leave_the_indexer_kernels_alone(args):
+    """The indexer's projections are replicated (dsa_indexer.py:343-370), so its heads do not follow
+    attention tp; chunked prefill changes prefill lengths, which no indexer kernel is built for."""
+    assert indexer_calls("deepseek-v3.2", args)[0] == indexer_calls("deepseek-v3.2", DP8)[0]
