@@ -167,19 +167,26 @@ def divide(total: int, parts: int, what: str) -> int:
     return total // parts
 
 
-# quantization/fp8_utils.py:1170-1182: with --fp8-gemm-backend auto the linears take DeepGEMM first, whenever it is enabled.
-_DEEPGEMM_FP8_GEMM_BACKENDS = ("auto", "deep_gemm")
+# quantization/fp8_utils.py:1170-1182: with --fp8-gemm-backend auto the linears take DeepGEMM first, whenever it is
+# enabled. flashinfer_deepgemm keeps FlashInfer for 1 <= M < 32 and hands every other M to DeepGEMM
+# (fp8_utils.py:1331-1349), whose first call sweeps the whole M list as under auto.
+_DEEPGEMM_FP8_GEMM_BACKENDS = ("auto", "deep_gemm", "flashinfer_deepgemm")
 
 
 def linear(result: Plan, c: Fields, flags: ServerFlags, layer: str, n: int, k: int) -> None:
-    """Block-FP8 linears go to DeepGEMM when the backend is DeepGEMM's, the output BF16,
-    N % 64 == 0 and K % 128 == 0 (fp8_utils.py:1044, 1328-1329); else Triton serves them.
-    [32, 32] blocks take DeepGEMM on SM90 with backend auto or deep_gemm (fp8_utils.py:716-729)."""
-    if flags.fp8_gemm_backend in _DEEPGEMM_FP8_GEMM_BACKENDS and n % 64 == 0 and k % 128 == 0:
+    """Block-FP8 linears go to DeepGEMM when the backend is DeepGEMM's and the output BF16, with
+    N % 64 == 0 and K % 128 == 0 for [128, 128] blocks, N % 8 == 0 and K % 32 == 0 for [32, 32]
+    blocks on SM90 (fp8_utils.py:1449-1459 _deepgemm_block_fp8_supported); else Triton serves them."""
+    block32 = c.linear_kind is Kind.BLOCK32
+    fits = n % 8 == 0 and k % 32 == 0 if block32 else n % 64 == 0 and k % 128 == 0
+    # fp8_utils.py:716-734: [32, 32] blocks take DeepGEMM on SM90 only with backend auto or deep_gemm.
+    backends = ("auto", "deep_gemm") if block32 else _DEEPGEMM_FP8_GEMM_BACKENDS
+    if flags.fp8_gemm_backend in backends and fits:
         result.add(GemmShape(c.linear_kind, n, k), layer)
     else:
+        rule = "N % 8 / K % 32" if block32 else "N % 64 / K % 128"
         result.left_out.append(f"{layer} {n}x{k}: Triton (--fp8-gemm-backend {flags.fp8_gemm_backend}, "
-                               "or N % 64 / K % 128 not 0: fp8_utils.py:1044)")
+                               f"or {rule} not 0: fp8_utils.py:1449-1459)")
 
 
 # layers/moe/utils.py:656-665: A2A combine happens inside a DeepEP-family dispatcher.

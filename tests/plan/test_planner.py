@@ -200,6 +200,21 @@ def test_fusion_rules():
 def test_fp8_gemm_backend_other_than_deep_gemm_takes_the_linears_off_deepgemm():
     assert golden(config("deepseek-v3-0324"), ["--fp8-gemm-backend", "triton"]) == set()
     assert golden(config("deepseek-v3-0324"), ["--fp8-gemm-backend", "deep_gemm"]) == V3_TP8
+    # flashinfer_deepgemm: FlashInfer takes 1 <= M < 32, DeepGEMM every other M (fp8_utils.py:1331-1349),
+    # and DeepGEMM's first call sweeps the whole list, as under auto.
+    assert golden(config("deepseek-v3-0324"), ["--fp8-gemm-backend", "flashinfer_deepgemm"]) == V3_TP8
+
+
+def test_block32_linears_need_n_divisible_by_8_and_k_by_32_not_the_128_block_rule():
+    """fp8_utils.py:1449-1459: [32, 32] blocks on SM90 take N % 8 == 0 and K % 32 == 0."""
+    cfg = dict(config("deepseek-v3-0324"), q_lora_rank=1504)  # 1504 % 32 == 0, % 128 == 96
+    # fused_qkv_a N = 1504 + 512 + 64 = 2080 (% 64 == 32); q_b_proj K = 1504.
+    odd = {(2080, 7168), (3072, 1504)}
+    assert not odd & {(n, k) for _, n, k, _, _ in golden(cfg, [])}  # [128, 128]: Triton
+    cfg["quantization_config"] = dict(cfg["quantization_config"], weight_block_size=[32, 32])
+    assert odd <= {(n, k) for kind, n, k, _, _ in golden(cfg, []) if kind is B32}
+    # Under flashinfer_deepgemm, non-128 blocks stay on Triton (fp8_utils.py:716-734).
+    assert golden(cfg, ["--fp8-gemm-backend", "flashinfer_deepgemm"]) == set()
 
 
 def test_env_that_adds_gemms():
