@@ -120,7 +120,7 @@ def _mlp(result: Plan, c: Fields, flags: ServerFlags, env: PlanEnv) -> None:
         slots = shared if fused else 0  # deepseek_v2.py:698-702
     if fused:
         result.left_out.append(f"shared experts: fused into the routed experts as {slots} extra expert(s)")
-    gemms.routed_experts(result, c, flags, routed, slots)
+    gemms.routed_experts(result, c, flags, routed, slots, env)
     if shared and not fused:
         # deepseek_v2.py:866-897: the shared experts are their own MLP, replicated under the
         # all-to-all backends or SGLANG_SHARED_EXPERT_TP1, else tensor parallel.

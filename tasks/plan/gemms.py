@@ -92,6 +92,7 @@ class PlanEnv(msgspec.Struct, frozen=True):
     disable_dsa_indexer_fusion: bool = False  # SGLANG_DISABLE_DSA_INDEXER_FUSION
     bf16_fp32_gemm_algo: str = "cublas"  # SGLANG_OPT_BF16_FP32_GEMM_ALGO
     fp8_paged_mqa_logits_torch: bool = False  # SGLANG_FP8_PAGED_MQA_LOGITS_TORCH
+    deepgemm_standard_layout: str = "auto"  # SGLANG_DEEPGEMM_STANDARD_LAYOUT: auto, masked or compact
 
 
 class PlanError(ValueError):
@@ -202,7 +203,8 @@ def check_a2a(flags: ServerFlags) -> None:
         raise PlanError(f"{NO_PLAN} (--moe-a2a-backend {flags.moe_a2a_backend})", needs_fallback=True)
 
 
-def routed_experts(result: Plan, c: Fields, flags: ServerFlags, routed: int, shared_slots: int) -> None:
+def routed_experts(result: Plan, c: Fields, flags: ServerFlags, routed: int, shared_slots: int,
+                   env: PlanEnv | None = None) -> None:
     """The routed experts' grouped GEMMs, when DeepGEMM runs them (else Triton runs them).
 
     `shared_slots`: shared experts fused into the routed MoE as extra experts."""
@@ -219,14 +221,17 @@ def routed_experts(result: Plan, c: Fields, flags: ServerFlags, routed: int, sha
                     "experts (routed + fused shared + redundant)")
     inter = divide(c.int("moe_intermediate_size"), flags.tp // flags.ep, "moe_intermediate_size")
     why = f"{groups} experts per rank, {flags.moe_a2a_backend} all-to-all, runner {flags.moe_runner_backend}"
-    for kind in routed_kinds(flags):
+    for kind in routed_kinds(flags, env.deepgemm_standard_layout if env else "auto"):
         result.add(GemmShape(kind, 2 * inter, c.int("hidden_size"), groups), f"routed experts gate_up ({why})")
         result.add(GemmShape(kind, c.int("hidden_size"), inter, groups), f"routed experts down ({why})")
 
 
-def routed_kinds(flags: ServerFlags) -> list[Kind]:
-    """Which grouped layouts the expert GEMMs use."""
+def routed_kinds(flags: ServerFlags, standard_layout: str = "auto") -> list[Kind]:
+    """Which grouped layouts the expert GEMMs use; `standard_layout`: SGLANG_DEEPGEMM_STANDARD_LAYOUT."""
     a2a = flags.moe_a2a_backend
+    if a2a == "none" and standard_layout == "compact":
+        # moe_runner/deep_gemm.py:224-229, 1027-1030: the standard dispatch never takes the masked layout.
+        return [Kind.CONTIG]
     if a2a in ("mooncake", "nixl", "pplx"):
         return [Kind.MASKED]  # low-latency dispatch only (token_dispatcher/mooncake.py:107-110, pplx.py:51)
     if a2a == "deepep" and flags.deepep_mode == "normal":
@@ -234,7 +239,8 @@ def routed_kinds(flags: ServerFlags) -> list[Kind]:
     if a2a == "deepep" and flags.deepep_mode == "low_latency":
         return [Kind.MASKED]
     # deepep auto resolves per batch; deepep_v2 and the standard dispatch pick masked or
-    # contiguous per call (moe_runner/deep_gemm.py:199-253, 361-395): both.
+    # contiguous per call (moe_runner/deep_gemm.py:199-253, 361-395): both. "masked" for the
+    # standard dispatch still falls back to compact for activations it cannot lay out (212-222).
     return [Kind.CONTIG, Kind.MASKED]
 
 

@@ -18,7 +18,8 @@ _SHARDS = {"qkv_proj": ("q_proj", "k_proj", "v_proj"), "gate_up_proj": ("gate_pr
 
 
 def plan(c: Fields, flags: ServerFlags, env: PlanEnv, ignored: list[str]) -> Plan:
-    del env  # no env of PLAN_ENV_KEYS changes MiMo's GEMMs (its router is torch.mm / F.linear: mimo_v2.py:382, 400-409)
+    # Of PLAN_ENV_KEYS only SGLANG_DEEPGEMM_STANDARD_LAYOUT (its experts' layout) reaches MiMo's GEMMs:
+    # its router is torch.mm / F.linear (mimo_v2.py:382, 400-409).
     result = Plan()
     layers = c.int("num_hidden_layers")
     swa = c.int_list("hybrid_layer_pattern", layers)  # mimo_v2.py:1015-1016: 1 marks a sliding-window layer
@@ -59,7 +60,7 @@ def plan(c: Fields, flags: ServerFlags, env: PlanEnv, ignored: list[str]) -> Pla
             linear(result, c, flags, f"dense down_proj ({how})", hidden, inter)
     if len(dense) < layers:
         # mimo_v2.py:448-460: routed experts only (no shared), Triton unless DeepGEMM runs them.
-        gemms.routed_experts(result, c, flags, c.int("n_routed_experts"), 0)
+        gemms.routed_experts(result, c, flags, c.int("n_routed_experts"), 0, env)
     gemms.note_overlap(result, flags)
     return result
 

@@ -27,10 +27,20 @@ PLAN_ENV_KEYS = (
     "SGLANG_DISABLE_DSA_INDEXER_FUSION",
     "SGLANG_OPT_BF16_FP32_GEMM_ALGO",
     "SGLANG_FP8_PAGED_MQA_LOGITS_TORCH",
+    "SGLANG_DEEPGEMM_STANDARD_LAYOUT",
 )
 # Plan env keys that take a word, not a boolean (environ.py:1884 SGLANG_OPT_BF16_FP32_GEMM_ALGO).
-_STRING_ENV = {"SGLANG_OPT_BF16_FP32_GEMM_ALGO": ("cublas", "hpc", "deep_gemm")}
+_STRING_ENV = {"SGLANG_OPT_BF16_FP32_GEMM_ALGO": ("cublas", "hpc", "deep_gemm"),
+               "SGLANG_DEEPGEMM_STANDARD_LAYOUT": ("auto", "masked", "compact")}  # environ.py:1352
 _TRUE = {"1", "true", "yes", "y", "on"}
+
+
+def env_choice(env: dict, key: str, default: str) -> str:
+    """A word-valued plan env key, lowercased as sglang reads it; ValueError names a bad one."""
+    value = env.get(key, default).lower()
+    if value not in _STRING_ENV[key]:
+        raise ValueError(f"{key}={env[key]!r}: expected one of {', '.join(_STRING_ENV[key])}")
+    return value
 _FALSE = {"0", "false", "no", "n", "off", ""}
 
 

@@ -162,7 +162,8 @@ def _choose_path(target, spec, launch, config, config_error, config_missing, cap
             shared_expert_tp1=registry.env_bool(plan_env.get("SGLANG_SHARED_EXPERT_TP1", "0")),
             disable_dsa_indexer_fusion=registry.env_bool(plan_env.get("SGLANG_DISABLE_DSA_INDEXER_FUSION", "0")),
             bf16_fp32_gemm_algo=plan_env.get("SGLANG_OPT_BF16_FP32_GEMM_ALGO", "cublas"),
-            fp8_paged_mqa_logits_torch=registry.env_bool(plan_env.get("SGLANG_FP8_PAGED_MQA_LOGITS_TORCH", "0")))
+            fp8_paged_mqa_logits_torch=registry.env_bool(plan_env.get("SGLANG_FP8_PAGED_MQA_LOGITS_TORCH", "0")),
+            deepgemm_standard_layout=registry.env_choice(plan_env, "SGLANG_DEEPGEMM_STANDARD_LAYOUT", "auto"))
     except ValueError as exc:
         target.error = f"{registry.display_path(spec.path)}: environment: {exc}"
         return

@@ -311,3 +311,26 @@ def test_a_model_type_the_architecture_is_not_planned_for_needs_fallback():
     assert plan(dict(cfg, model_type="kimi_k2"), launch_args.parse([], 8)).shapes  # Kimi K2 ships V3's class
     without = {k: v for k, v in cfg.items() if k != "model_type"}
     assert plan(without, launch_args.parse([], 8)).shapes  # a config without one is taken by its architecture
+
+
+def test_standard_layout_env_narrows_the_standard_dispatchs_expert_layouts():
+    """SGLANG_DEEPGEMM_STANDARD_LAYOUT (environ.py:1352; moe_runner/deep_gemm.py:224-229, 1027-1030):
+    compact never takes the masked layout; masked can still fall back to compact (212-222)."""
+    v3, args = config("deepseek-v3-0324"), ["--moe-runner-backend", "deep_gemm"]
+    kinds = {kind for kind, *_ in golden(v3, args, env=PlanEnv(deepgemm_standard_layout="compact")) if kind in (C, M)}
+    assert kinds == {C}
+    for layout in ("auto", "masked"):
+        assert {kind for kind, *_ in golden(v3, args, env=PlanEnv(deepgemm_standard_layout=layout))
+                if kind in (C, M)} == {C, M}
+    # DeepEP's dispatch is not the standard one: its own mode decides.
+    deepep = golden(v3, ["--moe-a2a-backend", "deepep"], env=PlanEnv(deepgemm_standard_layout="compact"))
+    assert {kind for kind, *_ in deepep if kind in (C, M)} == {C, M}
+
+
+def test_a_bad_standard_layout_env_fails_the_target_in_one_line():
+    from tasks.plan import registry
+
+    with pytest.raises(ValueError, match="SGLANG_DEEPGEMM_STANDARD_LAYOUT='wide': expected one of auto, masked"):
+        registry.env_choice({"SGLANG_DEEPGEMM_STANDARD_LAYOUT": "wide"}, "SGLANG_DEEPGEMM_STANDARD_LAYOUT", "auto")
+    assert registry.env_choice({"SGLANG_DEEPGEMM_STANDARD_LAYOUT": "Compact"},
+                               "SGLANG_DEEPGEMM_STANDARD_LAYOUT", "auto") == "compact"
