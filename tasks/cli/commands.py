@@ -100,14 +100,16 @@ class Plan(_TargetCommand):
     name = "plan"
     doc_purpose = "show each target's warm plan: path, shapes, M list, estimated kernels and compile time"
     doc_usage = "[TARGET ...]"
-    doc_description = ("Estimates come from H100 measurements of sgl-deep-gemm 0.1.2 (tasks/estimate.py); "
-                       "kernels shared between shapes make them an upper bound.")
+    doc_description = ("Estimates are calibrated on sgl-deep-gemm 0.1.2 warms (tasks/plan/estimate.py); where a "
+                       "warm already ran, each shape shows the cache entries it used instead.")
     cmd_options = (_opt_shard, _opt_explain)
 
     def report(self, session, chosen, picked, all_targets) -> int:
         invalid = 0
+        used = warmed_entries(session, picked)
         for target in picked:
-            print("\n".join(describe(target, all_targets, chosen.local_keys[target.name], self.params["explain"])))
+            print("\n".join(describe(target, all_targets, chosen.local_keys[target.name], self.params["explain"],
+                                      used)))
             invalid += bool(target.error)
         unique = targets.shared_works(picked)
         total = estimate.ZERO
@@ -206,8 +208,21 @@ def server_env(session, picked) -> tuple[dict[str, str], list[str]]:
     return variables, unproven
 
 
+def warmed_entries(session, picked) -> dict[str, set[str]]:
+    """Shape key -> the cache entries its last successful warm used (on whichever toolchain: a
+    plan does not compute the fingerprint, and `doit stale` says when that changed)."""
+    from tasks.state import records
+
+    used = {}
+    for work in targets.shared_works(picked).values():
+        record, _ = records.read_shape(session.root.path, work.key)
+        if record is not None and record.ok:
+            used[work.key] = set(record.entries)
+    return used
+
+
 def describe(target: targets.Target, all_targets: list[targets.Target], local_keys=None,
-             explain: bool = False) -> list[str]:
+             explain: bool = False, used: dict[str, set[str]] | None = None) -> list[str]:
     if target.error:
         return [f"warm:{target.name}", f"  FAILS: {target.error}"]
     lines = [f"warm:{target.name}", f"  path: {target.path}",
@@ -230,8 +245,11 @@ def describe(target: targets.Target, all_targets: list[targets.Target], local_ke
         if uses and all(use.startswith(targets.WATCHED_USE) for use in uses):
             here += "  (from doit watch)"
         calls = "rows" if work.shape.kind is Kind.PAGED_MQA_LOGITS else "lengths" if work.shape.kind.indexer else "M"
+        built = (used or {}).get(work.key)
+        kernels = f"{len(built)} entries at its last warm" if built is not None else \
+            f"~{cost.kernels} kernels  ~{cost.nvcc_s:.0f}s"
         lines.append(f"    {work.name}  {work.shape.kind.value} {work.shape.params}  {calls}={len(work.m_values)}  "
-                     f"~{cost.kernels} kernels  ~{cost.nvcc_s:.0f}s{here}")
+                     f"{kernels}{here}")
         if explain and target.plan and work.shape in target.plan.uses:
             lines += [f"      why: {use}" for use in target.plan.uses[work.shape]]
     if explain and target.plan:
@@ -240,6 +258,10 @@ def describe(target: targets.Target, all_targets: list[targets.Target], local_ke
         lines.append(f"  watch: {target.watch_note}")
     cost = estimate.target_cost(target)
     lines.append(f"  estimate: ~{cost.kernels} kernels, ~{cost.nvcc_s:.0f}s of nvcc on one core")
+    known = [used[w.key] for w in target.works if used and w.key in used]
+    if known:
+        lines.append(f"  last warm: {len(set().union(*known))} distinct entries for {len(known)} of "
+                     f"{len(target.works)} shapes")
     return lines + not_warmed_lines(target)
 
 

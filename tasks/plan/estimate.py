@@ -1,10 +1,11 @@
 """Rough cost of warming a shape or a target, for `doit plan` and for balancing shards.
 
-Pure planning: no GPU, no deep_gemm. The numbers come from H100 measurements of
-sgl-deep-gemm 0.1.2 (bench/results/): a DeepSeek-V3 NORMAL shape needs about 9 cache
-entries for a 15-value M list and 14-25 for the 3072-value FAST list, and one nvcc
-compile takes about 3.9 s on one core. Kernels are also shared across shapes, so a
-target's sum is an upper estimate.
+Pure planning: no GPU, no deep_gemm. Calibrated on sgl-deep-gemm 0.1.2 runs: a cold warm
+of 20 shapes over 16384 M values each built 61 kernels on an H200
+(bench/results/cold_warm_shipped-h200-2026-12-02-cac23a1.json), about 3 a shape: normal
+GEMMs take N and K at run time, so their kernels serve many shapes, and the scale transpose
+is one kernel for all. One nvcc compile takes about 3.9 s on one core (H100). Where a warm
+already ran, `doit plan` shows the entries it recorded instead.
 """
 
 from __future__ import annotations
@@ -16,8 +17,8 @@ from dataclasses import dataclass
 from tasks.plan.targets import FALLBACK, ShapeWork, Target
 
 NVCC_SECONDS = 3.9  # one kernel, one core: 158.6 s for 41 kernels, sequential, H100 host
-# entries ~ BASE + SLOPE * log2(len(M list)): 9 at 15 values, ~21 at 3072, ~25 at 16384.
-BASE, SLOPE = 3.0, 1.6
+# new kernels a shape adds ~ BASE + SLOPE * log2(len(M list)): 3 at 16384 values (61 for 20 shapes).
+BASE, SLOPE = 1.0, 1 / 7
 
 
 @dataclass(frozen=True)
@@ -44,7 +45,7 @@ def shape_cost(work: ShapeWork) -> Cost:
         # One logits kernel; the decode schedule adds one per 32 rows (tasks/plan/indexer.py).
         buckets = {(m + 31) // 32 for m in work.m_values} if work.shape.kind.name.startswith("PAGED") else set()
         return _of(1 + len(buckets))
-    return _of(min(count, round(BASE + SLOPE * math.log2(count))) + 1)  # +1: the shape's scale transpose
+    return _of(min(count, round(BASE + SLOPE * math.log2(count))))
 
 
 def target_cost(target: Target) -> Cost:
@@ -58,7 +59,7 @@ def fallback_cost(all_targets: list[Target]) -> Cost:
     """A fallback target's shapes are unknown until its server runs: guess the median planned target."""
     planned = [target_cost(t) for t in all_targets if t.works]
     if not planned:  # nothing to compare with: one shape over the default 16384-value list
-        return _of(round(BASE + SLOPE * 14) + 1)
+        return _of(round(BASE + SLOPE * 14))
     return _of(round(statistics.median(c.kernels for c in planned)))
 
 

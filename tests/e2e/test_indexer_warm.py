@@ -114,3 +114,25 @@ def test_watch_names_an_indexer_kernel_a_command_compiled_and_record_plans_it(wa
     [marker] = [json.loads(p.read_text()) for p in (ws.root / "jitwarm" / "markers").glob("*.json")]
     [paged] = [s for s in marker["shapes"] if s["kind"] == "FP8_PAGED_MQA_LOGITS"]
     assert paged["m_count"] == 1 and any("metadata" in n for n in paged["entries"])
+
+
+@pytest.mark.one_layout
+def test_plan_shows_what_the_last_warm_built_in_place_of_the_estimate(ws):
+    model_file(ws.models, "v32", LAUNCH, header=V32)
+
+    def plan():
+        out = subprocess.run([sys.executable, "-m", "doit", "plan"], cwd=REPO, env=ws.env, capture_output=True,
+                             text=True, timeout=120)
+        assert out.returncode == 0, out.stderr
+        return out.stdout.splitlines()
+
+    before = plan()
+    paged = next(line for line in before if "FP8_PAGED_MQA_LOGITS" in line)
+    assert "~17 kernels" in paged and not any(line.startswith("  last warm:") for line in before)
+    assert ws.doit("warm").returncode == 0
+    after = plan()
+    paged = next(line for line in after if "FP8_PAGED_MQA_LOGITS" in line)
+    assert paged.endswith("17 entries at its last warm"), paged  # one logits kernel + 16 schedules
+    [last] = [line for line in after if line.startswith("  last warm:")]
+    [marker] = [json.loads(p.read_text()) for p in (ws.root / "jitwarm" / "markers").glob("*.json")]
+    assert last.startswith(f"  last warm: {len(marker['entries'])} distinct entries for 12 of 12 shapes")
