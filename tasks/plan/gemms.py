@@ -246,7 +246,12 @@ def routed_kinds(flags: ServerFlags, standard_layout: str = "auto") -> list[Kind
 
 def note_overlap(result: Plan, flags: ServerFlags) -> None:
     """Kernels built for fewer SMs are separate binaries (the SM count is a template parameter)."""
-    if flags.enable_two_batch_overlap or flags.enable_single_batch_overlap:
+    if flags.enable_two_batch_overlap:
         result.not_covered.append(
-            "two-/single-batch overlap runs DeepGEMM on the SMs DeepEP leaves free (operations_strategy.py:108-110, "
+            "two-batch overlap runs DeepGEMM on the SMs DeepEP leaves free (batch_overlap/operations_strategy.py:18-26, "
             "two_batch_overlap.py:992-996): those kernels are built at first use, not warmed")
+    if flags.enable_single_batch_overlap:
+        result.not_covered.append(
+            "single-batch overlap runs the masked expert GEMMs and the shared experts on fewer SMs "
+            "(deep_gemm_wrapper/entrypoint.py:69-74, models/deepseek_v2.py:1646-1650): those kernels are built at "
+            "first use, not warmed")

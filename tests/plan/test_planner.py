@@ -249,7 +249,10 @@ def test_rules_are_named_and_gaps_recorded():
     unfused = plan(glm, launch_args.parse(["--attn-dp-size", "8"], 8), PlanEnv(disable_dsa_indexer_fusion=True))
     assert [gap.split(" on ")[0] for gap in unfused.not_covered] == ["indexer.wq_b 4096x2048"]
     tbo = plan(config("deepseek-v3-0324"), launch_args.parse(["--enable-two-batch-overlap"], 8))
-    assert any("two-/single-batch overlap" in gap for gap in tbo.not_covered)
+    assert [gap.split(" runs")[0] for gap in tbo.not_covered] == ["two-batch overlap"]
+    sbo = plan(config("deepseek-v3-0324"), launch_args.parse(["--enable-single-batch-overlap"], 8))
+    assert [gap.split(" runs")[0] for gap in sbo.not_covered] == ["single-batch overlap"]
+    assert "entrypoint.py:69-74" in sbo.not_covered[0]
 
 
 def test_unknown_architecture_and_a2a_backend_need_fallback():
