@@ -23,6 +23,8 @@ from tasks.plan import estimate, sharding, targets
 from tasks.plan.gemms import Kind
 
 EXIT_STALE, EXIT_USAGE = 1, 2
+# sglang#27604's per-process cache subdirectories; RL stacks set it with the start-up sweep off.
+PER_PROCESS_ENV = "SGLANG_DG_CACHE_DIR_PER_PROCESS"
 
 _opt_shard = {
     "name": "shard", "long": "shard", "type": str, "default": "",
@@ -174,6 +176,10 @@ class Env(_TargetCommand):
 
     def report(self, session, chosen, picked, all_targets) -> int:
         variables, unproven = server_env(session, picked)
+        if os.environ.get(PER_PROCESS_ENV) not in (None, "", "0", "false"):
+            print(f"jitwarm: {PER_PROCESS_ENV} is set, but sglang 0.5.23 does not read it: it points deep_gemm at "
+                  "SGLANG_DG_CACHE_DIR alone (layers/deep_gemm_wrapper/compile_utils.py:51), so its servers read "
+                  "the warmed root below", file=sys.stderr)
         for why in unproven:
             print(f"jitwarm: SGLANG_JIT_DEEPGEMM_PRECOMPILE=0 left out: {why}", file=sys.stderr)
         print("\n".join(f"export {name}={shlex.quote(value)}" for name, value in variables.items()))

@@ -118,3 +118,14 @@ def test_env_turns_the_start_up_sweep_off_only_for_proven_targets(ws):
     shown = subprocess.run(["bash", "-c", 'eval "$1"; echo "$SGLANG_DG_CACHE_DIR|$SGLANG_JIT_DEEPGEMM_PRECOMPILE"',
                             "-", one.stdout], capture_output=True, text=True, check=True)
     assert shown.stdout.strip() == f"{ws.root}|0"
+
+
+def test_env_says_sglang_0_5_23_ignores_the_per_process_cache_variable(ws):
+    """sglang 0.5.23 sets DG_JIT_CACHE_DIR from SGLANG_DG_CACHE_DIR alone (deep_gemm_wrapper/compile_utils.py:51):
+    a per-process subdirectory (sglang#27604) is not made, so the server reads the root printed."""
+    model_file(ws.models, "v3", TP8)
+    out = plain_doit(ws, "env", SGLANG_DG_CACHE_DIR_PER_PROCESS="1")
+    assert out.returncode == 0, out.stderr
+    assert "SGLANG_DG_CACHE_DIR_PER_PROCESS is set, but sglang 0.5.23 does not read it" in out.stderr
+    assert f"export SGLANG_DG_CACHE_DIR={shlex.quote(str(ws.root))}" in out.stdout.splitlines()
+    assert "PER_PROCESS" not in plain_doit(ws, "env").stderr

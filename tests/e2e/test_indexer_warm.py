@@ -136,3 +136,4 @@ def test_plan_shows_what_the_last_warm_built_in_place_of_the_estimate(ws):
     [last] = [line for line in after if line.startswith("  last warm:")]
     [marker] = [json.loads(p.read_text()) for p in (ws.root / "jitwarm" / "markers").glob("*.json")]
     assert last.startswith(f"  last warm: {len(marker['entries'])} distinct entries for 12 of 12 shapes")
+
