@@ -112,8 +112,9 @@ def _indexer(function: str, args: list[str]) -> KernelSource:
                             note="the decode indexer's schedule: built per 32 rows and the SM count, for any heads")
     paged = "paged" in function
     kind = Kind.PAGED_MQA_LOGITS if paged else Kind.MQA_LOGITS
-    numbers = args[:3] if paged else args[:2]
-    if len(numbers) < len(args[:2]) + paged or not all(a.isdigit() for a in numbers):
+    want = 3 if paged else 2
+    numbers = args[:want]
+    if len(numbers) < want or not all(a.isdigit() for a in numbers):
         return KernelSource(function, kind.value, note="its template arguments are not laid out as expected")
     if paged:
         next_n, heads, dim = map(int, numbers)

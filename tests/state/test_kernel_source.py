@@ -77,6 +77,7 @@ def test_0_2_bf16_sources_read_through_the_generator_format():
      "not laid out as expected"),
     ("auto ptr = reinterpret_cast<void*>(&sm90_layout_kernel<1, 2, 3>);", "not a GEMM"),
     ("auto ptr = reinterpret_cast<void*>(&sm90_fp8_mqa_logits<kHeads, 2>);", "not laid out as expected"),
+    ("auto ptr = reinterpret_cast<void*>(&sm90_fp8_mqa_logits<64>);", "not laid out as expected"),
 ])
 def test_sources_it_cannot_read_say_why(text, note):
     got = kernel_source.parse(text)
