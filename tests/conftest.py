@@ -47,6 +47,12 @@ def cache(path: Path, layout: str = "0.1.x", *readonly: Path):
     return CacheRoot(Path(path), "test", layouts.by_id(layout), tuple(Path(p) for p in readonly))
 
 
+def plain_doit(ws: Workspace, *args: str, **env) -> subprocess.CompletedProcess:
+    """`doit <args>` with no -f: the commands come from pyproject.toml in the repo root."""
+    return subprocess.run([sys.executable, "-m", "doit", *args], cwd=REPO, env={**ws.env, **env},
+                          capture_output=True, text=True, timeout=120)
+
+
 def model_file(directory: Path, name: str, launches: str, header: str = V3_CONFIG) -> Path:
     path = directory / f"{name}.toml"
     path.write_text(header + "\n" + launches)

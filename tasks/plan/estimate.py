@@ -14,6 +14,7 @@ import math
 import statistics
 from dataclasses import dataclass
 
+from tasks.plan.gemms import Kind
 from tasks.plan.targets import FALLBACK, ShapeWork, Target
 
 NVCC_SECONDS = 3.9  # one kernel, one core: 158.6 s for 41 kernels, sequential, H100 host
@@ -43,7 +44,7 @@ def shape_cost(work: ShapeWork) -> Cost:
         return ZERO
     if work.shape.kind.indexer:
         # One logits kernel; the decode schedule adds one per 32 rows (tasks/plan/indexer.py).
-        buckets = {(m + 31) // 32 for m in work.m_values} if work.shape.kind.name.startswith("PAGED") else set()
+        buckets = {(m + 31) // 32 for m in work.m_values} if work.shape.kind is Kind.PAGED_MQA_LOGITS else set()
         return _of(1 + len(buckets))
     return _of(min(count, round(BASE + SLOPE * math.log2(count))))
 

@@ -204,7 +204,7 @@ def check_a2a(flags: ServerFlags) -> None:
 
 
 def routed_experts(result: Plan, c: Fields, flags: ServerFlags, routed: int, shared_slots: int,
-                   env: PlanEnv | None = None) -> None:
+                   env: PlanEnv) -> None:
     """The routed experts' grouped GEMMs, when DeepGEMM runs them (else Triton runs them).
 
     `shared_slots`: shared experts fused into the routed MoE as extra experts."""
@@ -221,7 +221,7 @@ def routed_experts(result: Plan, c: Fields, flags: ServerFlags, routed: int, sha
                     "experts (routed + fused shared + redundant)")
     inter = divide(c.int("moe_intermediate_size"), flags.tp // flags.ep, "moe_intermediate_size")
     why = f"{groups} experts per rank, {flags.moe_a2a_backend} all-to-all, runner {flags.moe_runner_backend}"
-    for kind in routed_kinds(flags, env.deepgemm_standard_layout if env else "auto"):
+    for kind in routed_kinds(flags, env.deepgemm_standard_layout):
         result.add(GemmShape(kind, 2 * inter, c.int("hidden_size"), groups), f"routed experts gate_up ({why})")
         result.add(GemmShape(kind, c.int("hidden_size"), inter, groups), f"routed experts down ({why})")
 

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 from tasks.plan.gemms import Fields, GemmShape, Kind, Plan, PlanEnv
 from tasks.plan.launch_args import ServerFlags
-from tasks.plan.mlists import ASSUMED_CHUNKED_PREFILL
 
 PAGE_SIZE = 64  # dsa_indexer.py:1242-1247: the CUDA path asserts page size 64
 # dsa_indexer.py:1174-1184: prefill pads the heads to 32 for DeepGEMM.
@@ -51,8 +50,8 @@ def plan(result: Plan, c: Fields, flags: ServerFlags, env: PlanEnv, gpu_memory_m
 
 def _prefill(result: Plan, flags: ServerFlags, heads: int, head_dim: int) -> None:
     padded = max(heads, PREFILL_MIN_HEADS)
-    chunk = flags.chunked_prefill_size if flags.chunked_prefill_size else ASSUMED_CHUNKED_PREFILL
-    longest = min(chunk if chunk > 0 else PREFILL_CAP, PREFILL_CAP)
+    chunk = flags.chunked_prefill_size
+    longest = chunk if chunk and 0 < chunk < PREFILL_CAP else PREFILL_CAP
     shape = GemmShape(Kind.MQA_LOGITS, padded, head_dim, 1)
     result.add(shape, f"indexer prefill fp8_mqa_logits: {heads} index heads"
                + (f" padded to {padded}" if padded != heads else "")

@@ -4,20 +4,13 @@ from __future__ import annotations
 
 import shlex
 import subprocess
-import sys
 
-from conftest import REPO, Workspace, model_file
+from conftest import REPO, model_file, plain_doit
 from tasks.plan import mlists, planner, registry
 
 SMALL = "m_list = [1, 32, 128, 1024]\n"
 TP8 = "[[launch]]\ntp = 8\n" + SMALL
 DP8 = '[[launch]]\ntp = 8\nargs = ["--dp", "8", "--enable-dp-attention"]\n' + SMALL
-
-
-def plain_doit(ws: Workspace, *args: str, **env) -> subprocess.CompletedProcess:
-    """`doit <args>` with no -f: the commands come from pyproject.toml in the repo root."""
-    return subprocess.run([sys.executable, "-m", "doit", *args], cwd=REPO, env={**ws.env, **env},
-                          capture_output=True, text=True, timeout=120)
 
 
 def test_stale_exits_1_with_reasons_then_0_once_warm(ws):

@@ -5,11 +5,10 @@ cover them, and `doit env` keeps the start-up sweep while anything is not warmed
 import json
 import re
 import shutil
-import subprocess
 import sys
 
 import pytest
-from conftest import REPO, model_file
+from conftest import REPO, model_file, plain_doit
 
 pytestmark = pytest.mark.both_layouts
 
@@ -18,6 +17,7 @@ V32 = (REPO / "models" / "deepseek-v3.2.toml").read_text().split("[[launch]]")[0
 LAUNCH = '[[launch]]\ntp = 8\nargs = ["--dp", "8", "--enable-dp-attention"]\nm_list = [1, 4096]\n'
 FAMILIES = {"0.1.x": r"kernel\.smxx_(fp8_mqa_logits|fp8_paged_mqa_logits|paged_mqa_logits_metadata)\.[0-9a-f]+",
             "0.2.x": r"sm90_(fp8_mqa_logits|fp8_paged_mqa_logits|paged_mqa_logits_metadata)\.[0-9a-f]{32}"}
+
 
 
 def test_indexer_kernels_warm_beside_the_gemms_and_count_in_the_marker(ws):
@@ -49,9 +49,7 @@ def test_indexer_kernels_warm_beside_the_gemms_and_count_in_the_marker(ws):
 def test_env_keeps_the_sweep_while_a_start_still_compiles_something(ws):
     model_file(ws.models, "v32", LAUNCH, header=V32)
     assert ws.doit("warm").returncode == 0
-    # `doit env` is a plugin command: it registers from pyproject.toml in the repo root.
-    out = subprocess.run([sys.executable, "-m", "doit", "env"], cwd=REPO, env=ws.env, capture_output=True, text=True,
-                         timeout=120)
+    out = plain_doit(ws, "env")
     assert out.returncode == 0, out.stderr
     assert "SGLANG_JIT_DEEPGEMM_PRECOMPILE" not in out.stdout
     assert "not warmed: indexer.wq_b 8192x1536 on half the SMs" in out.stderr
@@ -61,13 +59,11 @@ def test_env_keeps_the_sweep_while_a_start_still_compiles_something(ws):
 def test_glm5_plans_nothing_it_cannot_warm_so_env_turns_the_sweep_off_once_warm(ws):
     glm = (REPO / "models" / "glm-5-fp8.toml").read_text().split("[[launch]]")[0]
     model_file(ws.models, "glm", LAUNCH, header=glm)
-    plan = subprocess.run([sys.executable, "-m", "doit", "plan"], cwd=REPO, env=ws.env, capture_output=True,
-                          text=True, timeout=120)
+    plan = plain_doit(ws, "plan")
     assert plan.returncode == 0, plan.stderr
     assert "  not warmed: none" in plan.stdout and "FP8_PAGED_MQA_LOGITS heads=32 head_dim=128" in plan.stdout
     assert ws.doit("warm").returncode == 0
-    out = subprocess.run([sys.executable, "-m", "doit", "env"], cwd=REPO, env=ws.env, capture_output=True, text=True,
-                         timeout=120)
+    out = plain_doit(ws, "env")
     assert out.returncode == 0, out.stderr
     assert "export SGLANG_JIT_DEEPGEMM_PRECOMPILE=0" in out.stdout.splitlines(), out.stdout + out.stderr
 
@@ -97,17 +93,15 @@ def test_watch_names_an_indexer_kernel_a_command_compiled_and_record_plans_it(wa
     [target] = list(ws.status())
     server = [sys.executable, str(REPO / "tests" / "fakes" / "fake_server.py"), "FP8_PAGED_MQA_LOGITS:64:128:1:4"]
     report = ws.tmp / "watch.json"
-    out = subprocess.run([sys.executable, "-m", "doit", "watch", "--record", target.removeprefix("warm:"), "--",
-                          *server], cwd=REPO, capture_output=True, text=True, timeout=120,
-                         env={**ws.env, "JITWARM_WATCH_REPORT_JSON": str(report)})
+    out = plain_doit(ws, "watch", "--record", target.removeprefix("warm:"), "--", *server,
+                     JITWARM_WATCH_REPORT_JSON=str(report))
     assert out.returncode == 0, out.stderr
     data = json.loads(report.read_text())
     shapes = sorted(e["shape"] or "" for e in data["entries"])
     # The logits kernel names its shape; the schedule kernel (no heads) is reported without one.
     assert shapes == ["", "FP8_PAGED_MQA_LOGITS N=64 K=128 num_groups=1"], data["entries"]
     assert data["recorded"]["added"] == ["FP8_PAGED_MQA_LOGITS N=64 K=128 num_groups=1"]
-    plan = subprocess.run([sys.executable, "-m", "doit", "plan", target.removeprefix("warm:")], cwd=REPO, env=ws.env,
-                          capture_output=True, text=True, timeout=120)
+    plan = plain_doit(ws, "plan", target.removeprefix("warm:"))
     assert any("FP8_PAGED_MQA_LOGITS heads=64" in line and line.endswith("(from doit watch)")
                for line in plan.stdout.splitlines()), plan.stdout
     assert ws.doit("warm").returncode == 0 and ws.status()[target] == "U"
@@ -121,8 +115,7 @@ def test_plan_shows_what_the_last_warm_built_in_place_of_the_estimate(ws):
     model_file(ws.models, "v32", LAUNCH, header=V32)
 
     def plan():
-        out = subprocess.run([sys.executable, "-m", "doit", "plan"], cwd=REPO, env=ws.env, capture_output=True,
-                             text=True, timeout=120)
+        out = plain_doit(ws, "plan")
         assert out.returncode == 0, out.stderr
         return out.stdout.splitlines()
 
