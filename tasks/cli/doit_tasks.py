@@ -243,6 +243,7 @@ def _meta(target: targets.Target, session: Session) -> dict:
     if target.error:
         return meta
     meta.update({"path": target.path, "hf_id": target.hf_id, "tp": target.tp, "launch args": list(target.args),
+                 "launch args parsed by": _ArgsTableCheck(),
                  "M list": target.m_policy.describe() if target.m_policy else None})
     if target.path == targets.FALLBACK:
         import shlex  # only fallback targets: the no-op path stays lean
@@ -283,6 +284,15 @@ class _ShownPath:
 
     def __repr__(self) -> str:
         return repr(registry.display_path(self.path))
+
+
+class _ArgsTableCheck:
+    """Whether the installed sglang parses as jitwarm's table does: a child process, run only when shown."""
+
+    def __repr__(self) -> str:
+        from tasks.host import sglang_args
+
+        return sglang_args.check()
 
 
 class RemoteInfo:

@@ -73,7 +73,7 @@ def _decode(result: Plan, flags: ServerFlags, heads: int, head_dim: int, gpu_mem
         result.add(shape, f"indexer decode fp8_paged_mqa_logits + get_paged_mqa_logits_metadata: {heads} heads, "
                    f"head dim {head_dim}, KV block {PAGE_SIZE}, next_n 1 on SM90 (dsa_backend.py:938-960); "
                    f"rows {how}", calls=rows)
-    if flags.disable_cuda_graph or flags.disable_decode_cuda_graph:
+    if flags.disable_decode_cuda_graph:
         if flags.max_running_requests is None:
             result.not_covered.append(
                 "indexer decode schedule (get_paged_mqa_logits_metadata): decode CUDA graphs are off, so decode "
@@ -89,7 +89,7 @@ def _decode(result: Plan, flags: ServerFlags, heads: int, head_dim: int, gpu_mem
 def decode_rows(flags: ServerFlags, gpu_memory_mib: int | None) -> tuple[tuple[int, ...], str]:
     """The row counts the decode indexer is called with at start, and how they were found."""
     per_request, spec = _tokens_per_request(flags)
-    if flags.disable_cuda_graph or flags.disable_decode_cuda_graph:
+    if flags.disable_decode_cuda_graph:
         if flags.max_running_requests is None:
             return (), ""
         batch = tuple(range(1, flags.max_running_requests + 1))

@@ -1,9 +1,10 @@
-"""Server launch args: normalisation, hashing and the few flags that change DeepGEMM shapes.
+"""Server launch args: normalisation, hashing, and the flags that change DeepGEMM shapes.
 
-Only flags that change which GEMMs a server runs, or its M list, are interpreted;
-every other flag is carried along untouched (it still counts in the hash). Spellings
-follow sglang 0.5.23 (srt/arg_groups/fields/*.py; argparse also takes unique prefixes
-such as --tp and --dp). Flags that release removed are refused with their successor.
+Args are parsed by sglang 0.5.23's own option table (sglang_table.py): unique prefixes such as
+`--chunked-prefill` work as they do for the server, and what the server would refuse is refused
+here in one line. Only flags that change which GEMMs a server runs, or its M list, are kept in
+ServerFlags; every other flag still counts in the launch hash. Flags that older releases took
+are refused with their successor.
 """
 
 from __future__ import annotations
@@ -13,66 +14,37 @@ import json
 
 import msgspec
 
-# flag -> (field, kind); aliases follow sglang's ServerArgs.
-_VALUE_FLAGS = {
-    "--tp": ("tp", int),
-    "--tp-size": ("tp", int),
-    "--tensor-parallel-size": ("tp", int),
-    "--dp": ("dp", int),
-    "--dp-size": ("dp", int),
-    "--data-parallel-size": ("dp", int),
-    # fields/parallel.py:81-88: attention DP groups inside the TP group.
-    "--attn-dp-size": ("attn_dp_size", int),
-    "--attention-data-parallel-size": ("attn_dp_size", int),
-    "--ep-num-redundant-experts": ("ep_num_redundant_experts", int),
-    "--ep": ("ep", int),
-    "--ep-size": ("ep", int),
-    "--expert-parallel-size": ("ep", int),
-    "--moe-a2a-backend": ("moe_a2a_backend", str),
-    "--moe-runner-backend": ("moe_runner_backend", str),
-    "--moe-dense-tp-size": ("moe_dense_tp_size", int),
-    "--chunked-prefill-size": ("chunked_prefill_size", int),
-    "--deepep-mode": ("deepep_mode", str),
-    "--fp8-gemm-backend": ("fp8_gemm_backend", str),
-    "--speculative-algorithm": ("speculative_algorithm", str),
-    # What the DSA indexer's DeepGEMM calls depend on (tasks/plan/indexer.py).
-    "--speculative-num-steps": ("speculative_num_steps", int),
-    "--speculative-eagle-topk": ("speculative_eagle_topk", int),
-    "--speculative-num-draft-tokens": ("speculative_num_draft_tokens", int),
-    "--dsa-paged-mqa-logits-backend": ("dsa_paged_mqa_logits_backend", str),
-    "--cuda-graph-max-bs-decode": ("cuda_graph_max_bs_decode", int),
-    "--max-running-requests": ("max_running_requests", int),
-    "--pp-size": ("pp_size", int),
-    "--pipeline-parallel-size": ("pp_size", int),
+from tasks.plan import sglang_table
+
+# sglang's dest -> ServerFlags field, for every option a planning rule reads (the rest are only checked).
+_READ = {
+    "tp_size": "tp", "dp_size": "dp", "attn_dp_size": "attn_dp_size", "ep_size": "ep",
+    "ep_num_redundant_experts": "ep_num_redundant_experts", "moe_a2a_backend": "moe_a2a_backend",
+    "moe_runner_backend": "moe_runner_backend", "moe_dense_tp_size": "moe_dense_tp_size",
+    "chunked_prefill_size": "chunked_prefill_size", "deepep_mode": "deepep_mode",
+    "fp8_gemm_runner_backend": "fp8_gemm_backend", "speculative_algorithm": "speculative_algorithm",
+    "speculative_num_steps": "speculative_num_steps", "speculative_eagle_topk": "speculative_eagle_topk",
+    "speculative_num_draft_tokens": "speculative_num_draft_tokens",
+    "dsa_paged_mqa_logits_backend": "dsa_paged_mqa_logits_backend",
+    "cuda_graph_max_bs_decode": "cuda_graph_max_bs_decode", "cuda_graph_bs_decode": "cuda_graph_bs_decode",
+    "disable_decode_cuda_graph": "disable_decode_cuda_graph",
+    "disable_cuda_graph_padding": "disable_cuda_graph_padding", "max_running_requests": "max_running_requests",
+    "pp_size": "pp_size", "disable_shared_experts_fusion": "disable_shared_experts_fusion",
+    "enforce_shared_experts_fusion": "enforce_shared_experts_fusion",
+    "enable_two_batch_overlap": "enable_two_batch_overlap",
+    "enable_single_batch_overlap": "enable_single_batch_overlap",
+    "enable_deterministic_inference": "enable_deterministic_inference",
 }
-# Flags taking one or more integers (fields/exec_.py:644-647: Optional[List[int]]).
-_LIST_FLAGS = {
-    "--cuda-graph-bs-decode": "cuda_graph_bs_decode",
-}
-_BOOL_FLAGS = {
-    # Deprecated spelling of --attn-dp-size (server_args.py:417-423, parallel_hook.py:39-61).
-    "--enable-dp-attention": "enable_dp_attention",
-    "--disable-shared-experts-fusion": "disable_shared_experts_fusion",
-    "--enforce-shared-experts-fusion": "enforce_shared_experts_fusion",
-    "--enable-two-batch-overlap": "enable_two_batch_overlap",
-    "--enable-single-batch-overlap": "enable_single_batch_overlap",
-    "--enable-deterministic-inference": "enable_deterministic_inference",
-    # server_args.py:410-415: the deprecated spelling that disables both phases' graphs.
-    "--disable-cuda-graph": "disable_cuda_graph",
-    "--disable-decode-cuda-graph": "disable_decode_cuda_graph",
-    "--disable-cuda-graph-padding": "disable_cuda_graph_padding",
-}
+# Read, then folded into the fields above (parse()).
+_FOLDED = ("enable_dp_attention", "disable_cuda_graph", "cuda_graph_backend_decode", "cuda_graph_config")
+# Integers a planning rule divides or counts by: sglang fails on these later, in its hooks.
+_POSITIVE = ("tp_size", "dp_size", "attn_dp_size", "ep_size", "moe_dense_tp_size", "speculative_num_steps",
+             "speculative_eagle_topk", "speculative_num_draft_tokens", "cuda_graph_max_bs_decode",
+             "max_running_requests", "pp_size")
 # Flags older sglang releases took, gone from 0.5.23's argument parser.
 _REMOVED = {
     "--enable-deepep-moe": "--moe-a2a-backend deepep",
     "--enable-ep-moe": "--ep-size <tp>",
-}
-_CHOICES = {
-    "deepep_mode": ("auto", "normal", "low_latency"),
-    # quantization/fp8_utils.py:433-444 Fp8GemmRunnerBackend
-    "fp8_gemm_backend": ("auto", "flashinfer_trtllm", "flashinfer_cutlass", "flashinfer_cutedsl",
-                         "flashinfer_deepgemm", "cutlass", "deep_gemm", "triton", "aiter"),
-    "dsa_paged_mqa_logits_backend": ("auto", "deepgemm", "cutedsl", "aiter"),  # fields/exec_.py:379-385
 }
 
 
@@ -109,8 +81,7 @@ class ServerFlags(msgspec.Struct, frozen=True):
     dsa_paged_mqa_logits_backend: str = "auto"
     cuda_graph_max_bs_decode: int | None = None
     cuda_graph_bs_decode: tuple[int, ...] | None = None
-    disable_cuda_graph: bool = False
-    disable_decode_cuda_graph: bool = False
+    disable_decode_cuda_graph: bool = False  # resolved: every spelling that turns decode graphs off
     disable_cuda_graph_padding: bool = False
     max_running_requests: int | None = None
     pp_size: int = 1
@@ -150,40 +121,39 @@ def launch_hash(tp: int, args, env: dict[str, str], m_list) -> str:
 
 
 def parse(args, tp: int) -> ServerFlags:
-    """Interpret the shape-relevant flags; `tp` is the launch tuple's own tp."""
-    values: dict[str, object] = {}
-    tokens = normalize(args)
-    i = 0
-    while i < len(tokens):
-        token = tokens[i]
-        if token in _VALUE_FLAGS:
-            field, kind = _VALUE_FLAGS[token]
-            if i + 1 >= len(tokens) or tokens[i + 1].startswith("--"):
-                raise ArgsError(f"{token} expects a value")
-            raw = tokens[i + 1]
-            values[field] = _convert(token, raw, kind)
-            if field in _CHOICES and values[field] not in _CHOICES[field]:
-                allowed = ", ".join(_CHOICES[field])
-                raise ArgsError(f"{token} expects one of {allowed}, got {json.dumps(raw)}")
-            i += 2
-            continue
-        if token in _LIST_FLAGS:
-            count = next((j for j, t in enumerate(tokens[i + 1:]) if t.startswith("--")), len(tokens) - i - 1)
-            if count == 0:
-                raise ArgsError(f"{token} expects one or more integers")
-            values[_LIST_FLAGS[token]] = tuple(_convert(token, raw, int) for raw in tokens[i + 1:i + 1 + count])
-            i += 1 + count
-            continue
-        if token in _BOOL_FLAGS:
-            values[_BOOL_FLAGS[token]] = True
-        elif token in _REMOVED:
-            raise ArgsError(f"{token} was removed from sglang; use {_REMOVED[token]}")
-        i += 1
+    """Parse `args` as sglang 0.5.23's server does and keep what planning reads; `tp` is the tuple's own tp.
 
+    Unknown options, ambiguous prefixes, bad choices and bad values are refused in one line, as
+    sglang refuses them; any option sglang takes is accepted even when no rule reads it.
+    """
+    tokens = [str(t) for t in args]
+    for token in tokens:
+        flag = token.split("=", 1)[0]
+        if flag in _REMOVED:
+            raise ArgsError(f"{flag} was removed from sglang; use {_REMOVED[flag]}")
+    try:
+        given = sglang_table.parse(tokens)
+    except sglang_table.TableError as exc:
+        raise ArgsError(_short(str(exc))) from None
+    if "help" in given:
+        raise ArgsError("--help is not a launch argument")
+    if "config" in given:
+        raise ArgsError(f"--config {given['config']}: jitwarm cannot read the server's config file; "
+                        "put its options in args")
+    for dest in _POSITIVE:
+        if dest in given and given[dest] < 1:
+            raise ArgsError(f"{sglang_table.flag_of(dest)} expects a positive integer, got {given[dest]}")
+    if given.get("ep_num_redundant_experts", 0) < 0:
+        raise ArgsError(f"--ep-num-redundant-experts expects a non-negative integer, got {given['ep_num_redundant_experts']}")
+
+    values = {field: given[dest] for dest, field in _READ.items() if dest in given}
+    if "cuda_graph_bs_decode" in values:
+        values["cuda_graph_bs_decode"] = tuple(values["cuda_graph_bs_decode"])
+    _fold_decode_graphs(given, values)
     if "tp" in values and values["tp"] != tp:
-        raise ArgsError(f"--tp {values['tp']} in args contradicts tp = {tp}")
+        raise ArgsError(f"--tp-size {values['tp']} in args contradicts tp = {tp}")
     values["tp"] = tp
-    if values.pop("enable_dp_attention", False) and values.get("attn_dp_size", 1) == 1:
+    if given.get("enable_dp_attention") and values.get("attn_dp_size", 1) == 1:
         # parallel_hook.py:39-61: `--dp N --enable-dp-attention` is `--attn-dp-size N`.
         values["attn_dp_size"], values["dp"] = values.get("dp", 1), 1
     if values.get("moe_a2a_backend") in EP_SPANNING_A2A:
@@ -193,18 +163,54 @@ def parse(args, tp: int) -> ServerFlags:
     return flags
 
 
-def _convert(flag: str, raw: str, kind):
-    if kind is int:
-        try:
-            value = int(raw)
-        except ValueError:
-            raise ArgsError(f"{flag} expects an integer, got {json.dumps(raw)}") from None
-        if value < 0 and flag == "--ep-num-redundant-experts":
-            raise ArgsError(f"{flag} expects a non-negative integer, got {json.dumps(raw)}")
-        if value < 1 and flag not in ("--chunked-prefill-size", "--ep-num-redundant-experts"):
-            raise ArgsError(f"{flag} expects a positive integer, got {json.dumps(raw)}")
-        return value
-    return raw
+def _fold_decode_graphs(given: dict, values: dict) -> None:
+    """cuda_graph_hook.py:53-98: the decode graph settings, lowest precedence first."""
+    off = bool(given.get("disable_cuda_graph") or given.get("disable_decode_cuda_graph"))
+    if given.get("cuda_graph_backend_decode") is not None:
+        off = given["cuda_graph_backend_decode"] == "disabled"
+    decode = _graph_config(given.get("cuda_graph_config")).get("decode", {})
+    if "backend" in decode:
+        off = decode["backend"] == "disabled"
+    if decode.get("max_bs") is not None:
+        values["cuda_graph_max_bs_decode"] = _positive_int("--cuda-graph-config decode.max_bs", decode["max_bs"])
+    if decode.get("bs") is not None:
+        sizes = decode["bs"] if isinstance(decode["bs"], list) else [decode["bs"]]
+        values["cuda_graph_bs_decode"] = tuple(_positive_int("--cuda-graph-config decode.bs", b) for b in sizes)
+    values["disable_decode_cuda_graph"] = off
+
+
+def _graph_config(raw: str | None) -> dict:
+    """--cuda-graph-config as model_executor/cuda_graph_config.py:246-290 reads it: a JSON object of phases."""
+    if raw is None:
+        return {}
+    try:
+        parsed = json.loads(raw)
+    except json.JSONDecodeError as exc:
+        raise ArgsError(f"--cuda-graph-config must be JSON: {exc}") from None
+    if not isinstance(parsed, dict) or not all(isinstance(v, dict) for v in parsed.values()):
+        raise ArgsError(f"--cuda-graph-config must be a JSON object of phases, got {raw!r}")
+    unknown = sorted(set(parsed) - {"decode", "prefill"})
+    if unknown:
+        raise ArgsError(f"--cuda-graph-config: unknown phase {unknown[0]!r}, expected decode or prefill")
+    backend = parsed.get("decode", {}).get("backend")
+    if backend is not None and backend not in ("full", "breakable", "disabled"):
+        raise ArgsError(f"--cuda-graph-config decode.backend {backend!r}: expected full, breakable or disabled")
+    return parsed
+
+
+def _positive_int(what: str, value) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ArgsError(f"{what} expects a positive integer, got {json.dumps(value)}")
+    return value
+
+
+def _short(message: str) -> str:
+    """argparse's ambiguity message lists every match (hundreds for `--e`): keep the first few."""
+    head, sep, matches = message.partition(" could match ")
+    names = matches.split(", ")
+    if not sep or len(names) <= 6:
+        return message
+    return f"{head}{sep}{', '.join(names[:6])} and {len(names) - 6} more"
 
 
 def _check_divisibility(flags: ServerFlags) -> None:

@@ -2,7 +2,8 @@
 
 Parsing and validating is most of a no-op run's planning time at a thousand model files
 (about 0.8 ms a file). A file's entry is keyed by its path and exact bytes, the whole
-memo by the source of the modules that parse (registry.py, launch_args.py) and msgspec's
+memo by the source of the modules that parse (registry.py, launch_args.py, sglang_table.py and its
+table) and msgspec's
 version, so an edit to either re-parses. Only valid files are kept: an invalid one is
 parsed again, so its one-line error is always current. The memo is a cache: unreadable,
 stale or unwritable, it is ignored.
@@ -17,9 +18,10 @@ from pathlib import Path
 
 import msgspec
 
-from tasks.plan import launch_args, registry
+from tasks.plan import launch_args, registry, sglang_table
 
-_SOURCES = (Path(registry.__file__), Path(launch_args.__file__))
+_SOURCES = (Path(registry.__file__), Path(launch_args.__file__), Path(sglang_table.__file__),
+            sglang_table.TABLE_PATH)
 
 
 class _Entry(msgspec.Struct, array_like=True):

@@ -73,6 +73,7 @@ class Target(msgspec.Struct):
     tp: int | None = None
     launch_index: int | None = None
     args: tuple[str, ...] = ()
+    env: dict[str, str] = msgspec.field(default_factory=dict)  # the launch's own env: the server runs with it
     tags: tuple[str, ...] = ()
     launch_hash: str = ""
     m_policy: mlists.MListPolicy | None = None
@@ -141,7 +142,7 @@ def expand(specs, environ=None, facts: Facts = Facts()) -> list[Target]:
             target = Target(
                 name=f"{spec.name}@tp{launch.tp}-{launch.hash[:8]}", model=spec.name, source=spec.path,
                 hf_id=spec.hf_id, tp=launch.tp, launch_index=launch.index, args=launch.args,
-                tags=launch.tags, launch_hash=launch.hash, fallback_timeout_s=launch.fallback_timeout_s)
+                env=dict(launch.env), tags=launch.tags, launch_hash=launch.hash, fallback_timeout_s=launch.fallback_timeout_s)
             _choose_path(target, spec, launch, config, config_error, config_missing,
                          captures.get(launch.index), lock_error, env, facts)
             if target.plan is not None and target.path != FALLBACK and not target.error:

@@ -77,7 +77,7 @@ def _run(target: targets.Target, session: Session):
           flush=True)
     try:
         view = cacheview.CacheView(cache, view_dir)
-        outcome = supervise.run(argv, _env(view_dir), log, target.fallback_timeout_s, cwd=REPO_ROOT,
+        outcome = supervise.run(argv, _env(view_dir, target.env), log, target.fallback_timeout_s, cwd=REPO_ROOT,
                                 fail_patterns=FAIL_LINES, on_poll=view.drain)
         if outcome.returncode != 0 or outcome.matched or outcome.timed_out:
             return TaskFailed(f"{targets.fallback_module()} {outcome.describe()} (log {log})")
@@ -110,8 +110,8 @@ def _run(target: targets.Target, session: Session):
     return None
 
 
-def _env(staging: Path) -> dict:
-    env = dict(os.environ)
+def _env(staging: Path, launch_env: dict[str, str]) -> dict:
+    env = {**os.environ, **launch_env}  # the launch's env is the server's, as planning assumed
     env["PYTHONUNBUFFERED"] = "1"
     # sglang derives DG_JIT_CACHE_DIR from SGLANG_DG_CACHE_DIR, after copying SGL_DG_CACHE_DIR
     # over it; point them all at the view, which holds every root's entries.

@@ -23,10 +23,10 @@ MIMO = 'hf_id = "stepfun-ai/Step-3.5-Flash"\nconfig = {architectures = ["Step3p5
 M_LIST = "m_list = [1, 32, 128, 1024]\n"
 
 
-def mimo(ws: Workspace, mode: str, timeout: int = 60, extra_args: str = "") -> None:
+def mimo(ws: Workspace, mode: str, timeout: int = 60, extra_args: str = "", env: str = "") -> None:
     (ws.models / "mimo.toml").write_text(
-        MIMO + f'[[launch]]\ntp = 4\nargs = ["--dp", "2", "--enable-dp-attention", "--fake-mode", "{mode}"'
-        f'{extra_args}]\n' + M_LIST + f"fallback_timeout_s = {timeout}\n")
+        MIMO + f'[[launch]]\ntp = 4\nargs = ["--dp", "2", "--enable-dp-attention", "--served-model-name", "fake-mode:{mode}"'
+        f'{extra_args}]\n' + M_LIST + f"fallback_timeout_s = {timeout}\n" + env)
 
 
 @pytest.fixture
@@ -52,6 +52,13 @@ def marker(ws) -> dict:
     return json.loads(path.read_text())
 
 
+def test_the_server_runs_with_the_launch_env_that_planning_assumed(fws):
+    mimo(fws, "empty", env='env = {SGLANG_USE_DEEPGEMM_BMM = "1"}\n')
+    out = fws.doit("warm")
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert (fws.tmp / "server-runs.log").read_text().rstrip().endswith("[env SGLANG_USE_DEEPGEMM_BMM=1]")
+
+
 def test_success_captures_a_lock_and_prints_the_tail(fws):
     mimo(fws, "ok")
     out = fws.doit("warm")
@@ -64,7 +71,7 @@ def test_success_captures_a_lock_and_prints_the_tail(fws):
     [capture] = locks.read(fws.models / "mimo.toml").values()
     assert capture.shapes == (("GEMM_NT_F8F8BF16", 2112, 7168, 1), ("GEMM_NT_F8F8BF16", 7168, 2048, 1),
                               ("GROUPED_GEMM_NT_F8F8BF16_MASKED", 4096, 7168, 32))
-    assert capture.tp == 4 and "--fake-mode" in capture.args
+    assert capture.tp == 4 and "fake-mode:ok" in capture.args
     text = locks.path_for(fws.models / "mimo.toml").read_text()
     assert "GEMM_NT_F8F8BF16 N=2112 K=7168 num_groups=1" in text  # human-readable
 

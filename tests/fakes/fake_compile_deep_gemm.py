@@ -2,7 +2,8 @@
 JITWARM_COMPILE_MODULE=fake_compile_deep_gemm (tests only).
 
 It takes the server's argv (--model-path, --tp, launch args) and behaves as chosen by
-`--fake-mode` in the launch args:
+`--served-model-name fake-mode:<mode>` in the launch args (a real sglang option, so the
+launch args still parse as sglang's):
   ok          log capture lines and compile their kernels (through the deep_gemm stand-in
               named by JITWARM_DEEP_GEMM_MODULE), exit 0
   newtype     like ok, plus a GEMM_NT_FP4FP4BF16 shape (a type a later sglang might add: no executor)
@@ -57,8 +58,10 @@ def warm_up(shapes) -> None:
 def main(argv: list[str]) -> int:
     if os.environ.get("FAKE_CDG_RAN_LOG"):
         with open(os.environ["FAKE_CDG_RAN_LOG"], "a") as fh:
-            fh.write(" ".join(argv) + "\n")
-    mode = argv[argv.index("--fake-mode") + 1] if "--fake-mode" in argv else "ok"
+            bmm = os.environ.get("SGLANG_USE_DEEPGEMM_BMM")
+            fh.write(" ".join(argv) + (f" [env SGLANG_USE_DEEPGEMM_BMM={bmm}]" if bmm else "") + "\n")
+    name = argv[argv.index("--served-model-name") + 1] if "--served-model-name" in argv else ""
+    mode = name.removeprefix("fake-mode:") if name.startswith("fake-mode:") else "ok"
     log(f"server_args=ServerArgs(model_path={argv[argv.index('--model-path') + 1]!r}, "
         f"tp_size={argv[argv.index('--tp') + 1]})")
     log("Load weight begin.")

@@ -147,9 +147,9 @@ def test_a_watched_or_locked_indexer_shape_is_called_once_not_over_the_gemm_m_li
 
 
 @pytest.mark.parametrize("args, message", [
-    (["--cuda-graph-bs-decode", "--tp", "8"], "--cuda-graph-bs-decode expects one or more integers"),
-    (["--cuda-graph-bs-decode", "4", "x"], '--cuda-graph-bs-decode expects an integer, got "x"'),
-    (["--dsa-paged-mqa-logits-backend", "tilelang"], "--dsa-paged-mqa-logits-backend expects one of auto, deepgemm"),
+    (["--cuda-graph-bs-decode", "--tp", "8"], "argument --cuda-graph-bs-decode: expected at least one argument"),
+    (["--cuda-graph-bs-decode", "4", "x"], "argument --cuda-graph-bs-decode: invalid int value: 'x'"),
+    (["--dsa-paged-mqa-logits-backend", "tilelang"], "argument --dsa-paged-mqa-logits-backend: invalid choice: 'tilelang'"),
 ])
 def test_bad_indexer_flags_are_refused_in_one_line(args, message):
     with pytest.raises(launch_args.ArgsError, match=message):

@@ -67,16 +67,17 @@ def test_deepep_forces_ep_to_tp():
 
 
 @pytest.mark.parametrize("args, message", [
-    (["--dp", "x"], '--dp expects an integer, got "x"'),
-    (["--dp"], "--dp expects a value"),
-    (["--tp", "4"], "--tp 4 in args contradicts tp = 8"),
+    # argparse's own words, as sglang's server prints them.
+    (["--dp", "x"], "argument --dp-size/--data-parallel-size: invalid int value: 'x'"),
+    (["--dp"], "argument --dp-size/--data-parallel-size: expected one argument"),
+    (["--tp", "4"], "--tp-size 4 in args contradicts tp = 8"),
     (["--dp", "3", "--enable-dp-attention"], "--attn-dp-size 3 does not divide tp 8"),
     (["--attn-dp-size", "3"], "--attn-dp-size 3 does not divide tp 8"),
-    (["--fp8-gemm-backend", "fast"], "--fp8-gemm-backend expects one of auto, "),
+    (["--fp8-gemm-backend", "fast"], "argument --fp8-gemm-backend: invalid choice: 'fast' (choose from 'auto', "),
     (["--moe-dense-tp-size", "2"], "--moe-dense-tp-size 2: sglang takes only 1 or tp (8)"),
     (["--ep-num-redundant-experts", "-1"], "expects a non-negative integer"),
-    (["--deepep-mode", "fast"], 'expects one of auto, normal, low_latency, got "fast"'),
-    (["--ep", "0"], "--ep expects a positive integer"),
+    (["--deepep-mode", "fast"], "argument --deepep-mode: invalid choice: 'fast' (choose from 'auto', 'normal', 'low_latency')"),
+    (["--ep", "0"], "--ep-size expects a positive integer, got 0"),
 ])
 def test_bad_values_give_one_line(args, message):
     with pytest.raises(ArgsError, match=message.replace("(", r"\(").replace(")", r"\)")) as info:

@@ -23,7 +23,7 @@ HEAD = 'hf_id = "org/model"\nconfig = {architectures = ["DeepseekV3ForCausalLM"]
     ('[[launch]]\ntp = 8\nargs = ["--dp", 8]\n', "launch[0].args[1]: expected a list of strings, got 8"),
     ("[[launch]]\ntp = 8\nbogus = 1\n", "launch[0].bogus: unknown key"),
     ('[[launch]]\ntp = 8\nm_list = "fastest"\n', 'launch[0].m_list: expected "default", "fast" or a list'),
-    ('[[launch]]\ntp = 8\nargs = ["--dp", "x"]\n', 'launch[0].args: --dp expects an integer, got "x"'),
+    ('[[launch]]\ntp = 8\nargs = ["--dp", "x"]\n', "launch[0].args: argument --dp-size/--data-parallel-size: invalid int value: 'x'"),
     ('[[launch]]\ntp = 8\nenv = {FOO = "1"}\n', "launch[0].env.FOO: unknown key"),
     ("[[launch]]\ntp = 8\n[[launch]]\ntp = 8\n", "launch[1]: duplicates launch[0]"),
     ("launch = []\n", "launch: expected a non-empty list of [[launch]] tables, got []"),
