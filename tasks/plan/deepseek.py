@@ -22,6 +22,8 @@ _FUSED_SHARED_ARCHITECTURE = {
     "DeepseekV32ForCausalLM": "DeepseekV3ForCausalLM",
     "GlmMoeDsaForCausalLM": "GlmMoeDsaForCausalLM",
 }
+# deepseek_v2.py:3262-3275: the fused q_a / kv_a linear, as the quantization config sees its checkpoint shards.
+PACKED = {"fused_qkv_a_proj_with_mqa": ("q_a_proj", "kv_a_proj_with_mqa")}
 # deepseek_v2.py:874-887: shared experts run unsharded (replicated) under these all-to-all backends.
 _SHARED_TP1_A2A = ("deepep", "pplx", "mooncake", "nixl", "mori", "ascend_fuseep", "flashinfer", "megamoe",
                    "flashinfer_megamoe", "deepep_v2")
@@ -44,16 +46,20 @@ def _attention(result: Plan, c: Fields, flags: ServerFlags, env: PlanEnv) -> Non
     kv_lora = c.int("kv_lora_rank")
     nope, rope, v_dim = c.int("qk_nope_head_dim"), c.int("qk_rope_head_dim"), c.int("v_head_dim")
     tp = f"attention tp {flags.attn_tp}"
+    every = range(c.int("num_hidden_layers"))
+
+    def attn(layer, n, k, module):
+        linear(result, c, flags, layer, n, k, module=f"self_attn.{module}", layers=every)
 
     if q_lora:
         # deepseek_v2.py:2070-2085: q_a and kv_a fused and replicated; q_b column-parallel.
-        linear(result, c, flags, "fused_qkv_a_proj (replicated)", q_lora + kv_lora + rope, hidden)
-        linear(result, c, flags, f"q_b_proj ({tp})", heads * (nope + rope), q_lora)
+        attn("fused_qkv_a_proj (replicated)", q_lora + kv_lora + rope, hidden, "fused_qkv_a_proj_with_mqa")
+        attn(f"q_b_proj ({tp})", heads * (nope + rope), q_lora, "q_b_proj")
     else:
-        linear(result, c, flags, f"q_proj ({tp})", heads * (nope + rope), hidden)
-        linear(result, c, flags, "kv_a_proj_with_mqa (replicated)", kv_lora + rope, hidden)
-    linear(result, c, flags, f"kv_b_proj ({tp})", heads * (nope + v_dim), kv_lora)
-    linear(result, c, flags, f"o_proj ({tp})", hidden, heads * v_dim)
+        attn(f"q_proj ({tp})", heads * (nope + rope), hidden, "q_proj")
+        attn("kv_a_proj_with_mqa (replicated)", kv_lora + rope, hidden, "kv_a_proj_with_mqa")
+    attn(f"kv_b_proj ({tp})", heads * (nope + v_dim), kv_lora, "kv_b_proj")
+    attn(f"o_proj ({tp})", hidden, heads * v_dim, "o_proj")
 
     if c.int("index_topk", default=None, allow_none=True):
         _indexer(result, c, flags, env, hidden, q_lora)
@@ -74,7 +80,8 @@ def _indexer(result: Plan, c: Fields, flags: ServerFlags, env: PlanEnv, hidden: 
     fused = interleaved and not env.disable_dsa_indexer_fusion
     if q_lora:
         wq_b = GemmShape(c.linear_kind, index_heads * index_dim, q_lora)
-        linear(result, c, flags, "indexer.wq_b (replicated)", wq_b.n, wq_b.k)
+        linear(result, c, flags, "indexer.wq_b (replicated)", wq_b.n, wq_b.k, module="self_attn.indexer.wq_b",
+               layers=range(c.int("num_hidden_layers")))
         if wq_b in result.uses and not fused:
             # dsa_indexer.py:335-336, 900-905, 1958-1963: under CUDA-graph capture, M <= 1024
             # runs wq_b on ceil_align(SMs / 2, 8) SMs, a separate binary. The fused path
@@ -86,7 +93,8 @@ def _indexer(result: Plan, c: Fields, flags: ServerFlags, env: PlanEnv, hidden: 
         result.left_out.append("indexer.wk: fused with weights_proj into one BF16 linear (indexer_rope_interleave true)")
         return
     why = "SGLANG_DISABLE_DSA_INDEXER_FUSION" if interleaved else "indexer_rope_interleave false"
-    linear(result, c, flags, f"indexer.wk (replicated; not fused with weights_proj: {why})", index_dim, hidden)
+    linear(result, c, flags, f"indexer.wk (replicated; not fused with weights_proj: {why})", index_dim, hidden,
+           module="self_attn.indexer.wk", layers=range(c.int("num_hidden_layers")))
 
 
 def _mlp(result: Plan, c: Fields, flags: ServerFlags, env: PlanEnv) -> None:
@@ -101,8 +109,9 @@ def _mlp(result: Plan, c: Fields, flags: ServerFlags, env: PlanEnv) -> None:
         dense_tp = flags.moe_dense_tp_size or flags.tp
         inter = divide(c.int("intermediate_size"), dense_tp, "intermediate_size")
         how = f"first {first_dense} layers, tp {dense_tp}"
-        linear(result, c, flags, f"dense gate_up_proj ({how})", 2 * inter, hidden)
-        linear(result, c, flags, f"dense down_proj ({how})", hidden, inter)
+        dense = range(first_dense if routed else layers)
+        linear(result, c, flags, f"dense gate_up_proj ({how})", 2 * inter, hidden, module="mlp.gate_up_proj", layers=dense)
+        linear(result, c, flags, f"dense down_proj ({how})", hidden, inter, module="mlp.down_proj", layers=dense)
     if not routed or layers <= first_dense:
         return
 
@@ -120,7 +129,8 @@ def _mlp(result: Plan, c: Fields, flags: ServerFlags, env: PlanEnv) -> None:
         slots = shared if fused else 0  # deepseek_v2.py:698-702
     if fused:
         result.left_out.append(f"shared experts: fused into the routed experts as {slots} extra expert(s)")
-    gemms.routed_experts(result, c, flags, routed, slots, env)
+    sparse = range(first_dense, layers)
+    gemms.routed_experts(result, c, flags, routed, slots, env, module="mlp.experts", layers=sparse)
     if shared and not fused:
         # deepseek_v2.py:866-897: the shared experts are their own MLP, replicated under the
         # all-to-all backends or SGLANG_SHARED_EXPERT_TP1, else tensor parallel.
@@ -128,8 +138,10 @@ def _mlp(result: Plan, c: Fields, flags: ServerFlags, env: PlanEnv) -> None:
         shared_tp = 1 if tp1 else flags.tp
         inter = divide(c.int("moe_intermediate_size") * shared, shared_tp, "moe_intermediate_size * n_shared_experts")
         how = f"not fused: {why_not}; " + ("replicated" if tp1 else f"tp {flags.tp}")
-        linear(result, c, flags, f"shared_experts gate_up_proj ({how})", 2 * inter, hidden)
-        linear(result, c, flags, f"shared_experts down_proj ({how})", hidden, inter)
+        linear(result, c, flags, f"shared_experts gate_up_proj ({how})", 2 * inter, hidden,
+               module="mlp.shared_experts.gate_up_proj", layers=sparse)
+        linear(result, c, flags, f"shared_experts down_proj ({how})", hidden, inter,
+               module="mlp.shared_experts.down_proj", layers=sparse)
 
 
 def _shared_experts_fusion(c: Fields, flags: ServerFlags, routed: int, shared: int) -> tuple[bool, str]:

@@ -7,6 +7,8 @@ from __future__ import annotations
 
 from enum import Enum
 
+import re
+
 import msgspec
 
 from tasks.plan.launch_args import ServerFlags
@@ -109,10 +111,12 @@ class PlanError(ValueError):
 
 
 class Fields:
-    """Typed access to config fields with one-line errors naming the field."""
+    """Typed access to config fields with one-line errors naming the field; `skipped` says which
+    modules the checkpoint keeps unquantized (so off DeepGEMM's FP8 GEMMs)."""
 
-    def __init__(self, config: dict, arch: str, linear_kind: Kind):
+    def __init__(self, config: dict, arch: str, linear_kind: Kind, skipped: "Skipped | None" = None):
         self._config, self.arch, self.linear_kind = config, arch, linear_kind
+        self.skipped = skipped or Skipped([])
 
     def has(self, name: str) -> bool:
         return name in self._config
@@ -153,13 +157,108 @@ def block_kind(config: dict) -> Kind:
     """The linears' kernel type from the checkpoint's FP8 block: [128, 128] NORMAL, [32, 32]
     BLOCK32 (kernels/ops/gemm/fp8_kernel.py:30-40 passes recipe (1, 32, 32); entrypoint.py:228-232)."""
     quant = config.get("quantization_config")
-    if not isinstance(quant, dict) or quant.get("quant_method") != "fp8":
+    method = quant.get("quant_method") if isinstance(quant, dict) else None
+    if method == "compressed-tensors":
+        got = compressed_tensors_block(quant)
+    elif method == "fp8":
+        got = list(quant.get("weight_block_size") or [])
+    else:
         raise PlanError(f"{NO_PLAN} (not a block-FP8 checkpoint)", "quantization_config", needs_fallback=True)
-    got = list(quant.get("weight_block_size") or [])
     if got not in ([128, 128], [32, 32]):
         raise PlanError(f"{NO_PLAN} (weight_block_size {got}, planner knows [128, 128] and [32, 32])",
                         "quantization_config.weight_block_size", needs_fallback=True)
     return Kind.BLOCK32 if got == [32, 32] else Kind.NORMAL
+
+
+def compressed_tensors_block(quant: dict) -> list:
+    """The weight block of a compressed-tensors checkpoint whose Linear scheme is block FP8 W8A8
+    (compressed_tensors.py:527-557 _is_fp8_w8a8: float, symmetric, static block weights; float inputs),
+    which compressed_tensors_w8a8_fp8.py:52-57 runs through the block-FP8 dispatch (fp8_utils.py)."""
+    groups = quant.get("config_groups")
+    schemes = [g for g in groups.values() if isinstance(g, dict) and "Linear" in (g.get("targets") or [])] \
+        if isinstance(groups, dict) else []
+    if len(schemes) != 1:
+        raise PlanError(f"{NO_PLAN} (compressed-tensors: {len(schemes)} schemes target Linear, the planner "
+                        "knows one block-FP8 scheme)", "quantization_config.config_groups", needs_fallback=True)
+    weights, inputs = schemes[0].get("weights") or {}, schemes[0].get("input_activations") or {}
+    block_fp8 = (weights.get("type") == "float" and weights.get("num_bits") == 8 and weights.get("strategy") == "block"
+                 and weights.get("symmetric", True) and not weights.get("dynamic", False)
+                 and inputs.get("type") == "float" and inputs.get("num_bits") == 8)
+    if not block_fp8:
+        shown = {k: weights.get(k) for k in ("type", "num_bits", "strategy")}
+        raise PlanError(f"{NO_PLAN} (compressed-tensors weights {shown} with inputs "
+                        f"{inputs.get('type')}/{inputs.get('num_bits')}: not block FP8 W8A8, so no DeepGEMM "
+                        "linears the planner knows)", "quantization_config.config_groups", needs_fallback=True)
+    return list(weights.get("block_structure") or [])
+
+
+class Skipped:
+    """Whether the checkpoint keeps a module unquantized, by sglang's matching of its quantization config.
+
+    fp8 (`ignored_layers` / `modules_to_not_convert`): quantization/fp8.py:354-364 adds the
+    "model."-stripped and -prefixed forms; quantization/utils.py:48-59 matches on dotted boundaries,
+    70-105 checks every shard of a fused linear. compressed-tensors (`ignore`):
+    compressed_tensors/utils.py:24-100 matches exactly, by "re:" regex, or as a dotted suffix.
+    `shards`: the model's packed_modules_mapping (fp8 falls back to qkv_proj and gate_up_proj).
+    """
+
+    def __init__(self, ignored: list[str], compressed: bool = False, shards: dict | None = None):
+        self.compressed = compressed
+        if compressed:
+            self._ignored = list(ignored)
+        else:
+            self._ignored = [form for entry in ignored
+                             for form in (entry.removeprefix("model."), "model." + entry.removeprefix("model."))]
+        self._shards = dict(shards or {})
+        if not compressed:
+            self._shards = {"qkv_proj": ("q_proj", "k_proj", "v_proj"), "gate_up_proj": ("gate_proj", "up_proj"),
+                            **self._shards}
+
+    def __bool__(self) -> bool:
+        return bool(self._ignored)
+
+    def __call__(self, layer_ids, module: str) -> bool:
+        """True when every listed layer keeps `module` unquantized (then no layer needs its FP8 GEMM)."""
+        return bool(self._ignored) and all(self.one(f"model.layers.{i}.{module}") for i in layer_ids)
+
+    def one(self, prefix: str) -> bool:
+        proj = prefix.rsplit(".", 1)[-1]
+        shards = [prefix[: -len(proj)] + s for s in self._shards.get(proj, (proj,))]
+        states = {self._match_any(shard) for shard in shards}
+        if len(states) > 1:
+            raise PlanError(f"some but not all shards of {prefix} are unquantized; sglang refuses such a "
+                            "checkpoint", "quantization_config.ignored_layers")
+        return states.pop()
+
+    def _match_any(self, prefix: str) -> bool:
+        if self.compressed:
+            return any(re.match(t[3:], prefix) if t.startswith("re:") else t == prefix or prefix.endswith("." + t)
+                       for t in self._ignored)
+        return any(self._fp8_match(ignored, prefix) for ignored in self._ignored)
+
+    @staticmethod
+    def _fp8_match(ignored: str, prefix: str) -> bool:
+        ignored = ignored.rstrip(".")
+        return ignored == prefix or prefix.startswith(ignored + ".") or f".{ignored}." in f".{prefix}."
+
+
+def skipped_of(config: dict, shards: dict | None = None) -> Skipped:
+    """The unquantized-module matcher of `config`'s quantization_config (already known to be block FP8)."""
+    quant = config["quantization_config"]
+    if quant.get("quant_method") == "compressed-tensors":
+        key = "ignore"
+    else:
+        key = "ignored_layers" if "ignored_layers" in quant else "modules_to_not_convert"
+    value = quant.get(key) or []
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise PlanError(f"expected a list of module names, got {value!r}", f"quantization_config.{key}")
+    for entry in value:
+        if entry.startswith("re:"):
+            try:
+                re.compile(entry[3:])
+            except re.error as exc:
+                raise PlanError(f"{entry!r} is not a regular expression: {exc}", f"quantization_config.{key}") from None
+    return Skipped(value, compressed=key == "ignore", shards=shards)
 
 
 def divide(total: int, parts: int, what: str) -> int:
@@ -174,10 +273,18 @@ def divide(total: int, parts: int, what: str) -> int:
 _DEEPGEMM_FP8_GEMM_BACKENDS = ("auto", "deep_gemm", "flashinfer_deepgemm")
 
 
-def linear(result: Plan, c: Fields, flags: ServerFlags, layer: str, n: int, k: int) -> None:
+def linear(result: Plan, c: Fields, flags: ServerFlags, layer: str, n: int, k: int,
+           module: str | None = None, layers=None) -> None:
     """Block-FP8 linears go to DeepGEMM when the backend is DeepGEMM's and the output BF16, with
     N % 64 == 0 and K % 128 == 0 for [128, 128] blocks, N % 8 == 0 and K % 32 == 0 for [32, 32]
-    blocks on SM90 (fp8_utils.py:1449-1459 _deepgemm_block_fp8_supported); else Triton serves them."""
+    blocks on SM90 (fp8_utils.py:1449-1459 _deepgemm_block_fp8_supported); else Triton serves them.
+
+    `module` (e.g. "self_attn.o_proj") in `layers` (layer ids): a module every one of those layers
+    keeps unquantized (quantization/fp8.py:396-400) runs in BF16, off DeepGEMM."""
+    if module is not None and layers and c.skipped(layers, module):
+        key = "ignore" if c.skipped.compressed else "ignored_layers"
+        result.left_out.append(f"{layer} {n}x{k}: unquantized (quantization_config.{key} names {module})")
+        return
     block32 = c.linear_kind is Kind.BLOCK32
     fits = n % 8 == 0 and k % 32 == 0 if block32 else n % 64 == 0 and k % 128 == 0
     # fp8_utils.py:716-734: [32, 32] blocks take DeepGEMM on SM90 only with backend auto or deep_gemm.
@@ -204,10 +311,16 @@ def check_a2a(flags: ServerFlags) -> None:
 
 
 def routed_experts(result: Plan, c: Fields, flags: ServerFlags, routed: int, shared_slots: int,
-                   env: PlanEnv) -> None:
+                   env: PlanEnv, inter_key: str = "moe_intermediate_size", module: str | None = None,
+                   layers=None, redundant: bool = True) -> None:
     """The routed experts' grouped GEMMs, when DeepGEMM runs them (else Triton runs them).
 
-    `shared_slots`: shared experts fused into the routed MoE as extra experts."""
+    `shared_slots`: shared experts fused into the routed MoE as extra experts; `inter_key`: the
+    config field of one expert's intermediate size; `module`/`layers` as for linear(); `redundant`:
+    whether the model builds --ep-num-redundant-experts extra physical experts."""
+    if module is not None and layers and c.skipped(layers, module):
+        result.left_out.append(f"routed experts: unquantized (the quantization config names {module})")
+        return
     auto_deepgemm = flags.moe_runner_backend == "auto" and flags.moe_a2a_backend in DEEPGEMM_A2A
     if flags.moe_runner_backend != "deep_gemm" and not auto_deepgemm:
         result.left_out.append(f"routed experts: runner {flags.moe_runner_backend} with {flags.moe_a2a_backend} "
@@ -216,10 +329,15 @@ def routed_experts(result: Plan, c: Fields, flags: ServerFlags, routed: int, sha
     if c.linear_kind is Kind.BLOCK32:
         raise PlanError(f"{NO_PLAN} (DeepGEMM routed experts of a [32, 32]-block checkpoint)",
                         "quantization_config.weight_block_size", needs_fallback=True)
+    if c.skipped.compressed:
+        # compressed_tensors_w8a8_fp8_moe.py:341-365 runs only Triton, aiter or FlashInfer itself.
+        raise PlanError(f"{NO_PLAN} (DeepGEMM routed experts of a compressed-tensors checkpoint, "
+                        f"runner {flags.moe_runner_backend}, {flags.moe_a2a_backend} all-to-all)",
+                        "quantization_config", needs_fallback=True)
     # deepseek_v2.py:749-755, mimo_v2.py:448-449: redundant experts are extra physical experts.
-    groups = divide(routed + shared_slots + flags.ep_num_redundant_experts, flags.ep,
-                    "experts (routed + fused shared + redundant)")
-    inter = divide(c.int("moe_intermediate_size"), flags.tp // flags.ep, "moe_intermediate_size")
+    extra = flags.ep_num_redundant_experts if redundant else 0
+    groups = divide(routed + shared_slots + extra, flags.ep, "experts (routed + fused shared + redundant)")
+    inter = divide(c.int(inter_key), flags.tp // flags.ep, inter_key)
     why = f"{groups} experts per rank, {flags.moe_a2a_backend} all-to-all, runner {flags.moe_runner_backend}"
     for kind in routed_kinds(flags, env.deepgemm_standard_layout):
         result.add(GemmShape(kind, 2 * inter, c.int("hidden_size"), groups), f"routed experts gate_up ({why})")

@@ -13,11 +13,9 @@ from tasks.plan.launch_args import ServerFlags
 # mimo_v2.py:1796-1800: the old Flash name stays loadable beside the current one.
 ARCHITECTURES = ("MiMoV2ForCausalLM", "MiMoV2FlashForCausalLM")
 MODEL_TYPES = {"MiMoV2ForCausalLM": ("mimo_v2", "mimo_v2_flash"), "MiMoV2FlashForCausalLM": ("mimo_v2_flash", "mimo_v2")}
-# quantization/utils.py:62-67: checkpoint shards of the fused linears.
-_SHARDS = {"qkv_proj": ("q_proj", "k_proj", "v_proj"), "gate_up_proj": ("gate_proj", "up_proj")}
 
 
-def plan(c: Fields, flags: ServerFlags, env: PlanEnv, ignored: list[str]) -> Plan:
+def plan(c: Fields, flags: ServerFlags, env: PlanEnv) -> Plan:
     # Of PLAN_ENV_KEYS only SGLANG_DEEPGEMM_STANDARD_LAYOUT (its experts' layout) reaches MiMo's GEMMs:
     # its router is torch.mm / F.linear (mimo_v2.py:382, 400-409).
     result = Plan()
@@ -25,7 +23,7 @@ def plan(c: Fields, flags: ServerFlags, env: PlanEnv, ignored: list[str]) -> Pla
     swa = c.int_list("hybrid_layer_pattern", layers)  # mimo_v2.py:1015-1016: 1 marks a sliding-window layer
     moe = c.int_list("moe_layer_freq", layers)  # mimo_v2.py:1007-1013: nonzero marks a MoE layer
     hidden = c.int("hidden_size")
-    skipped = _Skipped(ignored)
+    skipped = c.skipped
 
     kinds = {"full": [i for i in range(layers) if swa[i] != 1],
              "sliding-window": [i for i in range(layers) if swa[i] == 1]}
@@ -73,37 +71,3 @@ def _qkv(heads: int, kv: int, head_dim: int, v_dim: int, attn_tp: int, p: str) -
                         f"{p}num_key_value_heads")
     local_kv = max(1, kv // attn_tp)
     return local_heads * head_dim + local_kv * (head_dim + v_dim), local_heads * v_dim
-
-
-class _Skipped:
-    """Whether quantization_config.ignored_layers keeps a module in BF16, by sglang's matching
-    (quantization/fp8.py:354-364 adds "model."-stripped and -prefixed forms;
-    quantization/utils.py:48-59 matches on dotted boundaries; 70-105 checks fused shards)."""
-
-    def __init__(self, ignored: list[str]):
-        self._ignored = [form for entry in ignored
-                         for form in (entry.removeprefix("model."), "model." + entry.removeprefix("model."))]
-        # An entry without a layer number matches every layer alike: one layer answers for all.
-        self._per_layer = any(part.isdigit() for form in self._ignored for part in form.split("."))
-
-    def __call__(self, layer_ids: list[int], module: str) -> bool:
-        ids = layer_ids if self._per_layer else layer_ids[:1]
-        per_layer = {self._one(f"model.layers.{i}.{module}") for i in ids}
-        if len(per_layer) > 1:
-            raise PlanError(f"some but not all layers' {module} are in ignored_layers; the planner "
-                            "plans one shape per layer kind", "quantization_config.ignored_layers")
-        return per_layer.pop()
-
-    def _one(self, prefix: str) -> bool:
-        proj = prefix.rsplit(".", 1)[1]
-        shards = [prefix[: -len(proj)] + s for s in _SHARDS.get(proj, (proj,))]
-        states = {any(self._match(ignored, shard) for ignored in self._ignored) for shard in shards}
-        if len(states) > 1:
-            raise PlanError(f"some but not all shards of {prefix} are in ignored_layers",
-                            "quantization_config.ignored_layers")
-        return states.pop()
-
-    @staticmethod
-    def _match(ignored: str, prefix: str) -> bool:
-        ignored = ignored.rstrip(".")
-        return ignored == prefix or prefix.startswith(ignored + ".") or f".{ignored}." in f".{prefix}."
