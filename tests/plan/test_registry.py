@@ -51,7 +51,8 @@ def test_shipped_registry_is_valid_and_named_stably():
     assert not [s.message for s in specs if isinstance(s, registry.RegistryError)]
     names = {t.name for t in targets.expand(specs, environ={})}
     assert {n.split("-", 2)[0] for n in names} >= {"deepseek"}
-    expected_models = {"deepseek-v3-0324", "deepseek-v3.2", "glm-5-fp8", "mimo-v2-flash", "mimo-v2.5", "minimax-m2"}
+    expected_models = {"deepseek-v3-0324", "deepseek-v3.2", "glm-5-fp8", "mimo-v2-flash", "mimo-v2.5", "minimax-m2",
+                       "qwen3-235b-a22b-fp8", "glm-4.5-fp8", "longcat-flash-fp8", "kimi-k2-thinking"}
     assert {n.split("@")[0] for n in names} == expected_models
     # Stable: the same registry expands to the same names every time.
     assert names == {t.name for t in targets.expand(registry.load(REPO / "models"), environ={})}

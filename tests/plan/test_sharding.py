@@ -45,9 +45,13 @@ def test_shipped_registry_shards_cover_every_shape_once(shipped, count):
     assert unit_targets == Counter({t.name: 1 for t in shipped if not t.works})
 
 
-def test_every_shipped_target_is_planned():
-    # MiMo's two targets were fallback units (whole servers) until the planner learnt MiMo.
-    assert {t.path for t in targets.expand(registry.load(settings.REPO_ROOT / "models"))} == {targets.PLANNED}
+def test_every_shipped_target_is_planned_but_those_whose_spec_says_why_not():
+    # MiMo's two targets were fallback units (whole servers) until the planner learnt MiMo. The four
+    # below say in their file why they warm through the server (an unknown quantization config, an
+    # architecture or an INT4 scheme the planner does not restate).
+    shipped = targets.expand(registry.load(settings.REPO_ROOT / "models"))
+    assert {t.model for t in shipped if t.path != targets.PLANNED} == {
+        "qwen3-235b-a22b-fp8", "glm-4.5-fp8", "longcat-flash-fp8", "kimi-k2-thinking"}
 
 
 @pytest.mark.parametrize("count", range(1, 9))
