@@ -8,6 +8,7 @@ runs. Writing a report never fails the warm: a problem is one warning line.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import time
@@ -36,6 +37,21 @@ class WarmReporter(ConsoleReporter):
         self.built: set[str] = set()  # entries a fallback's server built in this run
         self.digests: dict[str, str | None] = {}  # new entry -> its binary's sha256
 
+    def _sweep_tmp(self) -> None:
+        """Build directories killed runs left in <root>/tmp (tasks/state/sweep.py), at the start of every run."""
+        tmp = self.root / "tmp"
+        with contextlib.suppress(OSError):
+            if not (tmp.is_dir() and any(tmp.iterdir())):  # a no-op run with none stays cheap
+                return
+        import psutil
+
+        from tasks.state import sweep
+
+        with contextlib.suppress(psutil.Error):
+            started = psutil.Process(run_state.MAIN_PID).create_time()
+            if swept := sweep.sweep_tmp(self.root, started, 2 * self.session.shape_timeout_s):
+                print(f"jitwarm: removed {swept} build directories that killed runs left in {tmp}", flush=True)
+
     # --- doit's calls -------------------------------------------------------------
     def initialize(self, tasks, selected_tasks):
         self.session = run_state.current()
@@ -50,6 +66,7 @@ class WarmReporter(ConsoleReporter):
             from tasks.runner import staging
 
             staging.sweep(self.cache)  # dead runs' views, at the start of every run
+        self._sweep_tmp()
         rows = {}
         for target in chosen.targets:
             if target.name not in wanted:

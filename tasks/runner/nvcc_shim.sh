@@ -4,7 +4,8 @@
 # deep_gemm keys its cache. Results go to a store; a lock per key makes one process
 # compile while others either wait (JITWARM_NVCC_WAIT=1) or are told "busy" at once
 # (exit 75, and the key is written to JITWARM_BUSY_FLAG) so they can work on other
-# kernels, and retry once $store/<key>.cubin exists.
+# kernels, and retry once $store/<key>.cubin exists. Each stored cubin has its sha256 beside it
+# (<key>.sha256), checked before every reuse.
 #
 # Both layouts call it through a shell from the build directory: 0.1.x as
 # `cd <tmp> && nvcc <tmp>/kernel.cu -cubin -o <out> ...`, 0.2.x (DeepJIT) as
@@ -32,7 +33,15 @@ sum=$( { cat "$src"; for a in "$@"; do
 # The first 32 hex digits, by expansion: every process started here costs ~1 ms a kernel.
 key=${sum%"${sum#????????????????????????????????}"}
 [ -d "$store" ] || mkdir -p "$store"
-if [ -s "$store/$key.cubin" ]; then cp "$store/$key.cubin" "$out" && exit 0; fi
+# A stored cubin is used only when its recorded digest still matches: a damaged or planted one
+# (garbage of any size) is dropped and compiled again instead of being copied into every rebuild.
+stored() {
+    [ -s "$store/$key.cubin" ] || return 1
+    [ "$(sha256sum < "$store/$key.cubin")" = "$(cat "$store/$key.sha256" 2>/dev/null)" ] && return 0
+    rm -f "$store/$key.cubin" "$store/$key.sha256"
+    return 1
+}
+if stored; then cp "$store/$key.cubin" "$out" && exit 0; fi
 
 exec 9>"$store/$key.lock"
 if ! flock -n 9; then
@@ -43,12 +52,13 @@ if ! flock -n 9; then
     fi
     flock 9
 fi
-if [ -s "$store/$key.cubin" ]; then cp "$store/$key.cubin" "$out"; exit $?; fi
+if stored; then cp "$store/$key.cubin" "$out"; exit $?; fi
 started=$(date +%s.%N)
 "$real" "$@"
 rc=$?
 if [ "$rc" -eq 0 ] && [ -s "$out" ]; then
-    cp "$out" "$store/.$key.$$" && mv -f "$store/.$key.$$" "$store/$key.cubin"
+    cp "$out" "$store/.$key.$$" && sha256sum < "$store/.$key.$$" > "$store/.$key.sha.$$" &&
+        mv -f "$store/.$key.sha.$$" "$store/$key.sha256" && mv -f "$store/.$key.$$" "$store/$key.cubin"
     echo "$key $started $(date +%s.%N) ${JITWARM_RUN:-0}" >> "$store/compiled.log"
 fi
 exit "$rc"

@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import msgspec
+import psutil
 
 from tasks.runner import shared, staging, supervise
 from tasks.runner.child import protocol
@@ -35,7 +36,7 @@ from tasks.plan import gpumem, mlists, schedule
 from tasks.plan.targets import ShapeWork
 from tasks import session as run_state
 from tasks.session import Session
-from tasks.state import cacheview, records
+from tasks.state import cacheview, records, sweep
 from tasks.state.cacheroot import CacheRoot
 from tasks.state.schema import Replayed
 
@@ -125,15 +126,47 @@ def store_for(root: Path, fp: dict, max_age_s: float) -> Path:
     """The shim's store for this toolchain, shared by concurrent `doit warm` processes so
     that none compiles a kernel another is building. It holds copies (a later damaged
     cache entry cannot spoil them) and only needs to outlive concurrent runs: anything
-    older than `max_age_s` is dropped."""
+    older than `max_age_s` is dropped (cubins, lock files, log lines), and so are other
+    toolchains' stores nothing touched for that long."""
     digest = hashlib.sha256(json.dumps(fp, sort_keys=True).encode()).hexdigest()[:16]
-    store = records.state_dir(root) / "kstore" / digest
+    kstore = records.state_dir(root) / "kstore"
+    store = kstore / digest
     cutoff = time.time() - max_age_s
-    for path in store.glob("*.cubin") if store.is_dir() else ():
+    for path in [*store.glob("*.cubin"), *store.glob("*.sha256"), *store.glob("*.lock"), *store.glob(".*.*")] \
+            if store.is_dir() else ():
         with contextlib.suppress(OSError):
-            if path.stat().st_mtime < cutoff:
+            # The shim truncates a lock file each time it takes it; `.<key>.<pid>` is a copy a killed shim left.
+            if path.stat().st_mtime < cutoff or _dead_copy(path.name):
                 path.unlink()
+    _trim_log(store / "compiled.log", cutoff)
+    sweep.sweep_stores(kstore, store, max_age_s)
     return store
+
+
+def _dead_copy(name: str) -> bool:
+    """`.<key>.<pid>` or `.<key>.sha.<pid>`: the shim's copies before their rename (nvcc_shim.sh), its shell gone."""
+    pid = name.rsplit(".", 1)[-1]
+    return name.startswith(".") and pid.isdigit() and not psutil.pid_exists(int(pid))
+
+
+def _trim_log(log: Path, cutoff: float) -> None:
+    """Drop compiled.log once all its lines are older than max_age_s. A rewrite could lose a line a
+    concurrent shim appends; one store's log is bounded anyway, by its toolchain's distinct kernels."""
+    try:
+        lines = log.read_text().splitlines()
+    except OSError:
+        return
+    if all(_started(line) < cutoff for line in lines):
+        with contextlib.suppress(OSError):
+            log.unlink()
+
+
+def _started(line: str) -> float:
+    fields = line.split()
+    try:
+        return float(fields[1]) if len(fields) == 4 else -1.0
+    except ValueError:
+        return -1.0
 
 
 def prestart(session: Session, fp: dict, base_env: dict) -> None:

@@ -10,7 +10,8 @@ import subprocess
 import sys
 import time
 
-from conftest import DODO, make_entry, model_file
+import pytest
+from conftest import DODO, Workspace, make_entry, model_file
 from tasks.runner import staging
 
 
@@ -45,19 +46,44 @@ def test_a_pid_taken_by_a_later_process_counts_as_dead():
     assert not staging._dead("notes") and not staging._dead(f"pool-{staging.HOST}-x-1")
 
 
-def test_ten_random_kills_then_a_warm_leave_no_staging_and_everything_up_to_date(ws):
-    model_file(ws.models, "v3", "[[launch]]\ntp = 8\nm_list = [1, 32, 128, 1024]\n")
+def _files(root) -> dict[str, int]:
+    # The parse memo is a cache of the registry (tasks/plan/parsememo.py), written by any second run.
+    return {str(p.relative_to(root)): p.stat().st_size for p in root.rglob("*")
+            if p.is_file() and p.name != "registry.msgpack"}
+
+
+@pytest.mark.parametrize("layout", ["0.1.x", "0.2.x"])
+def test_ten_random_kills_and_interrupts_then_a_warm_leave_the_root_as_one_clean_warm(tmp_path, layout):
+    # Issue 30: killed builds left tmp/<pid>-<uuid> (0.1.x) or tmp/<uuid> (0.2.x) behind, 2-4 a kill.
+    (tmp_path / "killed").mkdir()
+    (tmp_path / "clean").mkdir()
+    ws = Workspace(tmp_path / "killed", layout)
+    clean = Workspace(tmp_path / "clean", layout)
+    for w in (ws, clean):
+        model_file(w.models, "v3", "[[launch]]\ntp = 8\nm_list = [1, 32, 128, 1024]\n")
     env = {**ws.env, "FAKE_DG_COMPILE_S": "0.3"}
     rng = random.Random(16)
-    for _ in range(10):
+    for i in range(10):
         warm = subprocess.Popen([sys.executable, "-m", "doit", "-f", str(DODO), "warm"], cwd=ws.tmp, env=env,
                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
-        time.sleep(rng.uniform(0.5, 3.0))
-        os.killpg(warm.pid, signal.SIGKILL)
-        warm.wait(timeout=10)
+        time.sleep(rng.uniform(0.4, 1.6))
+        os.killpg(warm.pid, signal.SIGKILL if i % 2 else signal.SIGINT)
+        try:
+            warm.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            os.killpg(warm.pid, signal.SIGKILL)
+            warm.wait(timeout=10)
     time.sleep(1)  # the pools die with their runs (test_orphans)
     out = ws.doit("warm")
     assert out.returncode == 0, out.stdout + out.stderr
     base = ws.root / "jitwarm" / "staging"
     assert not base.exists() or list(base.iterdir()) == []
     assert set(ws.status().values()) == {"U"}
+    assert not (ws.root / "tmp").exists() or list((ws.root / "tmp").iterdir()) == []
+    done = clean.doit("warm", FAKE_DG_COMPILE_S="0.3")
+    assert done.returncode == 0, done.stdout + done.stderr
+    killed, fresh = _files(ws.root), _files(clean.root)
+    assert sorted(killed) == sorted(fresh)
+    assert sorted(p for p in killed if p.startswith("cache/")) == sorted(p for p in fresh if p.startswith("cache/"))
+    # Records hold timings, and the stand-ins' binaries their builder's pid: the same files, sizes within 1%.
+    assert abs(sum(killed.values()) - sum(fresh.values())) <= sum(fresh.values()) / 100

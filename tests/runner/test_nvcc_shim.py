@@ -71,3 +71,22 @@ def test_a_kernel_another_worker_builds_is_busy_at_once_or_waited_for(tmp_path, 
     assert (tmp_path / "store" / f"{key}.cubin").is_file()
     assert compiles(tmp_path) == ["k.1"]
     assert (tmp_path / "tmp-c" / "kernel.cubin").read_bytes() == (tmp_path / "tmp-a" / "kernel.cubin").read_bytes()
+
+
+@pytest.mark.parametrize("style", list(STYLES))
+@pytest.mark.parametrize("damage", ["garbage", "no digest"])
+def test_a_damaged_or_planted_stored_cubin_is_compiled_again_not_copied(tmp_path, env, style, damage):
+    # Issue 30: any non-empty cubin in the store was copied into rebuilt entries unchecked, so the
+    # target failed on every warm until the store was deleted by hand.
+    first = call(tmp_path, "tmp-a", style, env)
+    assert first.wait(timeout=30) == 0, first.stdout.read()
+    [stored] = (tmp_path / "store").glob("*.cubin")
+    good = stored.read_bytes()
+    if damage == "garbage":
+        stored.write_bytes(b"not a cubin at all")
+    else:
+        stored.with_suffix(".sha256").unlink()  # a store from before digests, or a planted file
+    again = call(tmp_path, "tmp-b", style, env)
+    assert again.wait(timeout=30) == 0, again.stdout.read()
+    assert compiles(tmp_path) == ["k.1", "k.1"]
+    assert (tmp_path / "tmp-b" / "kernel.cubin").read_bytes() == good == stored.read_bytes()
