@@ -23,6 +23,8 @@ from typing import Any, Callable
 import msgspec
 
 MAIN_PID = os.getpid()  # the process doit runs in; with `doit -n` actions run in forked workers
+# A warm compares every recorded entry's digest; `doit stale` and `doit list` only those whose mtime moved.
+verify_digests = False
 
 
 class Session(msgspec.Struct, eq=False, dict=True):

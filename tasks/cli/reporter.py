@@ -54,6 +54,7 @@ class WarmReporter(ConsoleReporter):
 
     # --- doit's calls -------------------------------------------------------------
     def initialize(self, tasks, selected_tasks):
+        run_state.verify_digests = True  # a warm checks every entry it relies on, byte for byte
         self.session = run_state.current()
         chosen, checks = self.session.selection, self.session.checks
         self.shard = str(chosen.shard) if chosen.shard else None

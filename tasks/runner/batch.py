@@ -190,6 +190,10 @@ def _warm(session: Session, fp: dict, items: Items, pulls: dict[str, sync.Transf
     if pulls is None:
         for line in entries.remove_broken(cache):  # else they would block their own rebuild
             print(line, flush=True)
+        for work, _ in items:
+            record, _ = records.read_shape(cache.path, work.key)
+            for line in entries.remove_damaged(cache, record.entries) if record else ():
+                print(line, flush=True)
     remote = sync.for_settings(session.settings)
     scratch = cache.path / "tmp" / f"jitwarm-remote-{os.getpid()}-{os.urandom(4).hex()}"
     try:

@@ -2,18 +2,22 @@
 
 A name is looked up as the loader does: in each root in order, the first where the entry
 is present (0.2.x: `.committed` exists) is the one it takes, complete or not. A marker
-records each entry's binary, its size and the root holding it, so a truncated or swapped
-file reads as stale. New entries are only ever published into the writable root.
+records each entry's binary, its size, digest and mtime and the root holding it, so a
+truncated, swapped or corrupted file reads as stale: a warm compares every digest
+(session.verify_digests), `doit stale` only those whose mtime moved. New entries are only
+ever published into the writable root.
 """
 
 from __future__ import annotations
 
 import contextlib
 import errno
+import hashlib
 import os
 import shutil
 from pathlib import Path
 
+from tasks import session as run_state
 from tasks.state.cacheroot import CacheRoot
 from tasks.state.schema import Entry
 
@@ -40,10 +44,33 @@ def locate(cache: CacheRoot, name: str) -> Path | None:
 
 
 def describe(cache: CacheRoot, name: str) -> Entry | None:
-    """The entry the loader takes for `name` (binary, size, root), if it is complete."""
+    """The entry the loader takes for `name` (binary, size, root, digest, mtime), if it is complete."""
     entry = locate(cache, name)
     desc = cache.layout.describe(entry) if entry is not None else None
-    return Entry(desc["binary"], desc["size"], str(entry.parent.parent)) if desc else None
+    if not desc:
+        return None
+    binary = entry / desc["binary"]
+    try:
+        stat = os.stat(binary)
+    except OSError:
+        return None
+    return Entry(desc["binary"], desc["size"], str(entry.parent.parent), _digest(binary, stat), stat.st_mtime_ns)
+
+
+_digests: dict[tuple, str | None] = {}  # (path, inode, size, mtime) -> sha256: each file hashed once a process
+
+
+def _digest(path: Path, stat: os.stat_result, fresh: bool = False) -> str | None:
+    """`fresh`: hash the bytes even if this process hashed the same (path, inode, size, mtime): a
+    same-size rewrite that keeps the mtime looks unchanged to the key."""
+    key = (str(path), stat.st_ino, stat.st_size, stat.st_mtime_ns)
+    if fresh or key not in _digests:
+        try:
+            with open(path, "rb") as fh:
+                _digests[key] = hashlib.file_digest(fh, "sha256").hexdigest()
+        except OSError:
+            _digests[key] = None
+    return _digests[key]
 
 
 def complete(cache: CacheRoot) -> dict[str, Path]:
@@ -76,7 +103,39 @@ def problem(cache: CacheRoot, name: str, recorded: Entry) -> str | None:
     if (now["binary"], now["size"]) != (recorded.binary, recorded.size):
         return (f"entry {name} changed ({recorded.binary} {recorded.size} bytes"
                 f" -> {now['binary']} {now['size']} bytes)")
+    binary = entry / recorded.binary
+    try:
+        stat = os.stat(binary)
+        with open(binary, "rb"):
+            pass
+    except OSError as exc:
+        return f"entry {name} unreadable ({recorded.binary}: {exc.strerror or exc})"
+    if recorded.sha256 and (run_state.verify_digests or stat.st_mtime_ns != recorded.mtime_ns):
+        if _digest(binary, stat, fresh=run_state.verify_digests) != recorded.sha256:
+            return f"entry {name} damaged ({recorded.binary} no longer matches the sha256 recorded at its warm)"
     return None
+
+
+def remove_damaged(cache: CacheRoot, recorded: dict[str, Entry]) -> list[str]:
+    """Take out of the writable root the recorded entries whose binary no longer matches its
+    digest: the loader would load them as they are ("device kernel image is invalid")."""
+    removed = []
+    for name, entry in sorted(recorded.items()):
+        if not entry.sha256:
+            continue
+        where = locate(cache, name)
+        if where is None or where.parent.parent != Path(cache.path):
+            continue  # missing, or in a read-only root jitwarm must not touch
+        binary = where / entry.binary
+        try:
+            stat = os.stat(binary)
+        except OSError:
+            continue  # incomplete: remove_broken's
+        if stat.st_size != entry.size or _digest(binary, stat, fresh=True) != entry.sha256:
+            remove(cache.path, name)
+            removed.append(f"removed damaged entry {name} ({entry.binary} no longer matches the sha256 recorded "
+                           f"at its warm) from {cache.path}")
+    return removed
 
 
 def remove(root: Path, name: str) -> None:

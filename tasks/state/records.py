@@ -151,7 +151,7 @@ def entry_reasons(cache: CacheRoot, recorded: dict[str, Entry], seen: dict | Non
 def _problem(cache: CacheRoot, name: str, recorded: Entry, seen: dict | None) -> str | None:
     if seen is None:
         return entries.problem(cache, name, recorded)
-    key = (name, recorded.binary, recorded.size)
+    key = (name, recorded.binary, recorded.size, recorded.sha256)
     if key not in seen:
         seen[key] = entries.problem(cache, name, recorded)
     return seen[key]

@@ -18,6 +18,8 @@ class Entry(msgspec.Struct, frozen=True, omit_defaults=True):
     binary: str  # kernel.cubin (or kernel.so in old 0.1.x releases)
     size: int  # bytes: a truncated or swapped binary reads as changed
     root: str | None = None  # the cache root holding it (the writable one, or a read-only one)
+    sha256: str | None = None  # the binary's digest: a same-size corruption reads as changed
+    mtime_ns: int | None = None  # the binary's mtime: `doit stale` re-hashes only when it moved
 
 
 class ShapeDesc(msgspec.Struct, kw_only=True):

@@ -27,7 +27,8 @@ def test_a_shape_is_done_when_every_piece_is_and_gets_the_manifest_plus_what_its
     status, result, log = shared.outcome(s, 0, ["kernel.manifest.1"], cache(tmp_path / "root"))
     assert status == "exited with code 0" and str(log) == "log-0"
     assert set(result.entries) == {"kernel.manifest.1", "kernel.opened.2", "kernel.created.3"}
-    assert result.entries["kernel.created.3"] == Entry("kernel.cubin", 6, str(tmp_path / "root"))
+    got = result.entries["kernel.created.3"]
+    assert (got.binary, got.size, got.root) == ("kernel.cubin", 6, str(tmp_path / "root"))
     assert result.new == ["kernel.created.3"] and result.calls == 600 and result.processes == 2
 
 

@@ -1,5 +1,6 @@
 """Cache entries through each layout (tasks/state/entries.py, layouts.py), on real files."""
 
+import hashlib
 import os
 
 import pytest
@@ -17,7 +18,9 @@ def test_legacy_complete_means_source_and_non_empty_binary(tmp_path):
     make_entry(tmp_path, "kernel.c.3", source=None)
     make_entry(tmp_path, "not-an-entry")
     assert entries.complete(cache(tmp_path)) == {"kernel.a.1": tmp_path / "cache" / "kernel.a.1"}
-    assert entries.describe(cache(tmp_path), "kernel.a.1") == Entry("kernel.cubin", 6, str(tmp_path))
+    got = entries.describe(cache(tmp_path), "kernel.a.1")
+    assert (got.binary, got.size, got.root) == ("kernel.cubin", 6, str(tmp_path))
+    assert got.sha256 == hashlib.sha256((tmp_path / "cache/kernel.a.1/kernel.cubin").read_bytes()).hexdigest()
 
 
 def test_deepjit_complete_means_committed_and_non_empty_cubin_without_a_kernel_prefix(tmp_path):
@@ -52,7 +55,8 @@ def test_deepjit_looks_up_roots_in_order_and_counts_read_only_ones(tmp_path):
     make_entry(older, JIT, "0.2.x", binary=b"CUBIN older")
     make_entry(old, JIT, "0.2.x", binary=b"CUBIN old")
     c = cache(new, "0.2.x", old, older)
-    assert entries.describe(c, JIT) == Entry("kernel.cubin", 9, str(old))
+    got = entries.describe(c, JIT)
+    assert (got.binary, got.size, got.root) == ("kernel.cubin", 9, str(old))
     assert entries.complete(c) == {JIT: old / "cache" / JIT}
     # Uncommitted in the writable root: DeepJIT skips it, so the read-only one still counts.
     make_entry(new, JIT, "0.2.x", committed=False)
@@ -90,3 +94,40 @@ def test_publish_skips_what_a_read_only_root_holds(tmp_path):
     ours = make_entry(staging, JIT, "0.2.x", binary=b"fresh")
     assert entries.publish(ours, cache(root, "0.2.x", ro)) is False
     assert not (root / "cache" / JIT).exists()
+
+
+def test_a_same_size_corruption_is_seen_by_a_warm_always_and_by_stale_once_its_mtime_moved(tmp_path, monkeypatch):
+    # Issue 30: only the size was compared, so same-size garbage with the mtime kept read as up to date.
+    from tasks import session as run_state
+
+    make_entry(tmp_path, "kernel.a.1")
+    c = cache(tmp_path)
+    recorded = entries.describe(c, "kernel.a.1")
+    binary = tmp_path / "cache/kernel.a.1/kernel.cubin"
+    stat = binary.stat()
+    binary.write_bytes(b"x" * stat.st_size)
+    os.utime(binary, ns=(stat.st_atime_ns, stat.st_mtime_ns))  # the mtime kept
+    monkeypatch.setattr(run_state, "verify_digests", False)
+    assert entries.problem(c, "kernel.a.1", recorded) is None  # `doit stale`: cheap, trusts the mtime
+    monkeypatch.setattr(run_state, "verify_digests", True)
+    assert "damaged (kernel.cubin no longer matches the sha256" in entries.problem(c, "kernel.a.1", recorded)
+    monkeypatch.setattr(run_state, "verify_digests", False)
+    os.utime(binary)  # the mtime moved: `doit stale` re-hashes
+    assert "damaged" in entries.problem(c, "kernel.a.1", recorded)
+    assert entries.remove_damaged(c, {"kernel.a.1": recorded})[0].startswith("removed damaged entry kernel.a.1")
+    assert not (tmp_path / "cache/kernel.a.1").exists()
+
+
+def test_an_unreadable_binary_is_reported_whoever_runs(tmp_path, monkeypatch):
+    make_entry(tmp_path, "kernel.a.1")
+    c = cache(tmp_path)
+    recorded = entries.describe(c, "kernel.a.1")
+    real_open = open
+
+    def denied(path, *args, **kwargs):
+        if str(path).endswith("kernel.a.1/kernel.cubin"):
+            raise PermissionError(13, "Permission denied")
+        return real_open(path, *args, **kwargs)
+
+    monkeypatch.setattr("builtins.open", denied)
+    assert entries.problem(c, "kernel.a.1", recorded) == "entry kernel.a.1 unreadable (kernel.cubin: Permission denied)"
