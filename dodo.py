@@ -6,6 +6,7 @@ says why. Planning here never imports torch or deep_gemm.
 
 from tasks.cli import noop
 
+noop.usable_db()
 _stamp = noop.replay()
 if _stamp is not None:
     # Nothing the last no-op warm read has changed: answer as it did (tasks/cli/noop.py).

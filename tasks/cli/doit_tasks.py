@@ -27,7 +27,9 @@ DOIT_CONFIG = {
     "reporter": WarmReporter,
     "continue": True,
     "dep_file": os.environ.get("JITWARM_DOIT_DB", ".doit.db"),
-    "backend": "json",
+    # Transactional: concurrent warms sharing the DB, or a SIGKILL while doit saves it, left the JSON one
+    # truncated ("Invalid JSON data in doit.db"), and every later command failed.
+    "backend": "sqlite3",
 }
 
 

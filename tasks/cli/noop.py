@@ -23,6 +23,7 @@ turns it off. Kept small (stdlib, and the progress display's rule): it is import
 
 from __future__ import annotations
 
+import contextlib
 import marshal
 import os
 import stat
@@ -43,6 +44,38 @@ _VETO_PREFIXES = ("subprocess.", "os.exec", "os.posix_spawn", "os.fork", "os.sys
 def dep_file() -> str:
     """doit's DB, as DOIT_CONFIG names it (relative to the dodo's directory, doit's cwd)."""
     return os.environ.get("JITWARM_DOIT_DB", ".doit.db")
+
+
+def usable_db() -> None:
+    """doit's database, checked before doit opens it: one that is not SQLite (a damaged file, or the
+    JSON one older jitwarm releases kept) is moved aside with one line, and doit starts a new one.
+    jitwarm's markers are the truth; doit's DB only caches what they say."""
+    path = dep_file()
+    try:
+        with open(path, "rb") as f:
+            head = f.read(16)
+    except OSError:
+        return  # absent (doit creates it) or unreadable (doit says so)
+    problem = None
+    if head and head != b"SQLite format 3\0":
+        problem = "not an SQLite database"
+    elif head:
+        import sqlite3
+
+        try:
+            with contextlib.closing(sqlite3.connect(path)) as conn:
+                conn.execute("select name from sqlite_master").fetchall()
+        except sqlite3.DatabaseError as exc:
+            problem = str(exc)
+    if problem is not None:
+        aside = f"{path}.unreadable"
+        try:
+            os.replace(path, aside)
+        except OSError as exc:
+            raise SystemExit(f"jitwarm: doit's database {path} is unreadable ({problem}) and could not be moved "
+                             f"aside ({exc.strerror}); remove it") from None
+        print(f"jitwarm: doit's database {path} was unreadable ({problem}); moved it to {aside} and started "
+              "a new one (the markers in the cache root say what is warm)", flush=True)
 
 
 def stamp_path() -> str:
@@ -120,17 +153,33 @@ def replay() -> dict | None:
             stamp = marshal.load(f)
     except (OSError, EOFError, ValueError, TypeError):
         return None
-    if not isinstance(stamp, dict) or stamp.get("key") != _key():
+    if not _well_formed(stamp) or stamp["key"] != _key():
+        return None  # damaged or another run's: the normal path answers (and writes a new one)
+    try:
+        for path, follow, listed, signature in stamp["paths"]:
+            if not _unchanged(path, follow, listed, signature):
+                return None
+    except (OSError, TypeError, ValueError):
         return None
-    for path, follow, listed, signature in stamp["paths"]:
-        if not _unchanged(path, follow, listed, signature):
-            return None
     return stamp
+
+
+def _well_formed(stamp) -> bool:
+    """A stamp of the shape save() writes; anything else (a damaged or hand-made file) is no stamp."""
+    if not isinstance(stamp, dict) or not {"key", "paths", "lines", "summary", "targets"} <= stamp.keys():
+        return False
+    summary, paths, targets = stamp["summary"], stamp["paths"], stamp["targets"]
+    return (isinstance(stamp["lines"], str) and isinstance(summary, tuple) and len(summary) == 2
+            and all(isinstance(part, str) for part in summary)
+            and isinstance(targets, list) and all(isinstance(name, str) for name in targets)
+            and isinstance(paths, list)
+            and all(isinstance(p, tuple) and len(p) == 4 and isinstance(p[0], str) and isinstance(p[1], bool)
+                    and isinstance(p[2], bool) for p in paths))
 
 
 def doit_config(stamp: dict) -> dict:
     return {"default_tasks": ["warm"], "reporter": _reporter(stamp), "continue": True,
-            "dep_file": dep_file(), "backend": "json"}
+            "dep_file": dep_file(), "backend": "sqlite3"}
 
 
 def tasks(stamp: dict):

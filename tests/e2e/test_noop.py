@@ -200,3 +200,23 @@ def test_a_recent_change_hidden_from_stat_is_caught_by_content(tmp_path):
                                              (["-n", "2", "warm"], False), (["warm:v3@tp8"], False)])
 def test_only_a_plain_warm_takes_the_short_path(argv, plain):
     assert noop._is_plain_warm(argv) is plain
+
+
+@pytest.mark.parametrize("damage", [
+    lambda s: {**s, "paths": [(p, "yes", listed, sig) for p, _, listed, sig in s["paths"]]},
+    lambda s: {**s, "paths": "everything"},
+    lambda s: {**s, "summary": ("only one",)},
+    lambda s: {**s, "targets": [1, 2]},
+    lambda s: [s],
+])
+def test_a_stamp_of_the_right_key_with_wrong_types_inside_is_no_stamp(warmed, damage):
+    # Issue 30: every warm then exited 3 with a traceback in noop.replay.
+    import marshal
+
+    with open(stamp(warmed), "rb") as f:
+        saved = marshal.load(f)
+    with open(stamp(warmed), "wb") as f:
+        marshal.dump(damage(saved), f)
+    out = warmed.doit("warm")
+    assert out.returncode == 0 and "Traceback" not in out.stdout + out.stderr, out.stdout + out.stderr
+    assert " 0 rebuilt" in out.stdout
