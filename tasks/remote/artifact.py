@@ -6,9 +6,13 @@ every file's sha256 and size. Packing is deterministic (sorted names, zero times
 owners), so two runners that built the same kernels push the same bytes.
 
 Unpacking refuses anything but plain files and directories under entry names of the
-layout (no absolute paths, `..`, links or devices), checks every file against the
-manifest, and publishes each entry into the writable root by atomic rename
-(tasks/entries.py), never replacing a complete one.
+layout (no absolute paths, `..`, links or devices), and only the files such an entry holds;
+checks every file against the manifest, and publishes each entry into the writable root by
+atomic rename (tasks/entries.py), never replacing a complete one. What it may unpack is
+bounded before it starts, from the manifest (which the members must match): each file's size
+(a kernel's binary at most 64 MiB, its source 8 MiB, the rest 64 KiB), the archive's total
+(1 GiB) and its expansion (at most 100 times the archive's size beyond the first 16 MiB), so a
+small archive cannot fill the disk.
 """
 
 from __future__ import annotations
@@ -25,6 +29,12 @@ from tasks.state.cacheroot import CacheRoot
 TAR, TAR_ZSTD = "tar", "tar+zstd"
 _SUFFIX = {TAR: "tar", TAR_ZSTD: "tar.zst"}
 _CHUNK = 1 << 20
+MIB = 1 << 20
+# Bounds on what an archive may unpack. Real kernels: cubins of 0.1-2 MiB, sources under 1 MiB.
+_MAX_FILE = {"kernel.cubin": 64 * MIB, "kernel.so": 64 * MIB, "kernel.cu": 8 * MIB}
+_MAX_OTHER = 64 * 1024  # meta.json, .committed
+MAX_TOTAL = 1024 * MIB
+MAX_RATIO, RATIO_FREE = 100, 16 * MIB
 
 
 class Rejected(Exception):
@@ -73,6 +83,7 @@ def unpack(archive: Path, fmt: str, files: dict[str, dict], cache: CacheRoot,
 
     Raises Rejected before publishing anything if one member is unsafe or does not match.
     """
+    _check_bounds(archive, files, cache.layout)
     staging = work_dir / "entries"
     staging.mkdir(parents=True)
     seen: set[str] = set()
@@ -97,6 +108,26 @@ def unpack(archive: Path, fmt: str, files: dict[str, dict], cache: CacheRoot,
     return published, kept
 
 
+def _check_bounds(archive: Path, files: dict, layout) -> None:
+    """What the manifest says the archive unpacks to stays within a cache entry's files and sizes."""
+    total = 0
+    for member, described in files.items():
+        parts = PurePosixPath(member).parts
+        name = parts[-1] if parts else member
+        if name not in layout.FILES:
+            raise Rejected(f"{member!r} in the manifest is no file a {layout.id} entry holds "
+                           f"({', '.join(layout.FILES)})")
+        size = described.get("size") if isinstance(described, dict) else None
+        limit = _MAX_FILE.get(name, _MAX_OTHER)
+        if not isinstance(size, int) or size < 0 or size > limit:
+            raise Rejected(f"{member!r} would unpack {size!r} bytes, more than a {name} may hold ({limit} bytes)")
+        total += size
+    packed = archive.stat().st_size
+    if total > MAX_TOTAL or total > RATIO_FREE + MAX_RATIO * packed:
+        raise Rejected(f"the archive would unpack {total} bytes from {packed} (at most {MAX_TOTAL} in all, and "
+                       f"{MAX_RATIO} times the archive beyond the first {RATIO_FREE})")
+
+
 def _extract(tar: tarfile.TarFile, member: tarfile.TarInfo, files: dict, staging: Path, seen: set, layout) -> None:
     name = member.name
     parts = PurePosixPath(name).parts
@@ -109,6 +140,8 @@ def _extract(tar: tarfile.TarFile, member: tarfile.TarInfo, files: dict, staging
     if not member.isreg():
         kind = "link" if member.issym() or member.islnk() else "special file"
         raise Rejected(f"{kind} {name!r} in archive")
+    if parts[-1] not in layout.FILES:
+        raise Rejected(f"{name!r} is no file a {layout.id} entry holds")
     expected = files.get(name)
     if expected is None or name in seen:
         raise Rejected(f"{name!r} is not in the manifest" if expected is None else f"{name!r} appears twice")

@@ -65,6 +65,7 @@ class Legacy:
     title = "sgl-deep-gemm 0.1.x (cache/kernel.<name>.<hash>/)"
     SOURCE = "kernel.cu"
     BINARIES = ("kernel.cubin", "kernel.so")
+    FILES = (SOURCE, *BINARIES)  # all an entry holds (a remote artifact may carry no other)
     multi_root = False
     keys_install_path = True  # some 0.1.x builds hash the absolute include path (FACTS §1)
     # Env vars that change its compiled kernels (FACTS §1); sglang maps *DG_USE_NVRTC onto the first.
@@ -114,6 +115,7 @@ class DeepJit:
     title = "sgl-deep-gemm 0.2.x DeepJIT (cache/<tag>.<digest>/ with .committed)"
     COMMITTED = ".committed"
     BINARY = "kernel.cubin"
+    FILES = ("kernel.cu", BINARY, "meta.json", COMMITTED)  # all an entry holds (FACTS: DeepJIT's build)
     multi_root = True
     keys_install_path = False  # disk.hpp/options.hpp: include paths are passed, not hashed
     # Every DG_JIT_* is also read as DJ_JIT_* (utils/env.hpp). These change the flags that

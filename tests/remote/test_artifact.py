@@ -132,3 +132,35 @@ def test_a_truncated_archive_is_rejected(tmp_path):
     with pytest.raises(artifact.Rejected):
         artifact.unpack(archive, artifact.TAR_ZSTD, files, cache(tmp_path / "root"), tmp_path / "work")
     assert not (tmp_path / "root" / "cache").exists()
+
+
+def _zero_archive(path, layout: str, members: dict[str, int]) -> dict:
+    """A tar+zstd archive of all-zero members, with the manifest that agrees with it."""
+    import zstandard
+
+    files = {}
+    with open(path, "wb") as raw, zstandard.ZstdCompressor().stream_writer(raw) as out, \
+            tarfile.open(fileobj=out, mode="w|") as tar:
+        for name, size in members.items():
+            info = tarfile.TarInfo(name)
+            info.size = size
+            tar.addfile(info, io.BytesIO(bytes(size)))
+            files[name] = {"sha256": hashlib.sha256(bytes(size)).hexdigest(), "size": size}
+    return files
+
+
+@pytest.mark.parametrize("layout", ["0.1.x", "0.2.x"])
+@pytest.mark.parametrize("members, says", [
+    # Issue 30: a 33 KB archive whose manifest agreed unpacked 1 GiB into cache/<entry>/big.bin.
+    ({"big.bin": 1 << 20}, "no file a"),
+    ({"kernel.cubin": 65 << 20}, "more than a kernel.cubin may hold"),
+    ({"kernel.cu": 9 << 20}, "more than a kernel.cu may hold"),
+    ({"kernel.cubin": 40 << 20}, "times the archive beyond the first"),
+])
+def test_an_archive_cannot_unpack_more_than_a_cache_entry_holds(tmp_path, layout, members, says):
+    entry = NAMES[layout][0]
+    archive = tmp_path / "bomb.tar.zst"
+    files = _zero_archive(archive, layout, {f"{entry}/{name}": size for name, size in members.items()})
+    with pytest.raises(artifact.Rejected, match=says):
+        artifact.unpack(archive, artifact.TAR_ZSTD, files, cache(tmp_path / "root", layout), tmp_path / "work")
+    assert not (tmp_path / "work").exists() and not (tmp_path / "root" / "cache").exists()
