@@ -12,14 +12,17 @@ Ctrl-C reaches it directly; a SIGINT or SIGTERM sent to this process alone is pa
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import os
 import signal
 import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
 
 import msgspec
+import psutil
 
 from tasks.state import layouts
 
@@ -86,11 +89,26 @@ def _complete(root: Path, layout, names) -> set[str]:
     return {name for name in names if layout.present(root / "cache" / name)}
 
 
+_PR_SET_PDEATHSIG, _PR_SET_CHILD_SUBREAPER = 1, 36
+
+
+def _prctl(option: int, value: int) -> None:
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL(None, use_errno=True).prctl(option, value, 0, 0, 0)
+
+
 def _run_passing_signals(argv: list[str], env: dict) -> int:
-    """Run the command to its end; the handlers are in place before it starts, so no signal
-    sent meanwhile ends the watch and leaves the command running unwatched."""
+    """Run the command to its end, and then until every process it started has ended too; the
+    handlers are in place before it starts, so no signal sent meanwhile ends the watch and
+    leaves the command running unwatched.
+
+    This process becomes a child subreaper (Linux): what the command leaves running when it
+    exits (`cmd &`, a daemonised server) is reparented here and waited for, since it may still
+    compile kernels. The command gets a parent-death signal: a `kill -9` of the watch ends it."""
     started: list[subprocess.Popen] = []
     pending: list[int] = []  # signals that came before the command existed
+    me = os.getpid()
+    _prctl(_PR_SET_CHILD_SUBREAPER, 1)
 
     def forward(signum, frame):
         if signum == signal.SIGINT and _terminal_sent_it():
@@ -98,25 +116,57 @@ def _run_passing_signals(argv: list[str], env: dict) -> int:
         if not started:
             pending.append(signum)
             return
-        with contextlib.suppress(OSError):  # it has just ended
-            started[0].send_signal(signum)
+        # To the command while it runs (it passes it on as it sees fit); then to what it left running.
+        for proc in [started[0]] if started[0].poll() is None else _descendants():
+            with contextlib.suppress(OSError, psutil.Error):  # it has just ended
+                proc.send_signal(signum)
+
+    def die_with_the_watch():
+        _prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+        if os.getppid() != me:  # the watch died before the prctl took hold
+            os._exit(128 + signal.SIGTERM)
 
     previous = {sig: signal.signal(sig, forward) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
-        child = subprocess.Popen(argv, env=env)
+        child = subprocess.Popen(argv, env=env, preexec_fn=die_with_the_watch)
         started.append(child)
         for signum in pending:
             child.send_signal(signum)
-        while True:
-            try:
-                code = child.wait()
-                break
-            except KeyboardInterrupt:  # a handler raced the swap; keep waiting for the command
-                continue
+        code = _wait(child)
+        left = _descendants()
+        if left:
+            print(f"jitwarm watch: the command exited and left {len(left)} process(es) running; waiting for "
+                  "them, they may still compile kernels", file=sys.stderr, flush=True)
+            _wait_for(left)
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
     return 128 - code if code < 0 else code
+
+
+def _wait(child: subprocess.Popen) -> int:
+    while True:
+        try:
+            return child.wait()
+        except KeyboardInterrupt:  # a handler raced the swap; keep waiting for the command
+            continue
+
+
+def _descendants() -> list:
+    with contextlib.suppress(psutil.Error):
+        return [p for p in psutil.Process().children(recursive=True) if p.status() != psutil.STATUS_ZOMBIE]
+    return []
+
+
+def _wait_for(procs: list) -> None:
+    """Wait until `procs` and whatever they start have ended, reaping each as it exits."""
+    while True:
+        with contextlib.suppress(ChildProcessError):
+            while os.waitpid(-1, os.WNOHANG)[0]:
+                pass
+        if not _descendants():
+            return
+        time.sleep(0.1)
 
 
 def _terminal_sent_it() -> bool:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -221,3 +222,40 @@ def test_an_entry_that_appears_and_is_removed_is_still_reported(ws):
     assert watch(ws, "--fail", "--", sys.executable, "-c", script).returncode == 1
     [entry] = report(ws)["entries"]
     assert entry["gone"] and entry["name"] == built.name and entry["shape"] in SHAPES
+
+
+def test_a_compile_in_a_background_child_of_the_command_is_waited_for_and_reported(ws):
+    # Issue 30: `cmd &` then exit ended the watch at once with "0 kernels compiled", and the child
+    # built an entry nobody reported.
+    prime(ws)
+    background = " ".join(["exec", *SERVER, MASKED])
+    script = f"sleep 0.5; {background}"
+    out = watch(ws, "--fail", "--", "sh", "-c", f"({script}) > /dev/null 2>&1 &")
+    assert out.returncode == 1, out.stderr
+    assert re.search(r"the command exited and left \d+ process\(es\) running; waiting for them", out.stderr)
+    assert [e["shape"] for e in report(ws)["entries"]] == [
+        "GROUPED_GEMM_NT_F8F8BF16_MASKED N=7168 K=2048 num_groups=16"]
+
+
+@pytest.mark.one_layout
+def test_a_kill_9_of_the_watch_ends_the_command_too(ws):
+    token = f"jitwarm-watch-{time.time_ns()}"
+    ready = ws.tmp / "ready"
+    script = f"import time, sys; open({str(ready)!r}, 'w').close(); time.sleep(60)  # {token}"
+    proc = subprocess.Popen([sys.executable, "-m", "doit", "watch", "--", sys.executable, "-c", script], cwd=REPO,
+                            env=ws.env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 30
+    while not ready.exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert ready.exists()
+    proc.kill()
+    proc.wait(timeout=10)
+    import psutil
+
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline:
+        left = [p for p in psutil.process_iter(["cmdline"]) if token in " ".join(p.info["cmdline"] or [])]
+        if not left:
+            break
+        time.sleep(0.1)
+    assert not left, "the watched command outlived a kill -9 of the watch"
