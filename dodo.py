@@ -4,7 +4,24 @@
 says why. Planning here never imports torch or deep_gemm.
 """
 
-from tasks.cli import noop
+import os
+import signal
+import sys
+
+
+def _interrupted_early(signum, frame):
+    """Until doit_tasks installs the real handlers (after the heavy imports), and for a whole no-op
+    run: no target has started, so one line and the signal's exit code, no traceback."""
+    name = signal.Signals(signum).name
+    sys.stdout.write(f"jitwarm: interrupted by {name} before any target started; exit {128 + signum}\n")
+    sys.stdout.flush()
+    os._exit(128 + signum)
+
+
+signal.signal(signal.SIGINT, _interrupted_early)
+signal.signal(signal.SIGTERM, _interrupted_early)
+
+from tasks.cli import noop  # noqa: E402
 
 noop.usable_db()
 _stamp = noop.replay()

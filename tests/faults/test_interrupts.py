@@ -40,3 +40,32 @@ def test_an_interrupted_warm_says_so_in_one_line_and_exits_with_the_signals_code
     again = ws.doit("warm")  # nothing half-done is taken for warm
     assert again.returncode == 0, again.stdout + again.stderr
     assert set(ws.status().values()) == {"U"}
+
+
+def _handles_sigterm(pid: int) -> bool:
+    """Whether the process has a SIGTERM handler yet (/proc/<pid>/status SigCgt): Python itself only
+    catches SIGINT, so this is the moment dodo.py's first lines ran, before the heavy imports."""
+    try:
+        with open(f"/proc/{pid}/status") as fh:
+            caught = next(line for line in fh if line.startswith("SigCgt:")).split()[1]
+    except (OSError, StopIteration):
+        return False
+    return bool(int(caught, 16) & (1 << (signal.SIGTERM - 1)))
+
+
+@pytest.mark.parametrize("sig, code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
+def test_a_signal_in_the_first_moments_of_a_run_is_one_line_not_a_traceback(ws, sig, code):
+    # Issue 30: in the first ~0.4 s SIGINT printed a KeyboardInterrupt traceback and SIGTERM ended
+    # the run with no line at all.
+    model_file(ws.models, "v3", "[[launch]]\ntp = 8\nm_list = [1, 32]\n")
+    warm = subprocess.Popen([sys.executable, "-m", "doit", "-f", str(DODO), "warm"], cwd=ws.tmp, env=ws.env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 30
+    while not _handles_sigterm(warm.pid):
+        assert time.monotonic() < deadline and warm.poll() is None
+        time.sleep(0.002)
+    warm.send_signal(sig)
+    out, err = warm.communicate(timeout=30)
+    assert warm.returncode == code, out + err
+    assert "Traceback" not in out + err and "KeyboardInterrupt" not in out + err, out + err
+    assert f"jitwarm: interrupted by {sig.name}" in out
