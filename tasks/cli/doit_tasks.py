@@ -150,6 +150,8 @@ def selection(shard_option: str = "") -> tuple[Session, sharding.Selection]:
     try:
         shard = sharding.from_settings(shard_option, os.environ)
     except sharding.ShardError as exc:
+        if exc.from_env:
+            raise SystemExit(f"jitwarm: {exc}") from None  # a bad setting: exit 1, as for every JITWARM_*
         raise InvalidCommand(str(exc)) from None
     return session, sharding.select(all_targets, shard)
 

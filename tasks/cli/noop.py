@@ -51,11 +51,16 @@ def usable_db() -> None:
     JSON one older jitwarm releases kept) is moved aside with one line, and doit starts a new one.
     jitwarm's markers are the truth; doit's DB only caches what they say."""
     path = dep_file()
+    if os.path.isdir(path):
+        raise SystemExit(f"jitwarm: JITWARM_DOIT_DB={path} is a directory; name the file doit's database is kept in")
     try:
         with open(path, "rb") as f:
             head = f.read(16)
-    except OSError:
-        return  # absent (doit creates it) or unreadable (doit says so)
+    except FileNotFoundError:
+        return  # doit creates it
+    except OSError as exc:
+        raise SystemExit(f"jitwarm: doit's database {path} cannot be read ({exc.strerror}); "
+                         "set JITWARM_DOIT_DB to a file this user can write") from None
     problem = None
     if head and head != b"SQLite format 3\0":
         problem = "not an SQLite database"

@@ -75,10 +75,23 @@ def load(environ=None) -> Settings:
         jobs = -1
     if jobs < 0:
         raise SystemExit(f"jitwarm: jobs: expected a number of workers (0 = all cores), got {raw_jobs!r}")
+    for name in ("JITWARM_GPU_MARGIN_GIB", "JITWARM_KILL_GRACE_S"):  # read deep in the runner: checked here
+        if env.get(name) is not None:
+            _non_negative(env[name], name)
     return Settings(models, timeout, jobs, _output(env, table, "JITWARM_JUNIT_XML", "junit_xml"),
                     _output(env, table, "JITWARM_REPORT_JSON", "report_json"), _remote(env, table),
                     watch_junit_xml=_output(env, table, "JITWARM_WATCH_JUNIT_XML", "watch_junit_xml"),
                     watch_report_json=_output(env, table, "JITWARM_WATCH_REPORT_JSON", "watch_report_json"))
+
+
+def _non_negative(raw, name: str) -> float:
+    try:
+        value = float(raw)
+    except (TypeError, ValueError):
+        value = -1.0
+    if not value >= 0 or value == float("inf"):
+        raise SystemExit(f"jitwarm: {name}: expected a non-negative number, got {raw!r}")
+    return value
 
 
 def _positive_seconds(raw, where: str) -> float:

@@ -110,6 +110,14 @@ class PlanError(ValueError):
         self.needs_fallback = needs_fallback
 
 
+# Config fields that size a GEMM: 0 is no model sglang could load, and would plan N=0 or K=0 shapes.
+_DIMENSIONS = frozenset({
+    "hidden_size", "num_hidden_layers", "num_attention_heads", "num_key_value_heads", "head_dim", "v_head_dim",
+    "intermediate_size", "moe_intermediate_size", "kv_lora_rank", "qk_nope_head_dim",
+    "qk_rope_head_dim", "num_experts", "num_local_experts", "index_n_heads", "index_head_dim",
+    "swa_num_attention_heads", "swa_num_key_value_heads", "swa_head_dim", "swa_v_head_dim"})
+
+
 class Fields:
     """Typed access to config fields with one-line errors naming the field; `skipped` says which
     modules the checkpoint keeps unquantized (so off DeepGEMM's FP8 GEMMs)."""
@@ -135,6 +143,8 @@ class Fields:
             return None
         if isinstance(value, bool) or not isinstance(value, int) or value < 0:
             raise PlanError(f"expected a non-negative integer, got {value!r}", name)
+        if value == 0 and name in _DIMENSIONS:
+            raise PlanError("expected a positive integer, got 0 (no model has a zero-sized dimension)", name)
         return value
 
     def int_list(self, name: str, length: int) -> list[int]:

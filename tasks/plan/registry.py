@@ -18,6 +18,10 @@ import msgspec
 from tasks.plan import launch_args
 
 PositiveInt = Annotated[int, msgspec.Meta(gt=0)]
+# What no sglang server could run, refused in one line rather than planned: an M (tokens in one
+# forward) above 2^20, more than 2^17 M values, a model file above 1 MiB (a real one is a few KiB).
+MAX_M, MAX_M_VALUES, MAX_FILE_BYTES = 1 << 20, 1 << 17, 1 << 20
+MValue = Annotated[int, msgspec.Meta(gt=0, le=MAX_M)]
 # Launch-tuple env vars the planner reads: the environment the server will run with.
 PLAN_ENV_KEYS = (
     "SGLANG_JIT_DEEPGEMM_FAST_WARMUP",
@@ -48,7 +52,7 @@ class _Launch(msgspec.Struct, forbid_unknown_fields=True):
     tp: PositiveInt
     args: list[str] = []
     tags: list[str] = []
-    m_list: Literal["default", "fast"] | list[PositiveInt] | None = None
+    m_list: Literal["default", "fast"] | Annotated[list[MValue], msgspec.Meta(max_length=MAX_M_VALUES)] | None = None
     env: dict[str, str] = {}
     path: Literal["auto", "fallback"] = "auto"
     fallback_timeout_s: PositiveInt = 1800
@@ -142,6 +146,10 @@ def _parse(path: Path, name: str, data: bytes | None) -> ModelSpec:
     if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", name):
         raise _Invalid(f"file name: expected letters, digits, '.', '_' or '-', got {json.dumps(name)}")
     try:
+        if data is None and path.stat().st_size > MAX_FILE_BYTES:
+            raise _Invalid(f"file is {path.stat().st_size} bytes; a model file is at most {MAX_FILE_BYTES}")
+        if data is not None and len(data) > MAX_FILE_BYTES:
+            raise _Invalid(f"file is {len(data)} bytes; a model file is at most {MAX_FILE_BYTES}")
         raw = tomllib.loads((path.read_bytes() if data is None else data).decode("utf-8"))
     except (OSError, UnicodeDecodeError) as exc:
         raise _Invalid(f"cannot read: {exc}") from None
@@ -213,7 +221,8 @@ _ENUM = r"Invalid enum value (?P<value>.+?)" + _AT
 # are plain strings, compiled (and cached by `re`) only when a file is actually invalid.
 _FIELD_WORDS = [
     (r"launch\[\d+\]\.tp$", "a positive integer"),
-    (r"launch\[\d+\]\.m_list(\[\d+\])?$", "\"default\", \"fast\" or a list of positive integers"),
+    (r"launch\[\d+\]\.m_list(\[\d+\])?$", f"\"default\", \"fast\" or a list of at most {MAX_M_VALUES} "
+     f"integers from 1 to {MAX_M}"),
     (r"launch$", "a non-empty list of [[launch]] tables"),
     (r"launch\[\d+\]\.(args|tags)(\[\d+\])?$", "a list of strings"),
     (r"launch\[\d+\]\.env(\..+)?$", "a table of strings"),

@@ -16,8 +16,16 @@ from tasks.plan.targets import Target
 ENV = "JITWARM_SHARD"
 
 
+MAX_SHARDS = 4096  # runners of one registry; the partition costs time and memory in proportion to N
+
+
 class ShardError(ValueError):
-    """One line naming where the bad value came from."""
+    """One line naming where the bad value came from: `from_env` when JITWARM_SHARD said it (a bad
+    setting, exit 1), else --shard (a usage error, exit 3)."""
+
+    def __init__(self, message: str, from_env: bool = False):
+        super().__init__(message)
+        self.from_env = from_env
 
 
 class Shard(NamedTuple):  # NamedTuples, not dataclasses: every doit start imports this module
@@ -32,8 +40,9 @@ def parse(text: str | None, source: str) -> Shard | None:
     if text is None or not text.strip():
         return None
     match = re.fullmatch(r"\s*(\d+)\s*/\s*(\d+)\s*", text)
-    if not match or not 1 <= int(match[1]) <= int(match[2]):
-        raise ShardError(f"{source}: expected i/N with 1 <= i <= N (e.g. 2/4), got {text!r}")
+    if not match or not 1 <= int(match[1]) <= int(match[2]) <= MAX_SHARDS:
+        raise ShardError(f"{source}: expected i/N with 1 <= i <= N <= {MAX_SHARDS} (e.g. 2/4), got {text!r}",
+                         from_env=source == ENV)
     return Shard(int(match[1]), int(match[2]))
 
 

@@ -113,7 +113,9 @@ def _check_bounds(archive: Path, files: dict, layout) -> None:
     total = 0
     for member, described in files.items():
         parts = PurePosixPath(member).parts
-        name = parts[-1] if parts else member
+        if member.startswith("/") or "\\" in member or ".." in parts or not parts:
+            raise Rejected(f"unsafe path {member!r} in the manifest")
+        name = parts[-1]
         if name not in layout.FILES:
             raise Rejected(f"{member!r} in the manifest is no file a {layout.id} entry holds "
                            f"({', '.join(layout.FILES)})")

@@ -140,6 +140,11 @@ def store_for(root: Path, fp: dict, max_age_s: float) -> Path:
                 path.unlink()
     _trim_log(store / "compiled.log", cutoff)
     sweep.sweep_stores(kstore, store, max_age_s)
+    # Writable now, or the warm ends in one line (the caller's _writes) instead of in every worker's shim.
+    store.mkdir(parents=True, exist_ok=True)
+    probe = store / f".probe.{os.getpid()}"
+    probe.write_bytes(b"")
+    probe.unlink()
     return store
 
 

@@ -16,6 +16,11 @@ def problem(fp: dict) -> str | None:
         found = False
     if not found:
         return f"{module} is not installed for {sys.executable} (pip install sgl-deep-gemm on a GPU host)"
+    named = next((f"{v}={os.environ[v]}" for v in ("DG_JIT_NVCC_COMPILER", "DJ_JIT_NVCC_COMPILER")
+                  if os.environ.get(v)), None)
+    if named and fp.get("nvcc") is None:
+        # Before the pool starts: else every worker's first compile fails with its own traceback.
+        return f"{named} does not run as nvcc (`--version` failed or printed no release)"
     if module != "deep_gemm":
         return None  # a test stand-in needs no GPU
     if fp.get("gpu.arch") is None:

@@ -61,7 +61,19 @@ class CacheRoot(msgspec.Struct, frozen=True):
 
 
 def resolve(layout: layouts.CacheLayout, environ=None) -> CacheRoot:
-    """Raises layouts.LayoutError (one line, naming the variable) for a list DeepJIT refuses."""
+    """Raises layouts.LayoutError (one line, naming the variable) for a list DeepJIT refuses, or a
+    writable root that is no directory (a file, /dev/null) or one of whose state folders is unusable."""
+    root = _resolve(layout, environ)
+    for path in (root.path, root.path / "cache", root.path / "jitwarm", root.path / "tmp"):
+        if os.path.lexists(path) and not os.path.isdir(path):
+            raise layouts.LayoutError(f"cache root {root.path} ({root.source.split(';')[0]}): {path} is not a directory")
+        if os.path.isdir(path) and not os.access(path, os.R_OK | os.W_OK | os.X_OK):
+            raise layouts.LayoutError(f"cache root {root.path} ({root.source.split(';')[0]}): {path} is not "
+                                      "readable and writable by this user")
+    return root
+
+
+def _resolve(layout: layouts.CacheLayout, environ=None) -> CacheRoot:
     env = os.environ if environ is None else environ
     name, value = _sglang_var(env, "DG_CACHE_DIR")
     if value:

@@ -78,8 +78,7 @@ def test_the_current_store_loses_old_locks_dead_shims_copies_and_a_stale_log(tmp
     from tasks.runner import pool
 
     fp = {"toolchain": "x"}
-    store = pool.store_for(tmp_path, fp, max_age_s=3600)
-    store.mkdir(parents=True)
+    store = pool.store_for(tmp_path, fp, max_age_s=3600)  # made, and found writable
     dead = subprocess.Popen([sys.executable, "-c", "pass"])
     dead.wait()
     old = time.time() - 7200
