@@ -22,7 +22,7 @@ from doit.cmd_base import Command
 from tasks.plan import estimate, sharding, targets
 from tasks.plan.gemms import Kind
 
-EXIT_STALE, EXIT_USAGE = 1, 2
+EXIT_STALE, EXIT_USAGE = 1, 3  # a usage error exits 3, as doit's own do
 # sglang#27604's per-process cache subdirectories; RL stacks set it with the start-up sweep off.
 PER_PROCESS_ENV = "SGLANG_DG_CACHE_DIR_PER_PROCESS"
 

@@ -88,7 +88,8 @@ def _watch(argv, env, root, conf, fail: bool, target) -> int:
     try:
         outcome = watch.run(argv, env, roots, root.layout, on_entry=said)
     except watch.WatchError as exc:
-        return _usage(str(exc))
+        print(f"jitwarm: {exc}", file=sys.stderr)
+        return exc.code
     if outcome.watch_problem:
         _say(outcome.watch_problem)
     entries = [_entry(a, root.layout, live.get((a.root, a.name))) for a in outcome.appeared]

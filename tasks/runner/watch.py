@@ -56,7 +56,9 @@ def run(argv: list[str], env: dict, roots, layout: layouts.CacheLayout, on_entry
         returncode = _run_passing_signals(argv, env)
     except OSError as exc:
         watcher.stop()
-        raise WatchError(f"cannot run {argv[0]!r}: {exc.strerror or exc}") from None
+        # As shells say it: 127 when there is no such command, 126 when it cannot be executed.
+        code = 127 if isinstance(exc, FileNotFoundError) else 126
+        raise WatchError(f"cannot run {argv[0]!r}: {exc.strerror or exc}", code) from None
     seconds = time.monotonic() - started
     seen = watcher.stop()
     appeared: dict[tuple[str, str], Appeared] = {}
@@ -72,7 +74,11 @@ def run(argv: list[str], env: dict, roots, layout: layouts.CacheLayout, on_entry
 
 
 class WatchError(RuntimeError):
-    """The command could not be started; one line."""
+    """The command could not be started; one line, and the exit code a shell would give."""
+
+    def __init__(self, message: str, code: int = 127):
+        super().__init__(message)
+        self.code = code
 
 
 def _names(root: Path, layout) -> set[str]:

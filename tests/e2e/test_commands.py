@@ -40,9 +40,9 @@ def test_stale_selects_targets_and_rejects_unknown_ones(ws):
     assert plain_doit(ws, "stale", "other").returncode == 1
     assert plain_doit(ws, "stale").returncode == 1
     unknown = plain_doit(ws, "stale", "nope")
-    assert unknown.returncode == 2 and "unknown target 'nope'" in unknown.stderr
+    assert unknown.returncode == 3 and "unknown target 'nope'" in unknown.stderr
     bad = plain_doit(ws, "stale", "--shard", "0/2")
-    assert bad.returncode == 2 and "--shard: expected i/N" in bad.stderr
+    assert bad.returncode == 3 and "--shard: expected i/N" in bad.stderr
 
 
 def test_plan_lists_the_planners_shapes_for_deepseek_v3(ws):

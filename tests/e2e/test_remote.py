@@ -502,7 +502,7 @@ def test_doit_push_seeds_the_remote_from_a_warm_root(warmed_tp8):
     compiled = len(ws.compiles())
     remote = f"file://{ws.tmp / 'remote'}"
     refused = ws.doit("push", cwd=REPO, JITWARM_REMOTE=remote)
-    assert refused.returncode == 2 and "read-write" in refused.stderr
+    assert refused.returncode == 3 and "read-write" in refused.stderr
     assert not (ws.tmp / "remote").exists()
     first = ws.doit("push", cwd=REPO, JITWARM_REMOTE=remote, JITWARM_REMOTE_MODE="read-write")
     assert first.returncode == 0, first.stdout + first.stderr

@@ -146,13 +146,16 @@ def test_entries_that_appear_in_a_read_only_root_are_reported_too(tmp_path):
 @pytest.mark.one_layout
 def test_usage_errors_run_nothing(ws):
     out = watch(ws)
-    assert out.returncode == 2 and "no command to run" in out.stderr
+    assert out.returncode == 3 and "no command to run" in out.stderr
     out = watch(ws, "--", str(ws.tmp / "no-such-command"))
-    assert out.returncode == 2 and "cannot run" in out.stderr
+    assert out.returncode == 127 and "cannot run" in out.stderr  # as a shell says it
+    (ws.tmp / "not-executable").write_text("#!/bin/sh\n")
+    out = watch(ws, "--", str(ws.tmp / "not-executable"))
+    assert out.returncode == 126 and "cannot run" in out.stderr
     model_file(ws.models, "v3", TP8)
     marker = ws.tmp / "ran"
     out = watch(ws, "--record", "nope", "--", "touch", str(marker))
-    assert out.returncode == 2 and "--record: unknown target 'nope'" in out.stderr and not marker.exists()
+    assert out.returncode == 3 and "--record: unknown target 'nope'" in out.stderr and not marker.exists()
 
 
 @pytest.mark.one_layout
@@ -160,7 +163,7 @@ def test_record_refuses_a_fallback_target_before_running_the_command(ws):
     model_file(ws.models, "v3", '[[launch]]\ntp = 8\npath = "fallback"\n')
     marker = ws.tmp / "ran"
     out = watch(ws, "--record", "v3", "--", "touch", str(marker))
-    assert out.returncode == 2 and "has no shape list yet (fallback path" in out.stderr
+    assert out.returncode == 3 and "has no shape list yet (fallback path" in out.stderr
     assert not marker.exists()
 
 
