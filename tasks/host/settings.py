@@ -45,6 +45,54 @@ def config_error(url: str) -> str | None:
     return None
 
 
+class _Table(msgspec.Struct, forbid_unknown_fields=True):
+    """[tool.jitwarm] as written: every key typed, a misspelt one refused (not silently a default)."""
+
+    models_dir: str = "models"
+    shape_timeout_s: float = 1800
+    jobs: int = 0
+    junit_xml: str = ""
+    report_json: str = ""
+    watch_junit_xml: str = ""
+    watch_report_json: str = ""
+    remote: str = ""
+    remote_mode: str = "read"
+    remote_timeout_s: float = 60
+    verify: str = "manifest"
+
+
+# Environment variables that take one word, and the words they take (their default first).
+ENV_WORDS = {
+    "JITWARM_PROGRESS": ("auto", "plain", "live"),  # tasks/report/progress.py
+    "JITWARM_NOOP_STAMP": ("on", "off"),  # tasks/cli/noop.py
+    "JITWARM_VERIFY": VERIFY_MODES,
+    "JITWARM_REMOTE_MODE": REMOTE_MODES,
+}
+
+
+def _check_table(table) -> None:
+    try:
+        msgspec.convert(table, _Table)
+    except msgspec.ValidationError as exc:
+        message = str(exc)
+        unknown = message.partition("unknown field `")[2].partition("`")[0]
+        if unknown:
+            import difflib
+
+            close = difflib.get_close_matches(unknown, _Table.__struct_fields__, n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else f"; known: {', '.join(_Table.__struct_fields__)}"
+            raise SystemExit(f"jitwarm: pyproject.toml: tool.jitwarm.{unknown}: unknown key{hint}") from None
+        where = message.rpartition(" - at `$.")[2].rstrip("`")
+        raise SystemExit(f"jitwarm: pyproject.toml: tool.jitwarm.{where}: {message.partition(' - at ')[0]}") from None
+
+
+def _check_words(env) -> None:
+    for name, words in ENV_WORDS.items():
+        value = env.get(name)
+        if value and value not in words:
+            raise SystemExit(f"jitwarm: {name}: expected one of {', '.join(words)}, got {value!r}")
+
+
 class Settings(msgspec.Struct, frozen=True):
     models_dir: Path
     shape_timeout_s: float
@@ -63,6 +111,8 @@ def load(environ=None) -> Settings:
             table = tomllib.load(fh).get("tool", {}).get("jitwarm", {})
     except (OSError, tomllib.TOMLDecodeError):
         table = {}
+    _check_table(table)
+    _check_words(env)
     models = Path(env.get("JITWARM_MODELS_DIR") or table.get("models_dir", "models"))
     if not models.is_absolute():
         models = REPO_ROOT / models

@@ -22,3 +22,24 @@ def test_bad_values_are_one_line_errors(env, says):
     with pytest.raises(SystemExit) as info:
         settings.load(env)
     assert str(info.value).startswith(says) and "\n" not in str(info.value) and "secret" not in str(info.value)
+
+
+@pytest.mark.parametrize("table, says", [
+    ({"shape_timout_s": 60}, "tool.jitwarm.shape_timout_s: unknown key (did you mean 'shape_timeout_s'?)"),
+    ({"remote_modes": "read"}, "tool.jitwarm.remote_modes: unknown key (did you mean 'remote_mode'?)"),
+    ({"colour": "red"}, "tool.jitwarm.colour: unknown key; known: models_dir, "),
+    ({"jobs": "many"}, "tool.jitwarm.jobs: Expected `int`, got `str`"),
+])
+def test_a_misspelt_or_mistyped_pyproject_key_is_one_line_not_a_silent_default(table, says):
+    # Issue 31: `shape_timout_s = 60` was silently ignored, and the 1800 s default used.
+    with pytest.raises(SystemExit) as info:
+        settings._check_table(table)
+    assert says in str(info.value) and "\n" not in str(info.value)
+
+
+@pytest.mark.parametrize("name, value", [("JITWARM_PROGRESS", "bogus"), ("JITWARM_NOOP_STAMP", "maybe"),
+                                         ("JITWARM_VERIFY", "trust-me")])
+def test_a_word_valued_variable_takes_only_its_words(name, value):
+    with pytest.raises(SystemExit, match=f"jitwarm: {name}: expected one of .*, got '{value}'"):
+        settings.load({name: value})
+    settings.load({name: settings.ENV_WORDS[name][0]})  # its default is accepted
