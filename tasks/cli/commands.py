@@ -21,6 +21,7 @@ from doit.cmd_base import Command
 
 from tasks.plan import estimate, sharding, targets
 from tasks.plan.gemms import Kind
+from tasks.plan.text import plural
 
 EXIT_STALE, EXIT_USAGE = 1, 3  # a usage error exits 3, as doit's own do
 # sglang#27604's per-process cache subdirectories; RL stacks set it with the start-up sweep off.
@@ -94,7 +95,7 @@ class Stale(_TargetCommand):
                 stale += 1
                 print(f"stale {target.name}: {check}")
         where = f" of shard {chosen.shard}" if chosen.shard else ""
-        print(f"{stale} of {len(picked)} targets{where} stale (cache {session.root})")
+        print(f"{stale} of {plural(len(picked), 'target')}{where} stale (cache {session.root})")
         return EXIT_STALE if stale else 0
 
 
@@ -122,7 +123,7 @@ class Plan(_TargetCommand):
         if fallbacks:
             each = estimate.fallback_cost(all_targets).nvcc_s
             guess = f" + {len(fallbacks)} fallback targets, ~{each * len(fallbacks):.0f}s guessed"
-        print(f"total: {len(picked)} targets, {len(unique)} distinct shapes, ~{total.kernels} kernels, "
+        print(f"total: {plural(len(picked), 'target')}, {len(unique)} distinct shapes, ~{plural(total.kernels, 'kernel')}, "
               f"~{total.nvcc_s:.0f}s of nvcc on one core{guess}{f' (shard {chosen.shard})' if chosen.shard else ''}")
         return 1 if invalid else 0
 

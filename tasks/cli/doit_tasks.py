@@ -21,6 +21,7 @@ from tasks.host import fingerprint, gpu, hfcache, packages, settings
 from tasks.plan import locks, parsememo, registry, sharding, targets
 from tasks.session import Session
 from tasks.state import cacheroot, layouts, records
+from tasks.plan.text import plural
 
 DOIT_CONFIG = {
     "default_tasks": ["warm"],
@@ -122,7 +123,7 @@ class AnyStale(_Check):
 
     def compute(self) -> list[str]:
         stale = [c.name for c in self.checks if not c(None, None)]
-        return [f"{len(stale)} of {len(self.checks)} targets stale: {', '.join(stale)}"] if stale else []
+        return [f"{len(stale)} of {plural(len(self.checks), 'target')} stale: {', '.join(stale)}"] if stale else []
 
 
 @functools.lru_cache(maxsize=1)

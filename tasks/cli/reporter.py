@@ -20,6 +20,7 @@ from tasks import session as run_state
 from tasks.cli import noop
 from tasks.report import model as report, progress, summary
 from tasks.state import builds, entries, records
+from tasks.plan.text import plural
 
 PREFIX = "warm:"
 
@@ -139,7 +140,7 @@ class WarmReporter(ConsoleReporter):
         counts = Counter(r.status for r in self.display.rows.values())
         pulled = f", {len(appeared & self.pulled)} pulled from the remote" if conf.remote is not None else ""
         head = (f"jitwarm: {counts['rebuilt']} rebuilt, {counts['partial']} partial, "
-                f"{counts['up to date']} up to date, {counts['failed']} failed; {len(new)} kernels compiled{pulled} in ")
+                f"{counts['up to date']} up to date, {counts['failed']} failed; {plural(len(new), 'kernel')} compiled{pulled} in ")
         tail = f"s (cache {self.root})"
         if (self.tee is not None and not wanted and not cut and not new and not appeared and not self.failures
                 and not self.runtime_errors and counts["up to date"] == len(self.display.rows)
@@ -150,13 +151,16 @@ class WarmReporter(ConsoleReporter):
             self.publish(result)
         if run_state.interrupted is not None:
             code = run_state.EXIT_ON_SIGNAL.get(run_state.interrupted, 130)
-            self.write(f"jitwarm: interrupted by {signal.Signals(run_state.interrupted).name}: {len(cut)} "
-                       f"targets not finished, counted as failed; exit {code}\n")
+            self.write(f"jitwarm: interrupted by {signal.Signals(run_state.interrupted).name}: "
+                       f"{plural(len(cut), 'target')} not finished, counted as failed; exit {code}\n")
 
     def _interrupted(self) -> list[str]:
         """Targets an interrupt left unfinished: failed, in the summary line and the report alike."""
         cut = []
         for name, run in self.runs.items():
+            if run.stale_reasons and not run.finished and not run.failed and self._has_marker(name):
+                run.finished = True  # the interrupt came after its marker, before its event: it is warm
+                self.display.done(name, "rebuilt", self._kernels(name))
             if run.stale_reasons and not run.finished and not run.failed:
                 run.failed, run.failure = True, "not finished: the run was interrupted"
                 self.display.done(name, "failed", 0, "not finished: the run was interrupted")
@@ -175,6 +179,7 @@ class WarmReporter(ConsoleReporter):
                     self.display.shape_done(name, self._kernels(name))
         elif kind == "target_ready" and data["name"] in self.runs:
             run = self.runs[data["name"]]
+            run.finished = True  # its marker is written: an interrupt now cannot undo it
             run.seconds = run.seconds or data["at"] - self.started
             self.display.done(data["name"], "rebuilt", self._kernels(data["name"]))
 

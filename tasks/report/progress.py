@@ -10,6 +10,8 @@ from __future__ import annotations
 import os
 import time
 
+from tasks.plan.text import plural  # stdlib only, as this module must stay
+
 
 class Row:
     """One target's line. A plain class: a dataclass costs every doit start a millisecond."""
@@ -87,9 +89,9 @@ class Plain(Display):
             self.write(f"jitwarm: [{self.finished}/{len(self.rows)}] started {name}\n")
 
     def event(self, row: Row, detail: str) -> None:
-        parts = [f"{row.shapes} shapes"] if row.shapes else []
+        parts = [plural(row.shapes, "shape")] if row.shapes else []
         if row.status != "up to date":
-            parts += [f"{row.kernels} kernels compiled", f"{row.elapsed(time.monotonic()):.1f}s"]
+            parts += [f"{plural(row.kernels, 'kernel')} compiled", f"{row.elapsed(time.monotonic()):.1f}s"]
         extra = f" ({', '.join(parts)})" if parts else ""
         self.write(f"jitwarm: [{self.finished}/{len(self.rows)}] {row.status} {row.name}{extra}"
                    f"{': ' + detail if detail else ''}\n")
@@ -126,7 +128,7 @@ class Live(Display):
         head = Table.grid(padding=(0, 1))
         head.add_row("[bold]jitwarm[/]", ProgressBar(total=max(1, len(self.rows)), completed=self.finished,
                                                      width=30),
-                     f"{self.finished}/{len(self.rows)} targets", f"{kernels} kernels compiled",
+                     f"{self.finished}/{plural(len(self.rows), 'target')}", f"{plural(kernels, 'kernel')} compiled",
                      f"{now - self.started:.1f}s")
         table = Table(box=None, padding=(0, 2), show_edge=False)
         for column, justify in (("target", "left"), ("status", "left"), ("shapes", "right"),

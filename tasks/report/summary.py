@@ -10,6 +10,7 @@ import os
 from pathlib import Path
 
 from tasks.report.model import Report, TargetResult
+from tasks.plan.text import plural
 
 LIMIT_BYTES = 1024 * 1024
 ENV = "GITHUB_STEP_SUMMARY"
@@ -36,7 +37,8 @@ def render(report: Report, budget: int = LIMIT_BYTES) -> str:
     head = (f"### jitwarm{f' (shard {report.shard})' if report.shard else ''}: {t.rebuilt} rebuilt, "
             f"{t.partial} partial, {t.up_to_date} up to date, {t.failed} failed\n\n"
             "| target | outcome | reason | kernels compiled | seconds |\n|---|---|---|---:|---:|\n")
-    foot = (f"\n**Totals:** {t.targets} targets, {t.kernels_compiled} kernels compiled, {t.seconds:.1f} s. "
+    foot = (f"\n**Totals:** {plural(t.targets, 'target')}, {plural(t.kernels_compiled, 'kernel')} compiled, "
+            f"{t.seconds:.1f} s. "
             f"Cache root: `{cell(report.cache_root)}`\n\n{_remote_line(report)}")
     rows = [row(x) for x in sorted(report.targets, key=lambda x: (_ORDER[x.outcome], x.name))]
     text = head + "".join(rows) + foot

@@ -33,6 +33,7 @@ from tasks.remote import sync
 from tasks.session import Session
 from tasks.state import entries, records
 from tasks.state.schema import SCHEMA, PoolNote, RemoteNote, ReplayStats, ShapeDesc, ShapeRecord
+from tasks.plan.text import plural
 
 Items = list[tuple[ShapeWork, list[Target]]]  # each shape with the targets that need it
 
@@ -257,7 +258,7 @@ def _land_proven(cache, fp: dict, work: ShapeWork, dependents: list[Target], out
                      replay=ReplayStats(0, proof["calls"], 0.0), remote=RemoteNote(pull=outcome.as_record()))
     _write(cache.path, record)
     run_state.emit("shape_done", key=work.key, ok=True)
-    print(f"warmed {work.name}: {len(described)} entries, proven by the pusher's replay", flush=True)
+    print(f"warmed {work.name}: {plural(len(described), 'entry', 'entries')}, proven by the pusher's replay", flush=True)
     _commit(cache, fp, dependents)
     return True
 
@@ -285,7 +286,8 @@ class _Landing:
             self._write(work, record)
         self.recorded[work.key] = record
         if record.ok:
-            print(f"warmed {work.name}: {len(record.entries)} entries, replay compiled {len(record.new)}", flush=True)
+            print(f"warmed {work.name}: {plural(len(record.entries), 'entry', 'entries')}, replay compiled {len(record.new)}",
+                  flush=True)
             _commit(self.cache, self.fp, self.dependents[work.key])
 
     def record_unwarmed(self) -> None:

@@ -39,6 +39,7 @@ from tasks.session import Session
 from tasks.state import cacheview, records, sweep
 from tasks.state.cacheroot import CacheRoot
 from tasks.state.schema import Replayed
+from tasks.plan.text import plural
 
 SHIM = Path(__file__).resolve().parent / "nvcc_shim.sh"
 QUEUE_CHUNK = 8  # calls a worker takes at a time: few shape switches, little idling at the end
@@ -266,7 +267,8 @@ def run(works: list[ShapeWork], session: Session, fp: dict, base_env: dict, stor
     compiled_before = _compiled_count(store)
     also = (f"; replaying {len(jobs.shared_index)} pulled from the remote in {jobs.shared_spec.processes} processes"
             if jobs.shared_spec else "")
-    print(f"compiling {len(jobs.compiling)} shapes ({len(jobs.queue)} calls) with {report.workers} workers{also}",
+    print(f"compiling {plural(len(jobs.compiling), 'shape')} ({plural(len(jobs.queue), 'call')}) with "
+          f"{plural(report.workers, 'worker')}{also}",
           flush=True)
     deliver = _Delivery(jobs, report, cache, pulled or {}, on_replay)
     try:
@@ -378,7 +380,8 @@ def _summary(report: PoolRun) -> str:
                   f"resumed (first failure, {label}: {reason})")
     gpus = (f" on {len(report.devices)} GPUs (at most {', '.join(f'{n} on {d}' for d, n in report.devices)})"
             if len(report.devices) > 1 else "")
-    return (f"compiled {report.compiled} kernels in {t.get('compile_s', '?')}s with {report.workers} workers{gpus} "
+    return (f"compiled {plural(report.compiled, 'kernel')} in {t.get('compile_s', '?')}s with "
+            f"{plural(report.workers, 'worker')}{gpus} "
             f"({report.captured} of {report.calls} calls recorded in CUDA graphs, not run; {report.deferred} "
             f"calls deferred while another worker built their kernel{eager}); replays "
             f"{t.get('replay_s', '?')}s; torch import {t.get('import_s', '?')}s{early}; deep_gemm import in "

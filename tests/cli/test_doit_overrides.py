@@ -15,6 +15,7 @@ def warm_two(ws) -> None:
     assert ws.doit("warm").returncode == 0
 
 
+@pytest.mark.one_layout  # a name is checked before any cache entry is read
 @pytest.mark.parametrize("command", ["info", "forget"])
 def test_a_name_that_is_no_task_is_one_line_and_exit_3(ws, command):
     model_file(ws.models, "v3", "[[launch]]\ntp = 8\nm_list = [1, 32]\n")

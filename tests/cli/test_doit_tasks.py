@@ -26,7 +26,7 @@ def test_an_unwarmed_target_says_so_and_the_group_counts_it(tmp_path):
     check = doit_tasks.TargetCheck(session, one_target(tmp_path))
     group = doit_tasks.AnyStale([check])
     assert group(None, None) is False and repr(check) == "not warmed yet (no marker)"
-    assert repr(group).startswith("1 of 1 targets stale: v3@tp8-")
+    assert repr(group).startswith("1 of 1 target stale: v3@tp8-")
 
 
 def test_long_info_values_print_whole():

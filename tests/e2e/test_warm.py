@@ -221,7 +221,8 @@ def test_interrupted_run_keeps_finished_markers(ws):
     model_file(ws.models, "a", TP8)
     model_file(ws.models, "b", DP8)
     # One replay at a time, each taking a while: target a commits well before target b.
-    env = {**ws.env, "JITWARM_JOBS": "1", "FAKE_DG_REPLAY_S": "0.6"}
+    report = ws.tmp / "report.json"
+    env = {**ws.env, "JITWARM_JOBS": "1", "FAKE_DG_REPLAY_S": "0.6", "JITWARM_REPORT_JSON": str(report)}
     proc = subprocess.Popen([sys.executable, "-m", "doit", "-f", str(DODO), "warm"], cwd=ws.tmp, env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     deadline = time.monotonic() + 60
@@ -229,9 +230,15 @@ def test_interrupted_run_keeps_finished_markers(ws):
         time.sleep(0.05)
     assert markers(ws), "the first target never finished"
     proc.send_signal(signal.SIGTERM)
-    proc.communicate(timeout=60)
+    out, _ = proc.communicate(timeout=60)
     finished = markers(ws)
     assert len(finished) == 1
+    # Issue 31: a target whose marker was written is rebuilt, in the console and the report alike
+    # (it was counted as failed, "not finished", because doit's own task end never came).
+    totals = json.loads(report.read_text())["totals"]
+    assert (totals["rebuilt"], totals["failed"]) == (1, 1), totals
+    assert "jitwarm: 1 rebuilt, 0 partial, 0 up to date, 1 failed;" in out, out
+    assert "interrupted by SIGTERM: 1 target not finished, counted as failed" in out, out
     assert not ws.pool_processes()
     assert not list((ws.root / "jitwarm" / "staging").glob("*")), "staging views must be cleaned up"
     status = ws.status()

@@ -21,6 +21,7 @@ def warm_v3(ws) -> None:
 
 @pytest.mark.parametrize("content", [b"\0" * 4096, b"SQLite format 3\0" + b"\xff" * 200,
                                      json.dumps({"warm": {"result:": "x"}}).encode()])
+@pytest.mark.one_layout  # the database holds no cache entries: the layout cannot change it
 def test_a_damaged_or_old_json_database_is_moved_aside_in_one_line(ws, template, content):
     ws = ws.copy_of(template(ws.layout, "v3-tp8-m2", warm_v3))
     db = ws.tmp / "doit.db"
