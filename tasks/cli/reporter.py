@@ -37,6 +37,9 @@ class WarmReporter(ConsoleReporter):
         self.pulled: set[str] = set()  # entries the remote cache brought in
         self.built: set[str] = set()  # entries a fallback's server built in this run
         self.digests: dict[str, str | None] = {}  # new entry -> its binary's sha256
+        # New entry -> the target it is counted for: the first to finish that uses it, so the
+        # targets' counts add up to the run's total however many targets share a shape.
+        self.counted_for: dict[str, str] = {}
 
     def _sweep_tmp(self) -> None:
         """Build directories killed runs left in <root>/tmp (tasks/state/sweep.py), at the start of every run."""
@@ -107,7 +110,7 @@ class WarmReporter(ConsoleReporter):
             run = self.runs[name]
             run.failed, run.failure = True, fail.get_msg().strip()
             self._finish(name)
-            self.display.done(name, "failed", 0, run.failure.splitlines()[0] if run.failure else "")
+            self.display.done(name, "failed", self._kernels(name), run.failure.splitlines()[0] if run.failure else "")
         if fail.report:
             self.failures.append({"task": task, "exception": fail})
             if name not in self.runs:
@@ -176,7 +179,7 @@ class WarmReporter(ConsoleReporter):
         elif kind == "shape_done":
             for name, keys in self.keys_of.items():
                 if data["key"] in keys:
-                    self.display.shape_done(name, self._kernels(name))
+                    self.display.shape_done(name, self._kernels(name, finished=False))
         elif kind == "target_ready" and data["name"] in self.runs:
             run = self.runs[data["name"]]
             run.finished = True  # its marker is written: an interrupt now cannot undo it
@@ -201,8 +204,14 @@ class WarmReporter(ConsoleReporter):
         return not records.target_reasons(self.cache, name, target.launch_hash, target.plan_hash,
                                           self.session.fingerprint)
 
-    def _kernels(self, name: str) -> int:
-        return report.kernels_compiled(self.targets[name], self.root, self._new())
+    def _kernels(self, name: str, finished: bool = True) -> int:
+        """Kernels this run compiled that count for `name`: new entries it uses that no target
+        finished before it. A finished target keeps them (`finished`); a running one only shows them."""
+        mine = {entry for entry in report.used_entries(self.targets[name], self.root) & self._new()
+                if self.counted_for.get(entry, name) == name}
+        if finished and self.display.rows[name].status in ("waiting", "running"):  # not yet counted
+            self.counted_for.update(dict.fromkeys(mine, name))
+        return len(mine)
 
     def _new(self) -> set[str]:
         """Entries this run compiled so far: those that appeared, less those pulled and those
@@ -225,8 +234,9 @@ class WarmReporter(ConsoleReporter):
         for name, run in self.runs.items():
             if run.stale_reasons and not run.finished and not run.failed:
                 run.failed, run.failure = True, "not finished: the run was interrupted"
+            counted = {entry for entry, owner in self.counted_for.items() if owner == name and entry in new}
             results.append(report.target_result(self.targets[name], run, self.cache, new, self.local[name],
-                                                self.started_at))
+                                                self.started_at, counted))
         seconds = time.monotonic() - self.started
         remote = str(self.session.settings.remote) if self.session.settings.remote is not None else None
         failed = any(r.outcome == "failed" for r in results)

@@ -61,7 +61,10 @@ class TargetResult(msgspec.Struct, kw_only=True):
     path: Literal["planned", "locked", "fallback", "invalid"]
     outcome: TargetOutcome
     reason: Annotated[str, msgspec.Meta(description='why it was rebuilt, why it failed, or "up to date"')]
-    kernels_compiled: Kernels
+    kernels_compiled: Annotated[int, msgspec.Meta(
+        ge=0, description="cache entries compiled during this run and counted for this target: an entry that "
+                          "several targets use counts for the first of them to finish, so the targets' counts "
+                          "add up to the total")]
     seconds: Annotated[float, msgspec.Meta(
         ge=0, description="from the start of the run until the target was ready or failed; 0 when up to date")]
     shapes: list[ShapeResult] = []
@@ -132,8 +135,9 @@ def write(report: Report, path: Path) -> None:
 
 
 def target_result(target: Target, run: TargetRun, cache: CacheRoot, new: set[str],
-                  local_keys: frozenset[str] | None, started_at: str) -> TargetResult:
-    """`new`: cache entries that appeared during the run; `started_at`: its ISO start time."""
+                  local_keys: frozenset[str] | None, started_at: str, counted: set[str]) -> TargetResult:
+    """`new`: cache entries that appeared during the run; `started_at`: its ISO start time;
+    `counted`: the new entries counted for this target (each entry for one target only)."""
     path, root = "invalid" if target.error else target.path, cache.path
     marker, _ = records.read_marker(root, target.name)
     stale = bool(run.stale_reasons)
@@ -151,18 +155,17 @@ def target_result(target: Target, run: TargetRun, cache: CacheRoot, new: set[str
         "; ".join(run.stale_reasons) if stale else "up to date")
     found = _shape_records(target, root)
     shapes = [_shape_result(w, found[w.key], new, local_keys, started_at, run.failed, stale) for w in target.works]
-    used = _used_entries(marker, found)
     phases = _phases(target, run, root, marker) if target.path == FALLBACK and not target.error else []
     tail = [line.removeprefix("  | ") for line in failure[1:]][-TAIL_LINES:]
     return TargetResult(name=target.name, model=target.model, path=path, outcome=outcome, reason=reason,
-                        kernels_compiled=len(used & new), seconds=round(run.seconds, 3),
+                        kernels_compiled=len(counted), seconds=round(run.seconds, 3),
                         shapes=shapes, phases=phases, log_tail=tail)
 
 
-def kernels_compiled(target: Target, root: Path, new: set[str]) -> int:
-    """How many of the entries the target uses appeared during the run (`new`)."""
+def used_entries(target: Target, root: Path) -> set[str]:
+    """The cache entries the target uses, as its marker and its shapes' records say."""
     marker, _ = records.read_marker(root, target.name)
-    return len(_used_entries(marker, _shape_records(target, root)) & new)
+    return _used_entries(marker, _shape_records(target, root))
 
 
 def _shape_records(target: Target, root: Path) -> dict[str, tuple[ShapeRecord | None, str | None]]:

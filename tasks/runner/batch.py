@@ -50,15 +50,14 @@ def enqueue(work: ShapeWork, session: Session, dependents: list[Target] = ()) ->
     cannot = preflight.problem(fp)
     if cannot is not None and not proofs_may_do and not fp.get("gpu.declared"):
         session.pending[work.key] = (work, list(dependents))  # each target then fails in one line
-        return  # no "queued" line: nothing will warm it here
+        return  # each target then fails in one line
     if not session.pending and not proofs_may_do and not fp.get("gpu.declared") and cannot is None:
         # There is work: start the pool's process now, so its torch import overlaps the
         # rest of the queueing and the remote pulls. Not when pulled proofs may settle it
         # all: then torch is imported only for what the remote lacks.
         with _writes(session):
             pool.prestart(session, fp, _worker_env())
-    session.pending[work.key] = (work, list(dependents))
-    print(f"queued {work.name} ({len(work.m_values)} M values)", flush=True)
+    session.pending[work.key] = (work, list(dependents))  # the pool's "compiling N shapes" line counts them
 
 
 _warned_doit_n = False

@@ -12,7 +12,6 @@ from tasks.plan.targets import Target
 from tasks.state import records
 from tasks.state.cacheroot import CacheRoot
 from tasks.state.schema import SCHEMA, Entry, Marker, MarkerShape
-from tasks.plan.text import plural
 
 
 def commit_target(target: Target, cache: CacheRoot, fp: dict) -> list[str]:
@@ -41,9 +40,7 @@ def commit_target(target: Target, cache: CacheRoot, fp: dict) -> list[str]:
     write_marker(target, cache, fp, merged, target.plan_hash, path=target.path, shapes=shapes,
                  seconds={"warm": max((s.seconds or 0 for s in shapes), default=0),
                           "replays": round(sum(s.replay.seconds for s in shapes if s.replay), 3)})
-    print(f"{target.name}: up to date, {plural(len(target.works), 'shape')}, {plural(len(merged), 'entry', 'entries')}",
-          flush=True)
-    session.emit("target_ready", name=target.name)
+    session.emit("target_ready", name=target.name)  # the reporter prints "[i/n] rebuilt <target>"
     return []
 
 

@@ -91,3 +91,26 @@ def test_up_to_date_targets_pass_with_skip(ws):
     jsonschema.validate(data, SCHEMA)
     assert data["totals"]["up_to_date"] == 1 and data["totals"]["kernels_compiled"] == 0
     assert "| up to date | up to date | 0 |" in paths["GITHUB_STEP_SUMMARY"].read_text()
+
+
+def test_counts_add_up_when_targets_share_shapes(ws):
+    # Two launches of one model share most shapes; two workers finish them in any order.
+    model_file(ws.models, "v3", TP8 + DP8)
+    out, paths = warm_with_reports(ws, JITWARM_JOBS="2", JITWARM_PROGRESS="plain")
+    assert out.returncode == 0, out.stdout + out.stderr
+    data = json.loads(paths["JITWARM_REPORT_JSON"].read_text())
+    total = data["totals"]["kernels_compiled"]
+    assert total == len(cache_entries(ws)) > 0
+    assert sum(t["kernels_compiled"] for t in data["targets"]) == total
+    shown = [int(line.split("(")[1].split(", ")[1].split()[0]) for line in out.stdout.splitlines()
+             if "] rebuilt " in line]
+    assert len(shown) == 2 and sum(shown) == total, out.stdout
+    assert f"; {total} kernels compiled in " in out.stdout
+    # The suites run side by side: the run's time is its wall time, not their sum.
+    xml = JUnitXml.fromfile(str(paths["JITWARM_JUNIT_XML"]))
+    assert xml.time == data["totals"]["seconds"] < sum(s.time for s in xml)
+    # One line per target event: no "queued" lines, no "up to date" for a target being rebuilt.
+    for target in data["targets"]:
+        said = [line for line in out.stdout.splitlines() if target["name"] in line]
+        assert [line.split("] ")[1].split()[0] for line in said] == ["started", "rebuilt"], out.stdout
+    assert "queued" not in out.stdout
