@@ -80,7 +80,27 @@ class Display:
 
 
 class Plain(Display):
-    """One line per target event, for CI logs."""
+    """One line per target event, for CI logs. On GitHub Actions the lines fold into one group
+    and each failed target is also an error annotation, shown on the run's page."""
+
+    def __init__(self, stream, rows: dict[str, Row], count_kernels=None):
+        super().__init__(stream, rows, count_kernels)
+        self.github = os.environ.get("GITHUB_ACTIONS") == "true"
+
+    def start(self) -> None:
+        if self.github:
+            self.write(f"::group::jitwarm: {plural(len(self.rows), 'target')}\n")
+
+    def done(self, name: str, status: str, kernels: int, detail: str = "") -> None:
+        fresh = self.rows[name].status in ("waiting", "running")
+        super().done(name, status, kernels, detail)
+        if self.github and fresh and status == "failed":
+            self.write(f"::error title={_escape(f'jitwarm: {name} failed', True)}::{_escape(detail or 'failed')}\n")
+
+    def stop(self, summary: str) -> None:
+        if self.github:
+            self.write("::endgroup::\n")
+        super().stop(summary)
 
     def running(self, name: str) -> None:
         first = self.rows[name].began is None
@@ -145,6 +165,12 @@ class Live(Display):
         self.live.refresh()
         self.live.stop()
         self.write(summary + "\n")
+
+
+def _escape(text: str, property_value: bool = False) -> str:
+    """A GitHub workflow command's value: %, CR and LF encoded; in a property also : and ,."""
+    text = text.replace("%", "%25").replace("\r", "%0D").replace("\n", "%0A")
+    return text.replace(":", "%3A").replace(",", "%2C") if property_value else text
 
 
 def live_wanted(stream) -> bool:

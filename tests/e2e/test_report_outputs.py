@@ -114,3 +114,20 @@ def test_counts_add_up_when_targets_share_shapes(ws):
         said = [line for line in out.stdout.splitlines() if target["name"] in line]
         assert [line.split("] ")[1].split()[0] for line in said] == ["started", "rebuilt"], out.stdout
     assert "queued" not in out.stdout
+
+
+def test_github_actions_gets_one_group_and_an_error_per_failed_target(ws):
+    model_file(ws.models, "v3", TP8 + DP8)
+    (ws.models / "broken.toml").write_text('hf_id = "a/b"\n[[launch]]\ntp = "8"\n')
+    out = ws.doit("warm", GITHUB_ACTIONS="true", FAKE_DG_CRASH_ON="7168x16384")
+    assert out.returncode == 1, out.stdout + out.stderr
+    lines = out.stdout.splitlines()
+    assert lines[0] == "::group::jitwarm: 3 targets"
+    assert lines[-2:][0] == "::endgroup::" and lines[-1].startswith("jitwarm: 1 rebuilt, 0 partial, 0 up to date, 2 failed")
+    errors = [line for line in lines if line.startswith("::error ")]
+    assert len(errors) == 2, out.stdout
+    broken = next(e for e in errors if "broken" in e)
+    # Properties escape ':' and ','; the message keeps its text on one line.
+    assert broken.startswith("::error title=jitwarm%3A broken@") and "failed::" in broken
+    assert "launch[0].tp: expected a positive integer" in broken
+    assert not any(line.startswith("::") for line in ws.doit("warm", GITHUB_ACTIONS="false").stdout.splitlines())

@@ -39,3 +39,16 @@ def test_live_wanted_follows_the_setting_then_the_terminal(monkeypatch):
     monkeypatch.setenv("JITWARM_PROGRESS", "plain")
     monkeypatch.setenv("TERM", "xterm")
     assert not progress.live_wanted(_Terminal())
+
+
+def test_github_annotation_keeps_a_multiline_message_on_one_line(monkeypatch):
+    monkeypatch.setenv("GITHUB_ACTIONS", "true")
+    out = io.StringIO()
+    display = progress.Plain(out, {"a,b": progress.Row("a,b", 1)})
+    display.start()
+    display.done("a,b", "failed", 0, "100% bad\r\nsecond line")
+    display.stop("end")
+    lines = out.getvalue().splitlines()
+    assert lines[0] == "::group::jitwarm: 1 target"
+    assert "::error title=jitwarm%3A a%2Cb failed::100%25 bad%0D%0Asecond line" in lines
+    assert lines[-2:] == ["::endgroup::", "end"]
