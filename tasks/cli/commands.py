@@ -7,11 +7,12 @@
   doit env [TARGET...]    the environment a server should start with (for `eval`)
 
 They need no GPU, torch or deep_gemm. A TARGET is a target name (with or without
-`warm:`) or a model name, meaning all its targets.
+`warm:`), a model name, meaning all its targets, or a wildcard over either ('warm:deepseek*').
 """
 
 from __future__ import annotations
 
+import fnmatch
 import os
 import shlex
 import shutil
@@ -49,9 +50,15 @@ def select_targets(shard_option: str | None, names: list[str]):
     picked, known = [], {t.name for t in all_targets} | {t.model for t in all_targets}
     for raw in names:
         name = raw.removeprefix("warm:")
-        if name not in known:
+        if any(c in name for c in "*?["):  # a wildcard, as `doit warm 'warm:deepseek*'` takes
+            if not fnmatch.filter(known, name):
+                return None, f"no target matches {raw!r}; `doit list` shows the targets"
+            matches = lambda t: fnmatch.fnmatchcase(t.name, name) or fnmatch.fnmatchcase(t.model, name)  # noqa: E731
+        elif name not in known:
             return None, f"unknown target {raw!r}; `doit list` shows the targets"
-        picked += [t for t in chosen.targets if name in (t.name, t.model) and t not in picked]
+        else:
+            matches = lambda t: name in (t.name, t.model)  # noqa: E731
+        picked += [t for t in chosen.targets if matches(t) and t not in picked]
     return (session, chosen, picked, all_targets), None
 
 
@@ -114,7 +121,8 @@ class Plan(_TargetCommand):
             print("\n".join(describe(target, all_targets, chosen.local_keys[target.name], self.params["explain"],
                                       used)))
             invalid += bool(target.error)
-        unique = targets.shared_works(picked)
+        unique = {key: work for key, work in targets.shared_works(picked).items()
+                  if any(_local(chosen, t, key) for t in picked)}  # a shard's totals count only its shapes
         total = estimate.ZERO
         for work in unique.values():
             total = total + estimate.shape_cost(work)
@@ -122,10 +130,16 @@ class Plan(_TargetCommand):
         guess = ""
         if fallbacks:
             each = estimate.fallback_cost(all_targets).nvcc_s
-            guess = f" + {len(fallbacks)} fallback targets, ~{each * len(fallbacks):.0f}s guessed"
+            guess = f" + {plural(len(fallbacks), 'fallback target')}, ~{each * len(fallbacks):.0f}s guessed"
         print(f"total: {plural(len(picked), 'target')}, {len(unique)} distinct shapes, ~{plural(total.kernels, 'kernel')}, "
               f"~{total.nvcc_s:.0f}s of nvcc on one core{guess}{f' (shard {chosen.shard})' if chosen.shard else ''}")
         return 1 if invalid else 0
+
+
+def _local(chosen, target: targets.Target, key: str) -> bool:
+    """Whether this shard warms `key` for `target` (every key when not sharded)."""
+    local = chosen.local_keys[target.name]
+    return key in {w.key for w in target.works} and (local is None or key in local)
 
 
 class Push(_TargetCommand):

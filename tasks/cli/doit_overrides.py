@@ -1,5 +1,6 @@
-"""doit's own `info` and `forget`, made to tell jitwarm's truth (registered in pyproject.toml).
+"""doit's own `list`, `info` and `forget`, made to tell jitwarm's truth (registered in pyproject.toml).
 
+`list` takes `--shard i/N` as `doit warm` does, and lists that shard's targets and shapes.
 `info` of a name that is no task said so with a KeyError traceback (doit 0.37): now one line,
 exit 3 as doit's other usage errors. `forget` only dropped doit's database rows, while the
 markers in the cache root are what says a target is warm, so a forgotten target stayed up to
@@ -11,15 +12,33 @@ unless an entry is missing).
 from __future__ import annotations
 
 import contextlib
+import os
 
 from doit.cmd_forget import Forget as DoitForget
 from doit.cmd_info import Info as DoitInfo
+from doit.cmd_list import List as DoitList
 from doit.exceptions import InvalidCommand
 
 from tasks.cli import doit_tasks
+from tasks.plan import sharding
 from tasks.state import records
 
 PREFIX = "warm:"
+
+
+class List(DoitList):
+    cmd_options = (*DoitList.cmd_options, {
+        "name": "shard", "long": "shard", "type": str, "default": "",
+        "help": "list only shard i of N (i/N, 1-based), as `doit warm --shard`; default: JITWARM_SHARD"})
+
+    def execute(self, params, args):
+        if params["shard"]:
+            try:
+                sharding.parse(params["shard"], "--shard")
+            except sharding.ShardError as exc:
+                raise InvalidCommand(str(exc)) from None
+            os.environ[sharding.ENV] = params["shard"]  # the tasks load next, reading it as `doit warm` does
+        return super().execute(params, args)
 
 
 class Info(DoitInfo):

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from conftest import model_file
+from conftest import REPO, model_file
 
 SMALL = "m_list = [1, 32, 128, 1024]\n"
 TP8 = "[[launch]]\ntp = 8\n" + SMALL
@@ -37,3 +37,39 @@ def test_doit_list_honours_the_shard(ws):
     assert private[1] | private[2] == all_shapes
     bad = ws.doit("list", JITWARM_SHARD="3/2")
     assert bad.returncode != 0 and "JITWARM_SHARD: expected i/N" in bad.stderr
+
+
+def test_doit_list_takes_the_shard_option_as_doit_warm_does(ws):
+    model_file(ws.models, "v3", TP8 + DP8)
+
+    def listed(*args, **env):
+        out = ws.doit("list", "--all", "--private", *args, cwd=REPO, **env)
+        assert out.returncode == 0, out.stderr
+        # The repo's pyproject.toml asks for the status column: "R _shape:..."
+        return {word for line in out.stdout.splitlines() for word in line.split()[:2] if word.startswith("_shape:")}
+
+    by_option, by_env = listed("--shard", "1/2"), listed(JITWARM_SHARD="1/2")
+    assert by_option == by_env and by_option < listed()
+    assert listed("--shard", "2/2") == listed() - by_option
+    bad = ws.doit("list", "--shard", "3/2", cwd=REPO)
+    assert bad.returncode == 3 and "--shard: expected i/N" in bad.stderr and "Traceback" not in bad.stderr
+
+
+def test_doit_plan_takes_wildcards_and_totals_the_shard(ws):
+    model_file(ws.models, "v3", TP8 + DP8)
+    model_file(ws.models, "other", TP8)
+
+    def total(*args):
+        out = ws.doit("plan", *args, cwd=REPO)
+        assert out.returncode == 0, out.stdout + out.stderr
+        line = out.stdout.splitlines()[-1]
+        return out.stdout, int(line.split(", ")[0].split()[1]), int(line.split(", ")[1].split()[0])
+
+    text, targets, shapes = total("warm:v3*")
+    assert targets == 2 and "warm:other@" not in text
+    _, _, first = total("--shard", "1/2", "warm:v3*")
+    _, _, second = total("--shard", "2/2", "warm:v3*")
+    assert first + second == shapes and first and second  # each shard counts its own shapes
+    missing = ws.doit("plan", "warm:nothing*", cwd=REPO)
+    assert missing.returncode == 3 and missing.stderr.strip() == \
+        "jitwarm: no target matches 'warm:nothing*'; `doit list` shows the targets"
