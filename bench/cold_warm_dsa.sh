@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Issue 28 on a GPU device: bench/prove_cold_warm.sh over V3.2 and GLM-5 (their GEMMs replayed by
+# On a GPU host: bench/prove_cold_warm.sh over V3.2 and GLM-5 (their GEMMs replayed by
 # sglang's executors), then bench/indexer_replay.py, sglang's indexer calls restated, over the same
 # root: both must report 0 new entries. The caller installs the wheels (the device run's pip prefix).
 R=${RES:-$OUT}

@@ -1,4 +1,4 @@
-"""Cold `doit warm` of the shipped DeepSeek-V3-0324, V3.2 and GLM-5-FP8 targets (issue 15).
+"""Cold `doit warm` of the shipped DeepSeek-V3-0324, V3.2 and GLM-5-FP8 targets.
 
 Reports the wall, the pool's own summary (calls recorded in CUDA graphs, deferrals), the
 sum of nvcc seconds the shim measured and the floor it implies (sum / cores + torch import),
@@ -79,7 +79,7 @@ def main() -> int:
         "pool_summary": summary, "nvcc_runs": sum(k.get("count", 0) for k in nvcc),
         "nvcc_cpu_s": nvcc_s, "torch_import_s": import_s,
         "floor_s": round(nvcc_s / cores + (import_s or 0), 1) if nvcc_s else None,
-        # Issue 15: 25 s for the 59 kernels of 2026-11; scaled by kernel count if the plan grew.
+        # The floor's reference: 25 s for the 59 kernels of 2026-11; scaled by kernel count if the plan grew.
         "target_wall_s": round(25 * max(1, len(entry_names(root)) / 59), 1),
         "all_ok": all(r["ok"] for r in records) and len(records) == len(works),
         "replay_new_entries": sum((r.get("replay") or {}).get("new_entries", 0) for r in records),

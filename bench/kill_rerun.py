@@ -1,10 +1,10 @@
-"""Issue 16 on the GPU: a `kill -9` of `doit warm`'s process group 30 s into a cold warm of
+"""On a GPU: a `kill -9` of `doit warm`'s process group 30 s into a cold warm of
 the shipped DeepSeek-V3-0324, V3.2 and GLM-5-FP8 targets, then a rerun.
 
 Reports the processes left 3 s after the kill (found by their environment: DG_JIT_CACHE_DIR
 or the shim's store under the root), the staging and the build directories under <root>/tmp
 left, the rerun's wall against a cold warm measured in the same run (unless --no-cold), the
-rerun's replays (they must compile 0), and what of the killed run's tmp/ the rerun left (issue 30:
+rerun's replays (they must compile 0), and what of the killed run's tmp/ the rerun left (it must be
 nothing).
 
 Usage: python bench/kill_rerun.py --work DIR [--kill-after S] [--no-cold] [--out FILE]

@@ -1,4 +1,4 @@
-"""How fast can the shipped set's kernels be compiled at all? (issue 15's cold-warm floor)
+"""How fast can the shipped set's kernels be compiled at all? (the cold warm's floor)
 
 Runs bench/cold_warm_shipped.py once, cold, with a recorder in front of the real nvcc that
 keeps each kernel's source and argv. Then runs those same nvcc commands again with no

@@ -1,4 +1,4 @@
-"""Issue 4 benchmark: jitwarm's parallel cold warm against sglang's sequential sweep.
+"""jitwarm's parallel cold warm against sglang's sequential sweep.
 
 All legs in one run, each on a cold cache:
   (a) sglang-style sequential sweeps in one process (bench/sglang_replay.py) of the

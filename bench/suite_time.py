@@ -4,7 +4,7 @@ Runs `python -m pytest` (the README's test command, with the checkout's own pyte
 configuration) in two checkouts, alternating, and reports each run's pytest time (the
 "in N s" pytest prints) and the CPU time of everything it started, and the median ratio.
 Machines of one kind differ by up to 1.5x from hour to hour: only alternating runs in one
-call compare. Target (issue 27): pytest time <= 120 s on CI's two cores.
+call compare. Target: pytest time <= 120 s on CI's two cores.
 
 Each checkout needs an environment with its test extras installed, as `.ci/run` makes one:
     git worktree add /tmp/base <rev>; python3 -m venv /tmp/venvb

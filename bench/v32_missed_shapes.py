@@ -1,4 +1,4 @@
-"""The two DeepSeek-V3.2 shapes the planner used to miss (issue 14), side by side in one run.
+"""The two DeepSeek-V3.2 shapes the planner used to miss, side by side in one run.
 
 A V3.2 server (--dp 8 --enable-dp-attention) runs its unfused shared expert as NORMAL
 512x7168 and 7168x256. Steps, each timed:

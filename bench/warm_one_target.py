@@ -1,4 +1,4 @@
-"""H100 acceptance run for the core warm (issue 2). Prints and writes one JSON result.
+"""H100 acceptance run for the core warm. Prints and writes one JSON result.
 
 Two DeepSeek-V3 TP8 targets on an explicit M list of at most 16 values, on a cold cache:
   T1: tp8 (6 NORMAL shapes); T2: tp8 + dp8 dp-attention (3 shapes shared with T1, 3 own).

@@ -1,4 +1,4 @@
-"""Issue 17's GPU acceptance: `doit watch` names a shape a warm missed, and --record closes it.
+"""On a GPU: `doit watch` names a shape a warm missed, and --record closes it.
 
 On a GPU host with the real deep_gemm, in a fresh registry and cache root:
   1. `doit warm` of DeepSeek-V3-0324 at tp 8 (its plan has no grouped shape);

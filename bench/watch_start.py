@@ -1,6 +1,6 @@
 """How long does `doit watch` take to start its command, over a root of 10k entries? (CPU only)
 
-Issue 17's target: a watch on a root holding 10k entries starts in under 0.5 s. Times, for
+Target: a watch on a root holding 10k entries starts in under 0.5 s. Times, for
 each layout's stand-in and interleaved, `doit watch -- CMD` from its launch until CMD's
 first instruction runs, over an empty root and over one of N complete entries; CMD is
 `sh -c 'date +%s.%N'`, so its own start-up is about a millisecond. Reports medians; the

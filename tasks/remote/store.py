@@ -36,7 +36,7 @@ from tasks.state.schema import RemoteStep
 
 # What DeepGEMM hashes into an entry's name: its code (and for 0.1.x its include path),
 # the compiler, the arch and SM count, and the env that picks or tunes the compiler
-# (FACTS.md §1, §7). The fingerprint holds only the parts its layout keys on.
+# (0.1.x's jit/compiler.py; DeepJIT's runtime headers in 0.2.x). The fingerprint holds only the parts its layout keys on.
 _PARTS = ("deep_gemm.module", "deep_gemm.dist", "deep_gemm.version", "deep_gemm.layout", "deep_gemm.path",
           "nvcc", "nvcc.version_sha256", "gpu.arch", "gpu.sms")
 LAYOUT = "jitwarm/v1"

@@ -67,8 +67,8 @@ class Legacy:
     BINARIES = ("kernel.cubin", "kernel.so")
     FILES = (SOURCE, *BINARIES)  # all an entry holds (a remote artifact may carry no other)
     multi_root = False
-    keys_install_path = True  # some 0.1.x builds hash the absolute include path (FACTS §1)
-    # Env vars that change its compiled kernels (FACTS §1); sglang maps *DG_USE_NVRTC onto the first.
+    keys_install_path = True  # some 0.1.x builds hash the absolute include path (0.1.x's jit/compiler.py)
+    # Env vars that change its compiled kernels (0.1.x's jit/compiler.py); sglang maps *DG_USE_NVRTC onto the first.
     kernel_env = ("DG_JIT_USE_NVRTC", "DG_JIT_NVCC_COMPILER", "DG_JIT_CPP_STANDARD", "DG_JIT_WITH_LINEINFO",
                   "DG_JIT_PTXAS_VERBOSE", "DG_JIT_DEBUG", "SGLANG_DG_USE_NVRTC", "SGL_DG_USE_NVRTC")
     nvcc_env = ("DG_JIT_NVCC_COMPILER",)
@@ -115,7 +115,7 @@ class DeepJit:
     title = "sgl-deep-gemm 0.2.x DeepJIT (cache/<tag>.<digest>/ with .committed)"
     COMMITTED = ".committed"
     BINARY = "kernel.cubin"
-    FILES = ("kernel.cu", BINARY, "meta.json", COMMITTED)  # all an entry holds (FACTS: DeepJIT's build)
+    FILES = ("kernel.cu", BINARY, "meta.json", COMMITTED)  # all an entry holds (DeepJIT's build, runtime/runtime.hpp)
     multi_root = True
     keys_install_path = False  # disk.hpp/options.hpp: include paths are passed, not hashed
     # Every DG_JIT_* is also read as DJ_JIT_* (utils/env.hpp). These change the flags that

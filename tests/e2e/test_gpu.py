@@ -17,7 +17,7 @@ pytestmark = [
     pytest.mark.gpu,
     pytest.mark.xdist_group("gpu"),
     pytest.mark.skipif(not shutil.which("nvidia-smi") or importlib.util.find_spec("deep_gemm") is None,
-                       reason="needs an NVIDIA GPU and deep_gemm (run on the H200 device)"),
+                       reason="needs an NVIDIA GPU and deep_gemm (sgl-deep-gemm 0.1.2 on an H100 or H200)"),
 ]
 
 
@@ -211,7 +211,7 @@ def test_block32_warms_where_deep_gemm_has_the_kernel_and_fails_in_its_own_words
 
 
 def test_watch_names_a_shape_the_warm_missed_and_record_closes_it(tmp_path):
-    """Issue 17 on the GPU: bench/watch_missed_shape.py, with sglang's own executor restated."""
+    """On a GPU: bench/watch_missed_shape.py, with sglang's own executor restated."""
     out = subprocess.run([sys.executable, str(REPO / "bench" / "watch_missed_shape.py"), "--work", str(tmp_path / "w"),
                           "--out", str(tmp_path / "result.json")], capture_output=True, text=True, timeout=1200)
     assert out.returncode == 0, out.stderr[-3000:]
@@ -223,7 +223,7 @@ def test_watch_names_a_shape_the_warm_missed_and_record_closes_it(tmp_path):
 
 
 def test_dsa_indexer_kernels_warm_and_sglangs_indexer_calls_compile_nothing(tmp_path):
-    """Issue 28: a V3.2 and a GLM-5 target warm their indexer's MQA-logits kernels beside
+    """A V3.2 and a GLM-5 target warm their indexer's MQA-logits kernels beside
     their GEMMs; bench/indexer_replay.py, which restates sglang 0.5.23's indexer calls and
     shares no code with the warmer, then builds nothing over that root."""
     ws = real_workspace(tmp_path)

@@ -1,4 +1,4 @@
-"""Issue 28 end to end through the stand-ins, on both cache layouts: a DSA model's warm builds its
+"""The DSA indexer end to end through the stand-ins, on both cache layouts: a DSA model's warm builds its
 indexer kernels (DeepJIT names on 0.2.x) in the same pool as its GEMMs, markers and staleness
 cover them, and `doit env` keeps the start-up sweep while anything is not warmed."""
 

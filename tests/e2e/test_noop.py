@@ -208,7 +208,7 @@ def test_only_a_plain_warm_takes_the_short_path(argv, plain):
     lambda s: {**s, "summary": ("only one",), "targets": [1, 2]},
 ])
 def test_a_stamp_of_the_right_key_with_wrong_types_inside_is_no_stamp(warmed, damage):
-    # Issue 30: every warm then exited 3 with a traceback in noop.replay.
+    # Regression: every warm then exited 3 with a traceback in noop.replay.
     import marshal
 
     with open(stamp(warmed), "rb") as f:

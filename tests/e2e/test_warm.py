@@ -233,7 +233,7 @@ def test_interrupted_run_keeps_finished_markers(ws):
     out, _ = proc.communicate(timeout=60)
     finished = markers(ws)
     assert len(finished) == 1
-    # Issue 31: a target whose marker was written is rebuilt, in the console and the report alike
+    # Regression: a target whose marker was written is rebuilt, in the console and the report alike
     # (it was counted as failed, "not finished", because doit's own task end never came).
     totals = json.loads(report.read_text())["totals"]
     assert (totals["rebuilt"], totals["failed"]) == (1, 1), totals

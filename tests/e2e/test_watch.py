@@ -228,7 +228,7 @@ def test_an_entry_that_appears_and_is_removed_is_still_reported(ws):
 
 
 def test_a_compile_in_a_background_child_of_the_command_is_waited_for_and_reported(ws):
-    # Issue 30: `cmd &` then exit ended the watch at once with "0 kernels compiled", and the child
+    # Regression: `cmd &` then exit ended the watch at once with "0 kernels compiled", and the child
     # built an entry nobody reported.
     prime(ws)
     background = " ".join(["exec", *SERVER, MASKED])

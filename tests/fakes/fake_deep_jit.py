@@ -2,7 +2,7 @@
 fake_deep_jit and JITWARM_CACHE_LAYOUT=0.2.x (tests only). The calls and knobs are in
 fake_kernels.py; this module is DeepJIT's disk cache, written from its headers in the
 sgl-deep-gemm 0.2.3.post2 wheel (deep_jit/cache/disk.hpp, backend/cuda/backend.hpp,
-runtime/runtime.hpp, utils/env.hpp, utils/command.hpp; FACTS.md §7):
+runtime/runtime.hpp, utils/env.hpp, utils/command.hpp):
 
 - Roots: DG_JIT_CACHE_DIR, else DJ_JIT_CACHE_DIR, else $HOME/.dj; a ':'-separated list
   whose first root is writable and the rest read-only; an empty item is an error.

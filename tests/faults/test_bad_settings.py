@@ -1,4 +1,4 @@
-"""Issue 30: bad input that printed a traceback or misled now gives one line and exit 1 (a bad
+"""Bad input that printed a traceback or misled now gives one line and exit 1 (a bad
 setting, as the README says), before anything runs; the registry refuses what sglang could never run."""
 
 from __future__ import annotations

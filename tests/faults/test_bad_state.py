@@ -1,4 +1,4 @@
-"""Issue 16, items 6 and 7: state that is valid JSON with the wrong field types counts as
+"""State that is valid JSON with the wrong field types counts as
 stale and repairs itself; a missing, misspelt or empty registry is an error, not
 "0 of 0 targets stale" with exit 0."""
 

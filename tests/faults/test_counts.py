@@ -1,4 +1,4 @@
-"""Issue 16, item 8: "kernels compiled" counts this run's own builds, not what a
+""""Kernels compiled" counts this run's own builds, not what a
 concurrent run (or an orphan) wrote into the same root meanwhile."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Issue 30: damaged state repairs itself on the next warm, on both cache layouts: a cache entry's
+"""Damaged state repairs itself on the next warm, on both cache layouts: a cache entry's
 binary overwritten with garbage (of another size, or of the same size with its mtime kept), and
 a poisoned shim store (tests/runner/test_nvcc_shim.py covers the shim's own check)."""
 

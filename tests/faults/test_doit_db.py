@@ -1,4 +1,4 @@
-"""Issue 30: doit's own database. The JSON one was truncated and rewritten in place, so concurrent
+"""doit's own database. The JSON one was truncated and rewritten in place, so concurrent
 warms sharing it failed now and then ("Invalid JSON data in doit.db") and a SIGKILL while it was
 saved left it empty, after which every command failed. It is SQLite now (transactional), and one
 that cannot be read is moved aside in one line: jitwarm's markers are the truth."""

@@ -1,4 +1,4 @@
-"""Issue 16, item 9: SIGINT (Ctrl-C) and SIGTERM (a cancelled CI job) end `doit warm` with
+"""SIGINT (Ctrl-C) and SIGTERM (a cancelled CI job) end `doit warm` with
 one line, exit 130 or 143, and a summary line that agrees with the JSON report."""
 
 from __future__ import annotations
@@ -55,7 +55,7 @@ def _handles_sigterm(pid: int) -> bool:
 
 @pytest.mark.parametrize("sig, code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
 def test_a_signal_in_the_first_moments_of_a_run_is_one_line_not_a_traceback(ws, sig, code):
-    # Issue 30: in the first ~0.4 s SIGINT printed a KeyboardInterrupt traceback and SIGTERM ended
+    # Regression: in the first ~0.4 s SIGINT printed a KeyboardInterrupt traceback and SIGTERM ended
     # the run with no line at all.
     model_file(ws.models, "v3", "[[launch]]\ntp = 8\nm_list = [1, 32]\n")
     warm = subprocess.Popen([sys.executable, "-m", "doit", "-f", str(DODO), "warm"], cwd=ws.tmp, env=ws.env,

@@ -1,4 +1,4 @@
-"""Issue 16, item 3: a concurrent warm that holds a shape longer than shape_timeout_s
+"""A concurrent warm that holds a shape longer than shape_timeout_s
 fails that shape in one line; the run goes on with its other targets (no traceback)."""
 
 from __future__ import annotations

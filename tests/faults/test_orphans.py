@@ -1,4 +1,4 @@
-"""Issue 16, item 1: nothing a CI cancel does leaves a process behind. A `kill -9` of
+"""Nothing a CI cancel does leaves a process behind. A `kill -9` of
 `doit warm` (its pid, or its process group) ends the pool, its workers and their nvcc
 runs; found afterwards by their environment, as an operator would look for them."""
 

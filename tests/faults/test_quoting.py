@@ -1,4 +1,4 @@
-"""Issue 16, item 10: `doit plan` and `doit info` print a fallback's command quoted, so
+"""`doit plan` and `doit info` print a fallback's command quoted, so
 pasting it runs the server with exactly the launch args, never what they hold."""
 
 from __future__ import annotations

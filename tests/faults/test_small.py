@@ -1,4 +1,4 @@
-"""Issue 16, item 11: the small ones."""
+"""Small faults, one test each."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Issue 16, item 2: dead runs' staging views are swept at the start of the next run,
+"""Dead runs' staging views are swept at the start of the next run,
 and what they held is kept; 10 random kills of warms leave no staging behind."""
 
 from __future__ import annotations
@@ -54,7 +54,7 @@ def _files(root) -> dict[str, int]:
 
 @pytest.mark.parametrize("layout", ["0.1.x", "0.2.x"])
 def test_ten_random_kills_and_interrupts_then_a_warm_leave_the_root_as_one_clean_warm(tmp_path, layout):
-    # Issue 30: killed builds left tmp/<pid>-<uuid> (0.1.x) or tmp/<uuid> (0.2.x) behind, 2-4 a kill.
+    # Regression: killed builds left tmp/<pid>-<uuid> (0.1.x) or tmp/<uuid> (0.2.x) behind, 2-4 a kill.
     (tmp_path / "killed").mkdir()
     (tmp_path / "clean").mkdir()
     ws = Workspace(tmp_path / "killed", layout)

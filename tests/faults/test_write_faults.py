@@ -1,4 +1,4 @@
-"""Issue 16, items 4 and 5: a cache root that is full or read-only (all of it, or only its
+"""A cache root that is full or read-only (all of it, or only its
 markers or shape records) gives one line naming the path and the errno, exit 1, every
 target tried; nothing half-written stays behind, and nothing already warm is lost.
 

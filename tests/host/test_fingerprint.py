@@ -61,7 +61,7 @@ def test_stand_in_module_is_recorded(monkeypatch):
 
 
 def test_deepjit_keys_the_whole_nvcc_text_and_its_own_env_not_the_install_path(tmp_path):
-    """0.2.x hashes `nvcc --version` whole, reads DG_ or DJ_ spellings, has no NVRTC (FACTS §7)."""
+    """0.2.x hashes `nvcc --version` whole, reads DG_ or DJ_ spellings, has no NVRTC (DeepJIT's utils/env.hpp and compiler.hpp)."""
     nvcc = fake_tool(tmp_path, "nvcc", NVCC_13.format(build="cuda_13.0.r13.0/compiler.1"))
     env = {"PATH": "/usr/bin:/bin", "JITWARM_CACHE_LAYOUT": "0.2.x", "JITWARM_DEEP_GEMM_MODULE": "json",
            "DJ_JIT_NVCC_COMPILER": str(nvcc), "DJ_JIT_CHECK_NO_SPILLS": "1", "SGLANG_DG_USE_NVRTC": "1"}

@@ -31,7 +31,7 @@ def test_bad_values_are_one_line_errors(env, says):
     ({"jobs": "many"}, "tool.jitwarm.jobs: Expected `int`, got `str`"),
 ])
 def test_a_misspelt_or_mistyped_pyproject_key_is_one_line_not_a_silent_default(table, says):
-    # Issue 31: `shape_timout_s = 60` was silently ignored, and the 1800 s default used.
+    # Regression: `shape_timout_s = 60` was silently ignored, and the 1800 s default used.
     with pytest.raises(SystemExit) as info:
         settings._check_table(table)
     assert says in str(info.value) and "\n" not in str(info.value)

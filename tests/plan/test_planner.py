@@ -1,4 +1,4 @@
-"""Golden shape sets: every shipped target and the setups issue 14 names, read against sglang 0.5.23.
+"""Golden shape sets: every shipped target and the setups users asked for, read against sglang 0.5.23.
 
 Each row is (kernel type, N, K, groups, number of M values) and cites the source that puts it
 there; paths are under python/sglang/srt/ of the sglang 0.5.23 wheel. M lists: chunked prefill
@@ -104,7 +104,7 @@ def test_shipped_glm5_fuses_shared_experts_and_the_indexer_wk():
 
 # MiMo (models/mimo_v2.py): QKVParallelLinear per rank = heads/attn_tp x 192 + max(1, kv/attn_tp) x (192+128)
 # (mimo_v2.py:688-725); o_proj is BF16 (ignored_layers); layer 0's dense MLP on the full tp (mimo_v2.py:935-945);
-# routed experts on Triton. FACTS.md §10 derives the same four.
+# routed experts on Triton. Derived by hand from mimo_v2.py, the same four.
 def test_shipped_mimo_v2_flash_tp4_attention_dp2():
     assert shipped("mimo-v2-flash") == {
         (N, 6784, 4096, 1, ALL),   # full layers: 32 x 192 + 2 x 320 (4 KV heads / attention tp 2)
@@ -309,7 +309,7 @@ def test_mimo_ignored_layers_follow_sglangs_matching():
 
 
 def test_a_model_type_the_architecture_is_not_planned_for_needs_fallback():
-    # Issue 16: an unknown model_type under a DeepSeek architecture was planned silently.
+    # Regression: an unknown model_type under a DeepSeek architecture was planned silently.
     cfg = dict(config("deepseek-v3-0324"), model_type="qwen3_moe")
     with pytest.raises(PlanError, match="model_type 'qwen3_moe' with architecture DeepseekV3ForCausalLM, which "
                                         "jitwarm plans for model_type 'deepseek_v3' or 'kimi_k2'") as info:

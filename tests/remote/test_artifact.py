@@ -151,7 +151,7 @@ def _zero_archive(path, layout: str, members: dict[str, int]) -> dict:
 
 @pytest.mark.parametrize("layout", ["0.1.x", "0.2.x"])
 @pytest.mark.parametrize("members, says", [
-    # Issue 30: a 33 KB archive whose manifest agreed unpacked 1 GiB into cache/<entry>/big.bin.
+    # Regression: a 33 KB archive whose manifest agreed unpacked 1 GiB into cache/<entry>/big.bin.
     ({"big.bin": 1 << 20}, "no file a"),
     ({"kernel.cubin": 65 << 20}, "more than a kernel.cubin may hold"),
     ({"kernel.cu": 9 << 20}, "more than a kernel.cu may hold"),

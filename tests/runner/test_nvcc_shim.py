@@ -76,7 +76,7 @@ def test_a_kernel_another_worker_builds_is_busy_at_once_or_waited_for(tmp_path, 
 @pytest.mark.parametrize("style", list(STYLES))
 @pytest.mark.parametrize("damage", ["garbage", "no digest"])
 def test_a_damaged_or_planted_stored_cubin_is_compiled_again_not_copied(tmp_path, env, style, damage):
-    # Issue 30: any non-empty cubin in the store was copied into rebuilt entries unchecked, so the
+    # Regression: any non-empty cubin in the store was copied into rebuilt entries unchecked, so the
     # target failed on every warm until the store was deleted by hand.
     first = call(tmp_path, "tmp-a", style, env)
     assert first.wait(timeout=30) == 0, first.stdout.read()

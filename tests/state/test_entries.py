@@ -97,7 +97,7 @@ def test_publish_skips_what_a_read_only_root_holds(tmp_path):
 
 
 def test_a_same_size_corruption_is_seen_by_a_warm_always_and_by_stale_once_its_mtime_moved(tmp_path, monkeypatch):
-    # Issue 30: only the size was compared, so same-size garbage with the mtime kept read as up to date.
+    # Regression: only the size was compared, so same-size garbage with the mtime kept read as up to date.
     from tasks import session as run_state
 
     make_entry(tmp_path, "kernel.a.1")
