@@ -86,6 +86,9 @@ class Workspace:
             "JITWARM_KILL_GRACE_S": "1",
             "DG_JIT_NVCC_COMPILER": str(FAKES / "fake_nvcc"),
             "JITWARM_HOST_CACHE": str(tmp / "host-cache"),
+            # With stand-in compiles of no time, the kernel queue's hand-offs cost the suite a third
+            # more time: tests that exercise it (kills, concurrency, the pool, known sources) turn it on.
+            "JITWARM_KERNEL_QUEUE": "off",
         })
 
     def copy_of(self, template: "Workspace") -> "Workspace":

@@ -202,3 +202,17 @@ def _pythonpath(env) -> str:
     root = str(Path(__file__).resolve().parents[2])
     existing = env.get("PYTHONPATH")
     return f"{root}{os.pathsep}{existing}" if existing else root
+
+
+# What DeepGEMM hashes into an entry's name: its code (and for 0.1.x its include path),
+# the compiler, the arch and SM count, and the env that picks or tunes the compiler
+# (0.1.x's jit/compiler.py; DeepJIT's runtime headers in 0.2.x). The fingerprint holds only the parts its layout keys on.
+_PARTS = ("deep_gemm.module", "deep_gemm.dist", "deep_gemm.version", "deep_gemm.layout", "deep_gemm.path",
+          "nvcc", "nvcc.version_sha256", "gpu.arch", "gpu.sms")
+
+
+def key_parts(fp: dict) -> dict:
+    """The fingerprint's parts that enter DeepGEMM's own cache key: where they differ, every kernel is keyed anew."""
+    env = {name: value for name, value in fp.items()
+           if name.startswith(("env.DG_JIT_", "env.DJ_JIT_")) or name.endswith("DG_USE_NVRTC")}
+    return {**{name: fp[name] for name in _PARTS if name in fp}, **env}

@@ -28,17 +28,13 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from tasks.host.fingerprint import key_parts
 from tasks.host.settings import RemoteConfig
 from tasks.plan.text import one_line
 from tasks.remote import artifact
 from tasks.state.cacheroot import CacheRoot
 from tasks.state.schema import RemoteStep
 
-# What DeepGEMM hashes into an entry's name: its code (and for 0.1.x its include path),
-# the compiler, the arch and SM count, and the env that picks or tunes the compiler
-# (0.1.x's jit/compiler.py; DeepJIT's runtime headers in 0.2.x). The fingerprint holds only the parts its layout keys on.
-_PARTS = ("deep_gemm.module", "deep_gemm.dist", "deep_gemm.version", "deep_gemm.layout", "deep_gemm.path",
-          "nvcc", "nvcc.version_sha256", "gpu.arch", "gpu.sms")
 LAYOUT = "jitwarm/v1"
 MANIFEST = "manifest.json"
 MANIFEST_SCHEMA = 1
@@ -47,12 +43,6 @@ _PARALLEL = 8
 # Object stores publish a whole object on put; elsewhere write a temporary name, then rename.
 _ATOMIC_PUT = {"s3", "s3a", "gs", "gcs", "az", "abfs", "abfss", "oss"}
 _HEX64 = re.compile(r"[0-9a-f]{64}")
-
-
-def key_parts(fp: dict) -> dict:
-    env = {name: value for name, value in fp.items()
-           if name.startswith(("env.DG_JIT_", "env.DJ_JIT_")) or name.endswith("DG_USE_NVRTC")}
-    return {**{name: fp[name] for name in _PARTS if name in fp}, **env}
 
 
 def artifact_dir(shape_key: str, parts: dict) -> str:

@@ -12,6 +12,12 @@
 # `cd <tmp> && nvcc <tmp>/kernel.cu --cubin --output-file <out> ...`; `nvcc --version`
 # passes straight through, so DeepJIT hashes the real compiler's text.
 #
+# With JITWARM_NVCC_QUEUE set (a compile worker, not waiting), a kernel nobody builds is not
+# compiled here: its source and argv go to that queue (tasks/runner/kernel_queue.py, which
+# compiles it under the same lock) and the worker is told "busy" at once, so discovery never
+# waits on nvcc. With JITWARM_RECIPES set, each kernel compiled here is also recorded there
+# (tasks/state/recipes.py), so a later warm can compile it without deep_gemm finding it.
+#
 # Environment: JITWARM_REAL_NVCC (required), JITWARM_KSTORE (store directory).
 real="${JITWARM_REAL_NVCC:?JITWARM_REAL_NVCC is not set}"
 store="${JITWARM_KSTORE:-}"
@@ -43,22 +49,68 @@ stored() {
 }
 if stored; then cp "$store/$key.cubin" "$out" && exit 0; fi
 
-exec 9>"$store/$key.lock"
-if ! flock -n 9; then
-    if [ "${JITWARM_NVCC_WAIT:-1}" != 1 ]; then
-        [ -n "${JITWARM_BUSY_FLAG:-}" ] && printf '%s\n' "$key" > "$JITWARM_BUSY_FLAG"
-        echo "jitwarm: kernel $key is being compiled by another worker" >&2
-        exit 75
+busy() {
+    [ -n "${JITWARM_BUSY_FLAG:-}" ] && printf '%s\n' "$key" > "$JITWARM_BUSY_FLAG"
+    echo "jitwarm: kernel $key is $1" >&2
+    exit 75
+}
+# The argv with the build paths as placeholders, NUL-separated: a queue request or a recipe.
+argv() {
+    for a in "$@"; do
+        case "$a" in
+            "$src") a=@SRC@ ;;
+            "$out") a=@OUT@ ;;
+            --output-file=*) a=--output-file=@OUT@ ;;
+            -o=*) a=-o=@OUT@ ;;
+        esac
+        printf '%s\0' "$a"
+    done
+}
+
+# The recipe of a kernel compiled here (tasks/state/recipes.py): written whole, then renamed in;
+# a recompile appends its cubin's digest (nvcc's output is not byte-stable).
+recipe() {
+    recipes="${JITWARM_RECIPES:-}"
+    [ -n "$recipes" ] || return 0
+    if [ -d "$recipes/$key" ]; then
+        echo "$started $ended" > "$recipes/$key/seconds"
+        echo "$digest" >> "$recipes/$key/digests"
+        return 0
     fi
+    r="$recipes/.$key.$$"
+    if mkdir -p "$r" && cp "$src" "$r/kernel.cu" && argv "$@" > "$r/argv" && echo "$started $ended" > "$r/seconds" &&
+            echo "$digest" > "$r/digests"; then
+        mv -T "$r" "$recipes/$key" 2>/dev/null || echo "$digest" >> "$recipes/$key/digests"
+    fi
+    rm -rf "$r"
+}
+
+exec 9>"$store/$key.lock"
+wait="${JITWARM_NVCC_WAIT:-1}"
+if ! flock -n 9; then
+    [ "$wait" != 1 ] && busy "being compiled by another worker"
     flock 9
 fi
 if stored; then cp "$store/$key.cubin" "$out"; exit $?; fi
+queue="${JITWARM_NVCC_QUEUE:-}"
+if [ -n "$queue" ] && [ "$wait" != 1 ]; then
+    if [ ! -e "$queue/$key" ]; then  # the first to need it writes the request (kernel.cu, argv)
+        r="$queue/.$key.$$"
+        mkdir -p "$r" && cp "$src" "$r/kernel.cu" && argv "$@" > "$r/argv" && mv -T "$r" "$queue/$key" 2>/dev/null
+        rm -rf "$r"
+    fi
+    busy "queued for the compile queue"
+fi
 started=$(date +%s.%N)
 "$real" "$@"
 rc=$?
 if [ "$rc" -eq 0 ] && [ -s "$out" ]; then
-    cp "$out" "$store/.$key.$$" && sha256sum < "$store/.$key.$$" > "$store/.$key.sha.$$" &&
+    ended=$(date +%s.%N)
+    if cp "$out" "$store/.$key.$$" && sha256sum < "$store/.$key.$$" > "$store/.$key.sha.$$"; then
+        read -r digest _ < "$store/.$key.sha.$$"
+        recipe "$@"  # before the cubin is published: every stored cubin's digest is in its recipe
         mv -f "$store/.$key.sha.$$" "$store/$key.sha256" && mv -f "$store/.$key.$$" "$store/$key.cubin"
-    echo "$key $started $(date +%s.%N) ${JITWARM_RUN:-0}" >> "$store/compiled.log"
+        echo "$key $started $ended ${JITWARM_RUN:-0}" >> "$store/compiled.log"
+    fi
 fi
 exit "$rc"

@@ -28,7 +28,7 @@ from pathlib import Path
 import msgspec
 import psutil
 
-from tasks.runner import shared, staging, supervise
+from tasks.runner import kernel_queue, shared, staging, supervise
 from tasks.runner.child import protocol
 from tasks.host import fingerprint, gpu
 from tasks.host.settings import REPO_ROOT, Settings
@@ -36,12 +36,13 @@ from tasks.plan import gpumem, mlists, schedule
 from tasks.plan.targets import ShapeWork
 from tasks import session as run_state
 from tasks.session import Session
-from tasks.state import cacheview, records, sweep
+from tasks.state import cacheview, entries, recipes, records, sweep
 from tasks.state.cacheroot import CacheRoot
 from tasks.state.schema import Replayed
 from tasks.plan.text import plural
 
 SHIM = Path(__file__).resolve().parent / "nvcc_shim.sh"
+QUEUE_DIR = "kqueue"  # in the run's work directory: the shim's compile requests
 QUEUE_CHUNK = 8  # calls a worker takes at a time: few shape switches, little idling at the end
 ZYGOTE = [sys.executable, "-m", "tasks.runner.child.zygote"]
 
@@ -68,6 +69,7 @@ class PoolRun:
     timings: dict = field(default_factory=dict)  # import, compile and replay phases (seconds)
     started: float = field(default_factory=time.monotonic)
     kernel_seconds: dict = field(default_factory=dict)  # nvcc time per kernel, from the shim
+    queue: dict = field(default_factory=dict)  # what the kernel queue compiled (kernel_queue.KernelQueue.note)
     fingerprint_s: float | None = None  # how long the run's fingerprint took, for the summary
 
 
@@ -112,10 +114,12 @@ def plan_memory(works: list[ShapeWork], report: PoolRun, cores: int, devices: li
 
 
 def shim_env(store: Path, env: dict | None, layout) -> dict:
-    """Environment that routes deep_gemm's nvcc calls through the shim (DG_ wins over DJ_ in 0.2.x)."""
+    """Environment that routes deep_gemm's nvcc calls through the shim (DG_ wins over DJ_ in 0.2.x).
+    The store lies in <root>/jitwarm/kstore/<toolchain>/; the recipes beside it, in <root>/jitwarm/recipes/."""
     env = dict(os.environ if env is None else env)
     env["JITWARM_REAL_NVCC"] = fingerprint.nvcc_path(env, layout)
     env["JITWARM_KSTORE"] = str(store)
+    env["JITWARM_RECIPES"] = str(store.parent.parent / "recipes")
     env["DG_JIT_NVCC_COMPILER"] = str(SHIM)
     env["JITWARM_NVCC_WAIT"] = "1"
     env["JITWARM_PARENT_PID"] = str(os.getpid())  # the pool dies with this process (child/zygote.py)
@@ -141,6 +145,7 @@ def store_for(root: Path, fp: dict, max_age_s: float) -> Path:
                 path.unlink()
     _trim_log(store / "compiled.log", cutoff)
     sweep.sweep_stores(kstore, store, max_age_s)
+    recipes.prune(recipes.directory(root))  # those unused for a month, and killed writers' scratch copies
     # Writable now, or the warm ends in one line (the caller's _writes) instead of in every worker's shim.
     store.mkdir(parents=True, exist_ok=True)
     probe = store / f".probe.{os.getpid()}"
@@ -271,11 +276,20 @@ def run(works: list[ShapeWork], session: Session, fp: dict, base_env: dict, stor
           f"{plural(report.workers, 'worker')}{also}",
           flush=True)
     deliver = _Delivery(jobs, report, cache, pulled or {}, on_replay)
+    env = shim_env(store, base_env, cache.layout)
+    kernels = kernel_queue.KernelQueue(store, jobs.work_dir / QUEUE_DIR, Path(env["JITWARM_RECIPES"]), env,
+                                       usable_cores(settings), run_state.MAIN_PID)
+    # Kernels an earlier warm of these shapes compiled start now, while the workers import torch.
+    known = recipes.for_digests(Path(env["JITWARM_RECIPES"]), _rebuild_digests(cache, jobs.compiling, fp))
+    kernels.submit_known(known)
+    kernels.start()
     try:
-        outcome = supervise.run([*ZYGOTE, str(jobs.plan_file)], shim_env(store, base_env, cache.layout),
+        outcome = supervise.run([*ZYGOTE, str(jobs.plan_file)], env,
                                 records.log_path(cache.path, "pool"), 2 * settings.shape_timeout_s + 120,
                                 cwd=REPO_ROOT, on_poll=lambda: deliver(None),
                                 proc=_hand_plan(session, store, jobs.plan_file))
+        kernels.stop()
+        report.queue = kernels.note()
         report.timings = records.read_message(jobs.work_dir / "timings.json", dict) or {}
         report.kernel_seconds = kernel_seconds(store, compiled_before, run=run_state.MAIN_PID)
         report.compiled = report.kernel_seconds.get("count", 0)  # this run's builds, not a concurrent run's
@@ -288,11 +302,32 @@ def run(works: list[ShapeWork], session: Session, fp: dict, base_env: dict, stor
             _read_compile(report, jobs.compiling, jobs.compile, outcome)
         deliver(outcome)
     finally:
+        kernels.stop()
         for view in [*jobs.work_dir.glob("view-*"), *jobs.work_dir.glob("shared/view-*")]:
             cacheview.salvage(view, cache)
         shutil.rmtree(jobs.work_dir, ignore_errors=True)
     print(_summary(report), flush=True)
     return report
+
+
+def queue_on() -> bool:
+    """JITWARM_KERNEL_QUEUE=off: workers compile what they find themselves, as before the queue."""
+    return os.environ.get("JITWARM_KERNEL_QUEUE", "on") != "off"
+
+
+def _rebuild_digests(cache: CacheRoot, works: list[ShapeWork], fp: dict) -> set[str]:
+    """The binaries' digests of the entries these shapes' last warms used that this warm must
+    build again: all of them after a change that deep_gemm's keys hold (nvcc, its version, the GPU),
+    else those no root holds intact. They name the recipes compiled before the workers look."""
+    digests = set()
+    for work in works:
+        record, _ = records.read_shape(cache.path, work.key)
+        if record is None:
+            continue
+        changed = fingerprint.key_parts(record.fingerprint) != fingerprint.key_parts(fp)
+        digests.update(e.sha256 for name, e in record.entries.items()
+                       if e.sha256 and (changed or entries.problem(cache, name, e) is not None))
+    return digests
 
 
 def _plan_jobs(works, cache: CacheRoot, module: str, settings: Settings, report: PoolRun, slots: int,
@@ -314,8 +349,10 @@ def _plan_jobs(works, cache: CacheRoot, module: str, settings: Settings, report:
                                   rows=[max(report.m_values[runnable[s].key]) for s in compiled],
                                   busy_flag=str(work_dir / f"busy-{i}"),
                                   first_call=schedule.first_call(i, compiling, report.m_values)),
-        # Compile workers build straight into the writable root and find what every root holds.
-        env={"JITWARM_BUSY_FLAG": str(work_dir / f"busy-{i}"), "DG_JIT_CACHE_DIR": cache.env_value()},
+        # Compile workers build straight into the writable root and find what every root holds;
+        # the kernels they find are compiled by the kernel queue (kernel_queue.py).
+        env={"JITWARM_BUSY_FLAG": str(work_dir / f"busy-{i}"), "DG_JIT_CACHE_DIR": cache.env_value(),
+             "JITWARM_NVCC_QUEUE": str(work_dir / QUEUE_DIR) if queue_on() else ""},
         log=str(records.log_path(root, f"compile-{i}")), result=str(work_dir / f"compile-{i}.json"),
         status=str(work_dir / f"compile-{i}.status")) for i in range(report.workers)]
     replay_jobs = {s: protocol.ReplayJob(
@@ -376,14 +413,18 @@ def _summary(report: PoolRun) -> str:
              if report.eager else "")
     if report.capture_errors:
         label, reason = min(report.capture_errors.items())
-        eager += (f"; {report.ran_after_failure} calls ran eagerly after their capture failed, then capture "
-                  f"resumed (first failure, {label}: {reason})")
+        ran = (f"{plural(report.ran_after_failure, 'call')} ran eagerly after their capture failed"
+               if report.ran_after_failure else "a capture failed")  # the eager call's kernel may have been queued
+        eager += f"; {ran}, then capture resumed (first failure, {label}: {reason})"
     gpus = (f" on {len(report.devices)} GPUs (at most {', '.join(f'{n} on {d}' for d, n in report.devices)})"
             if len(report.devices) > 1 else "")
+    q = report.queue
+    queued = (f"; {q['compiled']} of them by the kernel queue, {q['known_compiled']} of {q['known']} from sources "
+              f"known before the run" if q.get("compiled") or q.get("known") else "")
     return (f"compiled {plural(report.compiled, 'kernel')} in {t.get('compile_s', '?')}s with "
             f"{plural(report.workers, 'worker')}{gpus} "
             f"({report.captured} of {report.calls} calls recorded in CUDA graphs, not run; {report.deferred} "
-            f"calls deferred while another worker built their kernel{eager}); replays "
+            f"calls deferred while their kernel was being built{queued}{eager}); replays "
             f"{t.get('replay_s', '?')}s; torch import {t.get('import_s', '?')}s{early}; deep_gemm import in "
             f"workers {t.get('worker_import_s', '?')}s; pool {report.seconds}s; fingerprint {report.fingerprint_s}s")
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import os
 from pathlib import Path
 
 from tasks.state import records
@@ -57,3 +58,23 @@ def _float(text: str) -> float:
         return float(text)
     except ValueError:
         return -1.0
+
+
+def stored_ok(store: Path, key: str) -> bool:
+    """Whether the shim's store holds `key`'s cubin with its recorded digest (as nvcc_shim.sh checks)."""
+    digest = file_digest(store / f"{key}.cubin")
+    try:
+        return digest is not None and (store / f"{key}.sha256").read_text().split()[0] == digest
+    except (OSError, IndexError):
+        return False
+
+
+def store_cubin(store: Path, key: str, cubin: Path, digest: str, started: float, ended: float, run: int) -> None:
+    """Put a compiled cubin (of sha256 `digest`) in the shim's store as the shim does: the
+    digest file, then the cubin, each by rename; then its compiled.log line."""
+    for name, data in ((f"{key}.sha256", f"{digest}  -\n".encode()), (f"{key}.cubin", cubin.read_bytes())):
+        scratch = store / f".{key}.{name.rsplit('.', 1)[1]}.{os.getpid()}"  # no fsync: the digest is checked at use
+        scratch.write_bytes(data)
+        os.replace(scratch, store / name)
+    with open(store / "compiled.log", "a") as log:
+        log.write(f"{key} {started:.6f} {ended:.6f} {run}\n")

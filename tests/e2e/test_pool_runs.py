@@ -11,6 +11,11 @@ from conftest import model_file
 pytestmark = pytest.mark.both_layouts
 
 
+@pytest.fixture(autouse=True)
+def kernel_queue_on(ws):
+    ws.env["JITWARM_KERNEL_QUEUE"] = "on"  # the default outside the tests (tasks/runner/kernel_queue.py)
+
+
 @pytest.mark.one_layout
 def test_jobs_setting_caps_the_workers(ws):
     model_file(ws.models, "v3", "[[launch]]\ntp = 8\nm_list = [1, 32, 128, 1024]\n")
@@ -60,12 +65,16 @@ def test_a_call_whose_capture_fails_once_runs_eagerly_and_capture_resumes(ws):
     calls = ws.tmp / "calls.log"
     out = ws.doit("warm", FAKE_DG_CALL_LOG=str(calls), FAKE_DG_CAPTURE_FAIL_ONCE="7168x2048", JITWARM_JOBS="1")
     assert out.returncode == 0, out.stdout + out.stderr
-    mine = [line.split()[1] for line in calls.read_text().splitlines() if line.startswith("compile ")
+    mine = [line.split() for line in calls.read_text().splitlines() if line.startswith("compile ")
             and " 7168x2048 " in line]
-    assert mine.count("eager") == 1 and mine.count("captured") == 9, mine
+    # One call ran eagerly, and capture went on for the rest; a call whose kernel was still being
+    # compiled is made again later (so the eager one may also end captured).
+    assert [how for _, how, _, _ in mine].count("eager") == 1, mine
+    assert {m for _, how, _, m in mine if how == "captured"} >= {m for _, how, _, m in mine} - {
+        m for _, how, _, m in mine if how == "eager"} and len({m for *_, m in mine}) == 10, mine
     summary = next(line for line in out.stdout.splitlines() if line.startswith("compiled "))
     assert "these ran eagerly" not in summary
-    assert ("1 calls ran eagerly after their capture failed, then capture resumed (first failure, "
+    assert ("then capture resumed (first failure, "
             "normal-7168x2048-g1: RuntimeError: CUDA error: operation not permitted when stream is capturing)") \
         in summary, summary
     assert set(ws.status().values()) == {"U"}

@@ -31,11 +31,13 @@ def processes_of(ws) -> list[psutil.Process]:
     return found
 
 
-@pytest.mark.parametrize("target", ["pid", "group"])
-def test_a_killed_warm_leaves_no_process_behind(ws, target):
+@pytest.mark.parametrize("target,queue", [("pid", "on"), ("group", "on"), ("pid", "off")])
+def test_a_killed_warm_leaves_no_process_behind(ws, target, queue):
+    # With the kernel queue, nvcc runs as a child of `doit warm` itself, not of a worker.
     model_file(ws.models, "v3", "[[launch]]\ntp = 8\nm_list = [1, 32, 128, 1024]\n")
     warm = subprocess.Popen([sys.executable, "-m", "doit", "-f", str(DODO), "warm"], cwd=ws.tmp,
-                            env={**ws.env, "FAKE_DG_COMPILE_S": "60"}, stdout=subprocess.DEVNULL,
+                            env={**ws.env, "FAKE_DG_COMPILE_S": "60", "JITWARM_KERNEL_QUEUE": queue},
+                            stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL, start_new_session=True)
     deadline = time.monotonic() + 60
     # Wait until the pool's workers are compiling: the zygote, its workers and nvcc runs.

@@ -1,0 +1,139 @@
+"""The kernel queue and known sources against the nvcc floor, side by side in one run.
+
+On one machine, for the shipped planned targets (or --models):
+  A. a cold `doit warm` with JITWARM_KERNEL_QUEUE=off: workers compile what they find;
+  B. a cold `doit warm` with the kernel queue (the default): workers never wait on nvcc;
+  F. the floor: every kernel B compiled, from the recipes B recorded, compiled again by a
+     kernel queue alone (one nvcc per core, longest first) into an empty store, plus B's
+     torch import: nvcc_floor.py's "all at once, longest first" pass;
+  C. B's root with every entry and the shim's store deleted (records and recipes kept, as
+     after a toolchain change or on a runner that lost its cache): a warm from known sources;
+  D. B's root with every other entry and the store deleted: a warm proportional to what is missing.
+Every warm's replays must compile 0. Targets: B <= 1.5 F, C <= 1.15 F, D <= 0.6 B.
+Prints and writes one JSON.
+
+Usage: python bench/kernel_queue.py --work DIR [--models NAME...] [--out FILE]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _emit import emit, entry_names  # noqa: E402
+
+sys.path.insert(0, str(REPO))
+from tasks.host import fingerprint  # noqa: E402
+from tasks.runner import kernel_queue, pool  # noqa: E402
+from tasks.state import layouts, recipes  # noqa: E402
+
+MODELS = ("deepseek-v3-0324", "deepseek-v3.2", "glm-5-fp8", "mimo-v2-flash", "mimo-v2.5")
+
+
+def warm(work: Path, root: Path, **env_extra) -> dict:
+    keep = ("JITWARM_DEEP_GEMM_MODULE", "JITWARM_CACHE_LAYOUT")  # a CPU trial through the stand-ins
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("SGLANG_", "JITWARM_")) or k in keep}
+    env.update({"JITWARM_MODELS_DIR": str(work / "models"), "DG_JIT_CACHE_DIR": str(root),
+                "JITWARM_DOIT_DB": str(root.parent / f"{root.name}.db"), **env_extra})
+    started = time.monotonic()
+    out = subprocess.run([sys.executable, "-m", "doit", "-f", str(REPO / "dodo.py"), "warm"], env=env,
+                         capture_output=True, text=True, cwd=REPO, timeout=600)
+    wall = round(time.monotonic() - started, 2)
+    shapes = [json.loads(p.read_text()) for p in (root / "jitwarm" / "shapes").glob("*.json")]
+    summary = next((line for line in out.stdout.splitlines() if line.startswith("compiled ")), "")
+    found = re.search(r"torch import ([0-9.]+)s", summary)
+    result = {"rc": out.returncode, "wall_s": wall, "entries": len(entry_names(root)), "pool_summary": summary,
+              "torch_import_s": float(found.group(1)) if found else None,
+              "replay_new_entries": sum((r.get("replay") or {}).get("new_entries", 0) for r in shapes),
+              "all_ok": all(r["ok"] for r in shapes)}
+    if out.returncode:
+        result["output_tail"] = (out.stdout + out.stderr)[-3000:]
+    return result
+
+
+def floor(recipe_dir: Path, scratch: Path) -> dict:
+    """Every recipe compiled again by a kernel queue alone, into an empty store."""
+    store = scratch / "store"
+    store.mkdir(parents=True)
+    env = pool.shim_env(store, None, layouts.detect(fingerprint.deep_gemm_module()))
+    found = recipes.for_digests(recipe_dir, {d for p in recipe_dir.iterdir() if (p / "digests").is_file()
+                                             for d in (p / "digests").read_text().split()})
+    queue = kernel_queue.KernelQueue(store, scratch / "queue", scratch / "recipes", env,
+                                     len(os.sched_getaffinity(0)), os.getpid())
+    started = time.monotonic()
+    queue.submit_known(found)
+    queue.start()
+    while len(queue.compiled) + len(queue.failed) < len(found):
+        time.sleep(0.01)
+    wall = round(time.monotonic() - started, 2)
+    queue.stop()
+    return {"kernels": len(found), "compiled": len(queue.compiled), "failed": len(queue.failed), "nvcc_wall_s": wall,
+            "nvcc_sum_s": round(sum(r.seconds for r in found), 1)}
+
+
+def lose(root: Path, every: int) -> int:
+    """Delete every `every`-th cache entry (1: all) and the shim's stores; keep records and recipes."""
+    names = sorted(entry_names(root))
+    gone = names[::every]
+    for name in gone:
+        shutil.rmtree(root / "cache" / name)
+    shutil.rmtree(root / "jitwarm" / "kstore", ignore_errors=True)
+    return len(gone)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--work", type=Path, required=True)
+    parser.add_argument("--models", nargs="+", default=list(MODELS))
+    parser.add_argument("--out", type=Path)
+    opts = parser.parse_args()
+    shutil.rmtree(opts.work, ignore_errors=True)
+    (opts.work / "models").mkdir(parents=True)
+    for name in opts.models:
+        shutil.copy(REPO / "models" / f"{name}.toml", opts.work / "models")
+    result: dict = {"date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+                    "fingerprint": fingerprint.compute(layouts.detect(fingerprint.deep_gemm_module())),
+                    "cpu_cores": len(os.sched_getaffinity(0)), "models": opts.models}
+    result["a_cold_no_queue"] = warm(opts.work, opts.work / "a", JITWARM_KERNEL_QUEUE="off")
+    print(json.dumps(result["a_cold_no_queue"]), flush=True)
+    b = opts.work / "b"
+    result["b_cold_queue"] = warm(opts.work, b)
+    print(json.dumps(result["b_cold_queue"]), flush=True)
+    with tempfile.TemporaryDirectory(dir=opts.work) as scratch:
+        result["f_nvcc_floor"] = floor(b / "jitwarm" / "recipes", Path(scratch))
+    f = result["f_nvcc_floor"]
+    f["floor_s"] = round(f["nvcc_wall_s"] + (result["b_cold_queue"]["torch_import_s"] or 0), 2)
+    print(json.dumps(f), flush=True)
+    for name, every in (("c_known_all_lost", 1), ("d_known_half_lost", 2)):
+        copy = opts.work / name
+        shutil.copytree(b, copy, symlinks=True)
+        shutil.copy(opts.work / "b.db", opts.work / f"{name}.db") if (opts.work / "b.db").exists() else None
+        lost = lose(copy, every)
+        result[name] = {"entries_deleted": lost, **warm(opts.work, copy)}
+        print(json.dumps(result[name]), flush=True)
+    a, bw, c, d = (result[k]["wall_s"] for k in ("a_cold_no_queue", "b_cold_queue", "c_known_all_lost",
+                                                  "d_known_half_lost"))
+    result["ratios"] = {"b_over_floor": round(bw / f["floor_s"], 3), "a_over_floor": round(a / f["floor_s"], 3),
+                        "c_over_floor": round(c / f["floor_s"], 3), "d_over_b": round(d / bw, 3),
+                        "b_over_a": round(bw / a, 3)}
+    proofs = all(result[k]["replay_new_entries"] == 0 and result[k]["rc"] == 0
+                 for k in ("a_cold_no_queue", "b_cold_queue", "c_known_all_lost", "d_known_half_lost"))
+    r = result["ratios"]
+    result["targets_met"] = {"b_le_1.5_floor": r["b_over_floor"] <= 1.5, "c_le_1.15_floor": r["c_over_floor"] <= 1.15,
+                             "d_le_0.6_b": r["d_over_b"] <= 0.6, "replays_compile_0": proofs}
+    return emit(result, opts.out)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
