@@ -119,7 +119,8 @@ def shim_env(store: Path, env: dict | None, layout) -> dict:
     env = dict(os.environ if env is None else env)
     env["JITWARM_REAL_NVCC"] = fingerprint.nvcc_path(env, layout)
     env["JITWARM_KSTORE"] = str(store)
-    env["JITWARM_RECIPES"] = str(store.parent.parent / "recipes")
+    if queue_on():  # the recipes feed the kernel queue: without it they are not kept
+        env["JITWARM_RECIPES"] = str(recipes.directory(store.parent.parent.parent))
     env["DG_JIT_NVCC_COMPILER"] = str(SHIM)
     env["JITWARM_NVCC_WAIT"] = "1"
     env["JITWARM_PARENT_PID"] = str(os.getpid())  # the pool dies with this process (child/zygote.py)
@@ -277,19 +278,15 @@ def run(works: list[ShapeWork], session: Session, fp: dict, base_env: dict, stor
           flush=True)
     deliver = _Delivery(jobs, report, cache, pulled or {}, on_replay)
     env = shim_env(store, base_env, cache.layout)
-    kernels = kernel_queue.KernelQueue(store, jobs.work_dir / QUEUE_DIR, Path(env["JITWARM_RECIPES"]), env,
-                                       usable_cores(settings), run_state.MAIN_PID)
-    # Kernels an earlier warm of these shapes compiled start now, while the workers import torch.
-    known = recipes.for_digests(Path(env["JITWARM_RECIPES"]), _rebuild_digests(cache, jobs.compiling, fp))
-    kernels.submit_known(known)
-    kernels.start()
+    kernels = _start_queue(store, jobs, env, usable_cores(settings), cache, fp)
     try:
         outcome = supervise.run([*ZYGOTE, str(jobs.plan_file)], env,
                                 records.log_path(cache.path, "pool"), 2 * settings.shape_timeout_s + 120,
                                 cwd=REPO_ROOT, on_poll=lambda: deliver(None),
                                 proc=_hand_plan(session, store, jobs.plan_file))
-        kernels.stop()
-        report.queue = kernels.note()
+        if kernels is not None:
+            kernels.stop()
+            report.queue = kernels.note()
         report.timings = records.read_message(jobs.work_dir / "timings.json", dict) or {}
         report.kernel_seconds = kernel_seconds(store, compiled_before, run=run_state.MAIN_PID)
         report.compiled = report.kernel_seconds.get("count", 0)  # this run's builds, not a concurrent run's
@@ -302,12 +299,26 @@ def run(works: list[ShapeWork], session: Session, fp: dict, base_env: dict, stor
             _read_compile(report, jobs.compiling, jobs.compile, outcome)
         deliver(outcome)
     finally:
-        kernels.stop()
+        if kernels is not None:
+            kernels.stop()
         for view in [*jobs.work_dir.glob("view-*"), *jobs.work_dir.glob("shared/view-*")]:
             cacheview.salvage(view, cache)
         shutil.rmtree(jobs.work_dir, ignore_errors=True)
     print(_summary(report), flush=True)
     return report
+
+
+def _start_queue(store: Path, jobs: _Jobs, env: dict, slots: int, cache: CacheRoot,
+                 fp: dict) -> kernel_queue.KernelQueue | None:
+    """The kernel queue of this pool run, started; kernels an earlier warm of these shapes
+    compiled start now, while the workers import torch. None when JITWARM_KERNEL_QUEUE=off."""
+    if not queue_on():
+        return None
+    kernels = kernel_queue.KernelQueue(store, jobs.work_dir / QUEUE_DIR, Path(env["JITWARM_RECIPES"]), env,
+                                       slots, run_state.MAIN_PID)
+    kernels.submit_known(recipes.for_digests(Path(env["JITWARM_RECIPES"]), _rebuild_digests(cache, jobs.compiling, fp)))
+    kernels.start()
+    return kernels
 
 
 def queue_on() -> bool:

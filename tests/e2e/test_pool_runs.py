@@ -127,6 +127,7 @@ def test_a_shapes_replay_starts_once_its_calls_are_made_while_others_still_compi
 
     model_file(ws.models, "v3", "[[launch]]\ntp = 8\nm_list = [1, 32, 128, 1024]\n")
     log = ws.tmp / "processes.log"
+    ws.env["JITWARM_KERNEL_QUEUE"] = "off"  # the slow shape sleeps at every call: a deferred one would sleep twice
     # One worker spends 4 x 1.5 s on the 7168x2048 shape; the other finishes the rest long before.
     out = ws.doit("warm", JITWARM_JOBS="2", FAKE_DG_SLOW_ON="7168x2048:1.5", FAKE_DG_DEVICE_LOG=str(log))
     assert out.returncode == 0, out.stdout + out.stderr
