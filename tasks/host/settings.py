@@ -65,6 +65,7 @@ class _Table(msgspec.Struct, forbid_unknown_fields=True):
 ENV_WORDS = {
     "JITWARM_PROGRESS": ("auto", "plain", "live"),  # tasks/report/progress.py
     "JITWARM_NOOP_STAMP": ("on", "off"),  # tasks/cli/noop.py
+    "JITWARM_KERNEL_QUEUE": ("on", "off"),  # tasks/runner/kernel_queue.py
     "JITWARM_VERIFY": VERIFY_MODES,
     "JITWARM_REMOTE_MODE": REMOTE_MODES,
 }

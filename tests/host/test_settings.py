@@ -38,7 +38,7 @@ def test_a_misspelt_or_mistyped_pyproject_key_is_one_line_not_a_silent_default(t
 
 
 @pytest.mark.parametrize("name, value", [("JITWARM_PROGRESS", "bogus"), ("JITWARM_NOOP_STAMP", "maybe"),
-                                         ("JITWARM_VERIFY", "trust-me")])
+                                         ("JITWARM_VERIFY", "trust-me"), ("JITWARM_KERNEL_QUEUE", "no")])
 def test_a_word_valued_variable_takes_only_its_words(name, value):
     with pytest.raises(SystemExit, match=f"jitwarm: {name}: expected one of .*, got '{value}'"):
         settings.load({name: value})
