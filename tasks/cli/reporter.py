@@ -161,11 +161,14 @@ class WarmReporter(ConsoleReporter):
         """Targets an interrupt left unfinished: failed, in the summary line and the report alike."""
         cut = []
         for name, run in self.runs.items():
-            if run.stale_reasons and not run.finished and not run.failed and self._has_marker(name):
+            # By its row, not run.finished: the interrupt may land inside the event that set it.
+            if not run.stale_reasons or run.failed or self.display.rows[name].status not in ("waiting", "running"):
+                continue
+            if self._has_marker(name):
                 run.finished = True  # the interrupt came after its marker, before its event: it is warm
                 self.display.done(name, "rebuilt", self._kernels(name))
-            if run.stale_reasons and not run.finished and not run.failed:
-                run.failed, run.failure = True, "not finished: the run was interrupted"
+            else:
+                run.finished, run.failed, run.failure = False, True, "not finished: the run was interrupted"
                 self.display.done(name, "failed", 0, "not finished: the run was interrupted")
                 cut.append(name)
         return cut
@@ -182,9 +185,9 @@ class WarmReporter(ConsoleReporter):
                     self.display.shape_done(name, self._kernels(name, finished=False))
         elif kind == "target_ready" and data["name"] in self.runs:
             run = self.runs[data["name"]]
-            run.finished = True  # its marker is written: an interrupt now cannot undo it
             run.seconds = run.seconds or data["at"] - self.started
             self.display.done(data["name"], "rebuilt", self._kernels(data["name"]))
+            run.finished = True  # its marker is written: an interrupt now cannot undo it
 
     # --- building and writing the report ------------------------------------------
     def _finish(self, name: str) -> None:

@@ -73,5 +73,5 @@ def test_parallel_doit_reports_each_target_once(ws):
     out = ws.doit("-n", "2", "warm")
     assert out.returncode == 0, out.stdout + out.stderr
     ends = [line for line in out.stdout.splitlines() if line.startswith("jitwarm: [") and " rebuilt " in line]
-    assert len(ends) == 2 and len({line.split()[3] for line in ends}) == 2  # forked workers stay silent
+    assert len(ends) == 2 and len({line.split()[3] for line in ends}) == 2, out.stdout  # forked workers stay silent
     assert "jitwarm: 2 rebuilt, 0 partial, 0 up to date, 0 failed" in out.stdout
