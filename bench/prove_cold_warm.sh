@@ -24,6 +24,6 @@ ws = targets.shared_works(ts)
 print(json.dumps({"shapes": [{"kind": w.shape.kind.value, "n": w.shape.n, "k": w.shape.k, "groups": w.shape.groups,
                               "m_values": list(w.m_values)} for w in ws.values() if not w.shape.kind.indexer]}))
 PY
-timeout 90 python3 bench/sglang_replay.py /tmp/$name-gemms.json > $R/$name-replay.json 2>$R/$name-replay.err; echo "[$name] gemm replay rc $?" | tee -a $R/log
+timeout ${REPLAY_TIMEOUT_S:-300} python3 bench/sglang_replay.py /tmp/$name-gemms.json > $R/$name-replay.json 2>$R/$name-replay.err; echo "[$name] gemm replay rc $?" | tee -a $R/log
 python3 -c "import json; r=json.load(open('$R/$name-replay.json')); print({k: v for k, v in r.items() if k != 'new' or v})" 2>&1 | tee -a $R/log
 tail -3 $R/$name-replay.err | tee -a $R/log

@@ -102,6 +102,9 @@ def main():
         torch.cuda.synchronize()
         del execute
         torch.cuda.empty_cache()
+        # Progress on stderr: a run cut by its timeout still says how far it got and what it built.
+        print(f"{shape['kind']} N={shape['n']} K={shape['k']}: {len(ms)} calls, {time.monotonic() - started:.1f}s, "
+              f"{len(entries(root) - before)} new so far", file=sys.stderr, flush=True)
 
     new = sorted(entries(root) - before)
     json.dump({"shapes": len(plan["shapes"]), "calls": calls, "new_entries": len(new), "new": new,
