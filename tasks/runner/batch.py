@@ -18,6 +18,7 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
+import sys
 import time
 
 import filelock
@@ -67,6 +68,10 @@ def _warn_doit_n() -> None:
     global _warned_doit_n
     if not _warned_doit_n:
         _warned_doit_n = True
+        # doit -n's processes share one stdout: whole lines only, so none lands inside another's
+        # (unbuffered, as under PYTHONUNBUFFERED, a line and its newline are two writes).
+        with contextlib.suppress(AttributeError, ValueError, OSError):
+            sys.stdout.reconfigure(line_buffering=True, write_through=False)
         print("jitwarm: under `doit -n` every doit process runs its own compile pool on all cores; "
               "`doit warm` without -n is faster (its one pool already uses every core)", flush=True)
 
