@@ -49,6 +49,7 @@ class KernelQueue:
         self.known: set[str] = set()  # keys queued from recipes before discovery
         self.failed: dict[str, str] = {}  # key -> nvcc's last line (the worker's retry reports it in full)
         self.threads: list[threading.Thread] = []
+        self.running: set[subprocess.Popen] = set()  # nvcc runs now, killed by stop()
         queue_dir.mkdir(parents=True, exist_ok=True)
 
     def start(self) -> None:
@@ -66,11 +67,15 @@ class KernelQueue:
                 self._push(recipe.key, recipe.path, recipe.seconds)
 
     def stop(self) -> None:
-        """Stop taking requests; let the compiles under way end (a worker may wait for them)."""
+        """End the queue once the workers are done (or the run is cut): what still compiles then
+        is a known kernel no worker needed, or a run being interrupted, so it is killed."""
         with self.cond:
             self.stopping = True
             self.heap.clear()
             self.cond.notify_all()
+            for proc in self.running:
+                with contextlib.suppress(OSError):
+                    os.killpg(proc.pid, signal.SIGKILL)  # nvcc and the cicc/ptxas it runs
         with contextlib.suppress(OSError):
             (self.queue_dir / ".stop").touch()  # wakes the watch's inotify read now
         for thread in self.threads:
@@ -140,12 +145,22 @@ class KernelQueue:
             source.write_bytes((request / "kernel.cu").read_bytes())
             argv = recipes.fill(recipes.read_argv(request), source, out)
             started = time.time()
-            done = subprocess.run([self.real, *argv], cwd=work, env=self.env, stdin=subprocess.DEVNULL,
-                                  stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, preexec_fn=_die_with_parent)
+            with self.cond:
+                if self.stopping:
+                    return
+                proc = subprocess.Popen(["/bin/sh", "-c", _GROUP_GUARD, self.real, *argv], cwd=work, env=self.env,
+                                        stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                                        process_group=0, preexec_fn=_die_with_parent)
+                self.running.add(proc)
+            try:
+                _, stderr = proc.communicate()
+            finally:
+                with self.cond:
+                    self.running.discard(proc)
             ended = time.time()
-            if done.returncode != 0 or not out.is_file() or out.stat().st_size == 0:
-                lines = done.stderr.decode(errors="replace").strip().splitlines()
-                self.failed[key] = lines[-1] if lines else f"nvcc exited {done.returncode}"
+            if proc.returncode != 0 or not out.is_file() or out.stat().st_size == 0:
+                lines = stderr.decode(errors="replace").strip().splitlines()
+                self.failed[key] = lines[-1] if lines else f"nvcc exited {proc.returncode}"
                 return
             digest = builds.file_digest(out)
             if digest is None:
@@ -156,7 +171,12 @@ class KernelQueue:
             self.compiled.append(key)
 
 
+# Each nvcc runs under a shell that leads its own process group: told TERM (by stop(), or by the
+# kernel when `doit warm` dies, even under `kill -9`), it kills the group, nvcc's cicc and ptxas too.
+_GROUP_GUARD = 'trap "kill -KILL 0" TERM; "$0" "$@" & wait $!'
+
+
 def _die_with_parent() -> None:
-    """nvcc ends with `doit warm`, even under `kill -9` (in the child, before exec)."""
+    """In the child, before exec: TERM when `doit warm` dies."""
     if _prctl is not None:
-        _prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+        _prctl(_PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)

@@ -145,10 +145,19 @@ def test_a_killed_run_takes_the_queue_s_nvcc_with_it(tmp_path, env):
         return [p for p in psutil.Process(host.pid).children(recursive=True) if "fake_nvcc" in " ".join(p.cmdline())]
 
     wait_for(lambda: nvcc())
-    (running,) = nvcc()
+    time.sleep(0.2)  # the stand-in's own child (its sleep, as nvcc's cicc and ptxas) has started
+    tree = psutil.Process(host.pid).children(recursive=True)
+    assert len(tree) >= 2
     os.kill(host.pid, signal.SIGKILL)
     host.wait(timeout=10)
-    wait_for(lambda: not running.is_running() or running.status() == psutil.STATUS_ZOMBIE, seconds=10)
+
+    def gone(proc: psutil.Process) -> bool:
+        try:
+            return not proc.is_running() or proc.status() == psutil.STATUS_ZOMBIE
+        except psutil.NoSuchProcess:
+            return True
+
+    wait_for(lambda: all(gone(p) for p in tree), seconds=10)
 
 
 def test_prune_drops_unused_recipes_and_dead_writers_scratch(tmp_path):
@@ -174,3 +183,16 @@ def test_the_shim_records_what_it_compiles_itself(tmp_path, env):
     assert shim(tmp_path, "tmp-b", env).returncode == 0
     assert len((tmp_path / "recipes" / key / "digests").read_text().split()) == 2
     assert Path(tmp_path / "recipes").is_dir() and not list((tmp_path / "recipes").glob(".*"))
+
+
+def test_stop_ends_a_compile_no_worker_waits_for(tmp_path, env):
+    (tmp_path / "queue").mkdir()
+    assert shim(tmp_path, "tmp-a", env).returncode == 75
+    queue = queue_for(tmp_path, {**env, "FAKE_DG_COMPILE_S": "60"})
+    queue.start()
+    wait_for(lambda: queue.running)
+    (proc,) = queue.running
+    began = time.monotonic()
+    queue.stop()
+    assert time.monotonic() - began < 5 and proc.poll() is not None
+    assert queue.note()["compiled"] == 0 and not list((tmp_path / "store").glob("*.cubin"))
