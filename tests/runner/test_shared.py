@@ -4,7 +4,6 @@ from conftest import cache, make_entry
 from tasks.runner import shared
 from tasks.runner.child.protocol import CAPTURED, PieceResult, PieceStatus, Shape, piece_path, status_path
 from tasks.state import records
-from tasks.state.schema import Entry
 
 SHAPE = Shape("GEMM_NT_F8F8BF16", 2112, 7168, 1)
 
