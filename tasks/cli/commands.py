@@ -50,15 +50,14 @@ def select_targets(shard_option: str | None, names: list[str]):
     picked, known = [], {t.name for t in all_targets} | {t.model for t in all_targets}
     for raw in names:
         name = raw.removeprefix("warm:")
-        if any(c in name for c in "*?["):  # a wildcard, as `doit warm 'warm:deepseek*'` takes
+        # A wildcard, as `doit warm 'warm:deepseek*'` takes; without one, fnmatch is equality.
+        if any(c in name for c in "*?["):
             if not fnmatch.filter(known, name):
                 return None, f"no target matches {raw!r}; `doit list` shows the targets"
-            matches = lambda t: fnmatch.fnmatchcase(t.name, name) or fnmatch.fnmatchcase(t.model, name)  # noqa: E731
         elif name not in known:
             return None, f"unknown target {raw!r}; `doit list` shows the targets"
-        else:
-            matches = lambda t: name in (t.name, t.model)  # noqa: E731
-        picked += [t for t in chosen.targets if matches(t) and t not in picked]
+        picked += [t for t in chosen.targets if t not in picked
+                   and (fnmatch.fnmatchcase(t.name, name) or fnmatch.fnmatchcase(t.model, name))]
     return (session, chosen, picked, all_targets), None
 
 
@@ -121,8 +120,8 @@ class Plan(_TargetCommand):
             print("\n".join(describe(target, all_targets, chosen.local_keys[target.name], self.params["explain"],
                                       used)))
             invalid += bool(target.error)
-        unique = {key: work for key, work in targets.shared_works(picked).items()
-                  if any(_local(chosen, t, key) for t in picked)}  # a shard's totals count only its shapes
+        unique = {w.key: w for t in picked for w in t.works  # a shard's totals count only its shapes
+                  if chosen.local_keys[t.name] is None or w.key in chosen.local_keys[t.name]}
         total = estimate.ZERO
         for work in unique.values():
             total = total + estimate.shape_cost(work)
@@ -134,12 +133,6 @@ class Plan(_TargetCommand):
         print(f"total: {plural(len(picked), 'target')}, {len(unique)} distinct shapes, ~{plural(total.kernels, 'kernel')}, "
               f"~{total.nvcc_s:.0f}s of nvcc on one core{guess}{f' (shard {chosen.shard})' if chosen.shard else ''}")
         return 1 if invalid else 0
-
-
-def _local(chosen, target: targets.Target, key: str) -> bool:
-    """Whether this shard warms `key` for `target` (every key when not sharded)."""
-    local = chosen.local_keys[target.name]
-    return key in {w.key for w in target.works} and (local is None or key in local)
 
 
 class Push(_TargetCommand):

@@ -234,9 +234,7 @@ class WarmReporter(ConsoleReporter):
     def build(self, new: set[str]) -> report.Report:
         """`new`: the cache entries that appeared during the run."""
         results = []
-        for name, run in self.runs.items():
-            if run.stale_reasons and not run.finished and not run.failed:
-                run.failed, run.failure = True, "not finished: the run was interrupted"
+        for name, run in self.runs.items():  # _interrupted() has judged every unfinished target
             counted = {entry for entry, owner in self.counted_for.items() if owner == name and entry in new}
             results.append(report.target_result(self.targets[name], run, self.cache, new, self.local[name],
                                                 self.started_at, counted))

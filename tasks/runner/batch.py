@@ -51,7 +51,7 @@ def enqueue(work: ShapeWork, session: Session, dependents: list[Target] = ()) ->
     cannot = preflight.problem(fp)
     if cannot is not None and not proofs_may_do and not fp.get("gpu.declared"):
         session.pending[work.key] = (work, list(dependents))  # each target then fails in one line
-        return  # each target then fails in one line
+        return
     if not session.pending and not proofs_may_do and not fp.get("gpu.declared") and cannot is None:
         # There is work: start the pool's process now, so its torch import overlaps the
         # rest of the queueing and the remote pulls. Not when pulled proofs may settle it

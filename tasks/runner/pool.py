@@ -329,7 +329,8 @@ def queue_on() -> bool:
 def _rebuild_digests(cache: CacheRoot, works: list[ShapeWork], fp: dict) -> set[str]:
     """The binaries' digests of the entries these shapes' last warms used that this warm must
     build again: all of them after a change that deep_gemm's keys hold (nvcc, its version, the GPU),
-    else those no root holds intact. They name the recipes compiled before the workers look."""
+    else those no root holds (batch._warm has taken damaged and incomplete ones out already, so
+    presence is enough: no second hash of every binary). They name the recipes compiled first."""
     digests = set()
     for work in works:
         record, _ = records.read_shape(cache.path, work.key)
@@ -337,7 +338,7 @@ def _rebuild_digests(cache: CacheRoot, works: list[ShapeWork], fp: dict) -> set[
             continue
         changed = fingerprint.key_parts(record.fingerprint) != fingerprint.key_parts(fp)
         digests.update(e.sha256 for name, e in record.entries.items()
-                       if e.sha256 and (changed or entries.problem(cache, name, e) is not None))
+                       if e.sha256 and (changed or entries.locate(cache, name) is None))
     return digests
 
 

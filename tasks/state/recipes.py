@@ -57,15 +57,20 @@ def expected_seconds(recipe_dir: Path, key: str) -> float:
 def save(recipe_dir: Path, key: str, request: Path, started: float, ended: float, digest: str) -> None:
     """Record (or refresh) the recipe of `key` from a queue request (kernel.cu and argv)."""
     target = recipe_dir / key
-    if not target.is_dir():
+    if not target.is_dir():  # written whole, then renamed in, as the shim writes one
         scratch = recipe_dir / f".{key}.{os.getpid()}"
-        with contextlib.suppress(OSError):
+        try:
             scratch.mkdir(parents=True, exist_ok=True)
             for name in ("kernel.cu", "argv"):
                 shutil.copyfile(request / name, scratch / name)
-            (scratch / "digests").write_text("")
+            (scratch / "seconds").write_text(f"{started} {ended}\n")
+            (scratch / "digests").write_text(digest + "\n")
             os.rename(scratch, target)
-        shutil.rmtree(scratch, ignore_errors=True)  # another process recorded it first
+            return
+        except OSError:
+            pass  # another process recorded it first (or the root is not writable): add to theirs
+        finally:
+            shutil.rmtree(scratch, ignore_errors=True)
     with contextlib.suppress(OSError):
         (target / "seconds").write_text(f"{started} {ended}\n")
         with open(target / "digests", "a") as fh:
