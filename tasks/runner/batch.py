@@ -182,12 +182,15 @@ def _gave_up_waiting(cache, fp: dict, work: ShapeWork, dependents: list[Target],
         _commit(cache, fp, dependents)
 
 
-def _warm(session: Session, fp: dict, items: Items, pulls: dict[str, sync.Transfer] | None = None) -> None:
+def _warm(session: Session, fp: dict, items: Items, pulls: dict[str, sync.Transfer] | None = None,
+          known: bool = True) -> None:
     """Compile and replay `items`; record each shape and commit its targets as it lands.
 
     With a remote cache, shapes are pulled first and only replayed; a pulled shape whose
     replay fails loses what the pull brought and is compiled locally (`pulls` then holds
-    the first attempt's outcomes and the remote is not asked again).
+    the first attempt's outcomes and the remote is not asked again). Shapes whose lost
+    entries known sources rebuilt (tasks/runner/known.py; with `known`) are only replayed
+    too; one whose replay compiled anything is warmed again by discovery.
     """
     if not items:
         return
@@ -215,11 +218,11 @@ def _warm(session: Session, fp: dict, items: Items, pulls: dict[str, sync.Transf
         landing = _Landing(cache, fp, items, pulls, replay_only=first_try)
         store = pool.store_for(cache.path, fp, max_age_s=2 * session.shape_timeout_s)
         pool.run(landing.works, session, fp, _worker_env(), store, landing.on_replay, landing.report,
-                 landing.replay_only)
+                 landing.replay_only, known)
         landing.record_unwarmed()
         if landing.retry:
-            sync.discard_pulled(cache.path, [pulls[w.key] for w, _ in landing.retry])
-            _warm(session, fp, landing.retry, pulls)
+            sync.discard_pulled(cache.path, [pulls[w.key] for w, _ in landing.retry if w.key in pulls])
+            _warm(session, fp, landing.retry, pulls, known=False)
         if remote is not None and remote.config.writable:
             sync.push(remote, landing.compiled(), cache, fp, scratch)
     finally:
@@ -286,6 +289,11 @@ class _Landing:
         if work.key in self.replay_only and not sync.accept_replay(self.pulls[work.key], record):
             self.retry.append((work, self.dependents[work.key]))
             return  # compiled locally next
+        if work.key in self.report.known and not (record.ok and not record.new):
+            why = f"its replay compiled {len(record.new)}" if record.ok else f"its replay failed ({record.error})"
+            print(f"{work.name}: known sources did not rebuild it ({why}); warming it by discovery", flush=True)
+            self.retry.append((work, self.dependents[work.key]))
+            return
         with _writes(run_state.current()):
             self._write(work, record)
         self.recorded[work.key] = record

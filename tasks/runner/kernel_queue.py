@@ -37,8 +37,10 @@ except (OSError, AttributeError):
 
 
 class KernelQueue:
-    def __init__(self, store: Path, queue_dir: Path, recipe_dir: Path, env: dict, slots: int, run: int):
+    def __init__(self, store: Path, queue_dir: Path, recipe_dir: Path, env: dict, slots: int, run: int,
+                 on_done=None):
         self.store, self.queue_dir, self.recipe_dir = store, queue_dir, recipe_dir
+        self.on_done = on_done or (lambda key, ok: None)  # (key, whether its cubin is stored), from any thread
         self.env, self.slots, self.run = env, max(1, slots), run
         self.real = env["JITWARM_REAL_NVCC"]
         self.heap: list[tuple[float, int, str, Path]] = []  # (-expected seconds, order, key, request dir)
@@ -62,7 +64,9 @@ class KernelQueue:
     def submit_known(self, found: list[recipes.Recipe]) -> None:
         """Queue kernels whose source and argv an earlier warm recorded, longest first."""
         for recipe in found:
-            if not builds.stored_ok(self.store, recipe.key):
+            if builds.stored_ok(self.store, recipe.key):
+                self.on_done(recipe.key, True)
+            else:
                 self.known.add(recipe.key)
                 self._push(recipe.key, recipe.path, recipe.seconds)
 
@@ -129,16 +133,20 @@ class KernelQueue:
                 if self.stopping:
                     return
                 _, _, key, request = heapq.heappop(self.heap)
+            stored = False
             try:
-                self._compile(key, request)
+                stored = self._compile(key, request)
             except Exception as exc:  # a request gone or unreadable: the worker's own retry compiles it
                 self.failed[key] = f"{exc.__class__.__name__}: {exc}"
+            if not self.stopping:
+                self.on_done(key, stored)
 
-    def _compile(self, key: str, request: Path) -> None:
+    def _compile(self, key: str, request: Path) -> bool:
+        """Whether the store holds the kernel's cubin after it."""
         with open(self.store / f"{key}.lock", "w") as lock:
             fcntl.flock(lock, fcntl.LOCK_EX)  # the shim's lock: a worker compiling it in the foreground ends first
             if builds.stored_ok(self.store, key):
-                return
+                return True
             work = self.queue_dir / f".build.{key}"
             work.mkdir(exist_ok=True)
             source, out = work / "kernel.cu", work / "kernel.cubin"
@@ -147,7 +155,7 @@ class KernelQueue:
             started = time.time()
             with self.cond:
                 if self.stopping:
-                    return
+                    return False
                 proc = subprocess.Popen(["/bin/sh", "-c", _GROUP_GUARD, self.real, *argv], cwd=work, env=self.env,
                                         stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
                                         process_group=0, preexec_fn=_die_with_parent)
@@ -161,14 +169,15 @@ class KernelQueue:
             if proc.returncode != 0 or not out.is_file() or out.stat().st_size == 0:
                 lines = stderr.decode(errors="replace").strip().splitlines()
                 self.failed[key] = lines[-1] if lines else f"nvcc exited {proc.returncode}"
-                return
+                return False
             digest = builds.file_digest(out)
             if digest is None:
                 self.failed[key] = f"{out}: not readable"
-                return
+                return False
             recipes.save(self.recipe_dir, key, request, started, ended, digest)  # first: a stored cubin has its recipe
             builds.store_cubin(self.store, key, out, digest, started, ended, self.run)
             self.compiled.append(key)
+            return True
 
 
 # Each nvcc runs under a shell that leads its own process group: told TERM (by stop(), or by the

@@ -28,7 +28,7 @@ from pathlib import Path
 import msgspec
 import psutil
 
-from tasks.runner import kernel_queue, shared, staging, supervise
+from tasks.runner import kernel_queue, known as known_sources, shared, staging, supervise
 from tasks.runner.child import protocol
 from tasks.host import fingerprint, gpu
 from tasks.host.settings import REPO_ROOT, Settings
@@ -70,6 +70,8 @@ class PoolRun:
     started: float = field(default_factory=time.monotonic)
     kernel_seconds: dict = field(default_factory=dict)  # nvcc time per kernel, from the shim
     queue: dict = field(default_factory=dict)  # what the kernel queue compiled (kernel_queue.KernelQueue.note)
+    known: set[str] = field(default_factory=set)  # shape keys rebuilt from known sources, only replayed
+    known_written: int = 0  # entries written from known sources
     fingerprint_s: float | None = None  # how long the run's fingerprint took, for the summary
 
 
@@ -249,15 +251,18 @@ class _Jobs:
     shared_spec: protocol.SharedSpec | None  # how the pulled shapes are replayed
     shared_index: dict[int, int]  # runnable index -> its index among the pulled shapes
     plan_file: Path
+    ready: dict[str, Path] = field(default_factory=dict)  # known-source shape key -> its ready file
 
 
 def run(works: list[ShapeWork], session: Session, fp: dict, base_env: dict, store: Path, on_replay,
-        report: PoolRun | None = None, pulled: dict | None = None) -> PoolRun:
+        report: PoolRun | None = None, pulled: dict | None = None, known: bool = True) -> PoolRun:
     """Compile every work's kernels in parallel, then replay each work in its own view.
 
     Works in `pulled` (key -> the entry names the remote cache gave it) skip the compile
     phase and are replayed together in a few shared processes (tasks/runner/shared.py);
-    their replay completes whatever is missing.
+    their replay completes whatever is missing. So do works whose lost entries known recipes
+    rebuild (tasks/runner/known.py; with `known` and the kernel queue on): each one's replay
+    starts once its entries are in.
 
     One supervised process (tasks/runner/child/zygote.py) imports torch once and forks the
     compile workers, then the replays. `on_replay(work, Replay)` is called for each work
@@ -267,18 +272,23 @@ def run(works: list[ShapeWork], session: Session, fp: dict, base_env: dict, stor
     cache, settings = session.root, session.settings
     report.started, report.fingerprint_s = time.monotonic(), session.fingerprint_seconds
     slots = plan_memory(works, report, usable_cores(settings), gpu.devices(), gpu.margin_bytes())
-    jobs = _plan_jobs(works, cache, fp["deep_gemm.module"], settings, report, slots, pulled or {})
+    env = shim_env(store, base_env, cache.layout)
+    pulled = pulled or {}
+    rebuilt = known_sources.plan(cache, [w for w in works if w.key not in pulled and report.m_values[w.key]
+                                         and w.key not in report.failures], fp,
+                                 Path(env["JITWARM_RECIPES"])) if known and queue_on() else {}
+    report.known = set(rebuilt)
+    replayed = {**pulled, **{key: shape.names for key, shape in rebuilt.items()}}
+    jobs = _plan_jobs(works, cache, fp["deep_gemm.module"], settings, report, slots, replayed,
+                      known_sources.ready_order(rebuilt, usable_cores(settings)))
     if jobs is None:
         return report
     compiled_before = _compiled_count(store)
-    also = (f"; replaying {len(jobs.shared_index)} pulled from the remote in {jobs.shared_spec.processes} processes"
-            if jobs.shared_spec else "")
     print(f"compiling {plural(len(jobs.compiling), 'shape')} ({plural(len(jobs.queue), 'call')}) with "
-          f"{plural(report.workers, 'worker')}{also}",
-          flush=True)
-    deliver = _Delivery(jobs, report, cache, pulled or {}, on_replay)
-    env = shim_env(store, base_env, cache.layout)
-    kernels = _start_queue(store, jobs, env, usable_cores(settings), cache, fp)
+          f"{plural(report.workers, 'worker')}{_replay_only_note(jobs, rebuilt)}", flush=True)
+    deliver = _Delivery(jobs, report, cache, replayed, on_replay)
+    lander = known_sources.Lander(cache, store, env["JITWARM_REAL_NVCC"], rebuilt, jobs.ready) if rebuilt else None
+    kernels = _start_queue(store, jobs, env, usable_cores(settings), cache, fp, rebuilt, lander)
     try:
         outcome = supervise.run([*ZYGOTE, str(jobs.plan_file)], env,
                                 records.log_path(cache.path, "pool"), 2 * settings.shape_timeout_s + 120,
@@ -287,6 +297,7 @@ def run(works: list[ShapeWork], session: Session, fp: dict, base_env: dict, stor
         if kernels is not None:
             kernels.stop()
             report.queue = kernels.note()
+        report.known_written = lander.written if lander else 0
         report.timings = records.read_message(jobs.work_dir / "timings.json", dict) or {}
         report.kernel_seconds = kernel_seconds(store, compiled_before, run=run_state.MAIN_PID)
         report.compiled = report.kernel_seconds.get("count", 0)  # this run's builds, not a concurrent run's
@@ -308,15 +319,31 @@ def run(works: list[ShapeWork], session: Session, fp: dict, base_env: dict, stor
     return report
 
 
-def _start_queue(store: Path, jobs: _Jobs, env: dict, slots: int, cache: CacheRoot,
-                 fp: dict) -> kernel_queue.KernelQueue | None:
+def _replay_only_note(jobs: _Jobs, rebuilt: dict) -> str:
+    if not jobs.shared_spec:
+        return ""
+    pulled = len(jobs.shared_index) - len(rebuilt)
+    parts = [f"{pulled} pulled from the remote"] if pulled else []
+    if rebuilt:
+        kernels = len(known_sources.recipes_of(rebuilt))
+        parts.append(f"{plural(len(rebuilt), 'shape')} whose lost entries {plural(kernels, 'known source')} "
+                     f"{'rebuilds' if kernels == 1 else 'rebuild'}")
+    return f"; replaying {' and '.join(parts)} in {plural(jobs.shared_spec.processes, 'process', 'processes')}"
+
+
+def _start_queue(store: Path, jobs: _Jobs, env: dict, slots: int, cache: CacheRoot, fp: dict,
+                 rebuilt: dict, lander) -> kernel_queue.KernelQueue | None:
     """The kernel queue of this pool run, started; kernels an earlier warm of these shapes
     compiled start now, while the workers import torch. None when JITWARM_KERNEL_QUEUE=off."""
     if not queue_on():
         return None
-    kernels = kernel_queue.KernelQueue(store, jobs.work_dir / QUEUE_DIR, Path(env["JITWARM_RECIPES"]), env,
-                                       slots, run_state.MAIN_PID)
-    kernels.submit_known(recipes.for_digests(Path(env["JITWARM_RECIPES"]), _rebuild_digests(cache, jobs.compiling, fp)))
+    recipe_dir = Path(env["JITWARM_RECIPES"])
+    kernels = kernel_queue.KernelQueue(store, jobs.work_dir / QUEUE_DIR, recipe_dir, env, slots, run_state.MAIN_PID,
+                                       on_done=lander.done if lander else None)
+    if lander:
+        lander.start()
+    found = {*known_sources.recipes_of(rebuilt), *recipes.for_digests(recipe_dir, _rebuild_digests(cache, jobs.compiling, fp))}
+    kernels.submit_known(sorted(found, key=lambda r: (-r.seconds, r.key)))
     kernels.start()
     return kernels
 
@@ -343,8 +370,10 @@ def _rebuild_digests(cache: CacheRoot, works: list[ShapeWork], fp: dict) -> set[
 
 
 def _plan_jobs(works, cache: CacheRoot, module: str, settings: Settings, report: PoolRun, slots: int,
-               pulled: dict) -> _Jobs | None:
-    """The compile jobs, replay jobs and shared replay spec of one run, written to its plan file."""
+               pulled: dict, ready_at: dict[str, float]) -> _Jobs | None:
+    """The compile jobs, replay jobs and shared replay spec of one run, written to its plan file.
+    `pulled` are the works only replayed; those in `ready_at` wait for their entries, which
+    should be in about then (seconds from now): their replays go in that order, after the rest."""
     runnable = [w for w in works if report.m_values[w.key] and w.key not in report.failures]
     compiling = [w for w in runnable if w.key not in pulled]
     queue, tail_start = schedule.queue_order(compiling, report.m_values, QUEUE_CHUNK)
@@ -373,10 +402,15 @@ def _plan_jobs(works, cache: CacheRoot, module: str, settings: Settings, report:
                                  contig_alignment=mlists.CONTIG_ALIGNMENT),
         log=str(records.log_path(root, runnable[s].name)), result=str(work_dir / f"replay-{s}.json"),
         status=str(work_dir / f"replay-{s}.status")) for s in compiled}
-    shared_index = {s: i for i, s in enumerate(s for s, w in enumerate(runnable) if w.key in pulled)}
+    replayed = sorted((s for s, w in enumerate(runnable) if w.key in pulled),
+                      key=lambda s: (ready_at.get(runnable[s].key, -1.0), s))
+    shared_index = {s: i for i, s in enumerate(replayed)}
+    ready = {runnable[s].key: work_dir / "shared" / f"ready-{i}" for s, i in shared_index.items()
+             if runnable[s].key in ready_at}
     shared_spec = shared.spec(work_dir / "shared", cache, module,
                               [(shapes[s], report.m_values[runnable[s].key]) for s in shared_index],
-                              report.replay_slots) if shared_index else None
+                              report.replay_slots,
+                              [str(ready.get(runnable[s].key, "")) for s in shared_index]) if shared_index else None
     plan_file = work_dir / "plan.json"
     plan_file.write_bytes(msgspec.json.encode(protocol.PoolPlan(
         module=module, cache=cache.as_plan(), compile=compile_jobs, queue=queue, chunk=QUEUE_CHUNK,
@@ -384,7 +418,8 @@ def _plan_jobs(works, cache: CacheRoot, module: str, settings: Settings, report:
         replays=list(replay_jobs.values()), shared=shared_spec, timeout_s=settings.shape_timeout_s,
         parallel_replay=report.replay_slots, timings=str(work_dir / "timings.json"), devices=report.devices)))
     records.log_path(root, "pool").parent.mkdir(parents=True, exist_ok=True)
-    return _Jobs(work_dir, runnable, compiling, queue, compile_jobs, replay_jobs, shared_spec, shared_index, plan_file)
+    return _Jobs(work_dir, runnable, compiling, queue, compile_jobs, replay_jobs, shared_spec, shared_index, plan_file,
+                 ready)
 
 
 class _Delivery:
@@ -402,7 +437,9 @@ class _Delivery:
         for s, work in list(self.pending.items()):
             if s in jobs.shared_index:
                 got = shared.outcome(jobs.shared_spec, jobs.shared_index[s], self.pulled[work.key], self.cache,
-                                     outcome.describe() if outcome else None)
+                                     outcome.describe() if outcome else None,
+                                     "entries rebuilt from known sources" if work.key in jobs.ready else
+                                     "remote manifest")
                 if got is None:
                     continue
                 replay = Replay(*got)
@@ -433,6 +470,9 @@ def _summary(report: PoolRun) -> str:
     q = report.queue
     queued = (f"; {q['compiled']} of them by the kernel queue, {q['known_compiled']} of {q['known']} from sources "
               f"known before the run" if q.get("compiled") or q.get("known") else "")
+    if report.known:
+        queued += (f"; {plural(report.known_written, 'entry', 'entries')} of {plural(len(report.known), 'shape')} "
+                   f"written from known sources, without deep_gemm finding them")
     return (f"compiled {plural(report.compiled, 'kernel')} in {t.get('compile_s', '?')}s with "
             f"{plural(report.workers, 'worker')}{gpus} "
             f"({report.captured} of {report.calls} calls recorded in CUDA graphs, not run; {report.deferred} "

@@ -15,21 +15,24 @@ from tasks.state.schema import Replayed
 
 
 def spec(where: Path, cache: CacheRoot, module: str, shapes: list[tuple[Shape, tuple[int, ...]]],
-         slots: int) -> SharedSpec:
-    """What the shared replay processes of the pulled shapes work from."""
+         slots: int, ready: list[str] = ()) -> SharedSpec:
+    """What the shared replay processes of the pulled shapes work from; `ready`: each shape's
+    file that appears once its entries are in, or "" (see SharedSpec)."""
     where.mkdir()
     lengths = [len(m_values) for _, m_values in shapes]
     processes = schedule.processes(sum(lengths), slots)
     pieces = schedule.pieces(lengths, processes, CAPTURE_CHUNK)
     return SharedSpec(dir=str(where), cache=cache.as_plan(), module=module, contig_alignment=mlists.CONTIG_ALIGNMENT,
                       shapes=[SharedShape(shape, list(m_values)) for shape, m_values in shapes], pieces=pieces,
-                      processes=min(processes, len(pieces)), pool_log=str(records.log_path(cache.path, "pool")))
+                      processes=min(processes, len(pieces)), pool_log=str(records.log_path(cache.path, "pool")),
+                      ready=list(ready) if any(ready) else [])
 
 
-def outcome(spec: SharedSpec, s: int, expected: list[str], cache: CacheRoot, pool_ended: str | None = None):
+def outcome(spec: SharedSpec, s: int, expected: list[str], cache: CacheRoot, pool_ended: str | None = None,
+            source: str = "remote manifest"):
     """(status, result or None, log) of pulled shape `s` once each of its pieces has a
     result or a status; None while some are still running. With `pool_ended` (how the
-    pool ended), pieces with neither count as not run."""
+    pool ended), pieces with neither count as not run. `source`: where `expected` came from."""
     found: list[tuple[PieceResult | None, PieceStatus | None]] = []
     for i, (shape, _, _) in enumerate(spec.pieces):
         if shape != s:
@@ -55,9 +58,9 @@ def outcome(spec: SharedSpec, s: int, expected: list[str], cache: CacheRoot, poo
         if desc is None:
             return f"failed: entry {name} is incomplete after the replay", None, Path(spec.pool_log)
         described[name] = desc
-    how = "remote manifest, plus entries its calls opened or created (shared replay processes)"
+    how = f"{source}, plus entries its calls opened or created (shared replay processes)"
     if not all(r.sees_opens for r in done):
-        how = "remote manifest, plus entries its calls created (opens not seen: inotify unavailable)"
+        how = f"{source}, plus entries its calls created (opens not seen: inotify unavailable)"
     captured = all(r.launches == CAPTURED for r in done)
     result = Replayed(entries=described, new=created, calls=sum(r.calls for r in done),
                       sweep_seconds=round(sum(r.seconds for r in done), 3), verification=how,

@@ -30,6 +30,16 @@ class CacheView:
         """Read pending events; call now and then so the kernel queue cannot overflow."""
         self.watcher.drain()
 
+    def refresh(self) -> None:
+        """Stage the complete entries the roots gained since (known sources land while replays
+        run: tasks/runner/known.py); opens of them are seen from now on. Entries this view
+        created stay as they are."""
+        added = _stage(self.cache, self.path, self.staged | self._created)  # and skips what exists in the view
+        self.staged |= added
+        self.watcher.drain()
+        self.watcher.created -= added  # linked in here, not built by the run
+        self.watcher.watch(added)
+
     def commit(self) -> tuple[dict[str, dict], list[str], str]:
         """Publish what this run built; return (entries it used, as described in the real
         roots; names it created; how the attribution was made)."""
@@ -100,13 +110,16 @@ def _staged(entry: str, cache: CacheRoot) -> bool:
     return False
 
 
-def _stage(cache: CacheRoot, path: Path) -> set[str]:
-    """Hard-link every complete entry the loader finds into the view; return their names."""
+def _stage(cache: CacheRoot, path: Path, skip: set[str] = frozenset()) -> set[str]:
+    """Hard-link every complete entry the loader finds (but those in `skip`) into the view;
+    return their names."""
     target = entries.cache_dir(path)
     target.mkdir(parents=True, exist_ok=True)
     names = set()
     for name, src in entries.complete(cache).items():
         dst = target / name
+        if name in skip or os.path.lexists(dst):
+            continue
         dst.mkdir()
         for child in os.scandir(src):
             if child.is_file(follow_symlinks=False):
@@ -136,12 +149,25 @@ class _EntryWatcher:
         self.inotify = INotify()
         try:
             self.cache_wd = self.inotify.add_watch(cache, flags.CREATE | flags.MOVED_TO | flags.ONLYDIR)
-            for name in staged:
-                self.wd_names[self.inotify.add_watch(cache / name, flags.OPEN)] = name
+        except OSError as exc:
+            self._give_up(exc)
+            return
+        self.watch(staged)
+
+    def watch(self, names: set[str]) -> None:
+        """Watch these staged entries for opens."""
+        if self.inotify is None:
+            return
+        try:
+            for name in names:
+                self.wd_names[self.inotify.add_watch(self.cache / name, self.flags.OPEN)] = name
         except OSError as exc:  # e.g. ENOSPC: fs.inotify.max_user_watches is smaller than the cache
-            print(f"  inotify unavailable ({exc}); attributing every entry", flush=True)
-            self.inotify.close()
-            self.inotify = None
+            self._give_up(exc)
+
+    def _give_up(self, exc: OSError) -> None:
+        print(f"  inotify unavailable ({exc}); attributing every entry", flush=True)
+        self.inotify.close()
+        self.inotify = None
 
     def drain(self) -> None:
         if self.inotify is None:

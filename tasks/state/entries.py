@@ -186,3 +186,15 @@ def publish(src: Path, cache: CacheRoot) -> bool:
             return False  # another publisher won the race; theirs is as good
         raise
     return True
+
+
+def assemble(cache: CacheRoot, name: str, source: Path, cubin: Path, command: str) -> bool:
+    """Publish entry `name` built from a kernel's source and its cubin (a known recipe's compile)
+    into the writable root, unless the loader already finds a complete one. Written whole in
+    the root's tmp/ first, then renamed in, as deep_gemm publishes its own builds."""
+    scratch = Path(cache.path) / "tmp" / f"jitwarm-known-{os.getpid()}-{os.urandom(8).hex()}"
+    try:
+        cache.layout.assemble(scratch / name, source, cubin, command)
+        return publish(scratch / name, cache)
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)

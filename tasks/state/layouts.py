@@ -14,8 +14,10 @@ torch-free); JITWARM_CACHE_LAYOUT overrides it (test stand-ins name theirs).
 
 from __future__ import annotations
 
+import json
 import os
 import re
+import shutil
 from pathlib import Path
 from typing import Protocol
 
@@ -56,6 +58,10 @@ class CacheLayout(Protocol):
 
     def build_leftovers(self, root: Path, pids: list[int]) -> list[Path]:
         """Build directories the given processes may have left in `root`."""
+
+    def assemble(self, entry: Path, source: Path, cubin: Path, command: str) -> None:
+        """Write a complete entry into the new directory `entry` from a kernel's source and the
+        cubin nvcc built from it, as the layout's own build leaves one (before its rename)."""
 
 
 class Legacy:
@@ -103,6 +109,11 @@ class Legacy:
     def build_leftovers(self, root: Path, pids: list[int]) -> list[Path]:
         # 0.1.x builds in tmp/<pid>-<uuid>/; a deferred or killed call leaves its directory.
         return [path for pid in pids for path in (Path(root) / "tmp").glob(f"{pid}-*")]
+
+    def assemble(self, entry: Path, source: Path, cubin: Path, command: str) -> None:
+        entry.mkdir(parents=True)
+        shutil.copyfile(source, entry / self.SOURCE)
+        shutil.copyfile(cubin, entry / self.BINARIES[0])
 
     def __repr__(self) -> str:
         return self.id
@@ -154,6 +165,14 @@ class DeepJit:
 
     def build_leftovers(self, root: Path, pids: list[int]) -> list[Path]:
         return []  # tmp/<uuid>/: DeepJIT removes its own on failure, and names carry no pid
+
+    def assemble(self, entry: Path, source: Path, cubin: Path, command: str) -> None:
+        # meta.json is DeepJIT's record of the build; its loader reads only the cubin (backend/cuda).
+        entry.mkdir(parents=True)
+        shutil.copyfile(source, entry / "kernel.cu")
+        shutil.copyfile(cubin, entry / self.BINARY)
+        (entry / "meta.json").write_text(json.dumps({"command": command, "built_by": "jitwarm, from a known recipe"}))
+        (entry / self.COMMITTED).write_bytes(b"")  # last: the entry exists once this does
 
     def __repr__(self) -> str:
         return self.id

@@ -80,20 +80,26 @@ def save(recipe_dir: Path, key: str, request: Path, started: float, ended: float
 def for_digests(recipe_dir: Path, digests: set[str]) -> list[Recipe]:
     """The complete recipes whose cubins include one of `digests` (the entries' binaries), each
     touched as used; longest first."""
-    found = []
+    return sorted(set(by_digest(recipe_dir, digests).values()), key=lambda r: (-r.seconds, r.key))
+
+
+def by_digest(recipe_dir: Path, digests: set[str]) -> dict[str, Recipe]:
+    """Each of `digests` that a complete recipe produced, with that recipe (touched as used)."""
+    found: dict[str, Recipe] = {}
     with contextlib.suppress(OSError):
         for where in recipe_dir.iterdir():
             if where.name.startswith("."):
                 continue
             try:
-                if not digests & set((where / "digests").read_text().split()) or \
-                        not all((where / name).is_file() for name in FILES):
+                produced = digests & set((where / "digests").read_text().split())
+                if not produced or not all((where / name).is_file() for name in FILES):
                     continue
                 os.utime(where)
             except OSError:
                 continue
-            found.append(Recipe(where.name, where, expected_seconds(recipe_dir, where.name)))
-    return sorted(found, key=lambda r: -r.seconds)
+            recipe = Recipe(where.name, where, expected_seconds(recipe_dir, where.name))
+            found.update(dict.fromkeys(produced, recipe))
+    return found
 
 
 def prune(recipe_dir: Path, max_age_s: float = RECIPE_MAX_AGE_S, now: float | None = None) -> int:

@@ -1,9 +1,12 @@
 """Known sources through `doit warm`, on both layouts: after entries (and the shim's store) are
-lost, or after a toolchain change, the kernels an earlier warm compiled are compiled again from
-their recipes before the workers look; the workers then find them and the replays prove them."""
+lost, the kernels an earlier warm compiled are compiled again from their recipes and the lost
+entries written from them, with no compile worker calling deep_gemm for those shapes; their
+replays prove them. After a change deep_gemm's keys hold, the recipes are compiled first and
+the workers find the new names."""
 
 from __future__ import annotations
 
+import json
 import re
 import shutil
 
@@ -42,11 +45,53 @@ def test_lost_entries_compile_from_known_sources_before_the_workers_look(ws):
     second = ws.doit("warm")
     assert second.returncode == 0, second.stdout + second.stderr
     by_queue, from_known, known = queue_note(second)
-    # All were known; the queue compiles them from the start, though a worker's first call (it waits
-    # for its kernel) may take one itself when it gets there first.
-    assert known == len(lost) and from_known >= 1
+    assert known == len(lost) and from_known == by_queue == len(lost)  # all by the queue, from their recipes
     assert len(ws.compiles()) - built == len(lost)  # only what was lost, each once
+    # No shape went to the compile workers: each was only replayed once its entries were written.
+    assert "compiling 0 shapes (0 calls) with 0 workers; replaying 9 shapes whose lost entries" in second.stdout
+    assert f"; {len(lost)} entries of 9 shapes written from known sources" in second.stdout
+    assert "warming it by discovery" not in second.stdout
     assert "replay compiled 0" in second.stdout and set(ws.status().values()) == {"U"}
+    how = {json.loads(p.read_text())["verification"] for p in (ws.root / "jitwarm" / "shapes").glob("*.json")}
+    assert all(h.startswith("entries rebuilt from known sources, plus entries its calls") for h in how), how
+
+
+def test_a_replay_that_compiles_after_known_sources_warms_that_shape_by_discovery(ws):
+    model_file(ws.models, "v3", LAUNCHES)
+    assert ws.doit("warm").returncode == 0
+    # A record that no longer names every entry its shape needs: the recipes cannot give the one it lacks.
+    path = sorted((ws.root / "jitwarm" / "shapes").glob("*.json"))[0]
+    record = json.loads(path.read_text())
+    dropped = sorted(record["entries"])[0]
+    del record["entries"][dropped]
+    path.write_text(json.dumps(record))
+    for entry in (ws.root / "cache").iterdir():
+        shutil.rmtree(entry)
+    again = ws.doit("warm")
+    assert again.returncode == 0, again.stdout + again.stderr
+    fell_back = re.findall(r"^(\S+): known sources did not rebuild it \(its replay compiled (\d+)\); "
+                           r"warming it by discovery$", again.stdout, re.M)
+    assert [n for _, n in fell_back] == ["1"], again.stdout
+    assert fell_back[0][0].endswith(record["key"][:8])
+    after = json.loads(path.read_text())
+    assert after["ok"] and dropped in after["entries"] and after["replay"]["new_entries"] == 0
+    assert not after["verification"].startswith("entries rebuilt from known sources")
+    assert set(ws.status().values()) == {"U"}
+
+
+def test_known_and_new_shapes_share_one_pool(ws):
+    model_file(ws.models, "v3", LAUNCHES.split("[[launch]]")[0] + "[[launch]]" + LAUNCHES.split("[[launch]]")[1])
+    assert ws.doit("warm").returncode == 0
+    for entry in (ws.root / "cache").iterdir():
+        shutil.rmtree(entry)
+    model_file(ws.models, "v3", LAUNCHES)  # its second launch brings shapes never warmed
+    both = ws.doit("warm")
+    assert both.returncode == 0, both.stdout + both.stderr
+    found = re.search(r"compiling (\d+) shapes? \(\d+ calls\) with \d+ workers?; replaying (\d+) shapes? whose lost",
+                      both.stdout)
+    assert found and int(found.group(1)) > 0 and int(found.group(2)) > 0, both.stdout
+    assert "replay compiled 0" in both.stdout and "warming it by discovery" not in both.stdout
+    assert set(ws.status().values()) == {"U"}
 
 
 @pytest.mark.one_layout

@@ -44,3 +44,19 @@ def test_salvage_skips_what_the_view_staged_and_publishes_what_replaced_a_broken
     cacheview.salvage(tmp_path / "view", c)
     assert set(entries.complete(c)) == {JIT, OLD, NEW}
     assert not (tmp_path / "w" / "cache" / OLD).exists(), "a read-only root's entry was copied into the writable one"
+
+
+def test_refresh_stages_what_the_roots_gained_and_sees_it_opened_not_created(tmp_path):
+    c = cache(tmp_path / "w", "0.2.x")
+    make_entry(tmp_path / "w", JIT, "0.2.x")
+    view = cacheview.CacheView(c, tmp_path / "view")
+    make_entry(tmp_path / "view", NEW, "0.2.x")  # the run built one itself
+    make_entry(tmp_path / "w", OLD, "0.2.x")  # and a known source landed in the root meanwhile
+    view.refresh()
+    assert view.staged == {JIT, OLD}
+    assert (tmp_path / "view" / "cache" / OLD / "kernel.cubin").stat().st_ino == \
+        (tmp_path / "w" / "cache" / OLD / "kernel.cubin").stat().st_ino
+    with open(tmp_path / "view" / "cache" / OLD / "kernel.cubin", "rb"):
+        pass
+    opened, created = view.checkpoint()
+    assert opened == {OLD} and created == {NEW}

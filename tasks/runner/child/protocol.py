@@ -93,6 +93,9 @@ class SharedSpec(msgspec.Struct, kw_only=True):
     pieces: list[tuple[int, int, int]]  # (shape index, first call, count)
     processes: int
     pool_log: str
+    # Per shape: a file that appears once its entries are in (known sources, tasks/runner/known.py),
+    # or "" when they already are (pulled shapes). Empty: all are.
+    ready: list[str] = []
 
 
 class PoolPlan(msgspec.Struct, kw_only=True):

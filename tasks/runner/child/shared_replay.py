@@ -43,14 +43,19 @@ def run(spec: SharedSpec, job: SharedProcessJob, take, slot) -> int:
     replay.start_device(spec.module)
     print(f"device ready in {time.monotonic() - began:.2f}s", flush=True)
     current: tuple[int, object] | None = None  # shape index, executor: one shape's buffers at a time
+    landed: set[int] = set()  # shapes whose entries this process's view holds
     while (i := take()) is not None:
         s, first, count = spec.pieces[i]
         shape = spec.shapes[s]
         if _failed_flag(spec, s).exists():  # another piece of it failed: the shape is lost anyway
             records.write_json(piece_path(spec, i), PieceResult(log=job.log, skipped=True))
             continue
-        with slot.get_lock():
+        with slot.get_lock():  # a wait below counts towards the piece's timeout
             slot[0], slot[1], slot[2] = i, time.monotonic(), slot[2] + 1
+        if s not in landed and spec.ready and spec.ready[s]:
+            _wait_for(Path(spec.ready[s]))
+            view.refresh()
+            landed.add(s)
         print(f"piece {i}: shape {s} {shape.shape.kind} N={shape.shape.n} K={shape.shape.k} "
               f"calls {first}..{first + count - 1}", flush=True)
         started = time.monotonic()
@@ -78,6 +83,14 @@ def run(spec: SharedSpec, job: SharedProcessJob, take, slot) -> int:
         if created:
             return 0
     return 0
+
+
+def _wait_for(ready: Path) -> None:
+    """Until the parent has written this shape's entries from their known sources."""
+    waited = time.monotonic()
+    while not ready.exists():
+        time.sleep(0.01)
+    print(f"entries in after {time.monotonic() - waited:.2f}s", flush=True)
 
 
 def _release(current) -> None:

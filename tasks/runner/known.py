@@ -1,0 +1,121 @@
+"""Known sources: shapes whose lost entries are rebuilt from recipes, without deep_gemm finding them.
+
+A shape qualifies when its last warm's record holds (it succeeded, under the cache key parts
+fingerprint.key_parts names, so its entries' names still hold) and every entry the loader no
+longer finds has a recipe that produced its binary (tasks/state/recipes.py, by digest). Its
+recipes go to the kernel queue; as each compile lands, the entries built from it are written
+(entries.assemble) and, once a shape has all of them, its ready file appears and its replay
+in the shared replay processes (tasks/runner/shared.py) proves it. No compile worker calls
+deep_gemm for such a shape. A replay that still compiles something shows the recipes were
+not the whole story: batch.py then warms that shape by discovery.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import heapq
+import shlex
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+
+from tasks.host import fingerprint
+from tasks.plan.targets import ShapeWork
+from tasks.state import entries, recipes, records
+from tasks.state.cacheroot import CacheRoot
+
+
+@dataclass
+class KnownShape:
+    names: list[str]  # every entry its last warm used
+    missing: dict[str, recipes.Recipe]  # the entries to build -> the recipe of each one's binary
+
+
+def plan(cache: CacheRoot, works: list[ShapeWork], fp: dict, recipe_dir: Path) -> dict[str, KnownShape]:
+    """The works whose lost entries known recipes rebuild (key -> what to build)."""
+    wanted: dict[str, tuple[list[str], dict[str, str]]] = {}
+    for work in works:
+        record, _ = records.read_shape(cache.path, work.key)
+        if record is None or not record.ok or not record.entries or \
+                fingerprint.key_parts(record.fingerprint) != fingerprint.key_parts(fp):
+            continue
+        lost = {name: e.sha256 for name, e in record.entries.items() if entries.locate(cache, name) is None}
+        if all(lost.values()):
+            wanted[work.key] = (sorted(record.entries), lost)
+    found = recipes.by_digest(recipe_dir, {d for _, lost in wanted.values() for d in lost.values()})
+    return {key: KnownShape(names, {name: found[d] for name, d in lost.items()})
+            for key, (names, lost) in wanted.items() if all(d in found for d in lost.values())}
+
+
+def recipes_of(known: dict[str, KnownShape]) -> list[recipes.Recipe]:
+    """Every recipe the shapes need, once each, longest first."""
+    return sorted({r for shape in known.values() for r in shape.missing.values()}, key=lambda r: (-r.seconds, r.key))
+
+
+def ready_order(known: dict[str, KnownShape], slots: int) -> dict[str, float]:
+    """When each shape should have its entries, if the queue compiles the recipes longest first
+    on `slots` cores: its replay is scheduled by that, so replays follow the compiles."""
+    free = [0.0] * max(1, slots)
+    done: dict[str, float] = {}
+    for recipe in recipes_of(known):
+        start = heapq.heappop(free)
+        done[recipe.key] = start + recipe.seconds
+        heapq.heappush(free, done[recipe.key])
+    return {key: max((done[r.key] for r in shape.missing.values()), default=0.0) for key, shape in known.items()}
+
+
+class Lander:
+    """Writes the entries of each compiled recipe, and each shape's ready file once all of its
+    entries are in. `done` is the kernel queue's callback (any of its threads)."""
+
+    def __init__(self, cache: CacheRoot, store: Path, nvcc: str, known: dict[str, KnownShape],
+                 ready: dict[str, Path]):
+        self.cache, self.store, self.nvcc, self.ready = cache, store, nvcc, ready
+        self.lock = threading.Lock()
+        self.waiting = {key: {r.key for r in shape.missing.values()} for key, shape in known.items()}
+        self.builds: dict[str, list[str]] = {}  # recipe key -> entry names it gives
+        self.recipe: dict[str, recipes.Recipe] = {}
+        for shape in known.values():
+            for name, recipe in shape.missing.items():
+                self.builds.setdefault(recipe.key, []).append(name)
+                self.recipe[recipe.key] = recipe
+        self.written = 0
+        self.failed: dict[str, str] = {}  # recipe key -> why its entries were not written
+
+    def start(self) -> None:
+        """Shapes that lost nothing are ready at once (their record was stale for another reason)."""
+        for key, left in self.waiting.items():
+            if not left:
+                self._ready(key)
+
+    def done(self, recipe_key: str, stored: bool) -> None:
+        if recipe_key not in self.builds:
+            return  # a kernel a compile worker found
+        if stored:
+            self._write(recipe_key)
+        else:
+            self.failed.setdefault(recipe_key, "its compile failed")
+        with self.lock:
+            for key, left in self.waiting.items():
+                if recipe_key in left:
+                    left.discard(recipe_key)
+                    if not left:
+                        self._ready(key)
+
+    def _write(self, recipe_key: str) -> None:
+        recipe = self.recipe[recipe_key]
+        source, cubin = recipe.path / "kernel.cu", self.store / f"{recipe_key}.cubin"
+        for name in sorted(set(self.builds[recipe_key])):
+            entry = entries.cache_dir(self.cache.path) / name
+            command = shlex.join([self.nvcc, *recipes.fill(recipes.read_argv(recipe.path), entry / "kernel.cu",
+                                                            entry / "kernel.cubin")])
+            try:
+                if entries.assemble(self.cache, name, source, cubin, command):
+                    with self.lock:
+                        self.written += 1
+            except OSError as exc:  # its replay compiles it; the shape is then warmed by discovery
+                self.failed.setdefault(recipe_key, f"{name}: {exc}")
+
+    def _ready(self, key: str) -> None:
+        with contextlib.suppress(OSError):
+            self.ready[key].write_bytes(b"")
