@@ -19,9 +19,9 @@ import threading
 from dataclasses import dataclass
 from pathlib import Path
 
-from tasks.host import fingerprint
+from tasks.host import fingerprint, packages
 from tasks.plan.targets import ShapeWork
-from tasks.state import entries, recipes, records
+from tasks.state import entries, kernel_lock, recipes, records
 from tasks.state.cacheroot import CacheRoot
 
 
@@ -31,20 +31,38 @@ class KnownShape:
     missing: dict[str, recipes.Recipe]  # the entries to build -> the recipe of each one's binary
 
 
-def plan(cache: CacheRoot, works: list[ShapeWork], fp: dict, recipe_dir: Path) -> dict[str, KnownShape]:
-    """The works whose lost entries known recipes rebuild (key -> what to build)."""
+def plan(cache: CacheRoot, works: list[ShapeWork], fp: dict, recipe_dir: Path,
+         locks: list[kernel_lock.KernelLock] = ()) -> dict[str, KnownShape]:
+    """The works whose lost entries known recipes rebuild (key -> what to build): from the
+    shape's last warm here, else from a kernel lock taken under the same key parts."""
+    parts = fingerprint.key_parts(fp)
     wanted: dict[str, tuple[list[str], dict[str, str]]] = {}
     for work in works:
         record, _ = records.read_shape(cache.path, work.key)
-        if record is None or not record.ok or not record.entries or \
-                fingerprint.key_parts(record.fingerprint) != fingerprint.key_parts(fp):
+        if record is None or not record.ok or not record.entries or fingerprint.key_parts(record.fingerprint) != parts:
             continue
         lost = {name: e.sha256 for name, e in record.entries.items() if entries.locate(cache, name) is None}
         if all(lost.values()):
             wanted[work.key] = (sorted(record.entries), lost)
     found = recipes.by_digest(recipe_dir, {d for _, lost in wanted.values() for d in lost.values()})
-    return {key: KnownShape(names, {name: found[d] for name, d in lost.items()})
-            for key, (names, lost) in wanted.items() if all(d in found for d in lost.values())}
+    known = {key: KnownShape(names, {name: found[d] for name, d in lost.items()})
+             for key, (names, lost) in wanted.items() if all(d in found for d in lost.values())}
+    install = _install(fp)
+    for work in works:
+        lock = next((lock for lock in locks if work.key in lock.shapes), None)
+        if work.key in known or lock is None:
+            continue
+        named = lock.shapes[work.key]
+        known[work.key] = KnownShape(sorted(named), {
+            name: kernel_lock.materialize(lock, key, recipe_dir, install)
+            for name, key in named.items() if entries.locate(cache, name) is None})
+    return known
+
+
+def _install(fp: dict) -> str | None:
+    """deep_gemm's install directory here: a lock's recipes name its headers from it."""
+    where = packages.package_dir(fp["deep_gemm.module"])
+    return str(where) if where else None
 
 
 def recipes_of(known: dict[str, KnownShape]) -> list[recipes.Recipe]:

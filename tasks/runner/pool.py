@@ -36,7 +36,7 @@ from tasks.plan import gpumem, mlists, schedule
 from tasks.plan.targets import ShapeWork
 from tasks import session as run_state
 from tasks.session import Session
-from tasks.state import cacheview, entries, recipes, records, sweep
+from tasks.state import cacheview, entries, kernel_lock, recipes, records, sweep
 from tasks.state.cacheroot import CacheRoot
 from tasks.state.schema import Replayed
 from tasks.plan.text import plural
@@ -276,7 +276,7 @@ def run(works: list[ShapeWork], session: Session, fp: dict, base_env: dict, stor
     pulled = pulled or {}
     rebuilt = known_sources.plan(cache, [w for w in works if w.key not in pulled and report.m_values[w.key]
                                          and w.key not in report.failures], fp,
-                                 Path(env["JITWARM_RECIPES"])) if known and queue_on() else {}
+                                 Path(env["JITWARM_RECIPES"]), _locks(settings, fp)) if known and queue_on() else {}
     report.known = set(rebuilt)
     replayed = {**pulled, **{key: shape.names for key, shape in rebuilt.items()}}
     jobs = _plan_jobs(works, cache, fp["deep_gemm.module"], settings, report, slots, replayed,
@@ -317,6 +317,14 @@ def run(works: list[ShapeWork], session: Session, fp: dict, base_env: dict, stor
         shutil.rmtree(jobs.work_dir, ignore_errors=True)
     print(_summary(report), flush=True)
     return report
+
+
+def _locks(settings: Settings, fp: dict) -> list:
+    """The kernel locks beside the models that key kernels as this host does; a bad one is a warning."""
+    locks, problems = kernel_lock.matching(settings.models_dir, fingerprint.key_parts(fp))
+    for line in problems:
+        print(f"warning: {line}; its kernel sources are not used", flush=True)
+    return locks
 
 
 def _replay_only_note(jobs: _Jobs, rebuilt: dict) -> str:

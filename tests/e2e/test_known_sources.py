@@ -12,7 +12,7 @@ import shutil
 
 import pytest
 
-from conftest import model_file
+from conftest import model_file, plain_doit
 
 pytestmark = pytest.mark.both_layouts
 
@@ -106,3 +106,43 @@ def test_a_change_deep_gemm_keys_kernels_by_compiles_every_known_kernel_again(ws
     assert known == before and from_known > 0
     assert "replay compiled 0" in changed.stdout
     assert set(ws.status(DG_JIT_CPP_STANDARD="17").values()) == {"U"}
+
+
+def fresh_root(ws, name: str):
+    """The same models and compile log, an empty cache root and doit database: a fresh runner."""
+    ws.root = ws.tmp / name
+    ws.env["DG_JIT_CACHE_DIR"] = str(ws.root)
+    ws.env["JITWARM_DOIT_DB"] = str(ws.tmp / f"{name}.db")
+    return ws
+
+
+def test_a_fresh_runner_builds_the_entries_a_committed_kernel_lock_names(ws):
+    model_file(ws.models, "v3", LAUNCHES)
+    assert ws.doit("warm").returncode == 0
+    locked = plain_doit(ws, "lock")
+    assert locked.returncode == 0, locked.stdout + locked.stderr
+    lock = json.loads((ws.models / "v3.kernels.json").read_text())
+    assert len(lock["shapes"]) == 9 and f"{ws.models / 'v3.kernels.json'}: 9 shapes, " in locked.stdout
+    kernels = len(lock["recipes"])
+    built = len(ws.compiles())
+    fresh = fresh_root(ws, "fresh").doit("warm")
+    assert fresh.returncode == 0, fresh.stdout + fresh.stderr
+    assert "compiling 0 shapes (0 calls) with 0 workers; replaying 9 shapes whose lost entries" in fresh.stdout
+    assert len(ws.compiles()) - built == kernels  # each locked source once, nothing found by discovery
+    assert "replay compiled 0" in fresh.stdout and "warming it by discovery" not in fresh.stdout
+    assert set(ws.status().values()) == {"U"}
+
+
+@pytest.mark.one_layout
+def test_lock_names_what_it_could_not_lock_and_a_bad_lock_is_a_warning(ws):
+    model_file(ws.models, "v3", LAUNCHES)
+    cold = plain_doit(ws, "lock")
+    assert cold.returncode == 1 and "9 shapes not locked: warm them" in cold.stderr, cold.stdout + cold.stderr
+    assert not (ws.models / "v3.kernels.json").exists()
+    (ws.models / "v3.kernels.json").write_text('{"schema": 1, "key_parts": {}, "shapes": {"s": {"e": "r"}}, '
+                                               '"recipes": {}}')
+    out = ws.doit("warm")
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert (f"warning: {ws.models / 'v3.kernels.json'}: shapes.s.e: recipe 'r' is not in recipes; "
+            "its kernel sources are not used") in out.stdout
+    assert set(ws.status().values()) == {"U"}

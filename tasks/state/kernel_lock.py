@@ -1,0 +1,113 @@
+"""Kernel locks: a model's kernel sources, committed beside its spec (`<model>.kernels.json`).
+
+`doit lock` writes one from the shapes a warm proved and the recipes their entries were
+built from (tasks/state/recipes.py): per shape, each entry's name and the recipe of its
+binary; per recipe, the kernel source and nvcc argv, with deep_gemm's install directory as
+@DEEP_GEMM@ so another install of the same release finds its headers. A warm on a fresh
+runner (no records, no recipes) whose deep_gemm keys kernels as the lock says (the same
+fingerprint.key_parts) builds those entries from it straight away (tasks/runner/known.py),
+and a host with nvcc and no GPU bakes them (tasks/runner/bake.py).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+from pathlib import Path
+
+import msgspec
+
+from tasks.state import recipes, records
+
+SCHEMA = 1
+SUFFIX = ".kernels.json"
+INSTALL = "@DEEP_GEMM@"
+
+
+class LockedRecipe(msgspec.Struct, kw_only=True):
+    source: str  # kernel.cu
+    argv: list[str]  # nvcc's arguments, the build paths as @SRC@ and @OUT@, the install as @DEEP_GEMM@
+    seconds: float = 0.0  # its last compile's wall time: the longest go first
+
+
+class KernelLock(msgspec.Struct, kw_only=True):
+    schema: int
+    key_parts: dict  # fingerprint.key_parts of the warm it was taken from: the entries' names hold only there
+    shapes: dict[str, dict[str, str]]  # shape key -> {entry name: recipe key}
+    recipes: dict[str, LockedRecipe]
+    model: str = ""
+    written_at: str = ""
+
+
+class LockError(ValueError):
+    """A lock file jitwarm cannot use; the message is one line naming the file and field."""
+
+
+def path_for(models_dir: Path, model: str) -> Path:
+    return Path(models_dir) / f"{model}{SUFFIX}"
+
+
+def matching(models_dir: Path, parts: dict) -> tuple[list[KernelLock], list[str]]:
+    """The locks in `models_dir` taken where deep_gemm keys kernels as `parts` says, and a line
+    for each lock file that cannot be read."""
+    found, problems = [], []
+    for path in sorted(Path(models_dir).glob(f"*{SUFFIX}")):
+        try:
+            lock = read(path)
+        except LockError as exc:
+            problems.append(str(exc))
+            continue
+        if lock.key_parts == parts:
+            found.append(lock)
+    return found, problems
+
+
+def read(path: Path) -> KernelLock:
+    try:
+        lock = msgspec.json.decode(Path(path).read_bytes(), type=KernelLock)
+    except OSError as exc:
+        raise LockError(f"{path}: cannot read ({exc.strerror or exc})") from None
+    except msgspec.ValidationError as exc:
+        raise LockError(f"{path}: {exc}") from None
+    except msgspec.DecodeError as exc:
+        raise LockError(f"{path}: not JSON ({exc})") from None
+    if lock.schema != SCHEMA:
+        raise LockError(f"{path}: schema: expected {SCHEMA}, got {lock.schema}")
+    for shape, named in lock.shapes.items():
+        for name, key in named.items():
+            if key not in lock.recipes:
+                raise LockError(f"{path}: shapes.{shape}.{name}: recipe {key!r} is not in recipes")
+    return lock
+
+
+def write(path: Path, lock: KernelLock) -> None:
+    records.replace_file(path, msgspec.json.format(msgspec.json.encode(lock, order="sorted"), indent=1) + b"\n")
+
+
+def locked_recipe(where: Path, install: str | None) -> LockedRecipe:
+    argv = recipes.read_argv(where)
+    if install:
+        argv = [a.replace(install, INSTALL) for a in argv]
+    return LockedRecipe(source=(where / "kernel.cu").read_text(), argv=argv,
+                        seconds=recipes.expected_seconds(where.parent, where.name))
+
+
+def materialize(lock: KernelLock, key: str, recipe_dir: Path, install: str | None) -> recipes.Recipe:
+    """The lock's recipe `key` as a recipe on disk (written whole, then renamed in; kept if one is there)."""
+    target = recipe_dir / key
+    if not target.is_dir():
+        locked = lock.recipes[key]
+        scratch = recipe_dir / f".{key}.{os.getpid()}"
+        argv = [a.replace(INSTALL, install) for a in locked.argv] if install else locked.argv
+        try:
+            scratch.mkdir(parents=True, exist_ok=True)
+            (scratch / "kernel.cu").write_text(locked.source)
+            (scratch / "argv").write_bytes(b"".join(a.encode() + b"\0" for a in argv))
+            (scratch / "seconds").write_text(f"0 {locked.seconds}\n")
+            (scratch / "digests").write_text("")
+            with contextlib.suppress(OSError):  # another process materialized it first
+                os.rename(scratch, target)
+        finally:
+            shutil.rmtree(scratch, ignore_errors=True)
+    return recipes.Recipe(key, target, lock.recipes[key].seconds)
