@@ -9,8 +9,10 @@ On one machine, for the shipped planned targets (or --models):
   C. B's root with every entry and the shim's store deleted (records and recipes kept, as on a
      runner that lost its cache): the lost entries are written from their known sources and
      only replayed (tasks/runner/known.py);
-  D. B's root with every other entry and the store deleted: a warm proportional to what is missing.
-Every warm's replays must compile 0. Targets: B <= 1.5 F, C <= 1.15 F, D <= 0.6 B.
+  D. B's root with every other entry and the store deleted: a warm proportional to what is missing;
+  E. a fresh runner: an empty root (no records, recipes or store) with the kernel lock
+     `doit lock` took from B beside the models.
+Every warm's replays must compile 0. Targets: B <= 1.5 F, C and E <= 1.15 F, D <= 0.6 B.
 Prints and writes one JSON.
 
 Usage: python bench/kernel_queue.py --work DIR [--models NAME...] [--out FILE]
@@ -127,16 +129,25 @@ def main() -> int:
         lost = lose(copy, every)
         result[name] = {"entries_deleted": lost, **warm(opts.work, copy)}
         print(json.dumps(result[name]), flush=True)
+    locked = subprocess.run([sys.executable, "-m", "doit", "-f", str(REPO / "dodo.py"), "lock"], cwd=REPO,
+                            env={**os.environ, "JITWARM_MODELS_DIR": str(opts.work / "models"), "DG_JIT_CACHE_DIR": str(b),
+                                 "JITWARM_DOIT_DB": str(opts.work / "b.db")}, capture_output=True, text=True, timeout=120)
+    result["e_fresh_with_lock"] = {"lock_rc": locked.returncode, "lock_output": locked.stdout[-2000:] + locked.stderr[-1000:],
+                                   **warm(opts.work, opts.work / "e")}
+    print(json.dumps(result["e_fresh_with_lock"]), flush=True)
     bw, c, d = (result[k]["wall_s"] for k in ("b_cold_queue", "c_known_all_lost", "d_known_half_lost"))
     result["ratios"] = {"b_over_floor": round(bw / f["floor_s"], 3), "c_over_floor": round(c / f["floor_s"], 3),
-                        "d_over_b": round(d / bw, 3)}
+                        "d_over_b": round(d / bw, 3),
+                        "e_over_floor": round(result["e_fresh_with_lock"]["wall_s"] / f["floor_s"], 3)}
     if "a_cold_no_queue" in result:
         a = result["a_cold_no_queue"]["wall_s"]
         result["ratios"].update(a_over_floor=round(a / f["floor_s"], 3), b_over_a=round(bw / a, 3))
     proofs = all(result[k]["replay_new_entries"] == 0 and result[k]["rc"] == 0 and not result[k]["discovery_fallbacks"]
-                 for k in ("a_cold_no_queue", "b_cold_queue", "c_known_all_lost", "d_known_half_lost") if k in result)
+                 for k in ("a_cold_no_queue", "b_cold_queue", "c_known_all_lost", "d_known_half_lost", "e_fresh_with_lock")
+                 if k in result)
     r = result["ratios"]
     result["targets_met"] = {"b_le_1.5_floor": r["b_over_floor"] <= 1.5, "c_le_1.15_floor": r["c_over_floor"] <= 1.15,
+                             "e_le_1.15_floor": r["e_over_floor"] <= 1.15,
                              "d_le_0.6_b": r["d_over_b"] <= 0.6, "replays_compile_0": proofs}
     return emit(result, opts.out)
 

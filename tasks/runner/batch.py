@@ -26,7 +26,7 @@ import msgspec
 from doit.exceptions import TaskFailed
 
 from tasks import session as run_state
-from tasks.runner import commit, pool, preflight
+from tasks.runner import bake, commit, pool, preflight
 from tasks.runner.child import protocol
 from tasks.host.settings import REPO_ROOT
 from tasks.plan.targets import ShapeWork, Target
@@ -210,7 +210,8 @@ def _warm(session: Session, fp: dict, items: Items, pulls: dict[str, sync.Transf
             pulls = sync.pull(remote, [w for w, _ in items], cache, fp, scratch)
             if remote is not None and remote.config.verify == "manifest":
                 items = [(w, d) for w, d in items if not _land_proven(cache, fp, w, d, pulls.get(w.key))]
-            if fp.get("gpu.declared") and fp["deep_gemm.module"] == "deep_gemm":  # stand-ins need no GPU
+            if fp.get("gpu.declared") and _no_gpu(fp):
+                items = _bake(session, fp, items, pulls, remote, scratch)
                 _no_gpu_here(cache, fp, items, pulls, remote.config.verify if remote else None)
                 return
             if not items:
@@ -227,6 +228,38 @@ def _warm(session: Session, fp: dict, items: Items, pulls: dict[str, sync.Transf
             sync.push(remote, landing.compiled(), cache, fp, scratch)
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
+
+
+def _no_gpu(fp: dict) -> bool:
+    """Whether this host has only a declared GPU: the stand-ins need none (tests set one's absence)."""
+    return fp["deep_gemm.module"] == "deep_gemm" or os.environ.get("JITWARM_STAND_IN_GPU") == "none"
+
+
+def _bake(session: Session, fp: dict, items: Items, pulls: dict, remote, scratch) -> Items:
+    """Bake what known sources give of the shapes no pull brought (tasks/runner/bake.py), record
+    them as baked, push them unproven where the remote is writable; return the items left."""
+    todo = [(w, d) for w, d in items if getattr(pulls.get(w.key), "status", None) != "hit"]
+    if not todo:
+        return items
+    cache = session.root
+    store = pool.store_for(cache.path, fp, max_age_s=2 * session.shape_timeout_s)
+    found, _ = bake.bake(session, fp, [w for w, _ in todo], store, _worker_env())
+    baked = []
+    for work, _ in todo:
+        described = bake.complete(cache, found[work.key]) if work.key in found else None
+        if described is None:
+            continue
+        _write(cache.path, _record(
+            work, fp, ok=False, baked=True, entries=described, finished_at=records.now(),
+            verification="baked from known sources, not replayed",
+            error=f"baked for the declared {fp['gpu.declared']} from known sources; not proven, as no GPU is here to "
+                  f"replay it: `doit warm` on that GPU proves it"))
+        run_state.emit("shape_done", key=work.key, ok=False)
+        baked.append((work, sorted(described)))
+    if baked and remote is not None and remote.config.writable:
+        sync.push(remote, baked, cache, fp, scratch)
+    done = {w.key for w, _ in baked}
+    return [(w, d) for w, d in items if w.key not in done]
 
 
 def _no_gpu_here(cache, fp: dict, items: Items, pulls: dict, verify: str | None) -> None:

@@ -260,7 +260,7 @@ def run(works: list[ShapeWork], session: Session, fp: dict, base_env: dict, stor
 
     Works in `pulled` (key -> the entry names the remote cache gave it) skip the compile
     phase and are replayed together in a few shared processes (tasks/runner/shared.py);
-    their replay completes whatever is missing. So do works whose lost entries known recipes
+    their replay completes whatever is missing. So do works whose entries known sources give known recipes
     rebuild (tasks/runner/known.py; with `known` and the kernel queue on): each one's replay
     starts once its entries are in.
 
@@ -276,7 +276,7 @@ def run(works: list[ShapeWork], session: Session, fp: dict, base_env: dict, stor
     pulled = pulled or {}
     rebuilt = known_sources.plan(cache, [w for w in works if w.key not in pulled and report.m_values[w.key]
                                          and w.key not in report.failures], fp,
-                                 Path(env["JITWARM_RECIPES"]), _locks(settings, fp)) if known and queue_on() else {}
+                                 Path(env["JITWARM_RECIPES"]), locks(settings, fp)) if known and queue_on() else {}
     report.known = set(rebuilt)
     replayed = {**pulled, **{key: shape.names for key, shape in rebuilt.items()}}
     jobs = _plan_jobs(works, cache, fp["deep_gemm.module"], settings, report, slots, replayed,
@@ -319,7 +319,7 @@ def run(works: list[ShapeWork], session: Session, fp: dict, base_env: dict, stor
     return report
 
 
-def _locks(settings: Settings, fp: dict) -> list:
+def locks(settings: Settings, fp: dict) -> list:
     """The kernel locks beside the models that key kernels as this host does; a bad one is a warning."""
     locks, problems = kernel_lock.matching(settings.models_dir, fingerprint.key_parts(fp))
     for line in problems:
@@ -334,8 +334,8 @@ def _replay_only_note(jobs: _Jobs, rebuilt: dict) -> str:
     parts = [f"{pulled} pulled from the remote"] if pulled else []
     if rebuilt:
         kernels = len(known_sources.recipes_of(rebuilt))
-        parts.append(f"{plural(len(rebuilt), 'shape')} whose lost entries {plural(kernels, 'known source')} "
-                     f"{'rebuilds' if kernels == 1 else 'rebuild'}")
+        parts.append(f"{plural(len(rebuilt), 'shape')} whose entries known sources give "
+                     f"({plural(kernels, 'kernel')} to compile)")
     return f"; replaying {' and '.join(parts)} in {plural(jobs.shared_spec.processes, 'process', 'processes')}"
 
 

@@ -108,6 +108,7 @@ class ShapeRecord(msgspec.Struct, kw_only=True):
     m_count: int | None = None
     replay: ReplayStats | None = None
     remote: RemoteNote | None = None
+    baked: bool = False  # built from known sources on a host without a GPU (tasks/runner/bake.py): not proven
 
 
 class MarkerShape(ShapeDesc, kw_only=True):

@@ -17,7 +17,7 @@ from pathlib import Path
 import psutil
 import pytest
 
-from conftest import REPO, Workspace, model_file
+from conftest import REPO, Workspace, model_file, plain_doit
 
 pytestmark = pytest.mark.both_layouts
 
@@ -512,3 +512,44 @@ def test_doit_push_seeds_the_remote_from_a_warm_root(warmed_tp8):
     ws = second_root(ws, "runner-b")
     assert report(ws, warm(ws, remote))["totals"]["remote"]["hits"] == 6
     assert len(ws.compiles()) == compiled
+
+
+def test_a_host_without_a_gpu_bakes_from_a_kernel_lock_and_the_gpu_runner_proves_it(ws):
+    """nvcc and no GPU: the kernel lock's sources are compiled for the declared H200 and pushed
+    unproven; the runner with the GPU pulls them, replays them, and compiles nothing."""
+    ws.env["JITWARM_KERNEL_QUEUE"] = "on"
+    model_file(ws.models, "v3", TP8)
+    assert warm(ws, "", JITWARM_GPU="H200").returncode == 0  # where the lock is taken (no remote)
+    assert plain_doit(ws, "lock", JITWARM_GPU="H200").returncode == 0
+    kernels = len(json.loads((ws.models / "v3.kernels.json").read_text())["recipes"])
+    remote = ws.tmp / "remote"
+    compiled = len(ws.compiles())
+    ws = second_root(ws, "bake")
+    baked = warm(ws, f"file://{remote}", "read-write", JITWARM_GPU="H200", JITWARM_STAND_IN_GPU="none")
+    out = baked.stdout + baked.stderr
+    assert "baking 6 shapes for the declared H200: " in out and f"baked {kernels} entries" in out, out
+    assert baked.returncode != 0 and "not proven, as no GPU is here to replay it" in out
+    assert len(ws.compiles()) - compiled == kernels  # nvcc alone, each locked source once
+    assert len(manifests(remote)) == 6
+    assert not any("proof" in json.loads(m.read_text()) for m in manifests(remote))
+    compiled = len(ws.compiles())
+    ws = second_root(ws, "gpu-runner")
+    proved = warm(ws, f"file://{remote}", JITWARM_GPU="H200")
+    data = report(ws, proved)
+    assert data["totals"]["remote"]["hits"] == 6 and len(ws.compiles()) == compiled, proved.stdout
+    assert "replay compiled 0" in proved.stdout and set(ws.status(JITWARM_GPU="H200").values()) == {"U"}
+
+
+def test_a_baked_root_is_proven_in_place_by_a_warm_with_the_gpu(ws):
+    ws.env["JITWARM_KERNEL_QUEUE"] = "on"
+    model_file(ws.models, "v3", TP8)
+    assert warm(ws, "", JITWARM_GPU="H200").returncode == 0
+    assert plain_doit(ws, "lock", JITWARM_GPU="H200").returncode == 0
+    ws = second_root(ws, "image")
+    assert warm(ws, "", JITWARM_GPU="H200", JITWARM_STAND_IN_GPU="none").returncode != 0
+    assert set(ws.status(JITWARM_GPU="H200").values()) != {"U"}
+    compiled = len(ws.compiles())
+    proved = warm(ws, "", JITWARM_GPU="H200")
+    assert proved.returncode == 0, proved.stdout + proved.stderr
+    assert "compiling 0 shapes (0 calls) with 0 workers; replaying 6 shapes whose entries known sources give" in proved.stdout
+    assert len(ws.compiles()) == compiled and "replay compiled 0" in proved.stdout
