@@ -79,13 +79,10 @@ def _earlier(path, parts: dict, model: str) -> kernel_lock.KernelLock:
         print(f"jitwarm: replacing it: {exc}", file=sys.stderr)
         return fresh
     if lock.key_parts != parts:
-        print(f"{path}: taken under another toolchain ({_changed(lock.key_parts, parts)}); replacing it")
+        print(f"{path}: taken where deep_gemm keys kernels otherwise ({kernel_lock.changed(lock.key_parts, parts)}); "
+              f"replacing it")
         return fresh
     return lock
-
-
-def _changed(old: dict, new: dict) -> str:
-    return ", ".join(f"{k} {old.get(k)!r} -> {new.get(k)!r}" for k in sorted(set(old) | set(new)) if old.get(k) != new.get(k))
 
 
 def _named(cache, work, fp: dict, recipe_dir) -> dict | None:

@@ -30,6 +30,8 @@ def bake(session: Session, fp: dict, works, store: Path, base_env: dict) -> tupl
         return {}, {}
     found = known_sources.plan(cache, works, fp, recipe_dir, pool.locks(settings, fp))
     if not found:
+        print(f"nothing to bake for the declared {fp['gpu.declared']}: no kernel lock beside the models and no "
+              f"earlier warm here names these shapes' kernels (doit lock takes one where they are warm)", flush=True)
         return {}, {}
     work_dir = staging.run_dir(cache.path, "bake")
     work_dir.mkdir(parents=True)

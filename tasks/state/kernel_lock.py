@@ -50,7 +50,7 @@ def path_for(models_dir: Path, model: str) -> Path:
 
 def matching(models_dir: Path, parts: dict) -> tuple[list[KernelLock], list[str]]:
     """The locks in `models_dir` taken where deep_gemm keys kernels as `parts` says, and a line
-    for each lock file that cannot be read."""
+    for each lock file that cannot be read or was taken under other key parts."""
     found, problems = [], []
     for path in sorted(Path(models_dir).glob(f"*{SUFFIX}")):
         try:
@@ -60,7 +60,15 @@ def matching(models_dir: Path, parts: dict) -> tuple[list[KernelLock], list[str]
             continue
         if lock.key_parts == parts:
             found.append(lock)
+        else:
+            problems.append(f"{path}: taken where deep_gemm keys kernels otherwise ({changed(lock.key_parts, parts)})")
     return found, problems
+
+
+def changed(old: dict, new: dict) -> str:
+    """What differs between two sets of key parts, in a few words."""
+    return ", ".join(f"{k} {old.get(k)!r} here {new.get(k)!r}" for k in sorted(set(old) | set(new))
+                     if old.get(k) != new.get(k))
 
 
 def read(path: Path) -> KernelLock:
