@@ -56,6 +56,7 @@ def test_lost_entries_compile_from_known_sources_before_the_workers_look(ws):
     assert all(h.startswith("entries rebuilt from known sources, plus entries its calls") for h in how), how
 
 
+@pytest.mark.one_layout
 def test_a_replay_that_compiles_after_known_sources_warms_that_shape_by_discovery(ws):
     model_file(ws.models, "v3", LAUNCHES)
     assert ws.doit("warm").returncode == 0
@@ -79,6 +80,7 @@ def test_a_replay_that_compiles_after_known_sources_warms_that_shape_by_discover
     assert set(ws.status().values()) == {"U"}
 
 
+@pytest.mark.one_layout
 def test_known_and_new_shapes_share_one_pool(ws):
     model_file(ws.models, "v3", LAUNCHES.split("[[launch]]")[0] + "[[launch]]" + LAUNCHES.split("[[launch]]")[1])
     assert ws.doit("warm").returncode == 0
