@@ -66,6 +66,7 @@ ENV_WORDS = {
     "JITWARM_PROGRESS": ("auto", "plain", "live"),  # tasks/report/progress.py
     "JITWARM_NOOP_STAMP": ("on", "off"),  # tasks/cli/noop.py
     "JITWARM_KERNEL_QUEUE": ("on", "off"),  # tasks/runner/kernel_queue.py
+    "JITWARM_STAND_IN_GPU": ("none", "present"),  # tasks/runner/batch.py: the stand-ins without a GPU
     "JITWARM_VERIFY": VERIFY_MODES,
     "JITWARM_REMOTE_MODE": REMOTE_MODES,
 }

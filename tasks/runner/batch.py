@@ -243,11 +243,18 @@ def _bake(session: Session, fp: dict, items: Items, pulls: dict, remote, scratch
         return items
     cache = session.root
     store = pool.store_for(cache.path, fp, max_age_s=2 * session.shape_timeout_s)
-    found, _ = bake.bake(session, fp, [w for w, _ in todo], store, _worker_env())
-    baked = []
+    found, failed = bake.bake(session, fp, [w for w, _ in todo], store, _worker_env())
+    baked, done = [], set()
     for work, _ in todo:
         described = bake.complete(cache, found[work.key]) if work.key in found else None
         if described is None:
+            if work.key in found:  # its known sources did not build: say why, not "no GPU" alone
+                why = next((failed[r.key] for r in found[work.key].missing.values() if r.key in failed), "")
+                _write(cache.path, _record(work, fp, ok=False, finished_at=records.now(), error=(
+                    f"baking it for the declared {fp['gpu.declared']} from known sources failed"
+                    f"{f' ({why})' if why else ''}; no GPU here to find its kernels otherwise")))
+                run_state.emit("shape_done", key=work.key, ok=False)
+                done.add(work.key)
             continue
         _write(cache.path, _record(
             work, fp, ok=False, baked=True, entries=described, finished_at=records.now(),
@@ -256,9 +263,9 @@ def _bake(session: Session, fp: dict, items: Items, pulls: dict, remote, scratch
                   f"replay it: `doit warm` on that GPU proves it"))
         run_state.emit("shape_done", key=work.key, ok=False)
         baked.append((work, sorted(described)))
+        done.add(work.key)
     if baked and remote is not None and remote.config.writable:
         sync.push(remote, baked, cache, fp, scratch)
-    done = {w.key for w, _ in baked}
     return [(w, d) for w, d in items if w.key not in done]
 
 

@@ -148,3 +148,24 @@ def test_lock_names_what_it_could_not_lock_and_a_bad_lock_is_a_warning(ws):
     assert (f"warning: {ws.models / 'v3.kernels.json'}: shapes.s.e: recipe 'r' is not in recipes; "
             "its kernel sources are not used") in out.stdout
     assert set(ws.status().values()) == {"U"}
+
+
+@pytest.mark.one_layout
+def test_a_bake_whose_known_source_fails_to_compile_says_why_in_one_line(ws):
+    model_file(ws.models, "v3", LAUNCHES.split("[[launch]]")[0] + "[[launch]]" + LAUNCHES.split("[[launch]]")[1])
+    assert ws.doit("warm", JITWARM_GPU="H200").returncode == 0
+    assert plain_doit(ws, "lock", JITWARM_GPU="H200").returncode == 0
+    path = ws.models / "v3.kernels.json"
+    lock = json.loads(path.read_text())
+    broken = sorted(lock["recipes"])[0]
+    lock["recipes"][broken]["argv"] = [a for a in lock["recipes"][broken]["argv"] if a not in ("-o", "@OUT@")]
+    path.write_text(json.dumps(lock))
+    shapes = [key for key, named in lock["shapes"].items() if broken in named.values()]
+    baked = fresh_root(ws, "bake").doit("warm", JITWARM_GPU="H200", JITWARM_STAND_IN_GPU="none")
+    assert baked.returncode == 1
+    failed = re.findall(r"baking it for the declared H200 from known sources failed \(fake nvcc: no -o/--output-file "
+                        r"in: [^)]*\); no GPU here to find its kernels otherwise", baked.stdout)
+    assert failed, baked.stdout
+    records = {p.stem: json.loads(p.read_text()) for p in (ws.root / "jitwarm" / "shapes").glob("*.json")}
+    assert {k for k, r in records.items() if not r.get("baked")} == set(shapes)
+    assert all(r.get("baked") for k, r in records.items() if k not in shapes) and len(records) == len(lock["shapes"])
