@@ -52,6 +52,7 @@ class KernelQueue:
         self.failed: dict[str, str] = {}  # key -> nvcc's last line (the worker's retry reports it in full)
         self.threads: list[threading.Thread] = []
         self.running: set[subprocess.Popen] = set()  # nvcc runs now, killed by stop()
+        self.span: list[float] = []  # [first compile's start, last compile's end] (epoch seconds)
         queue_dir.mkdir(parents=True, exist_ok=True)
 
     def start(self) -> None:
@@ -91,7 +92,7 @@ class KernelQueue:
         as deep_gemm does: the warm then found and compiled the real ones)."""
         built = set(self.compiled)
         return {"compiled": len(built), "known": len(self.known), "known_compiled": len(built & self.known),
-                "failed": len(self.failed)}
+                "failed": len(self.failed), "seconds": round(self.span[1] - self.span[0], 3) if self.span else 0.0}
 
     def _push(self, key: str, request: Path, seconds: float) -> None:
         with self.cond:
@@ -166,6 +167,8 @@ class KernelQueue:
                 with self.cond:
                     self.running.discard(proc)
             ended = time.time()
+            with self.cond:
+                self.span = [min(self.span[0], started), max(self.span[1], ended)] if self.span else [started, ended]
             if proc.returncode != 0 or not out.is_file() or out.stat().st_size == 0:
                 lines = stderr.decode(errors="replace").strip().splitlines()
                 self.failed[key] = lines[-1] if lines else f"nvcc exited {proc.returncode}"

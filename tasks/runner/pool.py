@@ -481,10 +481,14 @@ def _summary(report: PoolRun) -> str:
     if report.known:
         queued += (f"; {plural(report.known_written, 'entry', 'entries')} of {plural(len(report.known), 'shape')} "
                    f"written from known sources, without deep_gemm finding them")
-    return (f"compiled {plural(report.compiled, 'kernel')} in {t.get('compile_s', '?')}s with "
-            f"{plural(report.workers, 'worker')}{gpus} "
-            f"({report.captured} of {report.calls} calls recorded in CUDA graphs, not run; {report.deferred} "
-            f"calls deferred while their kernel was being built{queued}{eager}); replays "
+    if report.workers:
+        how = (f"in {t.get('compile_s', '?')}s with {plural(report.workers, 'worker')}{gpus} ({report.captured} of "
+               f"{report.calls} calls recorded in CUDA graphs, not run; {report.deferred} calls deferred while their "
+               f"kernel was being built{queued}{eager})")
+    else:  # every shape came from known sources or the remote: nothing was discovered
+        how = "with no compile workers" + (f", by the kernel queue in {q.get('seconds', 0.0)}s ({queued.lstrip('; ')})"
+                                           if queued else "")
+    return (f"compiled {plural(report.compiled, 'kernel')} {how}; replays "
             f"{t.get('replay_s', '?')}s; torch import {t.get('import_s', '?')}s{early}; deep_gemm import in "
             f"workers {t.get('worker_import_s', '?')}s; pool {report.seconds}s; fingerprint {report.fingerprint_s}s")
 
