@@ -1,4 +1,4 @@
-"""Known sources: shapes whose entries known sources give are rebuilt from recipes, without deep_gemm finding them.
+"""Known sources: shapes whose lost entries are rebuilt from recipes, without deep_gemm finding them.
 
 A shape qualifies when its last warm's record holds (it succeeded, under the cache key parts
 fingerprint.key_parts names, so its entries' names still hold) and every entry the loader no
@@ -33,7 +33,7 @@ class KnownShape:
 
 def plan(cache: CacheRoot, works: list[ShapeWork], fp: dict, recipe_dir: Path,
          locks: list[kernel_lock.KernelLock] = ()) -> dict[str, KnownShape]:
-    """The works whose entries known sources give known recipes rebuild (key -> what to build): from the
+    """The works whose lost entries known recipes rebuild (key -> what to build): from the
     shape's last warm here, else from a kernel lock taken under the same key parts."""
     parts = fingerprint.key_parts(fp)
     wanted: dict[str, tuple[list[str], dict[str, str]]] = {}

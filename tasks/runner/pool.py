@@ -260,7 +260,7 @@ def run(works: list[ShapeWork], session: Session, fp: dict, base_env: dict, stor
 
     Works in `pulled` (key -> the entry names the remote cache gave it) skip the compile
     phase and are replayed together in a few shared processes (tasks/runner/shared.py);
-    their replay completes whatever is missing. So do works whose entries known sources give known recipes
+    their replay completes whatever is missing. So do works whose lost entries known recipes
     rebuild (tasks/runner/known.py; with `known` and the kernel queue on): each one's replay
     starts once its entries are in.
 
