@@ -73,20 +73,40 @@ def changed(old: dict, new: dict) -> str:
 
 def read(path: Path) -> KernelLock:
     try:
-        lock = msgspec.json.decode(Path(path).read_bytes(), type=KernelLock)
+        data = msgspec.json.decode(Path(path).read_bytes())
     except OSError as exc:
         raise LockError(f"{path}: cannot read ({exc.strerror or exc})") from None
-    except msgspec.ValidationError as exc:
-        raise LockError(f"{path}: {exc}") from None
     except msgspec.DecodeError as exc:
         raise LockError(f"{path}: not JSON ({exc})") from None
-    if lock.schema != SCHEMA:
-        raise LockError(f"{path}: schema: expected {SCHEMA}, got {lock.schema}")
-    for shape, named in lock.shapes.items():
+    if not isinstance(data, dict):
+        raise LockError(f"{path}: expected an object, got {type(data).__name__}")
+    if data.get("schema") != SCHEMA:
+        raise LockError(f"{path}: schema: expected {SCHEMA}, got {data.get('schema')!r}")
+    # Field by field where msgspec would say only `$.shapes[...]`: the message names the key.
+    for shape, named in _items(data, "shapes", path):
+        if not isinstance(named, dict):
+            raise LockError(f"{path}: shapes.{shape}: expected an object of entry name -> recipe key")
         for name, key in named.items():
-            if key not in lock.recipes:
+            if not isinstance(key, str):
+                raise LockError(f"{path}: shapes.{shape}.{name}: expected a recipe key (text), got {key!r}")
+            if key not in (data.get("recipes") or {}):
                 raise LockError(f"{path}: shapes.{shape}.{name}: recipe {key!r} is not in recipes")
-    return lock
+    for key, recipe in _items(data, "recipes", path):
+        try:
+            msgspec.convert(recipe, LockedRecipe)
+        except msgspec.ValidationError as exc:
+            raise LockError(f"{path}: recipes.{key}: {exc}") from None
+    try:
+        return msgspec.convert(data, KernelLock)
+    except msgspec.ValidationError as exc:
+        raise LockError(f"{path}: {exc}") from None
+
+
+def _items(data: dict, field: str, path: Path):
+    value = data.get(field)
+    if not isinstance(value, dict):
+        raise LockError(f"{path}: {field}: expected an object, got {type(value).__name__}")
+    return value.items()
 
 
 def write(path: Path, lock: KernelLock) -> None:

@@ -27,7 +27,7 @@ def kernel_queue_on(ws):
 
 def queue_note(out) -> tuple[int, int, int]:
     """(compiled by the queue, of them from known sources, known) from the pool's summary line."""
-    found = re.search(r"; (\d+) of them by the kernel queue, (\d+) of (\d+) from sources known", out.stdout)
+    found = re.search(r"(\d+) of them by the kernel queue, (\d+) of (\d+) from sources known", out.stdout)
     assert found, out.stdout
     return tuple(int(n) for n in found.groups())
 
