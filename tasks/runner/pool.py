@@ -284,8 +284,9 @@ def run(works: list[ShapeWork], session: Session, fp: dict, base_env: dict, stor
     if jobs is None:
         return report
     compiled_before = _compiled_count(store)
-    print(f"compiling {plural(len(jobs.compiling), 'shape')} ({plural(len(jobs.queue), 'call')}) with "
-          f"{plural(report.workers, 'worker')}{_replay_only_note(jobs, rebuilt)}", flush=True)
+    compiling = (f"compiling {plural(len(jobs.compiling), 'shape')} ({plural(len(jobs.queue), 'call')}) with "
+                 f"{plural(report.workers, 'worker')}" if jobs.compiling else "no shape to compile")
+    print(f"{compiling}{_replay_only_note(jobs, rebuilt)}", flush=True)
     deliver = _Delivery(jobs, report, cache, replayed, on_replay)
     lander = known_sources.Lander(cache, store, env["JITWARM_REAL_NVCC"], rebuilt, jobs.ready) if rebuilt else None
     kernels = _start_queue(store, jobs, env, usable_cores(settings), cache, fp, rebuilt, lander)

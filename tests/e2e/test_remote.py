@@ -544,5 +544,5 @@ def test_a_host_without_a_gpu_bakes_from_a_kernel_lock_and_the_gpu_runner_proves
     assert set(ws.status(JITWARM_GPU="H200").values()) != {"U"}
     proved = warm(ws, "", JITWARM_GPU="H200")
     assert proved.returncode == 0, proved.stdout + proved.stderr
-    assert "compiling 0 shapes (0 calls) with 0 workers; replaying 6 shapes whose entries known sources give" in proved.stdout
+    assert "no shape to compile; replaying 6 shapes whose entries known sources give" in proved.stdout
     assert len(ws.compiles()) == compiled and "replay compiled 0" in proved.stdout
