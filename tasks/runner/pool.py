@@ -323,8 +323,9 @@ def run(works: list[ShapeWork], session: Session, fp: dict, base_env: dict, stor
 def locks(settings: Settings, fp: dict) -> list:
     """The kernel locks beside the models that key kernels as this host does; a bad one is a warning."""
     locks, problems = kernel_lock.matching(settings.models_dir, fingerprint.key_parts(fp))
-    for line in problems:
-        print(f"warning: {line}; its kernel sources are not used", flush=True)
+    for line in problems:  # another GPU's or toolchain's lock is expected beside a model: a note, not a warning
+        print(f"{'note' if 'keys kernels otherwise' in line else 'warning'}: {line}; its kernel sources are not used",
+              flush=True)
     return locks
 
 
