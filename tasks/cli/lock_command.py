@@ -24,7 +24,8 @@ class Lock(_TargetCommand):
     doc_description = (
         "Records, for every warm shape of the selected targets (default: all), its cache entries and the kernel "
         "source and nvcc argv each came from, so a fresh runner or a GPU-less host builds them without deep_gemm "
-        "finding them. Shapes of the model locked earlier under the same toolchain are kept. Exit 1 if a "
+        "finding them. One variant per toolchain and GPU kind: the others stay, and shapes of this one locked "
+        "earlier are kept. Exit 1 if a "
         "selected shape could not be locked (not warm here, or warmed without the kernel queue's recipes).")
     cmd_options = ()
 
@@ -44,22 +45,29 @@ class Lock(_TargetCommand):
         for model in sorted({t.model for t in picked}):
             works = {w.key: w for t in picked if t.model == model for w in t.works}
             path = kernel_lock.path_for(session.settings.models_dir, model)
-            lock = _earlier(path, parts, model)
+            lock = _earlier(path, model)
+            variant = lock.variant(parts)
+            if variant is None:
+                variant = kernel_lock.Variant(key_parts=parts, shapes={})
+                lock.variants.append(variant)
             missing = []
             for work in works.values():
                 named = _named(cache, work, fp, recipe_dir)
                 if named is None:
                     missing.append(work.name)
                     continue
-                lock.shapes[work.key] = {name: recipe.key for name, recipe in named.items()}
+                variant.shapes[work.key] = {name: recipe.key for name, recipe in named.items()}
                 for recipe in named.values():
                     lock.recipes[recipe.key] = kernel_lock.locked_recipe(recipe.path, str(install) if install else None)
-            used = {key for named in lock.shapes.values() for key in named.values()}
+            lock.variants = [v for v in lock.variants if v.shapes]
+            used = {key for v in lock.variants for named in v.shapes.values() for key in named.values()}
             lock.recipes = {key: r for key, r in lock.recipes.items() if key in used}
-            lock.written_at = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
-            if lock.shapes:
+            variant.written_at = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+            if lock.variants:
                 kernel_lock.write(path, lock)
-            print(f"{path}: {plural(len(lock.shapes), 'shape')}, {plural(len(lock.recipes), 'kernel source')}"
+            others = f" (and {plural(len(lock.variants) - 1, 'variant')} for other GPUs or toolchains)" \
+                if len(lock.variants) > 1 else ""
+            print(f"{path}: {plural(len(variant.shapes), 'shape')}, {plural(len(lock.recipes), 'kernel source')}{others}"
                   + (f"; not locked, not warm here with recipes: {', '.join(sorted(missing))}" if missing else ""))
             left_out += len(missing)
         if left_out:
@@ -68,21 +76,17 @@ class Lock(_TargetCommand):
         return 1 if left_out else 0
 
 
-def _earlier(path, parts: dict, model: str) -> kernel_lock.KernelLock:
-    """The model's lock to add to: the one there if it was taken under these key parts, else a new one."""
-    fresh = kernel_lock.KernelLock(schema=kernel_lock.SCHEMA, key_parts=parts, shapes={}, recipes={}, model=model)
+def _earlier(path, model: str) -> kernel_lock.KernelLock:
+    """The model's lock to add to: the one there, else a new one. Variants taken under other
+    key parts (other GPUs, toolchains) stay; the one for these is updated."""
+    fresh = kernel_lock.KernelLock(schema=kernel_lock.SCHEMA, variants=[], recipes={}, model=model)
     if not path.exists():
         return fresh
     try:
-        lock = kernel_lock.read(path)
+        return kernel_lock.read(path)
     except kernel_lock.LockError as exc:
         print(f"jitwarm: replacing it: {exc}", file=sys.stderr)
         return fresh
-    if lock.key_parts != parts:
-        print(f"{path}: taken where deep_gemm keys kernels otherwise ({kernel_lock.changed(lock.key_parts, parts)}); "
-              f"replacing it")
-        return fresh
-    return lock
 
 
 def _named(cache, work, fp: dict, recipe_dir) -> dict | None:

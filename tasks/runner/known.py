@@ -32,9 +32,9 @@ class KnownShape:
 
 
 def plan(cache: CacheRoot, works: list[ShapeWork], fp: dict, recipe_dir: Path,
-         locks: list[kernel_lock.KernelLock] = ()) -> dict[str, KnownShape]:
+         locks: list[tuple[kernel_lock.KernelLock, kernel_lock.Variant]] = ()) -> dict[str, KnownShape]:
     """The works whose lost entries known recipes rebuild (key -> what to build): from the
-    shape's last warm here, else from a kernel lock taken under the same key parts."""
+    shape's last warm here, else from a kernel lock's variant taken under the same key parts."""
     parts = fingerprint.key_parts(fp)
     wanted: dict[str, tuple[list[str], dict[str, str]]] = {}
     for work in works:
@@ -50,10 +50,10 @@ def plan(cache: CacheRoot, works: list[ShapeWork], fp: dict, recipe_dir: Path,
              for key, (names, lost) in wanted.items() if all(d in found for d in lost.values())}
     install = _install(fp)
     for work in works:
-        lock = next((lock for lock in locks if work.key in lock.shapes), None)
+        lock, variant = next(((lock, v) for lock, v in locks if work.key in v.shapes), (None, None))
         if work.key in known or lock is None:
             continue
-        named = lock.shapes[work.key]
+        named = variant.shapes[work.key]
         known[work.key] = KnownShape(sorted(named), {
             name: kernel_lock.materialize(lock, key, recipe_dir, install)
             for name, key in named.items() if entries.locate(cache, name) is None})

@@ -324,7 +324,7 @@ def locks(settings: Settings, fp: dict) -> list:
     """The kernel locks beside the models that key kernels as this host does; a bad one is a warning."""
     locks, problems = kernel_lock.matching(settings.models_dir, fingerprint.key_parts(fp))
     for line in problems:  # another GPU's or toolchain's lock is expected beside a model: a note, not a warning
-        print(f"{'note' if 'keys kernels otherwise' in line else 'warning'}: {line}; its kernel sources are not used",
+        print(f"{'note' if 'no variant taken' in line else 'warning'}: {line}; its kernel sources are not used",
               flush=True)
     return locks
 

@@ -1,12 +1,14 @@
 """Kernel locks: a model's kernel sources, committed beside its spec (`<model>.kernels.json`).
 
 `doit lock` writes one from the shapes a warm proved and the recipes their entries were
-built from (tasks/state/recipes.py): per shape, each entry's name and the recipe of its
+built from (tasks/state/recipes.py). A lock holds one variant per set of cache key parts
+(fingerprint.key_parts: deep_gemm's release, nvcc, the GPU's arch and SMs, ...), so one file
+serves a fleet of GPU kinds: per variant and shape, each entry's name and the recipe of its
 binary; per recipe, the kernel source and nvcc argv, with deep_gemm's install directory as
 @DEEP_GEMM@ so another install of the same release finds its headers. A warm on a fresh
-runner (no records, no recipes) whose deep_gemm keys kernels as the lock says (the same
-fingerprint.key_parts) builds those entries from it straight away (tasks/runner/known.py),
-and a host with nvcc and no GPU bakes them (tasks/runner/bake.py).
+runner (no records, no recipes) whose deep_gemm keys kernels as a variant says builds those
+entries from it straight away (tasks/runner/known.py), and a host with nvcc and no GPU
+bakes them (tasks/runner/bake.py).
 """
 
 from __future__ import annotations
@@ -31,13 +33,20 @@ class LockedRecipe(msgspec.Struct, kw_only=True):
     seconds: float = 0.0  # its last compile's wall time: the longest go first
 
 
-class KernelLock(msgspec.Struct, kw_only=True):
-    schema: int
+class Variant(msgspec.Struct, kw_only=True):
     key_parts: dict  # fingerprint.key_parts of the warm it was taken from: the entries' names hold only there
     shapes: dict[str, dict[str, str]]  # shape key -> {entry name: recipe key}
-    recipes: dict[str, LockedRecipe]
-    model: str = ""
     written_at: str = ""
+
+
+class KernelLock(msgspec.Struct, kw_only=True):
+    schema: int
+    variants: list[Variant]
+    recipes: dict[str, LockedRecipe]  # shared by the variants
+    model: str = ""
+
+    def variant(self, parts: dict) -> Variant | None:
+        return next((v for v in self.variants if v.key_parts == parts), None)
 
 
 class LockError(ValueError):
@@ -48,9 +57,9 @@ def path_for(models_dir: Path, model: str) -> Path:
     return Path(models_dir) / f"{model}{SUFFIX}"
 
 
-def matching(models_dir: Path, parts: dict) -> tuple[list[KernelLock], list[str]]:
-    """The locks in `models_dir` taken where deep_gemm keys kernels as `parts` says, and a line
-    for each lock file that cannot be read or was taken under other key parts."""
+def matching(models_dir: Path, parts: dict) -> tuple[list[tuple[KernelLock, Variant]], list[str]]:
+    """(lock, its variant) for each lock in `models_dir` with a variant taken where deep_gemm keys
+    kernels as `parts` says, and a line for each lock file that cannot be read or has none."""
     found, problems = [], []
     for path in sorted(Path(models_dir).glob(f"*{SUFFIX}")):
         try:
@@ -58,10 +67,12 @@ def matching(models_dir: Path, parts: dict) -> tuple[list[KernelLock], list[str]
         except LockError as exc:
             problems.append(str(exc))
             continue
-        if lock.key_parts == parts:
-            found.append(lock)
-        else:
-            problems.append(f"{path}: taken where deep_gemm keys kernels otherwise ({changed(lock.key_parts, parts)})")
+        if (variant := lock.variant(parts)) is not None:
+            found.append((lock, variant))
+        elif lock.variants:
+            nearest = min(lock.variants, key=lambda v: len(changed(v.key_parts, parts).split(", ")))
+            problems.append(f"{path}: no variant taken where deep_gemm keys kernels as here (nearest: "
+                            f"{changed(nearest.key_parts, parts)})")
     return found, problems
 
 
@@ -82,15 +93,22 @@ def read(path: Path) -> KernelLock:
         raise LockError(f"{path}: expected an object, got {type(data).__name__}")
     if data.get("schema") != SCHEMA:
         raise LockError(f"{path}: schema: expected {SCHEMA}, got {data.get('schema')!r}")
-    # Field by field where msgspec would say only `$.shapes[...]`: the message names the key.
-    for shape, named in _items(data, "shapes", path):
-        if not isinstance(named, dict):
-            raise LockError(f"{path}: shapes.{shape}: expected an object of entry name -> recipe key")
-        for name, key in named.items():
-            if not isinstance(key, str):
-                raise LockError(f"{path}: shapes.{shape}.{name}: expected a recipe key (text), got {key!r}")
-            if key not in (data.get("recipes") or {}):
-                raise LockError(f"{path}: shapes.{shape}.{name}: recipe {key!r} is not in recipes")
+    # Field by field where msgspec would say only `$.variants[0].shapes[...]`: the message names the key.
+    variants = data.get("variants")
+    if not isinstance(variants, list):
+        raise LockError(f"{path}: variants: expected a list, got {type(variants).__name__}")
+    for i, variant in enumerate(variants):
+        where = f"variants[{i}]"
+        if not isinstance(variant, dict):
+            raise LockError(f"{path}: {where}: expected an object, got {type(variant).__name__}")
+        for shape, named in _items(variant, "shapes", path, where):
+            if not isinstance(named, dict):
+                raise LockError(f"{path}: {where}.shapes.{shape}: expected an object of entry name -> recipe key")
+            for name, key in named.items():
+                if not isinstance(key, str):
+                    raise LockError(f"{path}: {where}.shapes.{shape}.{name}: expected a recipe key (text), got {key!r}")
+                if key not in (data.get("recipes") or {}):
+                    raise LockError(f"{path}: {where}.shapes.{shape}.{name}: recipe {key!r} is not in recipes")
     for key, recipe in _items(data, "recipes", path):
         try:
             msgspec.convert(recipe, LockedRecipe)
@@ -102,10 +120,11 @@ def read(path: Path) -> KernelLock:
         raise LockError(f"{path}: {exc}") from None
 
 
-def _items(data: dict, field: str, path: Path):
+def _items(data: dict, field: str, path: Path, within: str = ""):
     value = data.get(field)
     if not isinstance(value, dict):
-        raise LockError(f"{path}: {field}: expected an object, got {type(value).__name__}")
+        where = f"{within}.{field}" if within else field
+        raise LockError(f"{path}: {where}: expected an object, got {type(value).__name__}")
     return value.items()
 
 

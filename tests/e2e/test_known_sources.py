@@ -25,6 +25,14 @@ def kernel_queue_on(ws):
     ws.env["JITWARM_KERNEL_QUEUE"] = "on"
 
 
+def fresh_root(ws, name: str):
+    """The same models and compile log, an empty cache root and doit database: a fresh runner."""
+    ws.root = ws.tmp / name
+    ws.env["DG_JIT_CACHE_DIR"] = str(ws.root)
+    ws.env["JITWARM_DOIT_DB"] = str(ws.tmp / f"{name}.db")
+    return ws
+
+
 def queue_note(out) -> tuple[int, int, int]:
     """(compiled by the queue, of them from known sources, known) from the pool's summary line."""
     found = re.search(r"(\d+) of them by the kernel queue, (\d+) of (\d+) from sources known", out.stdout)
@@ -87,11 +95,11 @@ def test_known_and_new_shapes_share_one_pool(ws):
     for entry in (ws.root / "cache").iterdir():
         shutil.rmtree(entry)
     model_file(ws.models, "v3", LAUNCHES)  # its second launch brings shapes never warmed
-    (ws.models / "v3.kernels.json").write_text('{"schema": 1, "key_parts": {}, "shapes": {"s": {"e": "r"}}, '
+    (ws.models / "v3.kernels.json").write_text('{"schema": 1, "variants": [{"key_parts": {}, "shapes": {"s": {"e": "r"}}}], '
                                                '"recipes": {}}')  # and a broken kernel lock: one line, not a stop
     both = ws.doit("warm")
     assert both.returncode == 0, both.stdout + both.stderr
-    assert (f"warning: {ws.models / 'v3.kernels.json'}: shapes.s.e: recipe 'r' is not in recipes; "
+    assert (f"warning: {ws.models / 'v3.kernels.json'}: variants[0].shapes.s.e: recipe 'r' is not in recipes; "
             "its kernel sources are not used") in both.stdout
     found = re.search(r"compiling (\d+) shapes? \(\d+ calls\) with \d+ workers?; replaying (\d+) shapes? whose entries known",
                       both.stdout)
@@ -105,6 +113,7 @@ def test_a_change_deep_gemm_keys_kernels_by_compiles_every_known_kernel_again(ws
     # A DG_JIT_* setting enters deep_gemm's cache key (as nvcc's version does): every kernel is keyed anew.
     model_file(ws.models, "v3", LAUNCHES)
     assert ws.doit("warm").returncode == 0
+    assert plain_doit(ws, "lock").returncode == 0
     before = len(list((ws.root / "cache").iterdir()))
     changed = ws.doit("warm", DG_JIT_CPP_STANDARD="17")
     assert changed.returncode == 0, changed.stdout + changed.stderr
@@ -112,14 +121,15 @@ def test_a_change_deep_gemm_keys_kernels_by_compiles_every_known_kernel_again(ws
     assert known == before and from_known > 0
     assert "replay compiled 0" in changed.stdout
     assert set(ws.status(DG_JIT_CPP_STANDARD="17").values()) == {"U"}
-
-
-def fresh_root(ws, name: str):
-    """The same models and compile log, an empty cache root and doit database: a fresh runner."""
-    ws.root = ws.tmp / name
-    ws.env["DG_JIT_CACHE_DIR"] = str(ws.root)
-    ws.env["JITWARM_DOIT_DB"] = str(ws.tmp / f"{name}.db")
-    return ws
+    # One lock serves both: each set of key parts is a variant, and locking one keeps the other.
+    second = plain_doit(ws, "lock", DG_JIT_CPP_STANDARD="17")
+    assert second.returncode == 0 and "9 shapes, " in second.stdout and "(and 1 variant for other GPUs or toolchains)" \
+        in second.stdout, second.stdout + second.stderr
+    assert len(json.loads((ws.models / "v3.kernels.json").read_text())["variants"]) == 2
+    compiled = len(ws.compiles())
+    fresh = fresh_root(ws, "fresh").doit("warm", DG_JIT_CPP_STANDARD="17")
+    assert fresh.returncode == 0 and "no shape to compile; replaying 9 shapes" in fresh.stdout, fresh.stdout
+    assert len(ws.compiles()) - compiled == known and "replay compiled 0" in fresh.stdout
 
 
 def test_a_fresh_runner_builds_the_entries_a_committed_kernel_lock_names(ws):
@@ -131,7 +141,8 @@ def test_a_fresh_runner_builds_the_entries_a_committed_kernel_lock_names(ws):
     locked = plain_doit(ws, "lock")
     assert locked.returncode == 0, locked.stdout + locked.stderr
     lock = json.loads((ws.models / "v3.kernels.json").read_text())
-    assert len(lock["shapes"]) == 9 and f"{ws.models / 'v3.kernels.json'}: 9 shapes, " in locked.stdout
+    [variant] = lock["variants"]
+    assert len(variant["shapes"]) == 9 and f"{ws.models / 'v3.kernels.json'}: 9 shapes, " in locked.stdout
     kernels = len(lock["recipes"])
     built = len(ws.compiles())
     fresh = fresh_root(ws, "fresh").doit("warm")
@@ -152,7 +163,8 @@ def test_a_bake_whose_known_source_fails_to_compile_says_why_in_one_line(ws):
     broken = sorted(lock["recipes"])[0]
     lock["recipes"][broken]["argv"] = [a for a in lock["recipes"][broken]["argv"] if a not in ("-o", "@OUT@")]
     path.write_text(json.dumps(lock))
-    shapes = [key for key, named in lock["shapes"].items() if broken in named.values()]
+    [variant] = lock["variants"]
+    shapes = [key for key, named in variant["shapes"].items() if broken in named.values()]
     baked = fresh_root(ws, "bake").doit("warm", JITWARM_GPU="H200", JITWARM_STAND_IN_GPU="none")
     assert baked.returncode == 1
     failed = re.findall(r"baking it for the declared H200 from known sources failed \(fake nvcc: no -o/--output-file "
@@ -160,4 +172,4 @@ def test_a_bake_whose_known_source_fails_to_compile_says_why_in_one_line(ws):
     assert failed, baked.stdout
     records = {p.stem: json.loads(p.read_text()) for p in (ws.root / "jitwarm" / "shapes").glob("*.json")}
     assert {k for k, r in records.items() if not r.get("baked")} == set(shapes)
-    assert all(r.get("baked") for k, r in records.items() if k not in shapes) and len(records) == len(lock["shapes"])
+    assert all(r.get("baked") for k, r in records.items() if k not in shapes) and len(records) == len(variant["shapes"])
