@@ -25,8 +25,8 @@ class Lock(_TargetCommand):
         "Records, for every warm shape of the selected targets (default: all), its cache entries and the kernel "
         "source and nvcc argv each came from, so a fresh runner or a GPU-less host builds them without deep_gemm "
         "finding them. One variant per toolchain and GPU kind: the others stay, and shapes of this one locked "
-        "earlier are kept. Exit 1 if a "
-        "selected shape could not be locked (not warm here, or warmed without the kernel queue's recipes).")
+        "earlier are kept. Exit 1 if a selected shape could not be locked (not warm here, or warmed without the "
+        "kernel queue's recipes).")
     cmd_options = ()
 
     def execute(self, params, args):
