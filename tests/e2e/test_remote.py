@@ -514,6 +514,7 @@ def test_doit_push_seeds_the_remote_from_a_warm_root(warmed_tp8):
     assert len(ws.compiles()) == compiled
 
 
+@pytest.mark.one_layout  # the layouts' entries from known sources: tests/e2e/test_known_sources.py
 def test_a_host_without_a_gpu_bakes_from_a_kernel_lock_and_the_gpu_runner_proves_it(ws):
     """nvcc and no GPU: the kernel lock's sources are compiled for the declared H200 and pushed
     unproven; the runner with the GPU pulls them, replays them, and compiles nothing."""
