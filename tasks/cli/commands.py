@@ -69,12 +69,13 @@ _opt_explain = {
 
 
 class _TargetCommand(Command):
-    """Selects targets from the arguments and --shard, then runs `report` on them."""
+    """Selects targets from the arguments and --shard (where the command has that option), then
+    runs `report` on them."""
 
     cmd_options = (_opt_shard,)
 
     def execute(self, params, args):
-        found, problem = select_targets(params["shard"], args)
+        found, problem = select_targets(params.get("shard"), args)
         if problem:
             print(f"jitwarm: {problem}", file=sys.stderr)
             return EXIT_USAGE
@@ -174,13 +175,6 @@ class Env(_TargetCommand):
         "when every selected target (default: all) is proven warm for this machine's fingerprint; otherwise "
         "that line is left out and stderr says why. Ignores --shard: a server needs its whole target.")
     cmd_options = ()
-
-    def execute(self, params, args):
-        found, problem = select_targets(None, args)
-        if problem:
-            print(f"jitwarm: {problem}", file=sys.stderr)
-            return EXIT_USAGE
-        return self.report(*found)
 
     def report(self, session, chosen, picked, all_targets) -> int:
         variables, unproven = server_env(session, picked)

@@ -11,7 +11,7 @@ from __future__ import annotations
 import sys
 import time
 
-from tasks.cli.commands import EXIT_USAGE, _TargetCommand, select_targets
+from tasks.cli.commands import _TargetCommand
 from tasks.host import fingerprint, packages
 from tasks.plan.text import plural
 from tasks.state import kernel_lock, recipes, records
@@ -28,13 +28,6 @@ class Lock(_TargetCommand):
         "earlier are kept. Exit 1 if a selected shape could not be locked (not warm here, or warmed without the "
         "kernel queue's recipes).")
     cmd_options = ()
-
-    def execute(self, params, args):
-        found, problem = select_targets(None, args)
-        if problem:
-            print(f"jitwarm: {problem}", file=sys.stderr)
-            return EXIT_USAGE
-        return self.report(*found)
 
     def report(self, session, chosen, picked, all_targets) -> int:
         fp, cache = session.fingerprint, session.root
