@@ -36,6 +36,13 @@ class Kind(str, Enum):
         return self in (Kind.MQA_LOGITS, Kind.PAGED_MQA_LOGITS)
 
     @property
+    def token_scales(self) -> bool:
+        """FP8 with 1 x 128 FP32 token scales, which DeepGEMM transposes with a kernel of its own on
+        SM90 before it picks the GEMM: compile workers pass them pre-transposed and probe the
+        transpose once per shape (tasks/runner/child/executors.py)."""
+        return self in (Kind.NORMAL, Kind.CONTIG, Kind.MASKED)
+
+    @property
     def contiguous(self) -> bool:
         """Swept only at M divisible by the layout's alignment (compile_utils.py:207-212)."""
         return self in (Kind.CONTIG, Kind.BF16_CONTIG)

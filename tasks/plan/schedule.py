@@ -29,13 +29,16 @@ def queue_order(works: list[ShapeWork], m_values: dict[str, tuple[int, ...]], ch
                 head: int = HEAD) -> tuple[list[tuple[int, int]], int]:
     """All (shape, M) calls in the order workers take them, and where the tail starts.
 
-    The head: each shape's first `head` M values in spread order, shapes taking turns
+    First, a probe of each shape with token scales (Kind.token_scales): (shape, -M) asks for
+    the call as sglang makes it, whose scale transpose the workers' other calls skip; so the
+    transposes are queued for nvcc in the first second. Then the head: each shape's first
+    `head` M values in spread order, shapes taking turns
     `chunk` calls at a time, so the early calls need many different kernels and the
     workers build them side by side. The tail: the rest, one shape after another, so a
     worker switches shapes (new buffers, a new graph pool) a few times rather than at
     every chunk, and its calls mostly find kernels already built."""
     orders = [[(s, m_values[w.key][i]) for i in spread_order(len(m_values[w.key]))] for s, w in enumerate(works)]
-    queue = []
+    queue = [(s, -m_values[w.key][0]) for s, w in enumerate(works) if w.shape.kind.token_scales and m_values[w.key]]
     for turn in range(0, min(head, max(map(len, orders), default=0)), chunk):
         for order in orders:
             queue += order[turn:min(turn + chunk, head)]

@@ -25,6 +25,7 @@ import threading
 import time
 from pathlib import Path
 
+from tasks.runner.child import protocol
 from tasks.state import builds, recipes
 
 POLL_S = 0.02  # how often the queue directory is read for new requests, without inotify
@@ -139,6 +140,9 @@ class KernelQueue:
                 stored = self._compile(key, request)
             except Exception as exc:  # a request gone or unreadable: the worker's own retry compiles it
                 self.failed[key] = f"{exc.__class__.__name__}: {exc}"
+            if key in self.failed:  # the workers waiting for it compile it themselves, and see why it fails
+                with contextlib.suppress(OSError):
+                    protocol.queue_failed(self.queue_dir, key).touch()
             if not self.stopping:
                 self.on_done(key, stored)
 

@@ -39,6 +39,21 @@ def test_two_concurrent_runs_never_warm_a_shape_or_compile_a_kernel_twice(ws):
     assert set(ws.status().values()) == {"U"}
 
 
+@pytest.mark.one_layout
+def test_no_worker_waits_on_nvcc_the_probes_find_the_scale_transposes(ws):
+    # The workers pass token scales pre-transposed, so no call waits for the transpose before
+    # its GEMM is found; each shape's probe (the call as sglang makes it) finds the transpose.
+    model_file(ws.models, "v3", "[[launch]]\ntp = 8\nm_list = [1, 32, 128, 1024]\n")
+    out = ws.doit("warm", FAKE_DG_COMPILE_S="0.2")
+    assert out.returncode == 0, out.stdout + out.stderr
+    summary = next(line for line in out.stdout.splitlines() if line.startswith("compiled "))
+    compiled, queued = map(int, re.search(r"compiled (\d+) kernels .*; (\d+) of them by the kernel queue",
+                                          summary).groups())
+    assert compiled == queued and compiled > 1, summary  # nvcc ran only in the queue, never in a worker
+    assert any("transpose" in name for name in ws.compiles())
+    assert set(ws.status().values()) == {"U"}  # every replay, with sglang's scales, compiled 0
+
+
 def test_replay_that_compiles_is_a_failed_warm(ws):
     model_file(ws.models, "v3", "[[launch]]\ntp = 8\nm_list = [1, 32, 128, 1024]\n")
     out = ws.doit("warm", FAKE_DG_REPLAY_EXTRA="1")

@@ -66,5 +66,5 @@ def _build(family: str, parts: tuple, code: str) -> None:
     _loaded.add(name)
 
 
-def jitwarm_executor(dg, kind, n, k, groups, max_m):
-    return fake_kernels.executor(_build, kind, n, k, groups)
+def jitwarm_executor(dg, kind, n, k, groups, max_m, aligned=False):
+    return fake_kernels.executor(_build, kind, n, k, groups, "0.1.x", aligned=aligned)

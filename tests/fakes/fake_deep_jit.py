@@ -135,5 +135,5 @@ def _write(path: Path, text: str) -> None:
         os.fsync(fh.fileno())
 
 
-def jitwarm_executor(dg, kind, n, k, groups, max_m):
-    return fake_kernels.executor(_build, kind, n, k, groups, "0.2.x")
+def jitwarm_executor(dg, kind, n, k, groups, max_m, aligned=False):
+    return fake_kernels.executor(_build, kind, n, k, groups, "0.2.x", aligned=aligned)

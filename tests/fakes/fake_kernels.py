@@ -2,7 +2,9 @@
 
 A call picks a kernel config from M, as DeepGEMM does, and asks its stand-in's cache
 (`build`) for the kernels it needs: one scale transpose shared by every shape, like the
-real sm90 FP8 path, and the GEMM kernel of its (type, N, K, groups, config). The cache
+real sm90 FP8 path, and the GEMM kernel of its (type, N, K, groups, config). A compile
+worker's `aligned` executor of a type with token scales skips the transpose, as the real
+ones do on SM90 (tasks/runner/child/executors.py); its `probe` makes the call with it. The cache
 layouts differ per stand-in (fake_deep_gemm: 0.1.x, fake_deep_jit: 0.2.x DeepJIT).
 
 Knobs (environment):
@@ -47,6 +49,7 @@ FAMILIES = {
     "GROUPED_GEMM_NT_BF16_MASKED": ("sm90_bf16_m_grouped_gemm_masked", "sm90_bf16_gemm_impl", "MGroupedMasked"),
     "GEMM_NT_BF16BF16F32": ("sm90_bf16_gemm", "sm90_bf16_gemm_impl", "Normal"),
 }
+TOKEN_SCALES = {"GEMM_NT_F8F8BF16", "GROUPED_GEMM_NT_F8F8BF16_CONTIG", "GROUPED_GEMM_NT_F8F8BF16_MASKED"}
 _OTHER = ("sm100_fp8_fp4_gemm_1d1d", "sm100_fp8_fp4_gemm_1d1d_impl", "Normal")  # a later release's types
 # The DSA indexer's kernels: cache family per layout (0.1.x: the build names in sgl-deep-gemm
 # 0.1.2's _C.so; 0.2.x: DeepJIT tags in 0.2.3.post2's), and the template each instantiates.
@@ -116,8 +119,10 @@ class Executor:
     and each kernel is looked up once per process: a 16,384-value sweep took 0.39 s of lookups
     per shape, 0.007 s now."""
 
-    def __init__(self, build, kind, n, k, groups, layout="0.1.x"):
+    def __init__(self, build, kind, n, k, groups, layout="0.1.x", aligned=False):
         self.build, self.kind, self.n, self.k, self.groups = build, kind, n, k, groups
+        # Like executors.create(aligned=True) on SM90: token scales passed in DeepGEMM's layout need no transpose.
+        self.aligned = aligned and kind in TOKEN_SCALES
         self.indexer = INDEXER_FAMILIES[layout]
         self.tag = f"{n}x{k}"
         self.capturing = False
@@ -174,12 +179,21 @@ class Executor:
         if self.kind == "FP8_MQA_LOGITS":
             self._load(self.indexer["logits"], (self.n, self.k), lambda: indexer_source("logits", self.n, self.k))
             return
-        self._load("transpose_fp32", (), lambda: TRANSPOSE)
+        if not self.aligned:
+            self._load("transpose_fp32", (), lambda: TRANSPOSE)
         if self.replay_extra:
             self._load("replay_only", (self.n, self.k), lambda: "replay-only")
         cfg = config(m)
         self._load(self.family, (self.kind, self.n, self.k, self.groups, cfg),
                    lambda: source(self.kind, self.n, self.k, self.groups, cfg))
+
+    def probe(self, m):
+        """The call as sglang makes it: with the scale transpose."""
+        aligned, self.aligned = self.aligned, False
+        try:
+            self.execute(m)
+        finally:
+            self.aligned = aligned
 
     def _paged(self, rows: int) -> None:
         """The decode indexer as sglang calls it: a schedule for all rows, then the logits,
@@ -208,14 +222,14 @@ def device_log(who: str, tag: str) -> None:
             fh.write(f"{who} {os.getpid()} {os.environ.get('CUDA_VISIBLE_DEVICES', '-')} {time.time():.6f} {tag}\n")
 
 
-def executor(build, kind, n, k, groups, layout="0.1.x"):
+def executor(build, kind, n, k, groups, layout="0.1.x", aligned=False):
     device_log("compile" if "JITWARM_BUSY_FLAG" in os.environ else "replay", f"{n}x{k}")
     if os.environ.get("FAKE_DG_NO_DEVICE"):
         from tasks.runner.child.protocol import EnvironmentProblem
         raise EnvironmentProblem("no CUDA device visible to torch")
     if "JITWARM_BUSY_FLAG" not in os.environ:  # a replay, not a compile worker
         time.sleep(float(os.environ.get("FAKE_DG_REPLAY_S", "0")))
-    return Executor(build, kind, n, k, groups, layout)
+    return Executor(build, kind, n, k, groups, layout, aligned)
 
 
 def log_compile(name: str) -> None:

@@ -35,6 +35,8 @@ def test_queue_holds_every_call_once_shapes_taking_turns_in_the_head_then_one_af
     works = [work(7168, 2048, range(1, 3073)), work(2112, 7168, range(1, 3073)), work(4096, 512, range(1, 101))]
     values = {w.key: w.m_values for w in works}
     queue, tail_start = schedule.queue_order(works, values, 8, head=256)
+    probes, queue, tail_start = queue[:3], queue[3:], tail_start - 3
+    assert probes == [(0, -1), (1, -1), (2, -1)]  # each shape's call with sglang's scales, before all
     assert Counter(queue) == Counter((s, m) for s, w in enumerate(works) for m in w.m_values)
     assert [s for s, _ in queue[:24]] == [0] * 8 + [1] * 8 + [2] * 8
     first = sorted(m for s, m in queue[:8])
@@ -45,6 +47,14 @@ def test_queue_holds_every_call_once_shapes_taking_turns_in_the_head_then_one_af
     assert tail == [0] * (3072 - 256) + [1] * (3072 - 256)  # each shape's rest in one stretch
     head_of_0 = sorted(m for s, m in queue[:tail_start] if s == 0)
     assert max(b - a for a, b in zip(head_of_0, head_of_0[1:])) <= 3072 // 128  # the head spans the range
+
+
+def test_only_shapes_with_token_scales_are_probed():
+    works = [work(7168, 2048, [1, 2], Kind.BF16F32), work(4096, 7168, [8, 16], Kind.MASKED, 32),
+             work(4096, 7168, [128, 256], Kind.BLOCK32), work(4096, 7168, [128, 256], Kind.CONTIG, 8)]
+    queue, _ = schedule.queue_order(works, {w.key: w.m_values for w in works}, 8)
+    assert [call for call in queue if call[1] < 0] == [(1, -8), (3, -128)]
+    assert queue[:2] == [(1, -8), (3, -128)]
 
 
 def test_shared_replay_pieces_cover_every_call_once_in_whole_graphs():

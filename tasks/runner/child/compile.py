@@ -2,13 +2,14 @@
 
 Runs in a child forked by the zygote; the calls come from a queue all workers share.
 
-deep_gemm compiles through jitwarm's nvcc shim. When another worker is compiling the
-kernel a call needs, the shim answers "busy" at once and names the kernel: the call is
-deferred and the worker moves on to kernels nobody has started. A deferred call is made
-again once its kernel is in the shim's store (each retry of a busy call costs deep_gemm
-a build directory and a shell: retrying them all after every take stalled the workers
-for a third of their time on the H200). What is still deferred at the end is retried
-waiting for the other worker's result instead of compiling it again.
+deep_gemm compiles through jitwarm's nvcc shim. When a call needs a kernel nobody has
+built, the shim hands it to the kernel queue (or finds another worker building it) and
+answers "busy" at once, naming the kernel: the call is deferred and the worker moves on.
+A deferred call is made again once its kernel is in the shim's store (each retry of a busy
+call costs deep_gemm a build directory and a shell: retrying them all after every take
+stalled the workers for a third of their time on the H200). Once the queue is exhausted,
+the worker makes each deferred call as soon as its kernel lands (`drain`), while its slot
+may go to a replay; a kernel the queue could not build is compiled by the call that needs it.
 
 Calls are recorded in CUDA graphs that are never launched (executors._Base.capture):
 deep_gemm still picks, builds and loads each call's kernel on the host, but no GEMM
@@ -25,28 +26,37 @@ import time
 from collections import Counter
 from pathlib import Path
 
-from tasks.runner.child import replay
+from tasks.plan.gemms import Kind
+from tasks.runner.child import protocol, replay
 from tasks.runner.child.protocol import CompilePlan, CompileResult
 
 CAPTURE_RETRIES = 3
 TRACE = os.environ.get("JITWARM_TRACE") == "1"  # per-take timings in the compile log, for benches
 SLOW_CALL_S = 0.25  # a traced call slower than this built (or waited for) a kernel
+DRAIN_POLL_S = 0.02  # how often a draining worker looks for the kernels its deferred calls wait for
+# A draining worker whose kernels none has landed for this long makes its first deferred call
+# waiting (compiling it itself if need be): a safety net, since the kernel queue reports failures.
+DRAIN_STALL_S = 60.0
 
 
-def run(plan: CompilePlan, take, made=None) -> CompileResult:
+def run(plan: CompilePlan, take, made=None, draining=None) -> CompileResult:
     """Run (shape, M) calls: `take()` hands out the next chunk of a queue shared with the
     other workers (empty when it is exhausted); `made(shape, n)`, if given, hears of each
-    n calls made (their kernels are built), so a shape's replay can start once all are."""
+    n calls made (their kernels are built), so a shape's replay can start once all are;
+    `draining()`, once the queue is exhausted and only deferred calls are left."""
     started = time.monotonic()
     worker = _Worker(plan, made)
     imported = time.monotonic() - started
-    # Every call of a shape first needs the shape's scale-transpose kernel. A first call
-    # that waits for it keeps the early calls from being deferred behind the transposes
-    # (and their own kernels from being found late).
+    # Where DeepGEMM must transpose a shape's token scales before it even picks the GEMM and the
+    # executor cannot pass them pre-transposed (not SM90), every call needs that kernel first. A
+    # first call that waits for it keeps the early calls from being deferred behind the transposes
+    # (and their own kernels from being found late). Elsewhere no call waits: the queue's probes
+    # find the transposes (schedule.queue_order).
     os.environ["JITWARM_NVCC_WAIT"] = "1"
-    if plan.first_call:
+    first = plan.first_call
+    if first and Kind(plan.shapes[first[0]].kind).token_scales and not worker.executor(first[0]).aligned:
         worker.on_made = None  # not a queued call: its M is made again from the queue, and counted then
-        worker.attempt([tuple(plan.first_call)])
+        worker.attempt([tuple(first)])
         worker.on_made = made
     os.environ["JITWARM_NVCC_WAIT"] = "0"
     if TRACE:
@@ -63,11 +73,14 @@ def run(plan: CompilePlan, take, made=None) -> CompileResult:
         waiting, ready = [], []
         for call, key in deferred:
             (ready if worker.built(key) else waiting).append((call, key))
-        deferred = waiting + worker.attempt([call for call, _ in ready]) + new
-    os.environ["JITWARM_NVCC_WAIT"] = "1"
+        again = worker.attempt([call for call, _ in ready])
+        skipped += len(again)
+        deferred = waiting + again + new
+    if draining is not None:
+        draining()
     if TRACE:
         print(f"trace deferred {time.monotonic() - started:.3f} calls {len(deferred)}", flush=True)
-    worker.attempt(sorted(call for call, _ in deferred))
+    skipped += drain(worker, deferred)
     worker.sync()
     if TRACE:
         print(f"trace end {time.monotonic() - started:.3f} cpu {time.process_time():.3f}", flush=True)
@@ -78,12 +91,45 @@ def run(plan: CompilePlan, take, made=None) -> CompileResult:
                          seconds=round(time.monotonic() - started, 3))
 
 
+def drain(worker, deferred: list) -> int:
+    """Make the worker's deferred calls once nothing else is left: each as soon as its kernel lands,
+    not in a fixed order behind one still compiling, so each shape's calls are all made (and
+    its replay can start) as early as its own kernels allow. Returns how many came back busy again."""
+    last_landed, again = time.monotonic(), 0
+    while deferred:
+        ready = [call for call, key in deferred if worker.built(key)]
+        if ready:
+            left = len(deferred)
+            done = set(ready)
+            busy = worker.attempt(sorted(ready))
+            again += len(busy)
+            deferred = [(c, k) for c, k in deferred if c not in done] + busy
+            if len(deferred) < left:
+                last_landed = time.monotonic()
+            else:  # each came back busy on another kernel (or one the shim did not name)
+                time.sleep(DRAIN_POLL_S)
+            continue
+        stuck = next((call for call, key in deferred if worker.given_up(key)), None)
+        if stuck is None and time.monotonic() - last_landed > DRAIN_STALL_S:
+            stuck = deferred[0][0]
+        if stuck is None:
+            time.sleep(DRAIN_POLL_S)
+            continue
+        os.environ["JITWARM_NVCC_WAIT"] = "1"
+        worker.attempt([stuck])
+        os.environ["JITWARM_NVCC_WAIT"] = "0"
+        deferred = [(c, k) for c, k in deferred if c != stuck]
+        last_landed = time.monotonic()
+    return again
+
+
 class _Worker:
     """Calls into one deep_gemm, one shape's buffers at a time."""
 
     def __init__(self, plan: CompilePlan, made=None):
         self.plan, self.busy, self.on_made = plan, Path(plan.busy_flag), made
         self.store = Path(os.environ["JITWARM_KSTORE"]) if os.environ.get("JITWARM_KSTORE") else None
+        self.queue = Path(os.environ["JITWARM_NVCC_QUEUE"]) if os.environ.get("JITWARM_NVCC_QUEUE") else None
         self.dg = replay.import_module(plan.module)
         self.factory = replay.factory_of(self.dg)
         self.current: tuple[int, object] | None = None  # shape index, its executor
@@ -106,13 +152,19 @@ class _Worker:
             self.current = None
             shape = self.plan.shapes[s]
             print(f"shape {s}: {shape.kind} N={shape.n} K={shape.k} groups={shape.groups}", flush=True)
-            self.current = (s, self.factory(self.dg, shape.kind, shape.n, shape.k, shape.groups, self.plan.rows[s]))
+            self.current = (s, self.factory(self.dg, shape.kind, shape.n, shape.k, shape.groups, self.plan.rows[s],
+                                            aligned=True))
         return self.current[1]
 
     def built(self, key: str) -> bool:
         """Whether the kernel a deferred call waited for is in the shim's store now (a call
         deferred without a key, from a shim that did not name it, is always retried)."""
         return not key or self.store is None or (self.store / f"{key}.cubin").exists()
+
+    def given_up(self, key: str) -> bool:
+        """Whether the kernel queue failed to build that kernel (protocol.queue_failed): the
+        call is made waiting, so the shim compiles it here and nvcc's error reaches this worker."""
+        return bool(key) and self.queue is not None and protocol.queue_failed(self.queue, key).exists()
 
     def busy_key(self) -> str | None:
         """The kernel the shim just said another worker is building ("" if it did not name
@@ -145,13 +197,13 @@ class _Worker:
             try:
                 if capture is None:
                     for _, m in pending:
-                        executor.execute(m)
+                        _call(executor, m)
                         made += 1
                 else:
                     with capture():
                         for _, m in pending:
                             began = time.monotonic()
-                            executor.execute(m)
+                            _call(executor, m)
                             made += 1
                             if TRACE and time.monotonic() - began > SLOW_CALL_S:
                                 print(f"trace slow shape {s} M {m} {time.monotonic() - began:.3f}", flush=True)
@@ -190,7 +242,7 @@ class _Worker:
               flush=True)
         call = pending[made]
         try:
-            self.executor(s).execute(call[1])
+            _call(self.executor(s), call[1])
         except Exception as err:
             if (key := self.busy_key()) is None:
                 raise err from None  # the call's own error, without the capture's in front of it
@@ -203,3 +255,11 @@ class _Worker:
     def sync(self) -> None:
         if self.current is not None:
             self.current[1].sync()
+
+
+def _call(executor, m: int) -> None:
+    """(shape, M) is a call; (shape, -M), the same call as sglang makes it (schedule.queue_order)."""
+    if m > 0:
+        executor.execute(m)
+    else:
+        executor.probe(-m)

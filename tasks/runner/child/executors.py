@@ -6,6 +6,14 @@ Only the forked children import this module; it is the one place that needs torc
 FP8 types: e4m3 data, FP32 scales of (M, ceil(K/block)) and (ceil(N/block), ceil(K/block)),
 BF16 output; BF16 types: BF16 data; CONTIG adds int32 zero m_indices, MASKED int32 zero
 masked_m. tasks/plan/gpumem.buffer_bytes is sglang's memory formula for the same buffers.
+
+Compile workers ask for `aligned` executors. On SM90, DeepGEMM turns sglang's row-major FP32
+token scales (1 x 128 blocks) into an MN-major, TMA-aligned copy with a JIT kernel of its
+own (transform_sf_into_required_layout -> get_mn_major_tma_aligned_tensor) before it even
+picks the GEMM, and skips that kernel when the scales already have that layout. So an aligned
+executor passes them that way: its calls find their GEMM kernels without waiting for the
+transpose. The GEMM sees the same tensor either way, so it is the same kernel. `probe(m)`
+makes the call exactly as sglang does, so the transpose is found too; the replay proves both.
 """
 
 from __future__ import annotations
@@ -23,7 +31,7 @@ def start_device() -> None:
         torch.empty(1, device="cuda")
 
 
-def create(dg, kind: str, n: int, k: int, groups: int, max_m: int):
+def create(dg, kind: str, n: int, k: int, groups: int, max_m: int, aligned: bool = False):
     import torch
 
     from tasks.runner.child.protocol import EnvironmentProblem
@@ -44,14 +52,48 @@ def create(dg, kind: str, n: int, k: int, groups: int, max_m: int):
     for name in cls.needs:
         if not callable(getattr(dg, name, None)):
             raise EnvironmentProblem(f"{getattr(dg, '__name__', 'deep_gemm')} has no {name}, which {kind} needs")
-    return cls(torch, dg, n, k, groups, max_m)
+    executor = cls(torch, dg, n, k, groups, max_m)
+    if aligned and getattr(cls, "token_scales", False) and torch.cuda.get_device_capability()[0] == 9:
+        executor.align_scales()
+    return executor
+
+
+TMA_ALIGN_FP32 = 4  # DeepGEMM's get_tma_aligned_size: 16 bytes of FP32 along MN
+
+
+def _tma_rows(m: int) -> int:
+    return gpumem.ceil_div(m, TMA_ALIGN_FP32) * TMA_ALIGN_FP32
 
 
 class _Base:
+    token_scales = False  # FP32 1 x 128 token scales that DeepGEMM transposes on SM90 before the GEMM
+
     def __init__(self, torch, dg, n, k, groups, max_m):
         self.torch, self.dg = torch, dg
         self._capture_stream = self._capture_pool = self._last_graph = None
+        self.aligned = False  # whether execute() passes token scales already in DeepGEMM's layout
         self.setup(n, k, groups, max_m)
+
+    def probe(self, m):
+        """The call as sglang makes it, layout kernel and all."""
+        aligned, self.aligned = self.aligned, False
+        try:
+            self.execute(m)
+        finally:
+            self.aligned = aligned
+
+    def align_scales(self):
+        """Have execute() pass token scales MN-major and TMA-aligned (the module's docstring says why).
+        Allocated now, not in a call: a call's allocation would come from its graph's pool."""
+        max_m, sf_k = self.lhs_s.shape
+        self.lhs_s_aligned = self.torch.ones(_tma_rows(max_m) * sf_k, device="cuda", dtype=self.torch.float32)
+        self.aligned = True
+
+    def lhs_scales(self, m):
+        """The token scales of an M-row call: sglang's rows, or the same values as DeepGEMM lays them out."""
+        if not self.aligned:
+            return self.lhs_s[:m]
+        return self.lhs_s_aligned.as_strided((m, self.lhs_s.shape[-1]), (1, _tma_rows(m)))
 
     def token_fp8(self, *dims_k, block=gpumem.BLOCK):
         *dims, k = dims_k
@@ -124,6 +166,7 @@ class _Normal(_Base):
 
     needs = ("fp8_gemm_nt",)
     block = gpumem.BLOCK
+    token_scales = True
 
     def setup(self, n, k, groups, max_m):
         self.recipe = (1, self.block, self.block)
@@ -132,14 +175,16 @@ class _Normal(_Base):
         self.out = self.bf16(max_m, n)
 
     def execute(self, m):
-        self.dg.fp8_gemm_nt((self.lhs_q[:m], self.lhs_s[:m]), (self.rhs_q, self.rhs_s), self.out[:m],
+        self.dg.fp8_gemm_nt((self.lhs_q[:m], self.lhs_scales(m)), (self.rhs_q, self.rhs_s), self.out[:m],
                             recipe=self.recipe)
 
 
 class _Block32(_Normal):
-    """GEMM_NT_F8F8BF16_BLOCK32: the same executor at block size 32 (compile_utils.py:274-276)."""
+    """GEMM_NT_F8F8BF16_BLOCK32: the same executor at block size 32 (compile_utils.py:274-276).
+    Its 1 x 32 scales take another path through DeepGEMM, so they stay as sglang passes them."""
 
     block = 32
+    token_scales = False
 
 
 class _BF16F32(_Base):
@@ -186,6 +231,7 @@ class _BF16Masked(_Base):
 
 class _Contig(_Base):
     needs = ("m_grouped_fp8_gemm_nt_contiguous",)
+    token_scales = True
 
     def setup(self, n, k, groups, max_m):
         self.lhs_q, self.lhs_s = self.token_fp8(max_m, k)
@@ -195,11 +241,12 @@ class _Contig(_Base):
 
     def execute(self, m):
         self.dg.m_grouped_fp8_gemm_nt_contiguous(
-            (self.lhs_q[:m], self.lhs_s[:m]), (self.rhs_q, self.rhs_s), self.out[:m], self.m_indices[:m])
+            (self.lhs_q[:m], self.lhs_scales(m)), (self.rhs_q, self.rhs_s), self.out[:m], self.m_indices[:m])
 
 
 class _Masked(_Base):
     needs = ("fp8_m_grouped_gemm_nt_masked",)
+    token_scales = True
 
     def setup(self, n, k, groups, max_m):
         rows = min(max_m, gpumem.MASKED_ROWS)
@@ -208,10 +255,19 @@ class _Masked(_Base):
         self.masked_m = self.torch.zeros((groups,), device="cuda", dtype=self.torch.int32)
         self.out = self.torch.empty((groups, rows, n), device="cuda", dtype=self.torch.bfloat16)
 
+    def align_scales(self):
+        # One fixed buffer (expected_m is not its size): (groups, rows, sf_k), MN-major, TMA-aligned.
+        groups, rows, sf_k = self.lhs_s.shape
+        padded = _tma_rows(rows)
+        flat = self.torch.ones(groups * padded * sf_k, device="cuda", dtype=self.torch.float32)
+        self.lhs_s_aligned = flat.as_strided((groups, rows, sf_k), (padded * sf_k, 1, padded))
+        self.aligned = True
+
     def execute(self, m):
         # DeepGEMM picks the masked config from expected_m, not from the buffer shape.
+        scales = self.lhs_s_aligned if self.aligned else self.lhs_s
         self.dg.fp8_m_grouped_gemm_nt_masked(
-            (self.lhs_q, self.lhs_s), (self.rhs_q, self.rhs_s), self.out, self.masked_m, m)
+            (self.lhs_q, scales), (self.rhs_q, self.rhs_s), self.out, self.masked_m, m)
 
 
 class _MQALogits(_Base):

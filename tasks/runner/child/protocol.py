@@ -17,6 +17,12 @@ CAPTURED = "captured, not run (first and last M run)"
 CAPTURE_CHUNK = 256  # calls per graph: 0.70 s per 16384-call sweep vs 1.05 s at 64, same peak memory
 
 
+def queue_failed(queue_dir: Path, key: str) -> Path:
+    """What the kernel queue (tasks/runner/kernel_queue.py) leaves in its directory for a kernel it
+    could not build: a worker waiting for that kernel then compiles it itself, and sees nvcc's error."""
+    return queue_dir / f".failed-{key}"
+
+
 class EnvironmentProblem(Exception):
     """No GPU, no deep_gemm, or a mismatch the planner must know about."""
 

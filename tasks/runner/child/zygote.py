@@ -103,7 +103,7 @@ def main(argv: list[str]) -> int:
             made[s] += n
 
     gpus = Gpus(plan.devices)
-    compile_kids = [_Kid(job, lambda job: _compile_child(job, take, count)) for job in plan.compile]
+    compile_kids = [_CompileKid(job, take, count) for job in plan.compile]
     replay_kids = [_Kid(job, _replay_child) for job in plan.replays]  # replays[i] proves compile shape i
     shared = _Shared(plan.shared) if plan.shared else None
     if shared is not None:
@@ -187,10 +187,29 @@ class _Kid:
     def overdue(self, now: float, timeout: float) -> bool:
         return now - self.began > timeout
 
+    def idle(self) -> bool:
+        """Whether it now waits more than it works (its slot may go to another child)."""
+        return False
+
     def ended(self, how: str) -> list:
         """Note how it ended; return the children to start in its place."""
         _note(self.job, self.killed_for or how)
         return []
+
+
+class _CompileKid(_Kid):
+    """A compile worker: once only its deferred calls are left, it mostly waits for the kernel
+    queue's nvcc runs, and its slot may go to a replay meanwhile."""
+
+    def __init__(self, job: protocol.CompileJob, take, count):
+        self.draining = multiprocessing.Value("b", 0, lock=False)
+        super().__init__(job, lambda job: _compile_child(job, take, count, self._drain))
+
+    def _drain(self) -> None:
+        self.draining.value = 1
+
+    def idle(self) -> bool:
+        return bool(self.draining.value)
 
 
 class _Shared:
@@ -259,8 +278,8 @@ class _SharedKid(_Kid):
 def _run_children(first: list[_Kid], later: list[_Kid], ready, parallel: int, timeout: float, gpus: Gpus,
                   first_done) -> float:
     """Fork every `first` child, then each `later` one once `ready(kid)` says so or every
-    `first` child has ended, up to `parallel` at a time, each on a GPU with room; record
-    how each one ended. `first_done(seconds, their pids)` is called when the last `first`
+    `first` child has ended, up to `parallel` at a time (idle children aside), each on a GPU
+    with room; record how each one ended. `first_done(seconds, their pids)` is called when the last `first`
     child ends; returns the seconds from then to the end."""
     started = time.monotonic()
     queue, later, running, pids, first_ids = list(first), list(later), {}, [], {id(kid) for kid in first}
@@ -274,7 +293,7 @@ def _run_children(first: list[_Kid], later: list[_Kid], ready, parallel: int, ti
         if not queue:
             queue = [kid for kid in later if ended_at is not None or ready(kid)]
             later = [kid for kid in later if kid not in queue]
-        while queue and len(running) < parallel and (device := gpus.take()) is not Gpus.FULL:
+        while queue and _working(running) < parallel and (device := gpus.take()) is not Gpus.FULL:
             kid = queue.pop(0)
             kid.began, kid.device = time.monotonic(), device
             pid = _fork(kid.job, kid.body, device)
@@ -301,6 +320,10 @@ def _run_children(first: list[_Kid], later: list[_Kid], ready, parallel: int, ti
         ended_at = time.monotonic()
         first_done(round(ended_at - started, 3), pids)
     return round(time.monotonic() - ended_at, 3)
+
+
+def _working(running: dict) -> int:
+    return sum(not kid.idle() for kid in running.values())
 
 
 def _remove_build_leftovers(cache: CacheRoot, pids: list[int]) -> None:
@@ -348,8 +371,8 @@ def _fork(job: protocol.Job, body, device: str | None = None) -> int:
         os._exit(code)
 
 
-def _compile_child(job: protocol.CompileJob, take, made) -> int:
-    records.write_json(Path(job.result), compile.run(job.plan, take, made))
+def _compile_child(job: protocol.CompileJob, take, made, draining) -> int:
+    records.write_json(Path(job.result), compile.run(job.plan, take, made, draining))
     return 0
 
 
