@@ -15,7 +15,7 @@ On one machine, for the shipped planned targets (or --models):
 Every warm's replays must compile 0. Targets: B <= 1.5 F, C and E <= 1.15 F, D <= 0.6 B.
 Prints and writes one JSON.
 
-Usage: python bench/kernel_queue.py --work DIR [--models NAME...] [--out FILE]
+Usage: python bench/kernel_queue.py --work DIR [--models NAME...] [--out FILE] [--skip-queue-off] [--trace]
 """
 
 from __future__ import annotations
@@ -103,6 +103,7 @@ def main() -> int:
     parser.add_argument("--models", nargs="+", default=list(MODELS))
     parser.add_argument("--out", type=Path)
     parser.add_argument("--skip-queue-off", action="store_true", help="leave out A (no target depends on it)")
+    parser.add_argument("--trace", action="store_true", help="B with JITWARM_TRACE=1 (timings in its logs)")
     opts = parser.parse_args()
     shutil.rmtree(opts.work, ignore_errors=True)
     (opts.work / "models").mkdir(parents=True)
@@ -115,7 +116,7 @@ def main() -> int:
         result["a_cold_no_queue"] = warm(opts.work, opts.work / "a", JITWARM_KERNEL_QUEUE="off")
         print(json.dumps(result["a_cold_no_queue"]), flush=True)
     b = opts.work / "b"
-    result["b_cold_queue"] = warm(opts.work, b)
+    result["b_cold_queue"] = warm(opts.work, b, **({"JITWARM_TRACE": "1"} if opts.trace else {}))
     print(json.dumps(result["b_cold_queue"]), flush=True)
     with tempfile.TemporaryDirectory(dir=opts.work) as scratch:
         result["f_nvcc_floor"] = floor(b / "jitwarm" / "recipes", Path(scratch))

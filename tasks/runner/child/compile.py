@@ -60,7 +60,7 @@ def run(plan: CompilePlan, take, made=None, draining=None) -> CompileResult:
         worker.on_made = made
     os.environ["JITWARM_NVCC_WAIT"] = "0"
     if TRACE:
-        print(f"trace first {imported:.3f} {time.monotonic() - started:.3f}", flush=True)
+        print(f"trace first {imported:.3f} {time.monotonic() - started:.3f} at {time.time():.3f}", flush=True)
     deferred, skipped = [], 0  # (call, the kernel it waits for)
     while chunk := take():
         began = time.monotonic()
@@ -79,11 +79,13 @@ def run(plan: CompilePlan, take, made=None, draining=None) -> CompileResult:
     if draining is not None:
         draining()
     if TRACE:
-        print(f"trace deferred {time.monotonic() - started:.3f} calls {len(deferred)}", flush=True)
+        print(f"trace deferred {time.monotonic() - started:.3f} calls {len(deferred)} at {time.time():.3f}",
+              flush=True)
     skipped += drain(worker, deferred)
     worker.sync()
     if TRACE:
-        print(f"trace end {time.monotonic() - started:.3f} cpu {time.process_time():.3f}", flush=True)
+        print(f"trace end {time.monotonic() - started:.3f} cpu {time.process_time():.3f} at {time.time():.3f}",
+              flush=True)
     return CompileResult(done={str(s): n for s, n in worker.done.items()}, deferred=skipped,
                          captured=worker.captured, eager=sorted(worker.eager),
                          capture_errors={str(s): r for s, r in worker.capture_errors.items()},

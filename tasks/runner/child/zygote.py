@@ -36,6 +36,7 @@ from tasks.state import records
 from tasks.state.cacheroot import CacheRoot
 
 
+TRACE = os.environ.get("JITWARM_TRACE") == "1"  # each child's start and end in the pool log, for benches
 PARENT_ENV = "JITWARM_PARENT_PID"  # the `doit warm` that started this pool (set by tasks/runner/pool.py)
 _PR_SET_PDEATHSIG = 1
 _running: set[int] = set()  # forked children now running, each the leader of its own group
@@ -297,6 +298,8 @@ def _run_children(first: list[_Kid], later: list[_Kid], ready, parallel: int, ti
             kid = queue.pop(0)
             kid.began, kid.device = time.monotonic(), device
             pid = _fork(kid.job, kid.body, device)
+            if TRACE:
+                print(f"trace fork {time.time():.3f} {Path(kid.job.log).name}", flush=True)
             if id(kid) in first_ids:
                 pids.append(pid)
             running[pid] = kid
@@ -312,6 +315,8 @@ def _run_children(first: list[_Kid], later: list[_Kid], ready, parallel: int, ti
             continue
         if pid in running:
             kid = running.pop(pid)
+            if TRACE:
+                print(f"trace exit {time.time():.3f} {Path(kid.job.log).name}", flush=True)
             gpus.give(kid.device)
             _running.discard(pid)
             _kill_group(pid)  # whatever the child left running ends with it
