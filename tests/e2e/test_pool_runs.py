@@ -137,6 +137,25 @@ def test_compile_workers_record_calls_in_graphs_and_run_eagerly_only_where_captu
 
 
 
+@pytest.mark.one_layout
+def test_the_last_shapes_replay_runs_in_a_process_started_while_the_workers_compiled(ws):
+    model_file(ws.models, "v3", "[[launch]]\ntp = 8\nm_list = [1, 32, 128, 1024]\n")
+    log = ws.tmp / "processes.log"
+    ws.env["JITWARM_KERNEL_QUEUE"] = "off"  # the slow shape sleeps at every call: a deferred one would sleep twice
+    out = ws.doit("warm", JITWARM_JOBS="2", JITWARM_TRACE="1", FAKE_DG_SLOW_ON="7168x2048:1.0",
+                  FAKE_DG_DEVICE_LOG=str(log))
+    assert out.returncode == 0, out.stdout + out.stderr
+    last_slow = max(float(line.split()[3]) for line in log.read_text().splitlines() if line.startswith("slow "))
+    trace = [line.split() for line in (ws.root / "jitwarm" / "logs" / "pool.log").read_text().splitlines()
+             if line.startswith("trace ")]
+    forked = {row[3]: float(row[2]) for row in trace if row[1] == "fork" and row[3].startswith("replay-standby-")}
+    [(given, process)] = [(float(row[2]), row[5]) for row in trace if row[1] == "give" and "7168x2048" in row[3]]
+    assert forked[process] < last_slow < given  # ready before the shape was, given it once its calls were made
+    [shape_log] = (ws.root / "jitwarm" / "logs").glob("normal-7168x2048-*.log")
+    assert "replayed by a process started before its shape was ready" in shape_log.read_text()
+    assert set(ws.status().values()) == {"U"}
+
+
 def test_a_shapes_replay_starts_once_its_calls_are_made_while_others_still_compile(ws):
     import json
 

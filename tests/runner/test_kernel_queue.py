@@ -143,7 +143,7 @@ def test_a_killed_run_takes_the_queue_s_nvcc_with_it(tmp_path, env):
     host = subprocess.Popen([sys.executable, "-c", script])
 
     def nvcc() -> list[psutil.Process]:
-        return [p for p in psutil.Process(host.pid).children(recursive=True) if "fake_nvcc" in " ".join(p.cmdline())]
+        return [p for p in psutil.Process(host.pid).children(recursive=True) if "fake_nvcc" in _cmdline(p)]
 
     # The stand-in's own child (its sleep, as nvcc's cicc and ptxas) has started: a loaded machine takes a while.
     wait_for(lambda: any(p.children() for p in nvcc()))
@@ -159,6 +159,13 @@ def test_a_killed_run_takes_the_queue_s_nvcc_with_it(tmp_path, env):
             return True
 
     wait_for(lambda: all(gone(p) for p in tree), seconds=10)
+
+
+def _cmdline(proc: psutil.Process) -> str:
+    try:
+        return " ".join(proc.cmdline())
+    except psutil.Error:  # a short-lived child already gone, or a zombie (a loaded machine)
+        return ""
 
 
 def test_prune_drops_unused_recipes_and_dead_writers_scratch(tmp_path):

@@ -4,7 +4,7 @@ worker left only with deferred calls waits on the kernel queue, so its slot goes
 import time
 from types import SimpleNamespace
 
-from tasks.runner.child import zygote
+from tasks.runner.child import compile, zygote
 
 
 def _job(tmp_path, name):
@@ -17,8 +17,8 @@ def _times(tmp_path, monkeypatch, compile_child):
         (tmp_path / "replay-began").write_text(repr(time.time()))
         return 0
 
-    def worker(job, take, made, draining):
-        compile_child(draining)
+    def worker(job, take, made, stage):
+        compile_child(stage)
         (tmp_path / "worker-ended").write_text(repr(time.time()))
         return 0
 
@@ -30,8 +30,8 @@ def _times(tmp_path, monkeypatch, compile_child):
 
 
 def test_a_ready_replay_takes_the_slot_of_a_worker_that_only_waits_for_its_kernels(tmp_path, monkeypatch):
-    def drains(draining):
-        draining()
+    def drains(stage):
+        stage(compile.DRAINING)
         time.sleep(1.0)
 
     ended, began = _times(tmp_path, monkeypatch, drains)
@@ -39,5 +39,5 @@ def test_a_ready_replay_takes_the_slot_of_a_worker_that_only_waits_for_its_kerne
 
 
 def test_a_worker_still_taking_calls_keeps_its_slot(tmp_path, monkeypatch):
-    ended, began = _times(tmp_path, monkeypatch, lambda draining: time.sleep(0.5))
+    ended, began = _times(tmp_path, monkeypatch, lambda stage: (stage(compile.SWEEPING), time.sleep(0.5)))
     assert began >= ended

@@ -39,11 +39,15 @@ DRAIN_POLL_S = 0.02  # how often a draining worker looks for the kernels its def
 DRAIN_STALL_S = 60.0
 
 
-def run(plan: CompilePlan, take, made=None, draining=None) -> CompileResult:
+SWEEPING, DRAINING = 1, 2  # what `stage` hears: the worker takes calls; only its deferred calls are left
+
+
+def run(plan: CompilePlan, take, made=None, stage=None) -> CompileResult:
     """Run (shape, M) calls: `take()` hands out the next chunk of a queue shared with the
     other workers (empty when it is exhausted); `made(shape, n)`, if given, hears of each
     n calls made (their kernels are built), so a shape's replay can start once all are;
-    `draining()`, once the queue is exhausted and only deferred calls are left."""
+    `stage(SWEEPING)` once its first calls are made (CUDA is up), `stage(DRAINING)` once the
+    queue is exhausted and only deferred calls are left."""
     started = time.monotonic()
     worker = _Worker(plan, made)
     imported = time.monotonic() - started
@@ -65,6 +69,8 @@ def run(plan: CompilePlan, take, made=None, draining=None) -> CompileResult:
     while chunk := take():
         began = time.monotonic()
         new = worker.attempt(chunk)
+        if stage is not None:
+            stage(SWEEPING)
         if TRACE:
             print(f"trace take {began - started:.3f} {time.monotonic() - began:.3f} shape {chunk[0][0]} "
                   f"calls {len(chunk)} busy {len(new)}", flush=True)
@@ -76,8 +82,8 @@ def run(plan: CompilePlan, take, made=None, draining=None) -> CompileResult:
         again = worker.attempt([call for call, _ in ready])
         skipped += len(again)
         deferred = waiting + again + new
-    if draining is not None:
-        draining()
+    if stage is not None:
+        stage(DRAINING)
     if TRACE:
         print(f"trace deferred {time.monotonic() - started:.3f} calls {len(deferred)} at {time.time():.3f}",
               flush=True)

@@ -22,9 +22,13 @@ from tasks.state.cacheview import CacheView
 from tasks.state.schema import Replayed
 
 
-def run(plan: ReplayPlan) -> Replayed:
-    view = CacheView(CacheRoot.from_plan(plan.cache), Path(plan.staging))
-    os.environ["DG_JIT_CACHE_DIR"] = str(view.path)
+def run(plan: ReplayPlan, view: CacheView | None = None) -> Replayed:
+    """Replay the plan's shape; `view`: a view prepared before the shape was known (a standby
+    process, tasks/runner/child/zygote.py), which stages what the roots gained since."""
+    if view is None:
+        view = prepare(plan.cache, Path(plan.staging))
+    else:
+        view.refresh()
 
     started = time.monotonic()
     executor = executor_for(plan.module, plan.shape, plan.m_values, plan.contig_alignment)
@@ -33,6 +37,13 @@ def run(plan: ReplayPlan) -> Replayed:
     used, created, how = view.commit()
     return Replayed(entries=used, new=created, calls=len(plan.m_values), sweep_seconds=round(seconds, 3),
                     verification=how, launches=launches)
+
+
+def prepare(cache, staging: Path) -> CacheView:
+    """This process's private view of the cache, where deep_gemm will look (before its import)."""
+    view = CacheView(CacheRoot.from_plan(cache), staging)
+    os.environ["DG_JIT_CACHE_DIR"] = str(view.path)
+    return view
 
 
 def sweep(executor, m_values: list[int], view: CacheView) -> str:

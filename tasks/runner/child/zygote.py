@@ -105,15 +105,19 @@ def main(argv: list[str]) -> int:
 
     gpus = Gpus(plan.devices)
     compile_kids = [_CompileKid(job, take, count) for job in plan.compile]
-    replay_kids = [_Kid(job, _replay_child) for job in plan.replays]  # replays[i] proves compile shape i
+
+    def shape_ready(i: int) -> bool:  # every call of compile shape i is made (each built its kernel)
+        return made[i] >= totals[i]
+
+    standbys = _Standbys(plan, shape_ready, lambda: all(kid.started() for kid in compile_kids)) \
+        if plan.replays else None
+    replay_kids = standbys.kids() if standbys else []  # replays[i] proves compile shape i
     shared = _Shared(plan.shared) if plan.shared else None
     if shared is not None:
         replay_kids += [shared.kid() for _ in range(plan.shared.processes)]
-    shape_of = {id(kid): i for i, kid in enumerate(replay_kids[:len(plan.replays)])}
 
     def ready(kid: _Kid) -> bool:
-        i = shape_of.get(id(kid))
-        return i is None or made[i] >= totals[i]
+        return kid.ready()
 
     def compiled(seconds: float, pids: list[int]) -> None:
         timings["compile_s"] = seconds
@@ -121,7 +125,7 @@ def main(argv: list[str]) -> int:
         Path(plan.timings).with_name(protocol.COMPILE_DONE).write_text("")  # compile results are final
 
     timings["replay_s"] = _run_children(compile_kids, replay_kids, ready, max(len(compile_kids), plan.parallel_replay),
-                                        plan.timeout_s, gpus, compiled)
+                                        plan.timeout_s, gpus, compiled, standbys)
     if shared is not None:
         shared.finish()
     Path(plan.timings).write_text(json.dumps(timings))
@@ -192,6 +196,10 @@ class _Kid:
         """Whether it now waits more than it works (its slot may go to another child)."""
         return False
 
+    def ready(self) -> bool:
+        """Whether it may start before every compile worker has ended."""
+        return True
+
     def ended(self, how: str) -> list:
         """Note how it ended; return the children to start in its place."""
         _note(self.job, self.killed_for or how)
@@ -203,14 +211,140 @@ class _CompileKid(_Kid):
     queue's nvcc runs, and its slot may go to a replay meanwhile."""
 
     def __init__(self, job: protocol.CompileJob, take, count):
-        self.draining = multiprocessing.Value("b", 0, lock=False)
-        super().__init__(job, lambda job: _compile_child(job, take, count, self._drain))
+        self.stage = multiprocessing.Value("b", 0, lock=False)  # compile.SWEEPING, then compile.DRAINING
+        super().__init__(job, lambda job: _compile_child(job, take, count, self._stage))
 
-    def _drain(self) -> None:
-        self.draining.value = 1
+    def _stage(self, stage: int) -> None:
+        self.stage.value = stage
 
     def idle(self) -> bool:
-        return bool(self.draining.value)
+        return self.stage.value >= compile.DRAINING
+
+    def started(self) -> bool:
+        return self.stage.value >= compile.SWEEPING
+
+
+class _ShapeReplayKid(_Kid):
+    """The replay of compile shape `i`, forked once its calls are all made."""
+
+    def __init__(self, job: protocol.ReplayJob, i: int, shape_ready):
+        super().__init__(job, _replay_child)
+        self.i, self.shape_ready = i, shape_ready
+
+    def ready(self) -> bool:
+        return self.shape_ready(self.i)
+
+
+class _Standbys:
+    """Replay processes started before their shape is known, once every compile worker has
+    started: each imports deep_gemm, starts CUDA and links its view of the cache while the
+    workers still compile, then replays the first shape whose calls are all made, and exits
+    (one shape per process, so its view sees exactly what that shape's calls load). The
+    replays of the last shapes then start at once instead of after a CUDA start-up each."""
+
+    def __init__(self, plan: protocol.PoolPlan, shape_ready, workers_started):
+        self.jobs, self.shape_ready, self.workers_started = plan.replays, shape_ready, workers_started
+        self.cache, self.module = plan.cache, plan.module
+        self.views = Path(plan.replays[0].plan.staging).parent  # the run's directory, beside the shapes' views
+        self.size = max(1, min(len(plan.replays), plan.parallel_replay))
+        self.unassigned = list(range(len(plan.replays)))  # shapes no process replays yet
+        self.waiting: list[_StandbyKid] = []  # forked, no shape yet
+        self.started = 0
+        self.broken = False  # a standby died before its shape: plain per-shape replays from then on
+        self.compiled = False  # every compile worker has ended: no shape waits for its calls any more
+
+    def kids(self) -> list[_Kid]:
+        return [self._kid() for _ in range(self.size)]
+
+    def _kid(self) -> "_StandbyKid":
+        n, self.started = self.started, self.started + 1
+        log = records.log_path(Path(self.cache.root), f"replay-standby-{n}")
+        return _StandbyKid(self, protocol.Job(log=str(log), status=str(self.views / f"standby-{n}.status")),
+                           str(self.views / f"view-standby-{n}"))
+
+    def assign(self, room: int) -> None:
+        """Hand ready shapes to waiting processes, at most `room` (slots free of working children)."""
+        for kid in list(self.waiting):
+            if room <= 0:
+                return
+            i = next((i for i in self.unassigned if self.compiled or self.shape_ready(i)), None)
+            if i is None:
+                break
+            self.unassigned.remove(i)
+            self.waiting.remove(kid)
+            kid.give(i)
+            room -= 1
+            if TRACE:
+                print(f"trace give {time.time():.3f} {Path(self.jobs[i].log).name} to {Path(kid.job.log).name}",
+                      flush=True)
+        if not self.unassigned:
+            for kid in self.waiting:
+                kid.give(_StandbyKid.NONE)
+            self.waiting.clear()
+
+    def ended(self, kid: "_StandbyKid", how: str) -> list[_Kid]:
+        if kid in self.waiting:
+            self.waiting.remove(kid)
+        if kid.i is None and how != "exited with code 0" and not self.broken:
+            self.broken = True  # it could not even start: its replays go to plain processes, which report why
+            fallback = [_ShapeReplayKid(self.jobs[i], i, lambda i: self.compiled or self.shape_ready(i))
+                        for i in self.unassigned]
+            self.unassigned = []
+            for other in self.waiting:
+                other.give(_StandbyKid.NONE)
+            self.waiting.clear()
+            return fallback
+        return [self._kid()] if len(self.unassigned) > len(self.waiting) and not self.broken else []
+
+
+class _StandbyKid(_Kid):
+    NONE = -2  # told when no shape is left for it
+
+    def __init__(self, standbys: _Standbys, job: protocol.Job, staging: str):
+        self.standbys, self.staging = standbys, staging
+        self.shape = multiprocessing.Value("l", -1, lock=False)  # the compile shape it replays, once given
+        self.i: int | None = None
+        self.given_at = 0.0
+        super().__init__(job, self._body)
+
+    def ready(self) -> bool:
+        return self.standbys.workers_started()
+
+    def idle(self) -> bool:
+        return self.i is None
+
+    def give(self, i: int) -> None:
+        if i >= 0:
+            self.i, self.given_at = i, time.monotonic()
+        self.shape.value = i
+
+    def overdue(self, now: float, timeout: float) -> bool:
+        return self.i is not None and now - self.given_at > timeout
+
+    def ended(self, how: str) -> list:
+        if self.i is not None:
+            _note(self.standbys.jobs[self.i], self.killed_for or how)
+        return self.standbys.ended(self, self.killed_for or how)
+
+    def _body(self, job: protocol.Job) -> int:
+        """In the child: get ready, wait for a shape, replay it into that shape's log and result."""
+        view = replay.prepare(self.standbys.cache, Path(self.staging))
+        began = time.monotonic()
+        replay.start_device(self.standbys.module)
+        print(f"device ready in {time.monotonic() - began:.2f}s", flush=True)
+        while (i := self.shape.value) == -1:
+            time.sleep(0.005)
+        if i < 0:
+            return 0
+        shape_job = self.standbys.jobs[i]
+        sys.stdout.flush()
+        sys.stderr.flush()
+        log = os.open(shape_job.log, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+        os.dup2(log, 1)
+        os.dup2(log, 2)
+        print(f"replayed by a process started before its shape was ready (log {job.log})", flush=True)
+        records.write_json(Path(shape_job.result), replay.run(shape_job.plan, view))
+        return 0
 
 
 class _Shared:
@@ -277,11 +411,13 @@ class _SharedKid(_Kid):
 
 
 def _run_children(first: list[_Kid], later: list[_Kid], ready, parallel: int, timeout: float, gpus: Gpus,
-                  first_done) -> float:
+                  first_done, standbys: "_Standbys | None" = None) -> float:
     """Fork every `first` child, then each `later` one once `ready(kid)` says so or every
     `first` child has ended, up to `parallel` at a time (idle children aside), each on a GPU
-    with room; record how each one ended. `first_done(seconds, their pids)` is called when the last `first`
-    child ends; returns the seconds from then to the end."""
+    with room; record how each one ended. A child idle from the start (a standby replay) needs
+    no free slot, only a GPU; `standbys` are handed their shapes as slots free up.
+    `first_done(seconds, their pids)` is called when the last `first` child ends; returns the
+    seconds from then to the end."""
     started = time.monotonic()
     queue, later, running, pids, first_ids = list(first), list(later), {}, [], {id(kid) for kid in first}
     ended_at = None if first else started
@@ -291,10 +427,14 @@ def _run_children(first: list[_Kid], later: list[_Kid], ready, parallel: int, ti
         if ended_at is None and not any(id(kid) in first_ids for kid in [*queue, *running.values()]):
             ended_at = time.monotonic()
             first_done(round(ended_at - started, 3), pids)
+            if standbys is not None:
+                standbys.compiled = True
+        if standbys is not None:
+            standbys.assign(parallel - _working(running))
         if not queue:
             queue = [kid for kid in later if ended_at is not None or ready(kid)]
             later = [kid for kid in later if kid not in queue]
-        while queue and _working(running) < parallel and (device := gpus.take()) is not Gpus.FULL:
+        while queue and (queue[0].idle() or _working(running) < parallel) and (device := gpus.take()) is not Gpus.FULL:
             kid = queue.pop(0)
             kid.began, kid.device = time.monotonic(), device
             pid = _fork(kid.job, kid.body, device)
@@ -304,6 +444,8 @@ def _run_children(first: list[_Kid], later: list[_Kid], ready, parallel: int, ti
                 pids.append(pid)
             running[pid] = kid
             _running.add(pid)
+            if isinstance(kid, _StandbyKid):
+                standbys.waiting.append(kid)
         pid, status = os.waitpid(-1, os.WNOHANG) if running else (0, 0)
         if pid == 0:
             now = time.monotonic()
@@ -376,8 +518,8 @@ def _fork(job: protocol.Job, body, device: str | None = None) -> int:
         os._exit(code)
 
 
-def _compile_child(job: protocol.CompileJob, take, made, draining) -> int:
-    records.write_json(Path(job.result), compile.run(job.plan, take, made, draining))
+def _compile_child(job: protocol.CompileJob, take, made, stage) -> int:
+    records.write_json(Path(job.result), compile.run(job.plan, take, made, stage))
     return 0
 
 
