@@ -41,3 +41,41 @@ def test_a_ready_replay_takes_the_slot_of_a_worker_that_only_waits_for_its_kerne
 def test_a_worker_still_taking_calls_keeps_its_slot(tmp_path, monkeypatch):
     ended, began = _times(tmp_path, monkeypatch, lambda stage: (stage(compile.SWEEPING), time.sleep(0.5)))
     assert began >= ended
+
+
+def _standbys(tmp_path, shapes=3, slots=2, ready=lambda i: False):
+    jobs = [SimpleNamespace(log=str(tmp_path / f"shape-{i}.log"), status=str(tmp_path / f"shape-{i}.status"),
+                            plan=SimpleNamespace(staging=str(tmp_path / f"view-{i}"))) for i in range(shapes)]
+    plan = SimpleNamespace(replays=jobs, cache=SimpleNamespace(root=str(tmp_path)), module="m", parallel_replay=slots)
+    return zygote._Standbys(plan, ready, lambda: True)
+
+
+def test_standbys_take_ready_shapes_as_slots_free_up_and_are_let_go_when_none_is_left(tmp_path):
+    ready = set()
+    standbys = _standbys(tmp_path, ready=lambda i: i in ready)
+    kids = standbys.kids()
+    assert len(kids) == 2 and all(kid.idle() for kid in kids)  # they need no slot while they wait
+    standbys.waiting += kids
+    standbys.assign(room=2)
+    assert [kid.shape.value for kid in kids] == [-1, -1]  # no shape is ready yet
+    ready |= {2, 0}
+    standbys.assign(room=1)
+    assert [kid.shape.value for kid in kids] == [0, -1] and not kids[0].idle()
+    standbys.assign(room=1)
+    assert [kid.shape.value for kid in kids] == [0, 2]
+    assert standbys.ended(kids[0], "exited with code 0") and standbys.unassigned == [1]  # a new one for shape 1
+    standbys.compiled = True  # every worker has ended: whatever is left is replayed now
+    [late] = standbys.ended(kids[1], "exited with code 0")
+    standbys.waiting.append(late)
+    standbys.assign(room=1)
+    assert late.shape.value == 1 and standbys.unassigned == []
+
+
+def test_a_standby_that_cannot_start_hands_every_shape_left_to_plain_replays(tmp_path):
+    standbys = _standbys(tmp_path, shapes=3, slots=2)
+    kids = standbys.kids()
+    standbys.waiting += kids
+    fallback = standbys.ended(kids[0], "exited with code 3")  # e.g. deep_gemm cannot be imported
+    assert [kid.i for kid in fallback] == [0, 1, 2] and all(isinstance(k, zygote._ShapeReplayKid) for k in fallback)
+    assert kids[1].shape.value == zygote._StandbyKid.NONE  # the other one is let go
+    assert standbys.ended(kids[1], "exited with code 0") == []
