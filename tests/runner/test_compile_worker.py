@@ -21,6 +21,7 @@ class _Worker:
         self.building = {"K", "L"}
         self.one_key = one_key
         self.failed: set = set()  # kernels the queue gave up on
+        self.slots, self.queued = 4, 0  # nvcc slots, and kernels requested but not built
         self.done, self.captured, self.eager = Counter(), 0, set()
         self.capture_errors, self.ran_after_failure = {}, 0
 
@@ -46,6 +47,9 @@ class _Worker:
 
     def given_up(self, key):
         return key in self.failed
+
+    def backlog(self):
+        return self.queued
 
     def sync(self):
         pass
@@ -154,3 +158,29 @@ def test_a_drain_where_nothing_lands_for_long_makes_one_call_waiting(monkeypatch
     result, _ = _run(monkeypatch, finish_after=None)
     assert [m for wait, m in waits if wait == "1"] == [100]
     assert sum(result.done.values()) == 500
+
+
+def test_a_take_that_only_bounces_waits_for_a_kernel_while_nvcc_has_enough_queued(monkeypatch):
+    polls = []
+
+    def lands_k(worker, n):
+        polls.append(n)
+        if n == 3:
+            worker.building.discard("K")
+
+    monkeypatch.setattr(compile, "_Worker", lambda plan, made=None: worker)
+    worker = _Worker(None)
+    worker.queued = 8  # two rounds of the stand-in's four nvcc slots
+    monkeypatch.setattr(compile, "time", _Clock(lambda n: lands_k(worker, n)))
+    chunks = iter([[(0, m) for m in range(100, 150)], [(0, m) for m in range(150, 200)]])
+    plan = protocol.CompilePlan(module="x", shapes=[protocol.Shape("GEMM_NT_F8F8BF16", 1, 1, 1)], rows=[500],
+                                busy_flag="unused", first_call=None)
+    result = compile.run(plan, lambda: next(chunks, []))
+    assert polls == [1, 2, 3]  # the first take bounced whole: it waited until K landed
+    assert result.deferred == 50 and worker.made[(0, 150)] == 1  # the next take found K built
+
+
+def test_no_wait_while_the_kernel_queue_has_too_little_to_do(monkeypatch):
+    result, worker = _run(monkeypatch, finish_after=None, on_poll=_lands(K=3))
+    # The stand-in's queue holds nothing: bounced takes go on at once, and only the drain waited.
+    assert result.deferred == 400 and sum(result.done.values()) == 500

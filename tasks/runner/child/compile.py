@@ -37,6 +37,12 @@ DRAIN_POLL_S = 0.02  # how often a draining worker looks for the kernels its def
 # A draining worker whose kernels none has landed for this long makes its first deferred call
 # waiting (compiling it itself if need be): a safety net, since the kernel queue reports failures.
 DRAIN_STALL_S = 60.0
+# A worker whose whole take came back busy waits (at most PAUSE_S) for one of its kernels while the
+# kernel queue has BACKLOG_ROUNDS rounds of requests for its nvcc slots: early on most calls need a
+# kernel that is queued already, and each such try costs deep_gemm a build directory and a few
+# processes, taken from nvcc (on the H100, 3,600 tries took three quarters of the workers' time).
+BACKLOG_ROUNDS = 2
+PAUSE_S = 2.0
 
 
 SWEEPING, DRAINING = 1, 2  # what `stage` hears: the worker takes calls; only its deferred calls are left
@@ -75,6 +81,8 @@ def run(plan: CompilePlan, take, made=None, stage=None) -> CompileResult:
             print(f"trace take {began - started:.3f} {time.monotonic() - began:.3f} shape {chunk[0][0]} "
                   f"calls {len(chunk)} busy {len(new)}", flush=True)
         skipped += len(new)
+        if new and len(new) == len(chunk):
+            pause(worker, deferred + new)
         # Retry what was busy once its kernel is built: it may then need another one.
         waiting, ready = [], []
         for call, key in deferred:
@@ -97,6 +105,14 @@ def run(plan: CompilePlan, take, made=None, stage=None) -> CompileResult:
                          capture_errors={str(s): r for s, r in worker.capture_errors.items()},
                          ran_after_failure=worker.ran_after_failure, import_s=round(imported, 3),
                          seconds=round(time.monotonic() - started, 3))
+
+
+def pause(worker, deferred: list) -> None:
+    """Wait while nvcc has enough queued work, until one of the deferred calls' kernels lands."""
+    until = time.monotonic() + PAUSE_S
+    while (time.monotonic() < until and worker.backlog() >= BACKLOG_ROUNDS * worker.slots
+           and not any(worker.built(key) for _, key in deferred)):
+        time.sleep(DRAIN_POLL_S)
 
 
 def drain(worker, deferred: list) -> int:
@@ -138,6 +154,7 @@ class _Worker:
         self.plan, self.busy, self.on_made = plan, Path(plan.busy_flag), made
         self.store = Path(os.environ["JITWARM_KSTORE"]) if os.environ.get("JITWARM_KSTORE") else None
         self.queue = Path(os.environ["JITWARM_NVCC_QUEUE"]) if os.environ.get("JITWARM_NVCC_QUEUE") else None
+        self.slots = len(os.sched_getaffinity(0))  # the kernel queue runs one nvcc per usable core
         self.dg = replay.import_module(plan.module)
         self.factory = replay.factory_of(self.dg)
         self.current: tuple[int, object] | None = None  # shape index, its executor
@@ -168,6 +185,16 @@ class _Worker:
         """Whether the kernel a deferred call waited for is in the shim's store now (a call
         deferred without a key, from a shim that did not name it, is always retried)."""
         return not key or self.store is None or (self.store / f"{key}.cubin").exists()
+
+    def backlog(self) -> int:
+        """Kernels requested from the kernel queue that are not built yet."""
+        if self.queue is None or self.store is None:
+            return 0
+        try:
+            keys = [k for k in os.listdir(self.queue) if not k.startswith(".")]
+        except OSError:
+            return 0
+        return sum(not (self.store / f"{key}.cubin").exists() for key in keys)
 
     def given_up(self, key: str) -> bool:
         """Whether the kernel queue failed to build that kernel (protocol.queue_failed): the
