@@ -9,7 +9,9 @@ flock), so a worker that waits for the kernel at the end waits for this compile,
 stores the result as the shim does (cubin, its sha256, a compiled.log line).
 
 Kernels whose source and argv are already known (recipes.py) are queued before the
-workers start, longest first: their compiles begin while torch still imports.
+workers start, longest first: their compiles begin while torch still imports. The ones
+the workers find go longest first too, by their last compile time here or, for a kernel
+never compiled here, a guess from its source (kernel_source.guess_seconds).
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ import time
 from pathlib import Path
 
 from tasks.runner.child import protocol
-from tasks.state import builds, recipes
+from tasks.state import builds, kernel_source, recipes
 
 POLL_S = 0.02  # how often the queue directory is read for new requests, without inotify
 WAKE_S = 0.2  # with inotify: how soon a stop is noticed
@@ -118,7 +120,8 @@ class KernelQueue:
                     for request in self.queue_dir.iterdir():
                         key = request.name
                         if not key.startswith(".") and key not in self.seen:
-                            self._push(key, request, recipes.expected_seconds(self.recipe_dir, key))
+                            self._push(key, request, recipes.expected_seconds(self.recipe_dir, key)
+                                       or _guess(request))
                 if notify is None:
                     time.sleep(POLL_S)
                 else:
@@ -185,6 +188,14 @@ class KernelQueue:
             builds.store_cubin(self.store, key, out, digest, started, ended, self.run)
             self.compiled.append(key)
             return True
+
+
+def _guess(request: Path) -> float:
+    """A kernel no warm here has compiled: its nvcc time guessed from its source."""
+    try:
+        return kernel_source.guess_seconds((request / "kernel.cu").read_text(errors="replace"))
+    except OSError:
+        return 0.0
 
 
 # Each nvcc runs under a shell that leads its own process group: told TERM (by stop(), or by the

@@ -104,6 +104,27 @@ def parse(text: str) -> KernelSource:
     return KernelSource(function, kind.value, n, k, groups)
 
 
+def guess_seconds(text: str) -> float:
+    """A rough nvcc time for a kernel never compiled here, only to build the longest first.
+    nvcc's time grows with a GEMM's tile (BLOCK_M x BLOCK_N, after the majors, the shape and
+    the group count); the indexer's logits take ~1.7 s, anything else (transposes,
+    schedules) ~1 s. Fitted on the 82 kernels of a cold warm on an H100 (sgl-deep-gemm 0.1.2,
+    GEMMs 1.5-5.7 s; rank correlation 0.87, among the GEMMs 0.67):
+    bench/results/nvcc_times_by_tile-h100-2026-12-07.json."""
+    match = _INSTANCE.search(_COMMENT.sub("", text))
+    if match is None:
+        return 1.0
+    function, args = match.group(1).rsplit("::", 1)[-1], _split(match.group(2))
+    if "mqa_logits" in function and "metadata" not in function:
+        return 1.7
+    if "gemm" not in function:
+        return 1.0
+    numbers = args[next((i for i, a in enumerate(args) if "Major" not in a), len(args)):][4:6]
+    if len(numbers) < 2 or not all(n.isdigit() for n in numbers):
+        return 1.0
+    return 1.5 + int(numbers[0]) * int(numbers[1]) / 6000
+
+
 def _indexer(function: str, args: list[str]) -> KernelSource:
     """The DSA indexer's kernels (tasks/plan/indexer.py): sm90_fp8_paged_mqa_logits<next_n, heads,
     head dim, ...>, sm90_fp8_mqa_logits<heads, head dim, ...>; the decode schedule has no heads."""

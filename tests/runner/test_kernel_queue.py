@@ -4,11 +4,13 @@ known kernels compile longest first; a failure or a kill leaves nothing behind."
 
 from __future__ import annotations
 
+import heapq
 import os
 import shlex
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -114,6 +116,25 @@ def test_known_kernels_compile_longest_first(tmp_path, env):
         queue.stop()
     assert compiles(tmp_path) == ["k.long", "k.mid", "k.short"]
     assert queue.note()["known_compiled"] == 3
+
+
+def test_kernels_the_workers_find_compile_by_their_guessed_time_when_none_is_known(tmp_path, env):
+    gemm = "static void __instantiate_kernel() {{ auto ptr = reinterpret_cast<void*>(&sm90_fp8_gemm_1d2d_impl<\n" \
+           "cute::UMMA::Major::K, 0, 0, 0, 1, {}, {}, 128>); }};\n"
+    queue_dir = tmp_path / "queue"
+    for name, tile in (("k.small", (16, 16)), ("k.big", (128, 192)), ("k.mid", (64, 64))):
+        (queue_dir / name).mkdir(parents=True)
+        (queue_dir / name / "kernel.cu").write_text(f"// entry: {name}\n" + gemm.format(*tile))
+        (queue_dir / name / "argv").write_bytes(b"\0".join([b"@SRC@", b"-cubin", b"-o", b"@OUT@"]) + b"\0")
+    queue = queue_for(tmp_path, env, slots=1)
+    watch = threading.Thread(target=queue._watch, daemon=True)  # no compile slot yet: the heap keeps all three
+    watch.start()
+    try:
+        wait_for(lambda: len(queue.seen) == 3)
+        assert [heapq.heappop(queue.heap)[2] for _ in range(3)] == ["k.big", "k.mid", "k.small"]
+    finally:
+        queue.stop()
+        watch.join(timeout=5)
 
 
 def test_a_compile_that_fails_in_the_queue_is_left_to_the_worker(tmp_path, env):

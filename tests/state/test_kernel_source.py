@@ -109,3 +109,16 @@ def test_the_indexer_schedule_kernel_has_no_heads_and_says_so():
     got = kernel_source.parse("auto ptr = reinterpret_cast<void*>(&sched::smxx_paged_mqa_logits_metadata<\n"
                               "  64, 256, 132, false\n>);")
     assert got.shape is None and got.kind == "FP8_PAGED_MQA_LOGITS" and "schedule" in got.note
+
+
+def test_a_guess_of_nvcc_time_puts_big_gemm_tiles_first_and_small_kernels_last():
+    def guess(name):
+        return kernel_source.guess_seconds((DATA / "0.1.x" / name / "kernel.cu").read_text())
+
+    big = guess("kernel.sm90_fp8_gemm_1d2d.a8110cf7ebad257c8d23518a9e171183")  # 128 x 192 tiles
+    small = guess("kernel.sm90_fp8_gemm_1d2d.7060370a1ee10ed4bfd3097fdd123700")  # 16 x 16
+    bf16 = guess("kernel.sm90_bf16_m_grouped_gemm_masked.4db672e4f128fb5de7c37877c7ac12cb")  # 128 x 96
+    transpose = guess("kernel.transpose_fp32.3f2682682f194fd4b3cf2b5d9bdc431d")
+    assert big > bf16 > small > transpose == 1.0
+    assert 5 < big < 6 and 1.5 < small < 2  # seconds, as on the H100
+    assert kernel_source.guess_seconds("no kernel here") == 1.0
