@@ -44,7 +44,7 @@ def test_no_worker_waits_on_nvcc_the_probes_find_the_scale_transposes(ws):
     # The workers pass token scales pre-transposed, so no call waits for the transpose before
     # its GEMM is found; each shape's probe (the call as sglang makes it) finds the transpose.
     model_file(ws.models, "v3", "[[launch]]\ntp = 8\nm_list = [1, 32, 128, 1024]\n")
-    out = ws.doit("warm", FAKE_DG_COMPILE_S="0.2")
+    out = ws.doit("warm", FAKE_DG_COMPILE_S="0.05")
     assert out.returncode == 0, out.stdout + out.stderr
     summary = next(line for line in out.stdout.splitlines() if line.startswith("compiled "))
     compiled, queued = map(int, re.search(r"compiled (\d+) kernels .*; (\d+) of them by the kernel queue",
@@ -142,7 +142,7 @@ def test_the_last_shapes_replay_runs_in_a_process_started_while_the_workers_comp
     model_file(ws.models, "v3", "[[launch]]\ntp = 8\nm_list = [1, 32, 128, 1024]\n")
     log = ws.tmp / "processes.log"
     ws.env["JITWARM_KERNEL_QUEUE"] = "off"  # the slow shape sleeps at every call: a deferred one would sleep twice
-    out = ws.doit("warm", JITWARM_JOBS="2", JITWARM_TRACE="1", FAKE_DG_SLOW_ON="7168x2048:1.0",
+    out = ws.doit("warm", JITWARM_JOBS="2", JITWARM_TRACE="1", FAKE_DG_SLOW_ON="7168x2048:0.5",
                   FAKE_DG_DEVICE_LOG=str(log))
     assert out.returncode == 0, out.stdout + out.stderr
     last_slow = max(float(line.split()[3]) for line in log.read_text().splitlines() if line.startswith("slow "))
