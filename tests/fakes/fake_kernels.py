@@ -35,6 +35,8 @@ import subprocess
 import sys
 import time
 
+from tasks.plan.gemms import Kind
+
 # kind -> (cache family, the template it instantiates, DeepGEMM's GemmType), as sgl-deep-gemm 0.1.2
 # names them on the H200 (tests/data/kernels/0.1.x).
 FAMILIES = {
@@ -49,7 +51,7 @@ FAMILIES = {
     "GROUPED_GEMM_NT_BF16_MASKED": ("sm90_bf16_m_grouped_gemm_masked", "sm90_bf16_gemm_impl", "MGroupedMasked"),
     "GEMM_NT_BF16BF16F32": ("sm90_bf16_gemm", "sm90_bf16_gemm_impl", "Normal"),
 }
-TOKEN_SCALES = {"GEMM_NT_F8F8BF16", "GROUPED_GEMM_NT_F8F8BF16_CONTIG", "GROUPED_GEMM_NT_F8F8BF16_MASKED"}
+TOKEN_SCALES = {kind.value for kind in Kind if kind.token_scales}  # the types whose transpose workers skip
 _OTHER = ("sm100_fp8_fp4_gemm_1d1d", "sm100_fp8_fp4_gemm_1d1d_impl", "Normal")  # a later release's types
 # The DSA indexer's kernels: cache family per layout (0.1.x: the build names in sgl-deep-gemm
 # 0.1.2's _C.so; 0.2.x: DeepJIT tags in 0.2.3.post2's), and the template each instantiates.
