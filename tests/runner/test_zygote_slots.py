@@ -24,8 +24,8 @@ def _times(tmp_path, monkeypatch, compile_child):
 
     monkeypatch.setattr(zygote, "_compile_child", worker)  # forked from this process, the child runs it
     kid = zygote._CompileKid(_job(tmp_path, "compile"), take=None, count=None)
-    zygote._run_children([kid], [zygote._Kid(_job(tmp_path, "replay"), replay)], ready=lambda kid: True,
-                         parallel=1, timeout=30, gpus=zygote.Gpus([]), first_done=lambda seconds, pids: None)
+    zygote._run_children([kid], [zygote._Kid(_job(tmp_path, "replay"), replay)], parallel=1, timeout=30,
+                         gpus=zygote.Gpus([]), first_done=lambda seconds, pids: None)
     return float((tmp_path / "worker-ended").read_text()), float((tmp_path / "replay-began").read_text())
 
 

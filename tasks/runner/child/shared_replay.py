@@ -16,7 +16,6 @@ process for the pieces left; the parent reads the pieces' results (tasks/runner/
 
 from __future__ import annotations
 
-import os
 import time
 import traceback
 from pathlib import Path
@@ -25,8 +24,6 @@ from tasks.runner.child import replay
 from tasks.runner.child.protocol import EnvironmentProblem, PieceResult, SharedProcessJob, SharedSpec, piece_path
 from tasks.plan.text import one_line
 from tasks.state import records
-from tasks.state.cacheroot import CacheRoot
-from tasks.state.cacheview import CacheView
 
 
 def _failed_flag(spec: SharedSpec, s: int) -> Path:
@@ -37,8 +34,7 @@ def run(spec: SharedSpec, job: SharedProcessJob, take, slot) -> int:
     """A process's body: replay pieces from `take()` until none are left (or one fails or
     compiles). `slot` = [piece now running or -1, when it began, pieces taken], read by the
     zygote to time pieces out and to tell which piece a dead process was on."""
-    view = CacheView(CacheRoot.from_plan(spec.cache), Path(job.staging))
-    os.environ["DG_JIT_CACHE_DIR"] = str(view.path)
+    view = replay.prepare(spec.cache, Path(job.staging))
     began = time.monotonic()
     replay.start_device(spec.module)
     print(f"device ready in {time.monotonic() - began:.2f}s", flush=True)

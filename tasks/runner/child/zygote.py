@@ -116,15 +116,12 @@ def main(argv: list[str]) -> int:
     if shared is not None:
         replay_kids += [shared.kid() for _ in range(plan.shared.processes)]
 
-    def ready(kid: _Kid) -> bool:
-        return kid.ready()
-
     def compiled(seconds: float, pids: list[int]) -> None:
         timings["compile_s"] = seconds
         _remove_build_leftovers(CacheRoot.from_plan(plan.cache), pids)
         Path(plan.timings).with_name(protocol.COMPILE_DONE).write_text("")  # compile results are final
 
-    timings["replay_s"] = _run_children(compile_kids, replay_kids, ready, max(len(compile_kids), plan.parallel_replay),
+    timings["replay_s"] = _run_children(compile_kids, replay_kids, max(len(compile_kids), plan.parallel_replay),
                                         plan.timeout_s, gpus, compiled, standbys)
     if shared is not None:
         shared.finish()
@@ -410,9 +407,9 @@ class _SharedKid(_Kid):
         return [self.shared.kid()] if self.shared.left() else []
 
 
-def _run_children(first: list[_Kid], later: list[_Kid], ready, parallel: int, timeout: float, gpus: Gpus,
+def _run_children(first: list[_Kid], later: list[_Kid], parallel: int, timeout: float, gpus: Gpus,
                   first_done, standbys: "_Standbys | None" = None) -> float:
-    """Fork every `first` child, then each `later` one once `ready(kid)` says so or every
+    """Fork every `first` child, then each `later` one once `kid.ready()` says so or every
     `first` child has ended, up to `parallel` at a time (idle children aside), each on a GPU
     with room; record how each one ended. A child idle from the start (a standby replay) needs
     no free slot, only a GPU; `standbys` are handed their shapes as slots free up.
@@ -432,7 +429,7 @@ def _run_children(first: list[_Kid], later: list[_Kid], ready, parallel: int, ti
         if standbys is not None:
             standbys.assign(parallel - _working(running))
         if not queue:
-            queue = [kid for kid in later if ended_at is not None or ready(kid)]
+            queue = [kid for kid in later if ended_at is not None or kid.ready()]
             later = [kid for kid in later if kid not in queue]
         while queue and (queue[0].idle() or _working(running) < parallel) and (device := gpus.take()) is not Gpus.FULL:
             kid = queue.pop(0)
