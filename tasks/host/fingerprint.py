@@ -86,6 +86,14 @@ def compute(layout, environ=None) -> dict:
     return fp
 
 
+def nvcc_version_text(layout, environ=None) -> str | None:
+    """The `nvcc --version` text deep_gemm reads (kept by compute(), else asked): both layouts key kernels on it."""
+    env = os.environ if environ is None else environ
+    path = nvcc_path(env, layout)
+    text = hostcache.get("nvcc", hostcache.tool_key(path), env)
+    return text if text is not None else _finish(_start([path, "--version"], env))
+
+
 def diff(old: dict, new: dict) -> list[str]:
     """Human lines for each changed component, e.g. `torch 2.11.0 -> 2.14.1`."""
     lines = []

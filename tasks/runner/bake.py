@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 
 from tasks import session as run_state
-from tasks.runner import kernel_queue, known as known_sources, pool, staging
+from tasks.runner import kernel_queue, known as known_sources, pool, rename, staging
 from tasks.session import Session
 from tasks.state import entries
 
@@ -28,7 +28,9 @@ def bake(session: Session, fp: dict, works, store: Path, base_env: dict) -> tupl
     recipe_dir = Path(env["JITWARM_RECIPES"]) if "JITWARM_RECIPES" in env else None
     if recipe_dir is None:  # JITWARM_KERNEL_QUEUE=off: no queue, no recipes
         return {}, {}
-    found = known_sources.plan(cache, works, fp, recipe_dir, pool.locks(settings, fp))
+    renamer = rename.Renamer(cache, fp, recipe_dir)
+    found = known_sources.plan(cache, works, fp, recipe_dir, pool.locks(settings, fp, renamer.near), renamer)
+    pool.say_renamed(renamer, fp)
     if not found:
         print(f"nothing to bake for the declared {fp['gpu.declared']}: no kernel lock beside the models and no "
               f"earlier warm here names these shapes' kernels (doit lock takes one where they are warm)", flush=True)

@@ -21,6 +21,7 @@ from pathlib import Path
 
 from tasks.host import fingerprint, packages
 from tasks.plan.targets import ShapeWork
+from tasks.runner import rename
 from tasks.state import entries, kernel_lock, recipes, records
 from tasks.state.cacheroot import CacheRoot
 
@@ -32,32 +33,55 @@ class KnownShape:
 
 
 def plan(cache: CacheRoot, works: list[ShapeWork], fp: dict, recipe_dir: Path,
-         locks: list[tuple[kernel_lock.KernelLock, kernel_lock.Variant]] = ()) -> dict[str, KnownShape]:
+         locks: list[tuple[kernel_lock.KernelLock, kernel_lock.Variant]] = (),
+         renamer: rename.Renamer | None = None) -> dict[str, KnownShape]:
     """The works whose lost entries known recipes rebuild (key -> what to build): from the
-    shape's last warm here, else from a kernel lock's variant taken under the same key parts."""
+    shape's last warm here, else from a kernel lock's variant taken under the same key parts;
+    with `renamer`, also those taken under a toolchain it can rename their entries for."""
     parts = fingerprint.key_parts(fp)
     wanted: dict[str, tuple[list[str], dict[str, str]]] = {}
+    moved: dict[str, tuple[dict, dict[str, str]]] = {}  # key -> (old key parts, {old name: digest})
     for work in works:
         record, _ = records.read_shape(cache.path, work.key)
-        if record is None or not (record.ok or record.baked) or not record.entries or \
-                fingerprint.key_parts(record.fingerprint) != parts:
+        if record is None or not (record.ok or record.baked) or not record.entries:
             continue
-        lost = {name: e.sha256 for name, e in record.entries.items() if entries.locate(cache, name) is None}
-        if all(lost.values()):
-            wanted[work.key] = (sorted(record.entries), lost)
-    found = recipes.by_digest(recipe_dir, {d for _, lost in wanted.values() for d in lost.values()})
+        then = fingerprint.key_parts(record.fingerprint)
+        if then == parts:
+            lost = {name: e.sha256 for name, e in record.entries.items() if entries.locate(cache, name) is None}
+            if all(lost.values()):
+                wanted[work.key] = (sorted(record.entries), lost)
+        elif renamer is not None and renamer.near(then) and all(e.sha256 for e in record.entries.values()):
+            moved[work.key] = (then, {name: e.sha256 for name, e in record.entries.items()})
+    found = recipes.by_digest(recipe_dir, {d for _, named in [*wanted.values(), *moved.values()] for d in named.values()})
     known = {key: KnownShape(names, {name: found[d] for name, d in lost.items()})
              for key, (names, lost) in wanted.items() if all(d in found for d in lost.values())}
+    for key, (then, named) in moved.items():
+        if all(d in found for d in named.values()):
+            given = {name: (found[d], recipes.read_argv(found[d].path)) for name, d in named.items()}
+            known.update(_renamed(cache, key, renamer.rename(then, given)))
     install = _install(fp)
     for work in works:
         lock, variant = next(((lock, v) for lock, v in locks if work.key in v.shapes), (None, None))
         if work.key in known or lock is None:
             continue
         named = variant.shapes[work.key]
+        if variant.key_parts != parts:
+            if renamer is not None:
+                old_install = variant.key_parts.get("deep_gemm.path") or install
+                given = {name: (kernel_lock.materialize(lock, key, recipe_dir, install),
+                                kernel_lock.argv(lock, key, old_install)) for name, key in named.items()}
+                known.update(_renamed(cache, work.key, renamer.rename(variant.key_parts, given)))
+            continue
         known[work.key] = KnownShape(sorted(named), {
             name: kernel_lock.materialize(lock, key, recipe_dir, install)
             for name, key in named.items() if entries.locate(cache, name) is None})
     return known
+
+
+def _renamed(cache: CacheRoot, key: str, built: dict[str, recipes.Recipe] | None) -> dict[str, KnownShape]:
+    if built is None:
+        return {}
+    return {key: KnownShape(sorted(built), {name: r for name, r in built.items() if entries.locate(cache, name) is None})}
 
 
 def _install(fp: dict) -> str | None:

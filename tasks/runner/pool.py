@@ -28,7 +28,7 @@ from pathlib import Path
 import msgspec
 import psutil
 
-from tasks.runner import kernel_queue, known as known_sources, shared, staging, supervise
+from tasks.runner import kernel_queue, known as known_sources, rename, shared, staging, supervise
 from tasks.runner.child import protocol
 from tasks.host import fingerprint, gpu
 from tasks.host.settings import REPO_ROOT, Settings
@@ -274,9 +274,13 @@ def run(works: list[ShapeWork], session: Session, fp: dict, base_env: dict, stor
     slots = plan_memory(works, report, usable_cores(settings), gpu.devices(), gpu.margin_bytes())
     env = shim_env(store, base_env, cache.layout)
     pulled = pulled or {}
-    rebuilt = known_sources.plan(cache, [w for w in works if w.key not in pulled and report.m_values[w.key]
-                                         and w.key not in report.failures], fp,
-                                 Path(env["JITWARM_RECIPES"]), locks(settings, fp)) if known and queue_on() else {}
+    rebuilt = {}
+    if known and queue_on():
+        renamer = rename.Renamer(cache, fp, Path(env["JITWARM_RECIPES"]))
+        rebuilt = known_sources.plan(cache, [w for w in works if w.key not in pulled and report.m_values[w.key]
+                                             and w.key not in report.failures], fp,
+                                     Path(env["JITWARM_RECIPES"]), locks(settings, fp, renamer.near), renamer)
+        say_renamed(renamer, fp)
     report.known = set(rebuilt)
     replayed = {**pulled, **{key: shape.names for key, shape in rebuilt.items()}}
     jobs = _plan_jobs(works, cache, fp["deep_gemm.module"], settings, report, slots, replayed,
@@ -320,13 +324,24 @@ def run(works: list[ShapeWork], session: Session, fp: dict, base_env: dict, stor
     return report
 
 
-def locks(settings: Settings, fp: dict) -> list:
-    """The kernel locks beside the models that key kernels as this host does; a bad one is a warning."""
-    locks, problems = kernel_lock.matching(settings.models_dir, fingerprint.key_parts(fp))
+def locks(settings: Settings, fp: dict, near=None) -> list:
+    """The kernel locks beside the models that key kernels as this host does (or, with `near`, whose
+    entries can be renamed for it); a bad one is a warning."""
+    locks, problems = kernel_lock.matching(settings.models_dir, fingerprint.key_parts(fp), near)
     for line in problems:  # another GPU's or toolchain's lock is expected beside a model: a note, not a warning
         print(f"{'note' if 'no variant taken' in line else 'warning'}: {line}; its kernel sources are not used",
               flush=True)
     return locks
+
+
+def say_renamed(renamer: rename.Renamer, fp: dict) -> None:
+    if renamer.renamed:
+        print(f"{plural(renamer.renamed, 'shape')} warmed under another toolchain: their entries are named as "
+              f"deep_gemm keys them with nvcc {fp.get('nvcc')} here, and built from their known sources", flush=True)
+    if renamer.refused:
+        more = f" (and {plural(len(renamer.notes) - 1, 'other reason')})" if len(renamer.notes) > 1 else ""
+        print(f"note: {plural(renamer.refused, 'shape')} warmed under another toolchain cannot have their entries "
+              f"renamed here, so they are warmed by discovery: {renamer.notes[0]}{more}", flush=True)
 
 
 def _replay_only_note(jobs: _Jobs, rebuilt: dict) -> str:

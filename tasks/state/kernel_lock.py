@@ -13,9 +13,6 @@ bakes them (tasks/runner/bake.py).
 
 from __future__ import annotations
 
-import contextlib
-import os
-import shutil
 from pathlib import Path
 
 import msgspec
@@ -57,9 +54,10 @@ def path_for(models_dir: Path, model: str) -> Path:
     return Path(models_dir) / f"{model}{SUFFIX}"
 
 
-def matching(models_dir: Path, parts: dict) -> tuple[list[tuple[KernelLock, Variant]], list[str]]:
+def matching(models_dir: Path, parts: dict, near=None) -> tuple[list[tuple[KernelLock, Variant]], list[str]]:
     """(lock, its variant) for each lock in `models_dir` with a variant taken where deep_gemm keys
-    kernels as `parts` says, and a line for each lock file that cannot be read or has none."""
+    kernels as `parts` says (else, with `near`, one whose key parts `near` accepts: its entries can
+    be renamed), and a line for each lock file that cannot be read or has none."""
     found, problems = [], []
     for path in sorted(Path(models_dir).glob(f"*{SUFFIX}")):
         try:
@@ -68,6 +66,8 @@ def matching(models_dir: Path, parts: dict) -> tuple[list[tuple[KernelLock, Vari
             problems.append(str(exc))
             continue
         if (variant := lock.variant(parts)) is not None:
+            found.append((lock, variant))
+        elif near and (variant := next((v for v in lock.variants if near(v.key_parts)), None)):
             found.append((lock, variant))
         elif lock.variants:
             nearest = min(lock.variants, key=lambda v: len(changed(v.key_parts, parts).split(", ")))
@@ -140,21 +140,14 @@ def locked_recipe(where: Path, install: str | None) -> LockedRecipe:
                         seconds=recipes.expected_seconds(where.parent, where.name))
 
 
+def argv(lock: KernelLock, key: str, install: str | None) -> list[str]:
+    """The lock's recipe `key`'s nvcc argv, deep_gemm's install as `install`."""
+    return [a.replace(INSTALL, install) for a in lock.recipes[key].argv] if install else lock.recipes[key].argv
+
+
 def materialize(lock: KernelLock, key: str, recipe_dir: Path, install: str | None) -> recipes.Recipe:
-    """The lock's recipe `key` as a recipe on disk (written whole, then renamed in; kept if one is there)."""
-    target = recipe_dir / key
-    if not target.is_dir():
-        locked = lock.recipes[key]
-        scratch = recipe_dir / f".{key}.{os.getpid()}"
-        argv = [a.replace(INSTALL, install) for a in locked.argv] if install else locked.argv
-        try:
-            scratch.mkdir(parents=True, exist_ok=True)
-            (scratch / "kernel.cu").write_text(locked.source)
-            (scratch / "argv").write_bytes(b"".join(a.encode() + b"\0" for a in argv))
-            (scratch / "seconds").write_text(f"0 {locked.seconds}\n")
-            (scratch / "digests").write_text("")
-            with contextlib.suppress(OSError):  # another process materialized it first
-                os.rename(scratch, target)
-        finally:
-            shutil.rmtree(scratch, ignore_errors=True)
-    return recipes.Recipe(key, target, lock.recipes[key].seconds)
+    """The lock's recipe `key` as a recipe on disk (kept if one is there)."""
+    locked = lock.recipes[key]
+    return recipes.Recipe(key, recipes.write(recipe_dir, key, locked.source.encode(), argv(lock, key, install),
+                                             locked.seconds),
+                          locked.seconds)

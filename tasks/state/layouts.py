@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Protocol
 
 from tasks.host import packages
+from tasks.state import kernel_keys
 
 OVERRIDE_ENV = "JITWARM_CACHE_LAYOUT"
 
@@ -62,6 +63,10 @@ class CacheLayout(Protocol):
     def assemble(self, entry: Path, source: Path, cubin: Path, command: str) -> None:
         """Write a complete entry into the new directory `entry` from a kernel's source and the
         cubin nvcc built from it, as the layout's own build leaves one (before its rename)."""
+
+    def entry_name(self, family: str, source: str, argv: list[str], toolchain: kernel_keys.Toolchain) -> str:
+        """The entry a recipe (source, nvcc argv) builds under `toolchain`, named as this layout
+        keys it (tasks/state/kernel_keys.py); kernel_keys.KeyUnknown if it cannot tell."""
 
 
 class Legacy:
@@ -114,6 +119,9 @@ class Legacy:
         entry.mkdir(parents=True)
         shutil.copyfile(source, entry / self.SOURCE)
         shutil.copyfile(cubin, entry / self.BINARIES[0])
+
+    def entry_name(self, family: str, source: str, argv: list[str], toolchain: kernel_keys.Toolchain) -> str:
+        return kernel_keys.legacy_entry(family, source, argv, toolchain)
 
     def __repr__(self) -> str:
         return self.id
@@ -173,6 +181,9 @@ class DeepJit:
         shutil.copyfile(cubin, entry / self.BINARY)
         (entry / "meta.json").write_text(json.dumps({"command": command, "built_by": "jitwarm, from a known recipe"}))
         (entry / self.COMMITTED).write_bytes(b"")  # last: the entry exists once this does
+
+    def entry_name(self, family: str, source: str, argv: list[str], toolchain: kernel_keys.Toolchain) -> str:
+        return kernel_keys.deepjit_entry(family, source, argv, toolchain)
 
     def __repr__(self) -> str:
         return self.id

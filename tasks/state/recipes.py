@@ -12,6 +12,7 @@ nothing used for RECIPE_MAX_AGE_S go.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import os
 import shutil
 import time
@@ -44,6 +45,38 @@ def fill(argv: list[str], source: Path, out: Path) -> list[str]:
     """The argv with its build paths put back."""
     return [str(source) if a == SRC else str(out) if a == OUT else
             a.replace("=" + OUT, f"={out}") if a.endswith("=" + OUT) else a for a in argv]
+
+
+def shim_key(source: bytes, argv: list[str]) -> str:
+    """The nvcc shim's key of a kernel (nvcc_shim.sh): its source and flags, the build paths left out."""
+    flags = [a for a in argv if a not in (SRC, OUT) and not a.endswith("=" + OUT)]
+    return hashlib.sha256(source + b"".join(a.encode() + b"\n" for a in flags)).hexdigest()[:32]
+
+
+def derive(recipe_dir: Path, recipe: Recipe, argv: list[str]) -> Recipe:
+    """`recipe`'s source with another argv (deep_gemm installed elsewhere), as a recipe of its own
+    under the shim's key."""
+    source = (recipe.path / "kernel.cu").read_bytes()
+    key = shim_key(source, argv)
+    return Recipe(key, write(recipe_dir, key, source, argv, recipe.seconds), recipe.seconds)
+
+
+def write(recipe_dir: Path, key: str, source: bytes, argv: list[str], seconds: float) -> Path:
+    """A recipe not compiled here yet (no digests), written whole, then renamed in; one already there is kept."""
+    target = recipe_dir / key
+    if not target.is_dir():
+        scratch = recipe_dir / f".{key}.{os.getpid()}"
+        try:
+            scratch.mkdir(parents=True, exist_ok=True)
+            (scratch / "kernel.cu").write_bytes(source)
+            (scratch / "argv").write_bytes(b"".join(a.encode() + b"\0" for a in argv))
+            (scratch / "seconds").write_text(f"0 {seconds}\n")
+            (scratch / "digests").write_text("")
+            with contextlib.suppress(OSError):  # another process wrote it first
+                os.rename(scratch, target)
+        finally:
+            shutil.rmtree(scratch, ignore_errors=True)
+    return target
 
 
 def expected_seconds(recipe_dir: Path, key: str) -> float:
