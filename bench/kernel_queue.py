@@ -12,7 +12,11 @@ On one machine, for the shipped planned targets (or --models):
   D. B's root with every other entry and the store deleted: a warm proportional to what is missing;
   E. a fresh runner: an empty root (no records, recipes or store) with the kernel lock
      `doit lock` took from B beside the models.
-Every warm's replays must compile 0. Targets: B <= 1.5 F, C and E <= 1.15 F, D <= 0.6 B.
+  U. a toolchain upgrade: B's root as it is, warmed through an nvcc whose `--version` reports the
+     next minor release (it runs the same nvcc): deep_gemm keys every kernel anew, and jitwarm
+     names the new entries itself from B's recipes (tasks/runner/rename.py), compiles them and
+     replays; a wrong name would show as a replay compiling it.
+Every warm's replays must compile 0. Targets: B <= 1.5 F, C, E and U <= 1.15 F, D <= 0.6 B.
 Prints and writes one JSON.
 
 Usage: python bench/kernel_queue.py --work DIR [--models NAME...] [--out FILE] [--skip-queue-off] [--trace]
@@ -64,6 +68,8 @@ def warm(work: Path, root: Path, **env_extra) -> dict:
               "all_ok": all(r["ok"] for r in shapes)}
     if out.returncode:
         result["output_tail"] = (out.stdout + out.stderr)[-3000:]
+    if renamed := [line for line in out.stdout.splitlines() if "another toolchain" in line or "not renamed" in line]:
+        result["renamed"] = renamed  # tasks/runner/pool.say_renamed
     return result
 
 
@@ -95,6 +101,23 @@ def lose(root: Path, every: int) -> int:
         shutil.rmtree(root / "cache" / name)
     shutil.rmtree(root / "jitwarm" / "kstore", ignore_errors=True)
     return len(gone)
+
+
+def upgraded_nvcc(work: Path) -> tuple[Path, str]:
+    """An nvcc that reports the next minor release and otherwise runs this host's nvcc (no shell
+    sees any text of ours but the two paths, which are ours)."""
+    real = fingerprint.nvcc_path(os.environ, layouts.detect(fingerprint.deep_gemm_module()))
+    text = subprocess.run([real, "--version"], capture_output=True, text=True, timeout=60).stdout
+    major, minor = re.search(r"release (\d+)\.(\d+)", text).groups()
+    newer = text.replace(f"release {major}.{minor}, V{major}.{minor}.", f"release {major}.{int(minor) + 1}, "
+                                                                       f"V{major}.{int(minor) + 1}.")
+    (work / "nvcc-next").mkdir(exist_ok=True)
+    (work / "nvcc-next" / "version.txt").write_text(newer)
+    wrapper = work / "nvcc-next" / "nvcc"
+    wrapper.write_text(f'#!/bin/sh\n[ "$1" = --version ] && exec cat "{work / "nvcc-next" / "version.txt"}"\n'
+                       f'exec "{real}" "$@"\n')
+    wrapper.chmod(0o755)
+    return wrapper, re.search(r"release [\d.]+, V[\d.]+", newer).group(0)
 
 
 def main() -> int:
@@ -136,19 +159,28 @@ def main() -> int:
     result["e_fresh_with_lock"] = {"lock_rc": locked.returncode, "lock_output": locked.stdout[-2000:] + locked.stderr[-1000:],
                                    **warm(opts.work, opts.work / "e")}
     print(json.dumps(result["e_fresh_with_lock"]), flush=True)
+    upgraded = opts.work / "u_nvcc_upgrade"
+    shutil.copytree(b, upgraded, symlinks=True)
+    nvcc, reported = upgraded_nvcc(opts.work)
+    before = len(entry_names(upgraded))
+    result["u_nvcc_upgrade"] = {"nvcc_reports": reported, "entries_before": before,
+                                **warm(opts.work, upgraded, DG_JIT_NVCC_COMPILER=str(nvcc))}
+    print(json.dumps(result["u_nvcc_upgrade"]), flush=True)
     bw, c, d = (result[k]["wall_s"] for k in ("b_cold_queue", "c_known_all_lost", "d_known_half_lost"))
     result["ratios"] = {"b_over_floor": round(bw / f["floor_s"], 3), "c_over_floor": round(c / f["floor_s"], 3),
                         "d_over_b": round(d / bw, 3),
-                        "e_over_floor": round(result["e_fresh_with_lock"]["wall_s"] / f["floor_s"], 3)}
+                        "e_over_floor": round(result["e_fresh_with_lock"]["wall_s"] / f["floor_s"], 3),
+                        "u_over_floor": round(result["u_nvcc_upgrade"]["wall_s"] / f["floor_s"], 3)}
     if "a_cold_no_queue" in result:
         a = result["a_cold_no_queue"]["wall_s"]
         result["ratios"].update(a_over_floor=round(a / f["floor_s"], 3), b_over_a=round(bw / a, 3))
     proofs = all(result[k]["replay_new_entries"] == 0 and result[k]["rc"] == 0 and not result[k]["discovery_fallbacks"]
-                 for k in ("a_cold_no_queue", "b_cold_queue", "c_known_all_lost", "d_known_half_lost", "e_fresh_with_lock")
+                 for k in ("a_cold_no_queue", "b_cold_queue", "c_known_all_lost", "d_known_half_lost", "e_fresh_with_lock",
+                           "u_nvcc_upgrade")
                  if k in result)
     r = result["ratios"]
     result["targets_met"] = {"b_le_1.5_floor": r["b_over_floor"] <= 1.5, "c_le_1.15_floor": r["c_over_floor"] <= 1.15,
-                             "e_le_1.15_floor": r["e_over_floor"] <= 1.15,
+                             "e_le_1.15_floor": r["e_over_floor"] <= 1.15, "u_le_1.15_floor": r["u_over_floor"] <= 1.15,
                              "d_le_0.6_b": r["d_over_b"] <= 0.6, "replays_compile_0": proofs}
     return emit(result, opts.out)
 
