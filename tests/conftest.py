@@ -120,7 +120,15 @@ class Workspace:
         return [r.returncode for r in runs], outputs
 
     def compiles(self) -> list[str]:
-        return self.compile_log.read_text().split() if self.compile_log.exists() else []
+        """The entries compiled, in order: the stand-ins name each kernel on kernel.cu's first line
+        (what the compile log holds), and its entry as deep_gemm keys it under the toolchain."""
+        logged = self.compile_log.read_text().split() if self.compile_log.exists() else []
+        named = {}
+        for source in self.tmp.rglob("kernel.cu"):
+            if source.parent.parent.name == "cache":
+                with open(source) as fh:
+                    named[fh.readline().strip().removeprefix("// entry: ")] = source.parent.name
+        return [named.get(ident, ident) for ident in logged]
 
     def pool_processes(self) -> list:
         """Live pool processes (tasks/runner/child/zygote.py) that work on this workspace's cache root."""

@@ -14,6 +14,7 @@ import time
 from tasks.cli.commands import _TargetCommand
 from tasks.host import fingerprint, packages
 from tasks.plan.text import plural
+from tasks.runner import rename
 from tasks.state import kernel_lock, recipes, records
 
 
@@ -56,6 +57,8 @@ class Lock(_TargetCommand):
             used = {key for v in lock.variants for named in v.shapes.values() for key in named.values()}
             lock.recipes = {key: r for key, r in lock.recipes.items() if key in used}
             variant.written_at = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+            if not cache.layout.keys_install_path:
+                variant.deepjit = rename.deepjit_config(cache)[0] or variant.deepjit
             if lock.variants:
                 kernel_lock.write(path, lock)
             others = f" (and {plural(len(lock.variants) - 1, 'variant')} for other GPUs or toolchains)" \

@@ -70,7 +70,7 @@ def plan(cache: CacheRoot, works: list[ShapeWork], fp: dict, recipe_dir: Path,
                 old_install = variant.key_parts.get("deep_gemm.path") or install
                 given = {name: (kernel_lock.materialize(lock, key, recipe_dir, install),
                                 kernel_lock.argv(lock, key, old_install)) for name, key in named.items()}
-                known.update(_renamed(cache, work.key, renamer.rename(variant.key_parts, given)))
+                known.update(_renamed(cache, work.key, renamer.rename(variant.key_parts, given, variant.deepjit)))
             continue
         known[work.key] = KnownShape(sorted(named), {
             name: kernel_lock.materialize(lock, key, recipe_dir, install)

@@ -53,28 +53,45 @@ class Renamer:
         self.parts, self.install = fingerprint.key_parts(fp), fp.get("deep_gemm.path")
         self.notes: list[str] = []
         self.renamed = self.refused = 0  # shapes
-        self._now: kernel_keys.Toolchain | None = None
+        self._text: str | None = None
+        self._config: dict | None = None  # 0.2.x: DeepJIT's, from an entry it built here
+        self._toolchains: dict[str, kernel_keys.Toolchain] = {}  # one per config: each header hashed once
         self._asked = False
 
     def near(self, parts: dict) -> bool:
         return renamable(parts, self.parts)
 
-    def now(self) -> kernel_keys.Toolchain | None:
-        """This host's toolchain as deep_gemm keys kernels (asked once, when a shape needs it)."""
+    def now(self, config: dict | None = None) -> kernel_keys.Toolchain | None:
+        """This host's toolchain as deep_gemm keys kernels (asked once, when a shape needs it); for
+        0.2.x, DeepJIT's config from an entry here, else `config` (a lock's)."""
         if not self._asked:
             self._asked = True
-            text = fingerprint.nvcc_version_text(self.layout, self.environ)
-            config, problem = (None, None) if self.layout.keys_install_path else deepjit_config(self.cache)
-            if not text or problem:
-                self._note(problem or "`nvcc --version` gave no answer here")
-            else:
-                self._now = kernel_keys.Toolchain(text, config)
-        return self._now
+            self._text = fingerprint.nvcc_version_text(self.layout, self.environ)
+            if not self._text:
+                self._note("`nvcc --version` gave no answer here")
+            elif not self.layout.keys_install_path:
+                self._config, mismatch = deepjit_config(self.cache)
+                if mismatch:  # the computation does not match this release: trust no name
+                    self._text = None
+                    self._note(mismatch)
+        if not self._text:
+            return None
+        if not self.layout.keys_install_path:
+            config = self._config or config
+            if config is None:
+                self._note(NO_CONFIG)
+                return None
+        key = json.dumps(config, sort_keys=True) if not self.layout.keys_install_path else ""
+        if key not in self._toolchains:
+            self._toolchains[key] = kernel_keys.Toolchain(self._text, config if key else None)
+        return self._toolchains[key]
 
-    def rename(self, old_parts: dict, kernels: dict[str, tuple[recipes.Recipe, list[str]]]) -> dict[str, recipes.Recipe] | None:
+    def rename(self, old_parts: dict, kernels: dict[str, tuple[recipes.Recipe, list[str]]],
+               config: dict | None = None) -> dict[str, recipes.Recipe] | None:
         """{new entry name: the recipe that builds it} for kernels given as {old name: (recipe,
-        its argv as the old toolchain ran it)}, or None (a note says why)."""
-        if (now := self.now()) is None:
+        its argv as the old toolchain ran it)}, or None (a note says why). `config`: DeepJIT's,
+        as a lock recorded it, where no entry here gives it."""
+        if (now := self.now(config)) is None:
             self.refused += 1
             return None
         then = kernel_keys.Toolchain(f"release {'.'.join(str(old_parts.get('nvcc')).split('.')[:2])}", now.deepjit)
@@ -107,10 +124,13 @@ class Renamer:
             self.notes.append(line)
 
 
+NO_CONFIG = "no entry DeepJIT built itself is here, nor a kernel lock's record of its config"
+
+
 def deepjit_config(cache: CacheRoot) -> tuple[dict | None, str | None]:
-    """DeepJIT's config (extra signature, include prefixes) from an entry it built itself, once
-    that entry's own name is computed back from its files (one 128-bit match is proof enough);
-    else (None, why)."""
+    """(DeepJIT's config (extra signature, include prefixes), None) from an entry it built itself,
+    once that entry's own name is computed back from its files (one 128-bit match is proof
+    enough); (None, why) if the computation gives another name; (None, None) if no such entry."""
     for root in cache.roots:
         try:
             names = sorted(e.name for e in os.scandir(entries.cache_dir(root)) if cache.layout.is_entry(e.name))
@@ -136,4 +156,4 @@ def deepjit_config(cache: CacheRoot) -> tuple[dict | None, str | None]:
             if computed != name:
                 return None, f"DeepJIT's key computed here gives {computed} for {entry}"
             return config, None
-    return None, "no entry DeepJIT built itself is here to read its key's config from"
+    return None, None

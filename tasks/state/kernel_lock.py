@@ -34,6 +34,9 @@ class Variant(msgspec.Struct, kw_only=True):
     key_parts: dict  # fingerprint.key_parts of the warm it was taken from: the entries' names hold only there
     shapes: dict[str, dict[str, str]]  # shape key -> {entry name: recipe key}
     written_at: str = ""
+    # 0.2.x: DeepJIT's config as an entry it built recorded it (extra signature, include prefixes): with it a
+    # runner with another nvcc can compute these entries' names there (tasks/runner/rename.py).
+    deepjit: dict | None = None
 
 
 class KernelLock(msgspec.Struct, kw_only=True):

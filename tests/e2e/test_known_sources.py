@@ -1,8 +1,9 @@
 """Known sources through `doit warm`, on both layouts: after entries (and the shim's store) are
 lost, the kernels an earlier warm compiled are compiled again from their recipes and the lost
 entries written from them, with no compile worker calling deep_gemm for those shapes; their
-replays prove them. After a change deep_gemm's keys hold, the recipes are compiled first and
-the workers find the new names."""
+replays prove them. After a new nvcc the entries are renamed as deep_gemm keys them and built
+the same way; after another change deep_gemm's keys hold, the recipes are compiled first and the
+workers find the new names."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ import shutil
 
 import pytest
 
-from conftest import model_file, plain_doit
+from conftest import FAKES, model_file, plain_doit
 
 pytestmark = pytest.mark.both_layouts
 
@@ -132,6 +133,34 @@ def test_a_change_deep_gemm_keys_kernels_by_compiles_every_known_kernel_again(ws
     assert len(ws.compiles()) - compiled == known and "replay compiled 0" in fresh.stdout
 
 
+def newer_nvcc(ws):
+    """The stand-in nvcc, reporting release 13.1 (deep_gemm keys every kernel on its version)."""
+    newer = ws.tmp / "nvcc-13.1"
+    newer.write_text("#!/bin/sh\n[ \"$1\" = --version ] && exec printf 'Cuda compilation tools, release 13.1, "
+                     f"V13.1.80\\n'\nexec '{FAKES / 'fake_nvcc'}' \"$@\"\n")
+    newer.chmod(0o755)
+    return newer
+
+
+def test_a_new_nvcc_renames_every_entry_and_builds_it_from_its_known_source(ws):
+    # deep_gemm keys every kernel on nvcc's version (0.1.x its release, 0.2.x the whole text): each entry's
+    # new name is computed, and its recipe compiled straight into it, with no worker looking for it.
+    model_file(ws.models, "v3", LAUNCHES)
+    assert ws.doit("warm").returncode == 0
+    before, built = {p.name for p in (ws.root / "cache").iterdir()}, len(ws.compiles())
+    newer = newer_nvcc(ws)
+    upgraded = ws.doit("warm", DG_JIT_NVCC_COMPILER=str(newer))
+    assert upgraded.returncode == 0, upgraded.stdout + upgraded.stderr
+    assert ("9 shapes warmed under another toolchain: their entries are named as deep_gemm keys them with nvcc "
+            "13.1.80 here, and built from their known sources") in upgraded.stdout, upgraded.stdout
+    assert "no shape to compile; replaying 9 shapes whose entries known sources give" in upgraded.stdout
+    assert "replay compiled 0" in upgraded.stdout and "warming it by discovery" not in upgraded.stdout
+    after = {p.name for p in (ws.root / "cache").iterdir()}
+    assert before < after and len(after - before) == len(before)  # every kernel under a new name, the old kept
+    assert len(ws.compiles()) - built == len(before)  # each once, from its recipe
+    assert set(ws.status(DG_JIT_NVCC_COMPILER=str(newer)).values()) == {"U"}
+
+
 @pytest.mark.one_layout  # both layouts write entries from known sources in the tests above
 def test_a_fresh_runner_builds_the_entries_a_committed_kernel_lock_names(ws):
     model_file(ws.models, "v3", LAUNCHES.split("[[launch]]")[0] + "[[launch]]" + LAUNCHES.split("[[launch]]")[1])
@@ -152,6 +181,20 @@ def test_a_fresh_runner_builds_the_entries_a_committed_kernel_lock_names(ws):
     assert len(ws.compiles()) - built == kernels  # each locked source once, nothing found by discovery
     assert "replay compiled 0" in fresh.stdout and "warming it by discovery" not in fresh.stdout
     assert set(ws.status().values()) == {"U"}
+
+
+def test_a_fresh_runner_with_a_newer_nvcc_renames_what_its_kernel_lock_names(ws):
+    # 0.2.x: no entry DeepJIT built is on the fresh runner; the lock recorded DeepJIT's config.
+    model_file(ws.models, "v3", LAUNCHES.split("[[launch]]")[0] + "[[launch]]" + LAUNCHES.split("[[launch]]")[1])
+    assert ws.doit("warm").returncode == 0 and plain_doit(ws, "lock").returncode == 0
+    kernels, built = len(json.loads((ws.models / "v3.kernels.json").read_text())["recipes"]), len(ws.compiles())
+    newer = newer_nvcc(ws)
+    fresh = fresh_root(ws, "fresh").doit("warm", DG_JIT_NVCC_COMPILER=str(newer))
+    assert fresh.returncode == 0, fresh.stdout + fresh.stderr
+    assert "6 shapes warmed under another toolchain" in fresh.stdout, fresh.stdout
+    assert "no shape to compile; replaying 6 shapes whose entries known sources give" in fresh.stdout
+    assert len(ws.compiles()) - built == kernels and "replay compiled 0" in fresh.stdout
+    assert set(ws.status(DG_JIT_NVCC_COMPILER=str(newer)).values()) == {"U"}
 
 
 @pytest.mark.one_layout

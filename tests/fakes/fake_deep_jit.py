@@ -13,7 +13,11 @@ runtime/runtime.hpp, utils/env.hpp, utils/command.hpp):
   --include-path <dir>` (output 2>&1), require a non-empty cubin, write meta.json and an
   empty `.committed`, then rename the directory into the first root's cache/. A lost
   rename race or a failure removes the temporary directory.
-- Key: the `nvcc --version` text, the flags, and the source; not the install path.
+- Key: DeepJIT's own (tasks/state/kernel_keys.py, checked against its hash.hpp and parser.hpp)
+  over the config's extra signature, the `nvcc --version` text, the flags and the source; not
+  the install path. kernel.cu's first line names the kernel whatever the toolchain (`// entry:
+  <tag>.<id>`): the stand-in nvcc logs that line. meta.json records the command, the config
+  and the compiler as DeepJIT's does.
 - nvcc: DG_JIT_NVCC_COMPILER (or DJ_), else $CUDA_HOME/bin/nvcc; there is no NVRTC.
 """
 
@@ -27,6 +31,7 @@ import uuid
 from pathlib import Path
 
 import fake_kernels
+from tasks.state import kernel_keys
 
 COMMITTED = ".committed"
 INCLUDE = Path(__file__).resolve().parent  # stands in for deep_gemm/include
@@ -77,11 +82,25 @@ def _flags() -> list[str]:
     return flags
 
 
+CONFIG = {"python_library_root": str(INCLUDE.parent), "extra_signature": "cutlass-fake",
+          "include_dirs": [str(INCLUDE)], "include_prefixes": ["jitwarm_fake/"]}  # no stand-in source includes one
+_names: dict[tuple, tuple[str, str]] = {}  # (family, parts) -> (entry name, kernel.cu), once per process
+
+
+def _entry(family: str, parts: tuple, code: str) -> tuple[str, str]:
+    if (family, parts) not in _names:
+        _, version = _nvcc()
+        body = f"{code}\n// {parts!r} {os.environ.get('FAKE_DG_SALT', '')}\n"
+        ident = f"{family}.{hashlib.sha256(body.encode()).hexdigest()[:32]}"
+        text = f"// entry: {ident}\n{body}"
+        argv = [kernel_keys.SRC, "--cubin", "--output-file", kernel_keys.OUT, *_flags(), "--include-path", str(INCLUDE)]
+        _names[(family, parts)] = kernel_keys.deepjit_entry(family, text, argv, kernel_keys.Toolchain(version, CONFIG)), text
+    return _names[(family, parts)]
+
+
 def _build(family: str, parts: tuple, code: str) -> None:
     nvcc, version = _nvcc()
-    body = f"{code}\n// {parts!r} {os.environ.get('FAKE_DG_SALT', '')}\n"
-    digest = hashlib.sha256("\0".join([version, " ".join(_flags()), body]).encode()).hexdigest()[:32]
-    name = f"{family}.{digest}"
+    name, text = _entry(family, parts, code)
     if name in _loaded:
         return
     roots = _roots()
@@ -92,14 +111,14 @@ def _build(family: str, parts: tuple, code: str) -> None:
         except OSError:
             pass  # a read-only root
     else:
-        entry = _compile(roots[0], name, nvcc, f"// entry: {name}\n{body}")
+        entry = _compile(roots[0], name, nvcc, version, text)
     with open(entry / "kernel.cubin", "rb") as fh:  # loading reads the binary
         if b"CUBIN" not in fh.read(8):
             raise RuntimeError(f"CUDA error: device kernel image is invalid ({name})")
     _loaded.add(name)
 
 
-def _compile(root: Path, name: str, nvcc: str, source: str) -> Path:
+def _compile(root: Path, name: str, nvcc: str, version: str, source: str) -> Path:
     tmp = root / "tmp" / uuid.uuid4().hex
     tmp.mkdir(parents=True)
     committed = False
@@ -112,7 +131,9 @@ def _compile(root: Path, name: str, nvcc: str, source: str) -> Path:
         cubin = tmp / "kernel.cubin"
         if not cubin.is_file() or cubin.stat().st_size == 0:
             raise RuntimeError(f"Assertion error: NVCC did not produce a valid CUBIN: {cubin}")
-        _write(tmp / "meta.json", json.dumps({"command": command, "compiler_info": {"path": nvcc}}))
+        _write(tmp / "meta.json", json.dumps({"command": command, "config": CONFIG,
+                                              "compiler_info": {"path": nvcc, "version": version},
+                                              "compiler_options": {"post_hook": None}}))
         _write(tmp / COMMITTED, "")
         final = root / "cache" / name
         final.parent.mkdir(parents=True, exist_ok=True)
