@@ -16,6 +16,9 @@ On one machine, for the shipped planned targets (or --models):
      next minor release (it runs the same nvcc): deep_gemm keys every kernel anew, and jitwarm
      names the new entries itself from B's recipes (tasks/runner/rename.py), compiles them and
      replays; a wrong name would show as a replay compiling it.
+  V. deep_gemm installed elsewhere (a new environment): B's root warmed with a copy of the
+     package first on PYTHONPATH; 0.1.x keys kernels on its include path, so every entry is
+     renamed and its recipe's include path rewritten (0.2.x does not: nothing to rebuild).
 Every warm's replays must compile 0. Targets: B <= 1.5 F, C, E and U <= 1.15 F, D <= 0.6 B.
 Prints and writes one JSON.
 
@@ -41,7 +44,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _emit import emit, entry_names  # noqa: E402
 
 sys.path.insert(0, str(REPO))
-from tasks.host import fingerprint  # noqa: E402
+from tasks.host import fingerprint, packages  # noqa: E402
 from tasks.runner import kernel_queue, pool  # noqa: E402
 from tasks.state import layouts, recipes  # noqa: E402
 
@@ -120,6 +123,18 @@ def upgraded_nvcc(work: Path) -> tuple[Path, str]:
     return wrapper, re.search(r"release [\d.]+, V[\d.]+", newer).group(0)
 
 
+def moved_install(work: Path) -> str:
+    """PYTHONPATH with a copy of deep_gemm first (the dist's metadata stays where it is)."""
+    package = packages.package_dir(fingerprint.deep_gemm_module())
+    site = work / "site-moved"
+    if package.is_dir():
+        shutil.copytree(package, site / package.name, symlinks=True)
+    else:  # a stand-in module
+        site.mkdir()
+        shutil.copy(package, site / package.name)
+    return os.pathsep.join(filter(None, [str(site), os.environ.get("PYTHONPATH")]))
+
+
 def main() -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("--work", type=Path, required=True)
@@ -166,17 +181,22 @@ def main() -> int:
     result["u_nvcc_upgrade"] = {"nvcc_reports": reported, "entries_before": before,
                                 **warm(opts.work, upgraded, DG_JIT_NVCC_COMPILER=str(nvcc))}
     print(json.dumps(result["u_nvcc_upgrade"]), flush=True)
+    moved = opts.work / "v_install_moved"
+    shutil.copytree(b, moved, symlinks=True)
+    result["v_install_moved"] = warm(opts.work, moved, PYTHONPATH=moved_install(opts.work))
+    print(json.dumps(result["v_install_moved"]), flush=True)
     bw, c, d = (result[k]["wall_s"] for k in ("b_cold_queue", "c_known_all_lost", "d_known_half_lost"))
     result["ratios"] = {"b_over_floor": round(bw / f["floor_s"], 3), "c_over_floor": round(c / f["floor_s"], 3),
                         "d_over_b": round(d / bw, 3),
                         "e_over_floor": round(result["e_fresh_with_lock"]["wall_s"] / f["floor_s"], 3),
-                        "u_over_floor": round(result["u_nvcc_upgrade"]["wall_s"] / f["floor_s"], 3)}
+                        "u_over_floor": round(result["u_nvcc_upgrade"]["wall_s"] / f["floor_s"], 3),
+                        "v_over_floor": round(result["v_install_moved"]["wall_s"] / f["floor_s"], 3)}
     if "a_cold_no_queue" in result:
         a = result["a_cold_no_queue"]["wall_s"]
         result["ratios"].update(a_over_floor=round(a / f["floor_s"], 3), b_over_a=round(bw / a, 3))
     proofs = all(result[k]["replay_new_entries"] == 0 and result[k]["rc"] == 0 and not result[k]["discovery_fallbacks"]
                  for k in ("a_cold_no_queue", "b_cold_queue", "c_known_all_lost", "d_known_half_lost", "e_fresh_with_lock",
-                           "u_nvcc_upgrade")
+                           "u_nvcc_upgrade", "v_install_moved")
                  if k in result)
     r = result["ratios"]
     result["targets_met"] = {"b_le_1.5_floor": r["b_over_floor"] <= 1.5, "c_le_1.15_floor": r["c_over_floor"] <= 1.15,

@@ -30,7 +30,7 @@ def bake(session: Session, fp: dict, works, store: Path, base_env: dict) -> tupl
         return {}, {}
     renamer = rename.Renamer(cache, fp, recipe_dir)
     found = known_sources.plan(cache, works, fp, recipe_dir, pool.locks(settings, fp, renamer.near), renamer)
-    pool.say_renamed(renamer, fp)
+    pool.say_renamed(renamer)
     if not found:
         print(f"nothing to bake for the declared {fp['gpu.declared']}: no kernel lock beside the models and no "
               f"earlier warm here names these shapes' kernels (doit lock takes one where they are warm)", flush=True)

@@ -280,7 +280,7 @@ def run(works: list[ShapeWork], session: Session, fp: dict, base_env: dict, stor
         rebuilt = known_sources.plan(cache, [w for w in works if w.key not in pulled and report.m_values[w.key]
                                              and w.key not in report.failures], fp,
                                      Path(env["JITWARM_RECIPES"]), locks(settings, fp, renamer.near), renamer)
-        say_renamed(renamer, fp)
+        say_renamed(renamer)
     report.known = set(rebuilt)
     replayed = {**pulled, **{key: shape.names for key, shape in rebuilt.items()}}
     jobs = _plan_jobs(works, cache, fp["deep_gemm.module"], settings, report, slots, replayed,
@@ -334,10 +334,10 @@ def locks(settings: Settings, fp: dict, near=None) -> list:
     return locks
 
 
-def say_renamed(renamer: rename.Renamer, fp: dict) -> None:
+def say_renamed(renamer: rename.Renamer) -> None:
     if renamer.renamed:
-        print(f"{plural(renamer.renamed, 'shape')} warmed under another toolchain: their entries are named as "
-              f"deep_gemm keys them with nvcc {fp.get('nvcc')} here, and built from their known sources", flush=True)
+        print(f"{plural(renamer.renamed, 'shape')} warmed under another toolchain ({'; '.join(sorted(renamer.changes))}): "
+              f"their entries are named as deep_gemm keys them here, and built from their known sources", flush=True)
     if renamer.refused:
         more = f" (and {plural(len(renamer.notes) - 1, 'other reason')})" if len(renamer.notes) > 1 else ""
         print(f"note: {plural(renamer.refused, 'shape')} warmed under another toolchain cannot have their entries "

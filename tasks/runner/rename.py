@@ -53,6 +53,7 @@ class Renamer:
         self.parts, self.install = fingerprint.key_parts(fp), fp.get("deep_gemm.path")
         self.notes: list[str] = []
         self.renamed = self.refused = 0  # shapes
+        self.changes: set[str] = set()  # what changed since the renamed shapes' warms, as fingerprint.diff says it
         self._text: str | None = None
         self._config: dict | None = None  # 0.2.x: DeepJIT's, from an entry it built here
         self._toolchains: dict[str, kernel_keys.Toolchain] = {}  # one per config: each header hashed once
@@ -113,6 +114,7 @@ class Renamer:
                 return self._refuse(f"{old_name}: {exc}")
             renamed[new_name] = recipe
         self.renamed += 1
+        self.changes.update(fingerprint.diff(old_parts, self.parts))
         return renamed
 
     def _refuse(self, line: str) -> None:

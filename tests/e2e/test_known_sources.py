@@ -151,8 +151,10 @@ def test_a_new_nvcc_renames_every_entry_and_builds_it_from_its_known_source(ws):
     newer = newer_nvcc(ws)
     upgraded = ws.doit("warm", DG_JIT_NVCC_COMPILER=str(newer))
     assert upgraded.returncode == 0, upgraded.stdout + upgraded.stderr
-    assert ("9 shapes warmed under another toolchain: their entries are named as deep_gemm keys them with nvcc "
-            "13.1.80 here, and built from their known sources") in upgraded.stdout, upgraded.stdout
+    assert (f"9 shapes warmed under another toolchain (env.DG_JIT_NVCC_COMPILER {FAKES / 'fake_nvcc'} -> {newer}; "
+            f"nvcc 13.0.88 -> 13.1.80{'; nvcc.version_sha256 ' if ws.layout == '0.2.x' else ')'}") in upgraded.stdout, \
+        upgraded.stdout
+    assert "their entries are named as deep_gemm keys them here, and built from their known sources" in upgraded.stdout
     assert "no shape to compile; replaying 9 shapes whose entries known sources give" in upgraded.stdout
     assert "replay compiled 0" in upgraded.stdout and "warming it by discovery" not in upgraded.stdout
     after = {p.name for p in (ws.root / "cache").iterdir()}
