@@ -146,7 +146,8 @@ def test_a_new_nvcc_renames_every_entry_and_builds_it_from_its_known_source(ws):
     # deep_gemm keys every kernel on nvcc's version (0.1.x its release, 0.2.x the whole text): each entry's
     # new name is computed, and its recipe compiled straight into it, with no worker looking for it.
     model_file(ws.models, "v3", LAUNCHES)
-    assert ws.doit("warm").returncode == 0
+    assert ws.doit("warm").returncode == 0 and plain_doit(ws, "lock").returncode == 0
+    kernels = len(json.loads((ws.models / "v3.kernels.json").read_text())["recipes"])
     before, built = {p.name for p in (ws.root / "cache").iterdir()}, len(ws.compiles())
     newer = newer_nvcc(ws)
     upgraded = ws.doit("warm", DG_JIT_NVCC_COMPILER=str(newer))
@@ -160,6 +161,16 @@ def test_a_new_nvcc_renames_every_entry_and_builds_it_from_its_known_source(ws):
     after = {p.name for p in (ws.root / "cache").iterdir()}
     assert before < after and len(after - before) == len(before)  # every kernel under a new name, the old kept
     assert len(ws.compiles()) - built == len(before)  # each once, from its recipe
+    assert set(ws.status(DG_JIT_NVCC_COMPILER=str(newer)).values()) == {"U"}
+    # A fresh runner with the newer nvcc and the lock taken under the older one (for 0.2.x, with no
+    # entry DeepJIT built there, the config the lock recorded).
+    built = len(ws.compiles())
+    fresh = fresh_root(ws, "fresh").doit("warm", DG_JIT_NVCC_COMPILER=str(newer))
+    assert fresh.returncode == 0, fresh.stdout + fresh.stderr
+    assert "9 shapes warmed under another toolchain" in fresh.stdout, fresh.stdout
+    assert "no shape to compile; replaying 9 shapes whose entries known sources give" in fresh.stdout
+    assert len(ws.compiles()) - built == kernels and "replay compiled 0" in fresh.stdout
+    assert {p.name for p in (ws.root / "cache").iterdir()} == after - before
     assert set(ws.status(DG_JIT_NVCC_COMPILER=str(newer)).values()) == {"U"}
 
 
@@ -183,20 +194,6 @@ def test_a_fresh_runner_builds_the_entries_a_committed_kernel_lock_names(ws):
     assert len(ws.compiles()) - built == kernels  # each locked source once, nothing found by discovery
     assert "replay compiled 0" in fresh.stdout and "warming it by discovery" not in fresh.stdout
     assert set(ws.status().values()) == {"U"}
-
-
-def test_a_fresh_runner_with_a_newer_nvcc_renames_what_its_kernel_lock_names(ws):
-    # 0.2.x: no entry DeepJIT built is on the fresh runner; the lock recorded DeepJIT's config.
-    model_file(ws.models, "v3", LAUNCHES.split("[[launch]]")[0] + "[[launch]]" + LAUNCHES.split("[[launch]]")[1])
-    assert ws.doit("warm").returncode == 0 and plain_doit(ws, "lock").returncode == 0
-    kernels, built = len(json.loads((ws.models / "v3.kernels.json").read_text())["recipes"]), len(ws.compiles())
-    newer = newer_nvcc(ws)
-    fresh = fresh_root(ws, "fresh").doit("warm", DG_JIT_NVCC_COMPILER=str(newer))
-    assert fresh.returncode == 0, fresh.stdout + fresh.stderr
-    assert "6 shapes warmed under another toolchain" in fresh.stdout, fresh.stdout
-    assert "no shape to compile; replaying 6 shapes whose entries known sources give" in fresh.stdout
-    assert len(ws.compiles()) - built == kernels and "replay compiled 0" in fresh.stdout
-    assert set(ws.status(DG_JIT_NVCC_COMPILER=str(newer)).values()) == {"U"}
 
 
 @pytest.mark.one_layout
