@@ -1,6 +1,8 @@
 """deep_gemm's own cache keys, computed here (tasks/state/kernel_keys.py): 0.1.x against entries
 sgl-deep-gemm 0.1.2 built on an H200; DeepJIT (0.2.x) against digests its own hash.hpp and
-parser.hpp (from the 0.2.3.post2 wheel, built unchanged with g++) gave for the tree below."""
+parser.hpp gave for the tree below (both files unchanged from the 0.2.3.post2 wheel, compiled by
+g++ 12 with a two-line std::format for the hex digest and a stub of exception.hpp, which needs
+libdw; a harness fed them the same config, nvcc text, flags and source as these tests)."""
 
 from __future__ import annotations
 
