@@ -146,7 +146,7 @@ class Toolchain:
         return self._hashers[key]
 
 
-SRC, OUT = "@SRC@", "@OUT@"  # a recipe's build paths (tasks/state/recipes.py)
+SRC, OUT = "@SRC@", "@OUT@"  # the build paths in a recipe's argv (tasks/state/recipes.py)
 
 
 def legacy_entry(family: str, source: str, argv: list[str], toolchain: Toolchain) -> str:

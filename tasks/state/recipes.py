@@ -20,8 +20,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from tasks.state import records
+from tasks.state.kernel_keys import OUT, SRC  # the build paths in an argv
 
-SRC, OUT = "@SRC@", "@OUT@"
 RECIPE_MAX_AGE_S = 30 * 86400
 FILES = ("kernel.cu", "argv", "seconds", "digests")
 
