@@ -47,6 +47,15 @@ def cache(path: Path, layout: str = "0.1.x", *readonly: Path):
     return CacheRoot(Path(path), "test", layouts.by_id(layout), tuple(Path(p) for p in readonly))
 
 
+def newer_nvcc(ws):
+    """The stand-in nvcc, reporting release 13.1 (deep_gemm keys every kernel on its version)."""
+    newer = ws.tmp / "nvcc-13.1"
+    newer.write_text("#!/bin/sh\n[ \"$1\" = --version ] && exec printf 'Cuda compilation tools, release 13.1, "
+                     f"V13.1.80\\n'\nexec '{FAKES / 'fake_nvcc'}' \"$@\"\n")
+    newer.chmod(0o755)
+    return newer
+
+
 def plain_doit(ws: Workspace, *args: str, **env) -> subprocess.CompletedProcess:
     """`doit <args>` with no -f: the commands come from pyproject.toml in the repo root."""
     return subprocess.run([sys.executable, "-m", "doit", *args], cwd=REPO, env={**ws.env, **env},

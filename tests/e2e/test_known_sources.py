@@ -13,7 +13,7 @@ import shutil
 
 import pytest
 
-from conftest import FAKES, model_file, plain_doit
+from conftest import FAKES, model_file, newer_nvcc, plain_doit
 
 pytestmark = pytest.mark.both_layouts
 
@@ -131,15 +131,6 @@ def test_a_change_deep_gemm_keys_kernels_by_compiles_every_known_kernel_again(ws
     fresh = fresh_root(ws, "fresh").doit("warm", DG_JIT_CPP_STANDARD="17")
     assert fresh.returncode == 0 and "no shape to compile; replaying 9 shapes" in fresh.stdout, fresh.stdout
     assert len(ws.compiles()) - compiled == known and "replay compiled 0" in fresh.stdout
-
-
-def newer_nvcc(ws):
-    """The stand-in nvcc, reporting release 13.1 (deep_gemm keys every kernel on its version)."""
-    newer = ws.tmp / "nvcc-13.1"
-    newer.write_text("#!/bin/sh\n[ \"$1\" = --version ] && exec printf 'Cuda compilation tools, release 13.1, "
-                     f"V13.1.80\\n'\nexec '{FAKES / 'fake_nvcc'}' \"$@\"\n")
-    newer.chmod(0o755)
-    return newer
 
 
 def test_a_new_nvcc_renames_every_entry_and_builds_it_from_its_known_source(ws):

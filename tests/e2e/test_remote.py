@@ -17,7 +17,7 @@ from pathlib import Path
 import psutil
 import pytest
 
-from conftest import REPO, Workspace, model_file, plain_doit
+from conftest import REPO, Workspace, model_file, newer_nvcc, plain_doit
 
 pytestmark = pytest.mark.both_layouts
 
@@ -517,7 +517,8 @@ def test_doit_push_seeds_the_remote_from_a_warm_root(warmed_tp8):
 @pytest.mark.one_layout  # the layouts' entries from known sources: tests/e2e/test_known_sources.py
 def test_a_host_without_a_gpu_bakes_from_a_kernel_lock_and_the_gpu_runner_proves_it(ws):
     """nvcc and no GPU: the kernel lock's sources are compiled for the declared H200 and pushed
-    unproven; the runner with the GPU pulls them, replays them, and compiles nothing."""
+    unproven; the runner with the GPU pulls them, replays them, and compiles nothing. The lock was
+    taken under an older nvcc than the fleet's: the bake renames its entries as deep_gemm keys them."""
     ws.env["JITWARM_KERNEL_QUEUE"] = "on"
     model_file(ws.models, "v3", TP8)
     assert warm(ws, "", JITWARM_GPU="H200").returncode == 0  # where the lock is taken (no remote)
@@ -525,9 +526,11 @@ def test_a_host_without_a_gpu_bakes_from_a_kernel_lock_and_the_gpu_runner_proves
     kernels = len(json.loads((ws.models / "v3.kernels.json").read_text())["recipes"])
     remote = ws.tmp / "remote"
     compiled = len(ws.compiles())
+    ws.env["DG_JIT_NVCC_COMPILER"] = str(newer_nvcc(ws))  # the bake host's and the GPU runner's
     ws = second_root(ws, "bake")
     baked = warm(ws, f"file://{remote}", "read-write", JITWARM_GPU="H200", JITWARM_STAND_IN_GPU="none")
     out = baked.stdout + baked.stderr
+    assert "6 shapes warmed under another toolchain" in out and "nvcc 13.0.88 -> 13.1.80" in out, out
     assert "baking 6 shapes for the declared H200: " in out and f"baked {kernels} entries" in out, out
     assert baked.returncode != 0 and "not proven, as no GPU is here to replay it" in out
     assert len(ws.compiles()) - compiled == kernels  # nvcc alone, each locked source once
