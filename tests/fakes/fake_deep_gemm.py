@@ -33,6 +33,7 @@ def get_mk_alignment_for_contiguous_layout() -> int:
 
 FLAGS = ["-O3", "--gpu-architecture=sm_90a"]
 _names: dict[tuple, tuple[str, str]] = {}  # (family, parts) -> (entry name, kernel.cu), once per process
+_nvcc: dict = {}  # its --version text
 
 
 def _entry(family: str, parts: tuple, code: str) -> tuple[str, str]:
@@ -52,9 +53,6 @@ def _nvcc_version() -> str:
         _nvcc["version"] = subprocess.run([nvcc, "--version"], capture_output=True, text=True).stdout if nvcc \
             else "Cuda compilation tools, release 13.0, V13.0.88"
     return _nvcc["version"]
-
-
-_nvcc: dict = {}
 
 
 def _build(family: str, parts: tuple, code: str) -> None:
