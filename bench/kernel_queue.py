@@ -72,8 +72,8 @@ def warm(work: Path, root: Path, **env_extra) -> dict:
               "all_ok": all(r["ok"] for r in shapes)}
     if out.returncode:
         result["output_tail"] = (out.stdout + out.stderr)[-3000:]
-    if renamed := [line for line in out.stdout.splitlines() if "another toolchain" in line or "not renamed" in line]:
-        result["renamed"] = renamed  # tasks/runner/pool.say_renamed
+    if renamed := [line for line in out.stdout.splitlines() if "warmed under another toolchain" in line]:
+        result["renamed"] = renamed  # tasks/runner/pool.say_renamed: renamed, or why not
     return result
 
 
@@ -108,8 +108,8 @@ def lose(root: Path, every: int) -> int:
 
 
 def upgraded_nvcc(work: Path) -> tuple[Path, str]:
-    """An nvcc that reports the next minor release and otherwise runs this host's nvcc (no shell
-    sees any text of ours but the two paths, which are ours)."""
+    """An nvcc that reports the next minor release and otherwise runs this host's nvcc: a wrapper
+    script naming only that nvcc's path and the file with the text it reports."""
     real = fingerprint.nvcc_path(os.environ, layouts.detect(fingerprint.deep_gemm_module()))
     text = subprocess.run([real, "--version"], capture_output=True, text=True, timeout=60).stdout
     major, minor = re.search(r"release (\d+)\.(\d+)", text).groups()
