@@ -36,6 +36,8 @@ class Lock(_TargetCommand):
         recipe_dir = recipes.directory(cache.path)
         install = packages.package_dir(fp["deep_gemm.module"])
         left_out = 0
+        # 0.2.x: DeepJIT's config, read (and checked) once from an entry it built here.
+        deepjit = None if cache.layout.keys_install_path else rename.deepjit_config(cache)[0]
         for model in sorted({t.model for t in picked}):
             works = {w.key: w for t in picked if t.model == model for w in t.works}
             path = kernel_lock.path_for(session.settings.models_dir, model)
@@ -57,8 +59,7 @@ class Lock(_TargetCommand):
             used = {key for v in lock.variants for named in v.shapes.values() for key in named.values()}
             lock.recipes = {key: r for key, r in lock.recipes.items() if key in used}
             variant.written_at = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
-            if not cache.layout.keys_install_path:
-                variant.deepjit = rename.deepjit_config(cache)[0] or variant.deepjit
+            variant.deepjit = deepjit or variant.deepjit
             if lock.variants:
                 kernel_lock.write(path, lock)
             others = f" (and {plural(len(lock.variants) - 1, 'variant')} for other GPUs or toolchains)" \

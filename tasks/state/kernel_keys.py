@@ -81,10 +81,13 @@ class IncludeHasher:
         self.memo: dict[str, str] = {}
 
     def source(self, code: str) -> str:
-        fnv = Fnv1a().update(code)
+        return self._digest(code, set())
+
+    def _digest(self, code: str, visiting: set[str]) -> str:
+        fnv = Fnv1a().update(code.encode("utf-8", "surrogateescape"))
         for line in code.split("\n"):
             if name := self._tracked(line):
-                fnv.update(self._include(name, set()))
+                fnv.update(self._include(name, visiting))
         return fnv.hexdigest()
 
     def _tracked(self, line: str) -> str | None:
@@ -113,12 +116,7 @@ class IncludeHasher:
         path = next((d / name for d in self.dirs if (d / name).exists()), None)
         if path is None:
             raise KeyUnknown(f"include {name} not found in {', '.join(map(str, self.dirs))}")
-        code = path.read_bytes().decode("utf-8", "surrogateescape")
-        fnv = Fnv1a().update(code.encode("utf-8", "surrogateescape"))
-        for line in code.split("\n"):
-            if tracked := self._tracked(line):
-                fnv.update(self._include(tracked, visiting | {name}))
-        self.memo[name] = fnv.hexdigest()
+        self.memo[name] = self._digest(path.read_bytes().decode("utf-8", "surrogateescape"), visiting | {name})
         return self.memo[name]
 
 
