@@ -2,7 +2,9 @@
 
 On one machine, for the shipped planned targets (or --models):
   A. a cold `doit warm` with JITWARM_KERNEL_QUEUE=off: workers compile what they find;
-  B. a cold `doit warm` with the kernel queue (the default): workers never wait on nvcc;
+  B. a cold `doit warm` with the kernel queue (the default): workers never wait on nvcc, and find
+     kernels with stub binaries (tasks/runner/stubs.py);
+  W. B with JITWARM_DISCOVERY=wait: workers defer a call until its kernel is built, as before stubs;
   F. the floor: every kernel B compiled, from the recipes B recorded, compiled again by a
      kernel queue alone (one nvcc per core, longest first) into an empty store, plus B's
      torch import: nvcc_floor.py's "all at once, longest first" pass;
@@ -23,7 +25,7 @@ Every warm's replays must compile 0. Targets: B <= 1.5 F, C, E and U <= 1.15 F, 
 Prints and writes one JSON.
 
 Usage: python bench/kernel_queue.py --work DIR [--models NAME...] [--out FILE] [--skip-queue-off] [--trace]
-       [--cases cdeuv]
+       [--cases wcdeuv]
 """
 
 from __future__ import annotations
@@ -143,7 +145,7 @@ def main() -> int:
     parser.add_argument("--out", type=Path)
     parser.add_argument("--skip-queue-off", action="store_true", help="leave out A (no target depends on it)")
     parser.add_argument("--trace", action="store_true", help="B with JITWARM_TRACE=1 (timings in its logs)")
-    parser.add_argument("--cases", default="cdeuv", help="which of C, D, E, U, V to run after B and F (default all)")
+    parser.add_argument("--cases", default="wcdeuv", help="which of W, C, D, E, U, V to run after B and F (default all)")
     opts = parser.parse_args()
     shutil.rmtree(opts.work, ignore_errors=True)
     (opts.work / "models").mkdir(parents=True)
@@ -171,6 +173,10 @@ def main() -> int:
             lost = lose(copy, every)
             result[name] = {"entries_deleted": lost, **warm(opts.work, copy)}
             print(json.dumps(result[name]), flush=True)
+    if "w" in opts.cases:
+        result["w_cold_wait"] = warm(opts.work, opts.work / "w", JITWARM_DISCOVERY="wait")
+        result["w_cold_wait"]["same_entries_as_b"] = entry_names(opts.work / "w") == entry_names(b)
+        print(json.dumps(result["w_cold_wait"]), flush=True)
     if "e" in opts.cases:
         locked = subprocess.run([sys.executable, "-m", "doit", "-f", str(REPO / "dodo.py"), "lock"], cwd=REPO,
                                 env={**os.environ, "JITWARM_MODELS_DIR": str(opts.work / "models"),
@@ -195,7 +201,7 @@ def main() -> int:
         print(json.dumps(result["v_install_moved"]), flush=True)
     bw = result["b_cold_queue"]["wall_s"]
     r = result["ratios"] = {"b_over_floor": round(bw / f["floor_s"], 3)}
-    for key, case in (("c", "c_known_all_lost"), ("e", "e_fresh_with_lock"), ("u", "u_nvcc_upgrade"),
+    for key, case in (("w", "w_cold_wait"), ("c", "c_known_all_lost"), ("e", "e_fresh_with_lock"), ("u", "u_nvcc_upgrade"),
                       ("v", "v_install_moved")):
         if case in result:
             r[f"{key}_over_floor"] = round(result[case]["wall_s"] / f["floor_s"], 3)
@@ -205,7 +211,7 @@ def main() -> int:
         a = result["a_cold_no_queue"]["wall_s"]
         r.update(a_over_floor=round(a / f["floor_s"], 3), b_over_a=round(bw / a, 3))
     proofs = all(result[k]["replay_new_entries"] == 0 and result[k]["rc"] == 0 and not result[k]["discovery_fallbacks"]
-                 for k in ("a_cold_no_queue", "b_cold_queue", "c_known_all_lost", "d_known_half_lost", "e_fresh_with_lock",
+                 for k in ("a_cold_no_queue", "b_cold_queue", "w_cold_wait", "c_known_all_lost", "d_known_half_lost", "e_fresh_with_lock",
                            "u_nvcc_upgrade", "v_install_moved")
                  if k in result)
     result["targets_met"] = {"b_le_1.5_floor": r["b_over_floor"] <= 1.5, "replays_compile_0": proofs,

@@ -48,6 +48,23 @@ def queue_order(works: list[ShapeWork], m_values: dict[str, tuple[int, ...]], ch
     return queue, tail_start
 
 
+def shape_order(works: list[ShapeWork], m_values: dict[str, tuple[int, ...]]) -> tuple[list[tuple[int, int]], list[int]]:
+    """All (shape, M) calls for stub discovery (tasks/runner/stubs.py), and where each shape's end:
+    one worker makes all of a shape's calls, so what the shape loads is what that worker found.
+    Shapes with the most calls go first; within one, the probe (see queue_order) and then its M
+    values in spread order, so its distinct kernels are requested early."""
+    queue, bounds = [], []
+    for s in sorted(range(len(works)), key=lambda s: (-len(m_values[works[s].key]), s)):
+        values = m_values[works[s].key]
+        if not values:
+            continue
+        if works[s].shape.kind.token_scales:
+            queue.append((s, -values[0]))
+        queue += [(s, values[i]) for i in spread_order(len(values))]
+        bounds.append(len(queue))
+    return queue, bounds
+
+
 def first_call(worker_index: int, works: list[ShapeWork], m_values: dict) -> list[int]:
     """A call each worker makes before the queue, waiting if need be: its own shape and a
     spread M, so the workers' first kernels (a shape's scale transpose, then a GEMM) are

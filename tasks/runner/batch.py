@@ -190,7 +190,8 @@ def _warm(session: Session, fp: dict, items: Items, pulls: dict[str, sync.Transf
     replay fails loses what the pull brought and is compiled locally (`pulls` then holds
     the first attempt's outcomes and the remote is not asked again). Shapes whose lost
     entries known sources rebuilt (tasks/runner/known.py; with `known`) are only replayed
-    too; one whose replay compiled anything is warmed again by discovery.
+    too; one whose replay compiled anything is warmed again by discovery. So is a shape whose
+    replay compiled anything after stub discovery (tasks/runner/stubs.py), then without stubs.
     """
     if not items:
         return
@@ -332,6 +333,11 @@ class _Landing:
         if work.key in self.report.known and not (record.ok and not record.new):
             why = f"its replay compiled {len(record.new)}" if record.ok else f"its replay failed ({record.error})"
             print(f"{work.name}: known sources did not rebuild it ({why}); warming it by discovery", flush=True)
+            self.retry.append((work, self.dependents[work.key]))
+            return
+        if work.key in self.report.stubbed and record.new:
+            print(f"{work.name}: its replay compiled {len(record.new)} after stub discovery (the entries written "
+                  f"for it were not all it loads); warming it by discovery, waiting for nvcc", flush=True)
             self.retry.append((work, self.dependents[work.key]))
             return
         with _writes(run_state.current()):

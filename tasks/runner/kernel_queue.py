@@ -55,6 +55,7 @@ class KernelQueue:
         self.failed: dict[str, str] = {}  # key -> nvcc's last line (the worker's retry reports it in full)
         self.threads: list[threading.Thread] = []
         self.running: set[subprocess.Popen] = set()  # nvcc runs now, killed by stop()
+        self.active = 0  # requests taken off the heap whose on_done has not returned yet
         self.span: list[float] = []  # [first compile's start, last compile's end] (epoch seconds)
         queue_dir.mkdir(parents=True, exist_ok=True)
 
@@ -88,6 +89,15 @@ class KernelQueue:
             (self.queue_dir / ".stop").touch()  # wakes the watch's inotify read now
         for thread in self.threads:
             thread.join()
+
+    def idle(self) -> bool:
+        """Whether nothing is compiling or being reported (on_done), queued, or requested and not yet seen."""
+        with self.cond:
+            if self.heap or self.active:
+                return False
+        with contextlib.suppress(OSError):
+            return all(name.startswith(".") or name in self.seen for name in os.listdir(self.queue_dir))
+        return True
 
     def note(self) -> dict:
         """For the summary: kernels compiled here, how many from known recipes, and which of
@@ -138,16 +148,21 @@ class KernelQueue:
                 if self.stopping:
                     return
                 _, _, key, request = heapq.heappop(self.heap)
-            stored = False
+                self.active += 1
             try:
-                stored = self._compile(key, request)
-            except Exception as exc:  # a request gone or unreadable: the worker's own retry compiles it
-                self.failed[key] = f"{exc.__class__.__name__}: {exc}"
-            if key in self.failed:  # the workers waiting for it compile it themselves, and see why it fails
-                with contextlib.suppress(OSError):
-                    protocol.queue_failed(self.queue_dir, key).touch()
-            if not self.stopping:
-                self.on_done(key, stored)
+                stored = False
+                try:
+                    stored = self._compile(key, request)
+                except Exception as exc:  # a request gone or unreadable: the worker's own retry compiles it
+                    self.failed[key] = f"{exc.__class__.__name__}: {exc}"
+                if key in self.failed:  # the workers waiting for it compile it themselves, and see why it fails
+                    with contextlib.suppress(OSError):
+                        protocol.queue_failed(self.queue_dir, key).touch()
+                if not self.stopping:
+                    self.on_done(key, stored)
+            finally:
+                with self.cond:
+                    self.active -= 1
 
     def _compile(self, key: str, request: Path) -> bool:
         """Whether the store holds the kernel's cubin after it."""

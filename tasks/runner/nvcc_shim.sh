@@ -38,24 +38,8 @@ sum=$( { cat "$src"; for a in "$@"; do
         done; } | sha256sum )
 # The first 32 hex digits, by expansion: every process started here costs ~1 ms a kernel.
 key=${sum%"${sum#????????????????????????????????}"}
-[ -d "$store" ] || mkdir -p "$store"
-# A stored cubin is used only when its recorded digest still matches: a damaged or planted one
-# (garbage of any size) is dropped and compiled again instead of being copied into every rebuild.
-stored() {
-    [ -s "$store/$key.cubin" ] || return 1
-    [ "$(sha256sum < "$store/$key.cubin")" = "$(cat "$store/$key.sha256" 2>/dev/null)" ] && return 0
-    rm -f "$store/$key.cubin" "$store/$key.sha256"
-    return 1
-}
-if stored; then cp "$store/$key.cubin" "$out" && exit 0; fi
-
-busy() {
-    [ -n "${JITWARM_BUSY_FLAG:-}" ] && printf '%s\n' "$key" > "$JITWARM_BUSY_FLAG"
-    echo "jitwarm: kernel $key is $1" >&2
-    exit 75
-}
 # The argv with the build paths as placeholders, NUL-separated: a queue request or a recipe.
-argv() {
+argv_of() {
     for a in "$@"; do
         case "$a" in
             "$src") a=@SRC@ ;;
@@ -65,6 +49,49 @@ argv() {
         esac
         printf '%s\0' "$a"
     done
+}
+
+[ -d "$store" ] || mkdir -p "$store"
+queue="${JITWARM_NVCC_QUEUE:-}"
+stub="${JITWARM_STUB_CUBIN:-}"
+# A kernel queue request (kernel.cu, argv), written whole by the first process to need it.
+request() {
+    [ -e "$queue/$key" ] && return 0
+    r="$queue/.$key.$$"
+    mkdir -p "$r" && cp "$src" "$r/kernel.cu" && argv_of "$@" > "$r/argv" && mv -T "$r" "$queue/$key" 2>/dev/null
+    rm -rf "$r"
+}
+# A stored cubin is used only when its recorded digest still matches: a damaged or planted one
+# (garbage of any size) is dropped and compiled again instead of being copied into every rebuild.
+stored() {
+    [ -s "$store/$key.cubin" ] || return 1
+    [ "$(sha256sum < "$store/$key.cubin")" = "$(cat "$store/$key.sha256" 2>/dev/null)" ] && return 0
+    rm -f "$store/$key.cubin" "$store/$key.sha256"
+    return 1
+}
+
+# A stub discovery worker (JITWARM_STUB_CUBIN, with a queue): the kernel is requested from the
+# queue and the call goes on with a stub cubin (one empty kernel: both layouts load a cubin's
+# only kernel, and the worker's calls are recorded in graphs that never run). The key beside the
+# binary travels with the build directory into the worker's scratch cache, where the pool reads
+# it to write the real entry once the queue has built it (tasks/runner/stubs.py).
+if [ -n "$stub" ] && [ -n "$queue" ]; then
+    if stored; then
+        cp "$store/$key.cubin" "$out" || exit 1
+    else
+        request "$@"
+        cp "$stub" "$out" || exit 1
+    fi
+    printf '%s\n' "$key" > "${out%/*}/jitwarm.key"
+    [ -z "${JITWARM_STUB_LOG:-}" ] || printf '%s\n' "$key" >> "$JITWARM_STUB_LOG"
+    exit 0
+fi
+if stored; then cp "$store/$key.cubin" "$out" && exit 0; fi
+
+busy() {
+    [ -n "${JITWARM_BUSY_FLAG:-}" ] && printf '%s\n' "$key" > "$JITWARM_BUSY_FLAG"
+    echo "jitwarm: kernel $key is $1" >&2
+    exit 75
 }
 
 # The recipe of a kernel compiled here (tasks/state/recipes.py): written whole, then renamed in;
@@ -78,7 +105,7 @@ recipe() {
         return 0
     fi
     r="$recipes/.$key.$$"
-    if mkdir -p "$r" && cp "$src" "$r/kernel.cu" && argv "$@" > "$r/argv" && echo "$started $ended" > "$r/seconds" &&
+    if mkdir -p "$r" && cp "$src" "$r/kernel.cu" && argv_of "$@" > "$r/argv" && echo "$started $ended" > "$r/seconds" &&
             echo "$digest" > "$r/digests"; then
         mv -T "$r" "$recipes/$key" 2>/dev/null || echo "$digest" >> "$recipes/$key/digests"
     fi
@@ -92,13 +119,8 @@ if ! flock -n 9; then
     flock 9
 fi
 if stored; then cp "$store/$key.cubin" "$out"; exit $?; fi
-queue="${JITWARM_NVCC_QUEUE:-}"
 if [ -n "$queue" ] && [ "$wait" != 1 ]; then
-    if [ ! -e "$queue/$key" ]; then  # the first to need it writes the request (kernel.cu, argv)
-        r="$queue/.$key.$$"
-        mkdir -p "$r" && cp "$src" "$r/kernel.cu" && argv "$@" > "$r/argv" && mv -T "$r" "$queue/$key" 2>/dev/null
-        rm -rf "$r"
-    fi
+    request "$@"
     busy "queued for the compile queue"
 fi
 started=$(date +%s.%N)

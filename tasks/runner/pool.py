@@ -22,13 +22,14 @@ import signal
 import subprocess
 import sys
 import time
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import msgspec
 import psutil
 
-from tasks.runner import kernel_queue, known as known_sources, rename, shared, staging, supervise
+from tasks.runner import kernel_queue, known as known_sources, rename, shared, staging, stubs, supervise
 from tasks.runner.child import protocol
 from tasks.host import fingerprint, gpu
 from tasks.host.settings import REPO_ROOT, Settings
@@ -72,6 +73,8 @@ class PoolRun:
     queue: dict = field(default_factory=dict)  # what the kernel queue compiled (kernel_queue.KernelQueue.note)
     known: set[str] = field(default_factory=set)  # shape keys rebuilt from known sources, only replayed
     known_written: int = 0  # entries written from known sources
+    stubbed: set[str] = field(default_factory=set)  # shape keys discovered by stubs (stubs.py)
+    stub_written: int = 0  # entries written from what stub workers found
     fingerprint_s: float | None = None  # how long the run's fingerprint took, for the summary
 
 
@@ -252,6 +255,7 @@ class _Jobs:
     shared_index: dict[int, int]  # runnable index -> its index among the pulled shapes
     plan_file: Path
     ready: dict[str, Path] = field(default_factory=dict)  # known-source shape key -> its ready file
+    stubbed: bool = False  # the workers discover by stubs (stubs.py): replays wait for the entries written
 
 
 def run(works: list[ShapeWork], session: Session, fp: dict, base_env: dict, store: Path, on_replay,
@@ -283,26 +287,43 @@ def run(works: list[ShapeWork], session: Session, fp: dict, base_env: dict, stor
         say_renamed(renamer)
     report.known = set(rebuilt)
     replayed = {**pulled, **{key: shape.names for key, shape in rebuilt.items()}}
+    stub = _stub(store, env, fp, [w for w in works if w.key not in replayed and report.m_values[w.key]
+                                  and w.key not in report.failures]) if known else None
     jobs = _plan_jobs(works, cache, fp["deep_gemm.module"], settings, report, slots, replayed,
-                      known_sources.ready_order(rebuilt, usable_cores(settings)))
+                      known_sources.ready_order(rebuilt, usable_cores(settings)), stub)
     if jobs is None:
         return report
+    report.stubbed = {w.key for w in jobs.compiling} if jobs.stubbed else set()
     compiled_before = _compiled_count(store)
     compiling = (f"compiling {plural(len(jobs.compiling), 'shape')} ({plural(len(jobs.queue), 'call')}) with "
                  f"{plural(report.workers, 'worker')}" if jobs.compiling else "no shape to compile")
     print(f"{compiling}{_replay_only_note(jobs, rebuilt)}", flush=True)
     deliver = _Delivery(jobs, report, cache, replayed, on_replay)
     lander = known_sources.Lander(cache, store, env["JITWARM_REAL_NVCC"], rebuilt, jobs.ready) if rebuilt else None
-    kernels = _start_queue(store, jobs, env, usable_cores(settings), cache, fp, rebuilt, lander)
+    found = stubs.Lander(cache, store, [(Path(j.plan.scratch), Path(j.plan.found)) for j in jobs.compile],
+                         Counter(c for c, _ in jobs.queue),
+                         {c: Path(job.ready) for c, job in enumerate(jobs.replays.values())}) if jobs.stubbed else None
+    if lander:
+        lander.start()
+    kernels = _start_queue(store, jobs, env, usable_cores(settings), cache, fp, rebuilt,
+                           [x.done for x in (lander, found) if x is not None])
+
+    def poll() -> None:
+        if found is not None:
+            found.poll()
+            if kernels.idle() and (jobs.work_dir / protocol.COMPILE_DONE).exists():
+                found.finish()  # the workers are done and nothing is left to compile
+        deliver(None)
+
     try:
         outcome = supervise.run([*ZYGOTE, str(jobs.plan_file)], env,
                                 records.log_path(cache.path, "pool"), 2 * settings.shape_timeout_s + 120,
-                                cwd=REPO_ROOT, on_poll=lambda: deliver(None),
-                                proc=_hand_plan(session, store, jobs.plan_file))
+                                cwd=REPO_ROOT, on_poll=poll, proc=_hand_plan(session, store, jobs.plan_file))
         if kernels is not None:
             kernels.stop()
             report.queue = kernels.note()
         report.known_written = lander.written if lander else 0
+        report.stub_written = found.written if found else 0
         report.timings = records.read_message(jobs.work_dir / "timings.json", dict) or {}
         report.kernel_seconds = kernel_seconds(store, compiled_before, run=run_state.MAIN_PID)
         report.compiled = report.kernel_seconds.get("count", 0)  # this run's builds, not a concurrent run's
@@ -357,20 +378,37 @@ def _replay_only_note(jobs: _Jobs, rebuilt: dict) -> str:
 
 
 def _start_queue(store: Path, jobs: _Jobs, env: dict, slots: int, cache: CacheRoot, fp: dict,
-                 rebuilt: dict, lander) -> kernel_queue.KernelQueue | None:
+                 rebuilt: dict, on_done: list) -> kernel_queue.KernelQueue | None:
     """The kernel queue of this pool run, started; kernels an earlier warm of these shapes
-    compiled start now, while the workers import torch. None when JITWARM_KERNEL_QUEUE=off."""
+    compiled start now, while the workers import torch. None when JITWARM_KERNEL_QUEUE=off.
+    Each of `on_done` hears of every compile that ends (the landers of known sources and stubs)."""
     if not queue_on():
         return None
     recipe_dir = Path(env["JITWARM_RECIPES"])
+
+    def done(key: str, stored: bool) -> None:
+        for callback in on_done:
+            callback(key, stored)
+
     kernels = kernel_queue.KernelQueue(store, jobs.work_dir / QUEUE_DIR, recipe_dir, env, slots, run_state.MAIN_PID,
-                                       on_done=lander.done if lander else None)
-    if lander:
-        lander.start()
+                                       on_done=done)
     found = {*known_sources.recipes_of(rebuilt), *recipes.for_digests(recipe_dir, _rebuild_digests(cache, jobs.compiling, fp))}
     kernels.submit_known(sorted(found, key=lambda r: (-r.seconds, r.key)))
     kernels.start()
     return kernels
+
+
+def _stub(store: Path, env: dict, fp: dict, to_find: list[ShapeWork]) -> Path | None:
+    """The stub cubin the workers discover with (stubs.py), or None: nothing to discover, the queue
+    or stubs turned off, or no stub could be built (then said in one line)."""
+    if not to_find or not queue_on() or not stubs.enabled():
+        return None
+    build = stubs.StubBuild(store, env["JITWARM_REAL_NVCC"], stubs.arch_flag(fp.get("gpu.arch")))
+    stub = build.result()
+    if stub is None:
+        print(f"note: discovering without stub binaries ({build.problem}): workers wait for each kernel's nvcc",
+              flush=True)
+    return stub
 
 
 def queue_on() -> bool:
@@ -395,14 +433,21 @@ def _rebuild_digests(cache: CacheRoot, works: list[ShapeWork], fp: dict) -> set[
 
 
 def _plan_jobs(works, cache: CacheRoot, module: str, settings: Settings, report: PoolRun, slots: int,
-               pulled: dict, ready_at: dict[str, float]) -> _Jobs | None:
+               pulled: dict, ready_at: dict[str, float], stub: Path | None = None) -> _Jobs | None:
     """The compile jobs, replay jobs and shared replay spec of one run, written to its plan file.
     `pulled` are the works only replayed; those in `ready_at` wait for their entries, which
-    should be in about then (seconds from now): their replays go in that order, after the rest."""
+    should be in about then (seconds from now): their replays go in that order, after the rest.
+    With `stub` (a stub cubin), the workers discover by stubs (tasks/runner/stubs.py)."""
     runnable = [w for w in works if report.m_values[w.key] and w.key not in report.failures]
     compiling = [w for w in runnable if w.key not in pulled]
-    queue, tail_start = schedule.queue_order(compiling, report.m_values, QUEUE_CHUNK)
-    report.workers = min(slots, -(-len(queue) // QUEUE_CHUNK))
+    if stub is not None and compiling:
+        queue, bounds = schedule.shape_order(compiling, report.m_values)
+        tail_start = len(queue)
+        report.workers = min(slots, len(compiling))
+    else:
+        stub, bounds = None, []
+        queue, tail_start = schedule.queue_order(compiling, report.m_values, QUEUE_CHUNK)
+        report.workers = min(slots, -(-len(queue) // QUEUE_CHUNK))
     if not runnable:
         return None
     root = cache.path
@@ -414,17 +459,23 @@ def _plan_jobs(works, cache: CacheRoot, module: str, settings: Settings, report:
         plan=protocol.CompilePlan(module=module, shapes=[shapes[s] for s in compiled],
                                   rows=[max(report.m_values[runnable[s].key]) for s in compiled],
                                   busy_flag=str(work_dir / f"busy-{i}"),
-                                  first_call=schedule.first_call(i, compiling, report.m_values)),
+                                  first_call=schedule.first_call(i, compiling, report.m_values),
+                                  scratch=str(work_dir / f"stubs-{i}") if stub else "",
+                                  found=str(work_dir / f"found-{i}.json") if stub else ""),
         # Compile workers build straight into the writable root and find what every root holds;
-        # the kernels they find are compiled by the kernel queue (kernel_queue.py).
-        env={"JITWARM_BUSY_FLAG": str(work_dir / f"busy-{i}"), "DG_JIT_CACHE_DIR": cache.env_value(),
-             "JITWARM_NVCC_QUEUE": str(work_dir / QUEUE_DIR) if queue_on() else ""},
+        # the kernels they find are compiled by the kernel queue (kernel_queue.py). Stub workers
+        # build into a scratch root of their own, seeing the real ones (stubs.py).
+        env={"JITWARM_BUSY_FLAG": str(work_dir / f"busy-{i}"), "JITWARM_NVCC_QUEUE": str(work_dir / QUEUE_DIR)
+             if queue_on() else "", "DG_JIT_CACHE_DIR": stubs.scratch_roots(cache, work_dir / f"stubs-{i}")
+             if stub else cache.env_value(), **({"JITWARM_STUB_CUBIN": str(stub), "JITWARM_STUB_LOG": str(work_dir / f"stubs-{i}" / stubs.LOG)}
+                  if stub else {})},
         log=str(records.log_path(root, f"compile-{i}")), result=str(work_dir / f"compile-{i}.json"),
         status=str(work_dir / f"compile-{i}.status")) for i in range(report.workers)]
     replay_jobs = {s: protocol.ReplayJob(
         plan=protocol.ReplayPlan(cache=cache.as_plan(), staging=str(work_dir / f"view-{s}"), module=module,
                                  shape=shapes[s], m_values=list(report.m_values[runnable[s].key]),
                                  contig_alignment=mlists.CONTIG_ALIGNMENT),
+        ready=str(work_dir / f"entries-in-{s}") if stub else "",
         log=str(records.log_path(root, runnable[s].name)), result=str(work_dir / f"replay-{s}.json"),
         status=str(work_dir / f"replay-{s}.status")) for s in compiled}
     replayed = sorted((s for s, w in enumerate(runnable) if w.key in pulled),
@@ -439,12 +490,12 @@ def _plan_jobs(works, cache: CacheRoot, module: str, settings: Settings, report:
     plan_file = work_dir / "plan.json"
     plan_file.write_bytes(msgspec.json.encode(protocol.PoolPlan(
         module=module, cache=cache.as_plan(), compile=compile_jobs, queue=queue, chunk=QUEUE_CHUNK,
-        tail_start=tail_start, tail_chunk=schedule.TAIL_CHUNK,
+        tail_start=tail_start, tail_chunk=schedule.TAIL_CHUNK, bounds=bounds,
         replays=list(replay_jobs.values()), shared=shared_spec, timeout_s=settings.shape_timeout_s,
         parallel_replay=report.replay_slots, timings=str(work_dir / "timings.json"), devices=report.devices)))
     records.log_path(root, "pool").parent.mkdir(parents=True, exist_ok=True)
     return _Jobs(work_dir, runnable, compiling, queue, compile_jobs, replay_jobs, shared_spec, shared_index, plan_file,
-                 ready)
+                 ready, stubbed=stub is not None)
 
 
 class _Delivery:
@@ -498,6 +549,9 @@ def _summary(report: PoolRun) -> str:
     if report.known:
         queued += (f"; {plural(report.known_written, 'entry', 'entries')} of {plural(len(report.known), 'shape')} "
                    f"written from known sources, without deep_gemm finding them")
+    if report.stubbed:
+        queued += (f"; found with stub binaries, {plural(report.stub_written, 'entry', 'entries')} written as each "
+                   f"kernel landed")
     if report.workers:
         how = (f"in {t.get('compile_s', '?')}s with {plural(report.workers, 'worker')}{gpus} ({report.captured} of "
                f"{report.calls} calls recorded in CUDA graphs, not run; {report.deferred} calls deferred while their "

@@ -198,3 +198,20 @@ def assemble(cache: CacheRoot, name: str, source: Path, cubin: Path, command: st
         return publish(scratch / name, cache)
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
+
+
+def adopt(cache: CacheRoot, template: Path, cubin: Path, leave: tuple[str, ...] = ()) -> bool:
+    """Publish the entry deep_gemm built in `template` (a stub discovery's scratch cache: its own
+    files, named as it keys them) with `cubin` as its binary, leaving out the files in `leave`;
+    unless the loader already finds a complete one. Written whole in tmp/, then renamed in."""
+    scratch = Path(cache.path) / "tmp" / f"jitwarm-adopt-{os.getpid()}-{os.urandom(8).hex()}"
+    try:
+        entry = scratch / template.name
+        entry.mkdir(parents=True)
+        for item in os.scandir(template):
+            if item.name not in leave and item.name != "kernel.cubin" and item.is_file():
+                shutil.copyfile(item.path, entry / item.name)
+        shutil.copyfile(cubin, entry / "kernel.cubin")
+        return publish(entry, cache)
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)

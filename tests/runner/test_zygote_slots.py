@@ -43,11 +43,11 @@ def test_a_worker_still_taking_calls_keeps_its_slot(tmp_path, monkeypatch):
     assert began >= ended
 
 
-def _standbys(tmp_path, shapes=3, slots=2, ready=lambda i: False):
+def _standbys(tmp_path, shapes=3, slots=2, ready=lambda i: False, entries_in=lambda i: True):
     jobs = [SimpleNamespace(log=str(tmp_path / f"shape-{i}.log"), status=str(tmp_path / f"shape-{i}.status"),
                             plan=SimpleNamespace(staging=str(tmp_path / f"view-{i}"))) for i in range(shapes)]
     plan = SimpleNamespace(replays=jobs, cache=SimpleNamespace(root=str(tmp_path)), module="m", parallel_replay=slots)
-    return zygote._Standbys(plan, ready, lambda: True)
+    return zygote._Standbys(plan, ready, entries_in, lambda: True)
 
 
 def test_standbys_take_ready_shapes_as_slots_free_up_and_are_let_go_when_none_is_left(tmp_path):
@@ -69,6 +69,19 @@ def test_standbys_take_ready_shapes_as_slots_free_up_and_are_let_go_when_none_is
     standbys.waiting.append(late)
     standbys.assign(room=1)
     assert late.shape.value == 1 and standbys.unassigned == []
+
+
+def test_after_stub_discovery_a_shape_waits_for_its_entries_even_once_every_worker_has_ended(tmp_path):
+    written = set()
+    standbys = _standbys(tmp_path, shapes=2, slots=2, ready=lambda i: True, entries_in=lambda i: i in written)
+    kids = standbys.kids()
+    standbys.waiting += kids
+    standbys.compiled = True  # the stub workers are long done; the kernel queue still compiles
+    standbys.assign(room=2)
+    assert [kid.shape.value for kid in kids] == [-1, -1]
+    written.add(1)
+    standbys.assign(room=2)
+    assert [kid.shape.value for kid in kids] == [1, -1] and standbys.unassigned == [0]
 
 
 def test_a_standby_that_cannot_start_hands_every_shape_left_to_plain_replays(tmp_path):

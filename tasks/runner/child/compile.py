@@ -27,6 +27,7 @@ from collections import Counter
 from pathlib import Path
 
 from tasks.plan.gemms import Kind
+from tasks.runner import stubs
 from tasks.runner.child import protocol, replay
 from tasks.runner.child.protocol import CompilePlan, CompileResult
 
@@ -45,6 +46,8 @@ BACKLOG_ROUNDS = 2
 PAUSE_S = 2.0
 
 
+STUB_PIECE = 1024  # calls captured in one graph by a stub worker (bench/stub_discovery.py's size)
+
 SWEEPING, DRAINING = 1, 2  # what `stage` hears: the worker takes calls; only its deferred calls are left
 
 
@@ -55,7 +58,14 @@ def run(plan: CompilePlan, take, made=None, stage=None) -> CompileResult:
     `stage(SWEEPING)` once its first calls are made (CUDA is up), `stage(DRAINING)` once the
     queue is exhausted and only deferred calls are left."""
     started = time.monotonic()
-    worker = _Worker(plan, made)
+    calls = Counter()  # calls made per shape, as the zygote counts them (a stub worker reports them)
+
+    def count(s: int, n: int) -> None:
+        calls[s] += n
+        if made is not None:
+            made(s, n)
+
+    worker = _Worker(plan, count)
     imported = time.monotonic() - started
     # Where DeepGEMM must transpose a shape's token scales before it even picks the GEMM and the
     # executor cannot pass them pre-transposed (not SM90), every call needs that kernel first. A
@@ -67,14 +77,21 @@ def run(plan: CompilePlan, take, made=None, stage=None) -> CompileResult:
     if first and Kind(plan.shapes[first[0]].kind).token_scales and not worker.executor(first[0]).aligned:
         worker.on_made = None  # not a queued call: its M is made again from the queue, and counted then
         worker.attempt([tuple(first)])
-        worker.on_made = made
+        worker.on_made = count
     os.environ["JITWARM_NVCC_WAIT"] = "0"
     if TRACE:
         print(f"trace first {imported:.3f} {time.monotonic() - started:.3f} at {time.time():.3f}", flush=True)
     deferred, skipped = [], 0  # (call, the kernel it waits for)
+    found = stubs.Found(Path(plan.scratch), Path(plan.found), calls) if plan.found else None
     while chunk := take():
         began = time.monotonic()
-        new = worker.attempt(chunk)
+        if found is None:
+            new = worker.attempt(chunk)
+        else:  # a stub worker's take is a whole shape: one graph a piece, its found file kept current
+            new = []
+            for first in range(0, len(chunk), STUB_PIECE):
+                new += worker.attempt(chunk[first:first + STUB_PIECE])
+                found.update()
         if stage is not None:
             stage(SWEEPING)
         if TRACE:
@@ -97,6 +114,8 @@ def run(plan: CompilePlan, take, made=None, stage=None) -> CompileResult:
               flush=True)
     skipped += drain(worker, deferred)
     worker.sync()
+    if found is not None:
+        found.update(force=True)
     if TRACE:
         print(f"trace end {time.monotonic() - started:.3f} cpu {time.process_time():.3f} at {time.time():.3f}",
               flush=True)

@@ -57,6 +57,10 @@ class CompilePlan(msgspec.Struct, kw_only=True):
     rows: list[int]  # each shape's buffer rows (its largest M)
     busy_flag: str  # the shim writes a kernel's key there when another worker is building it
     first_call: tuple[int, int] | None  # (shape index, M) run before the queue, waiting if need be
+    # Stub discovery (tasks/runner/stubs.py): the worker's scratch cache root and the file where it
+    # keeps what it found there ({"entries": {name: kernel key}, "made": {shape: calls}}); "" = off.
+    scratch: str = ""
+    found: str = ""
 
 
 class Job(msgspec.Struct, kw_only=True):
@@ -81,6 +85,7 @@ class ReplayPlan(msgspec.Struct, kw_only=True):
 
 class ReplayJob(Job, kw_only=True):
     plan: ReplayPlan
+    ready: str = ""  # a file that appears once the pool has written the shape's entries ("" = no wait)
 
 
 class SharedShape(msgspec.Struct):
@@ -112,6 +117,9 @@ class PoolPlan(msgspec.Struct, kw_only=True):
     chunk: int
     tail_start: int  # from here on workers take tail_chunk calls at a time
     tail_chunk: int
+    # With stub discovery, a take runs to the next of these queue offsets (one shape's calls), so one
+    # worker makes all of a shape's calls; [] = chunk and tail_chunk decide.
+    bounds: list[int] = []
     replays: list[ReplayJob]  # replays[i] proves compile shape i; it starts once all that shape's calls are made
     shared: SharedSpec | None
     timeout_s: float

@@ -87,12 +87,17 @@ def main(argv: list[str]) -> int:
     queue, chunk, tail_start, tail_chunk = plan.queue, plan.chunk, plan.tail_start, plan.tail_chunk
     counter = multiprocessing.Value("l", 0)
 
+    bounds = plan.bounds
+
     def take():
         with counter.get_lock():
             start = counter.value
-            size = chunk if start < tail_start else tail_chunk
-            counter.value = start + size
-        return queue[start:start + size]
+            if bounds:
+                end = next((b for b in bounds if b > start), len(queue))
+            else:
+                end = start + (chunk if start < tail_start else tail_chunk)
+            counter.value = max(start, end)
+        return queue[start:end]
 
     # Calls made per compile shape: a shape's replay may start while other shapes still
     # compile, once every one of its calls is made (each made call built and loaded its kernel).
@@ -106,10 +111,13 @@ def main(argv: list[str]) -> int:
     gpus = Gpus(plan.devices)
     compile_kids = [_CompileKid(job, take, count) for job in plan.compile]
 
-    def shape_ready(i: int) -> bool:  # every call of compile shape i is made (each built its kernel)
+    def calls_made(i: int) -> bool:  # every call of compile shape i is made (each built its kernel)
         return made[i] >= totals[i]
 
-    standbys = _Standbys(plan, shape_ready, lambda: all(kid.started() for kid in compile_kids)) \
+    def entries_in(i: int) -> bool:  # after a stub discovery, the pool has written its entries (stubs.py)
+        return not plan.replays[i].ready or os.path.exists(plan.replays[i].ready)
+
+    standbys = _Standbys(plan, calls_made, entries_in, lambda: all(kid.started() for kid in compile_kids)) \
         if plan.replays else None
     replay_kids = standbys.kids() if standbys else []  # replays[i] proves compile shape i
     shared = _Shared(plan.shared) if plan.shared else None
@@ -239,8 +247,9 @@ class _Standbys:
     (one shape per process, so its view sees exactly what that shape's calls load). The
     replays of the last shapes then start at once instead of after a CUDA start-up each."""
 
-    def __init__(self, plan: protocol.PoolPlan, shape_ready, workers_started):
-        self.jobs, self.shape_ready, self.workers_started = plan.replays, shape_ready, workers_started
+    def __init__(self, plan: protocol.PoolPlan, calls_made, entries_in, workers_started):
+        self.jobs, self.calls_made, self.entries_in = plan.replays, calls_made, entries_in
+        self.workers_started = workers_started
         self.cache, self.module = plan.cache, plan.module
         self.views = Path(plan.replays[0].plan.staging).parent  # the run's directory, beside the shapes' views
         self.size = max(1, min(len(plan.replays), plan.parallel_replay))
@@ -253,6 +262,11 @@ class _Standbys:
     def kids(self) -> list[_Kid]:
         return [self._kid() for _ in range(self.size)]
 
+    def ready(self, i: int) -> bool:
+        """Whether shape i's replay may start: its calls are made (or no worker is left to make
+        them: the replay then reports what is missing) and its entries are in."""
+        return (self.compiled or self.calls_made(i)) and self.entries_in(i)
+
     def _kid(self) -> "_StandbyKid":
         n, self.started = self.started, self.started + 1
         log = records.log_path(Path(self.cache.root), f"replay-standby-{n}")
@@ -264,7 +278,7 @@ class _Standbys:
         for kid in list(self.waiting):
             if room <= 0:
                 return
-            i = next((i for i in self.unassigned if self.compiled or self.shape_ready(i)), None)
+            i = next((i for i in self.unassigned if self.ready(i)), None)
             if i is None:
                 break
             self.unassigned.remove(i)
@@ -284,7 +298,7 @@ class _Standbys:
             self.waiting.remove(kid)
         if kid.i is None and how != "exited with code 0" and not self.broken:
             self.broken = True  # it could not even start: its replays go to plain processes, which report why
-            fallback = [_ShapeReplayKid(self.jobs[i], i, lambda i: self.compiled or self.shape_ready(i))
+            fallback = [_ShapeReplayKid(self.jobs[i], i, self.ready)
                         for i in self.unassigned]
             self.unassigned = []
             for other in self.waiting:
