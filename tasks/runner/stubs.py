@@ -62,8 +62,8 @@ class StubBuild:
             self.source, self.built = store / f".stub.{os.getpid()}.cu", store / f".stub.{os.getpid()}.cubin"
             try:
                 self.source.write_text(STUB_SOURCE)
-                self.proc = subprocess.Popen([nvcc, "-cubin", f"-arch={arch}", "-o", str(self.built),
-                                              str(self.source)], cwd=store, stdin=subprocess.DEVNULL,
+                self.proc = subprocess.Popen([nvcc, str(self.source), "-cubin", f"-arch={arch}", "-o",
+                                              str(self.built)], cwd=store, stdin=subprocess.DEVNULL,
                                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
             except OSError as exc:
                 self.problem = f"cannot run {nvcc}: {exc}"

@@ -73,3 +73,15 @@ def test_shared_replay_processes_balance_context_start_against_the_calls():
     assert schedule.processes(19 * 16384, 16) == 11
     assert schedule.processes(19 * 16384, 4) == 4  # never more than memory and cores allow
     assert schedule.processes(200 * 16384, 16) == 16
+
+
+def test_stub_discovery_gives_each_shape_to_one_worker_longest_first_probe_first():
+    works = [work(7168, 2048, range(1, 5), kind=Kind.BF16F32), work(4096, 512, range(1, 9)),
+             work(2048, 512, [])]
+    m_values = {w.key: w.m_values for w in works}
+    queue, bounds = schedule.shape_order(works, m_values)
+    assert bounds == [9, 13]  # the 8-call shape (and its probe), then the 4-call one; none for the empty one
+    first, second = queue[:9], queue[9:]
+    assert first[0] == (1, -1) and sorted(m for _, m in first[1:]) == list(range(1, 9))  # the scale transpose first
+    assert first[1:] == [(1, m) for m in (1 + i for i in schedule.spread_order(8))]
+    assert {s for s, _ in second} == {0} and sorted(m for _, m in second) == [1, 2, 3, 4]  # no transpose to probe

@@ -90,3 +90,30 @@ def test_a_damaged_or_planted_stored_cubin_is_compiled_again_not_copied(tmp_path
     assert again.wait(timeout=30) == 0, again.stdout.read()
     assert compiles(tmp_path) == ["k.1", "k.1"]
     assert (tmp_path / "tmp-b" / "kernel.cubin").read_bytes() == good == stored.read_bytes()
+
+
+@pytest.mark.parametrize("style", list(STYLES))
+def test_a_stub_worker_gets_the_stub_at_once_and_the_kernel_is_requested_from_the_queue(tmp_path, env, style):
+    stub = tmp_path / "stub.cubin"
+    stub.write_bytes(b"CUBIN stub")
+    log = tmp_path / "builds.log"
+    stubbed = {**env, "JITWARM_NVCC_QUEUE": str(tmp_path / "queue"), "JITWARM_STUB_CUBIN": str(stub),
+               "JITWARM_STUB_LOG": str(log), "FAKE_DG_COMPILE_S": "5"}
+    (tmp_path / "queue").mkdir()
+    began = time.monotonic()
+    first = call(tmp_path, "tmp-a", style, stubbed)
+    assert first.wait(timeout=10) == 0, first.stdout.read()
+    assert time.monotonic() - began < 4, "the stub worker waited for nvcc"
+    assert (tmp_path / "tmp-a" / "kernel.cubin").read_bytes() == b"CUBIN stub" and compiles(tmp_path) == []
+    key = (tmp_path / "tmp-a" / "jitwarm.key").read_text().strip()  # travels with the build directory
+    assert log.read_text().split() == [key]
+    request = tmp_path / "queue" / key
+    assert (request / "kernel.cu").read_text() == (tmp_path / "tmp-a" / "kernel.cu").read_text()
+    assert "@OUT@" in (request / "argv").read_text() and "@SRC@" in (request / "argv").read_text()
+    # Once the kernel is stored, a stub worker gets the real binary (and still its key).
+    built = call(tmp_path, "tmp-b", style, {**env, "FAKE_DG_COMPILE_S": "0"})
+    assert built.wait(timeout=30) == 0
+    again = call(tmp_path, "tmp-c", style, stubbed)
+    assert again.wait(timeout=10) == 0
+    assert (tmp_path / "tmp-c" / "kernel.cubin").read_bytes() == (tmp_path / "tmp-b" / "kernel.cubin").read_bytes()
+    assert (tmp_path / "tmp-c" / "jitwarm.key").read_text().strip() == key and log.read_text().split() == [key, key]
