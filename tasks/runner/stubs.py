@@ -37,7 +37,10 @@ WRITE_EVERY_S = 0.2  # how often a worker rewrites its found file while its call
 
 
 def enabled(environ=None) -> bool:
-    return (os.environ if environ is None else environ).get(ENV, "stubs") != "wait"
+    value = (os.environ if environ is None else environ).get(ENV, "stubs")
+    if value not in ("stubs", "wait"):
+        print(f"warning: {ENV}={value!r}: expected 'stubs' or 'wait'; discovering with stubs", flush=True)
+    return value != "wait"
 
 
 def arch_flag(gpu_arch: str | None) -> str | None:

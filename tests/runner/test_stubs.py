@@ -147,3 +147,13 @@ def test_a_dead_runs_stub_entries_are_never_published(tmp_path):
     run.rename(run_dead)
     assert staging.sweep(real) == 1
     assert not run_dead.exists() and entries.locate(real, name) is None
+
+
+@pytest.mark.one_layout
+def test_discovery_setting_takes_stubs_or_wait_and_says_so_for_anything_else(capsys):
+    assert stubs.enabled({}) and stubs.enabled({"JITWARM_DISCOVERY": "stubs"})
+    assert not stubs.enabled({"JITWARM_DISCOVERY": "wait"})
+    assert capsys.readouterr().out == ""
+    assert stubs.enabled({"JITWARM_DISCOVERY": "off"})
+    assert capsys.readouterr().out.strip() == ("warning: JITWARM_DISCOVERY='off': expected 'stubs' or 'wait'; "
+                                               "discovering with stubs")
