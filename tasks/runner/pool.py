@@ -462,13 +462,7 @@ def _plan_jobs(works, cache: CacheRoot, module: str, settings: Settings, report:
                                   first_call=schedule.first_call(i, compiling, report.m_values),
                                   scratch=str(work_dir / f"stubs-{i}") if stub else "",
                                   found=str(work_dir / f"found-{i}.json") if stub else ""),
-        # Compile workers build straight into the writable root and find what every root holds;
-        # the kernels they find are compiled by the kernel queue (kernel_queue.py). Stub workers
-        # build into a scratch root of their own, seeing the real ones (stubs.py).
-        env={"JITWARM_BUSY_FLAG": str(work_dir / f"busy-{i}"), "JITWARM_NVCC_QUEUE": str(work_dir / QUEUE_DIR)
-             if queue_on() else "", "DG_JIT_CACHE_DIR": stubs.scratch_roots(cache, work_dir / f"stubs-{i}")
-             if stub else cache.env_value(), **({"JITWARM_STUB_CUBIN": str(stub), "JITWARM_STUB_LOG": str(work_dir / f"stubs-{i}" / stubs.LOG)}
-                  if stub else {})},
+        env=_worker_env(work_dir, i, cache, stub),
         log=str(records.log_path(root, f"compile-{i}")), result=str(work_dir / f"compile-{i}.json"),
         status=str(work_dir / f"compile-{i}.status")) for i in range(report.workers)]
     replay_jobs = {s: protocol.ReplayJob(
@@ -496,6 +490,20 @@ def _plan_jobs(works, cache: CacheRoot, module: str, settings: Settings, report:
     records.log_path(root, "pool").parent.mkdir(parents=True, exist_ok=True)
     return _Jobs(work_dir, runnable, compiling, queue, compile_jobs, replay_jobs, shared_spec, shared_index, plan_file,
                  ready, stubbed=stub is not None)
+
+
+def _worker_env(work_dir: Path, i: int, cache: CacheRoot, stub: Path | None) -> dict:
+    """Compile worker i builds straight into the writable root and finds what every root holds;
+    the kernels it finds are compiled by the kernel queue (kernel_queue.py). A stub worker builds
+    into a scratch root of its own, seeing the real ones, with the stub for binaries (stubs.py)."""
+    env = {"JITWARM_BUSY_FLAG": str(work_dir / f"busy-{i}"),
+           "JITWARM_NVCC_QUEUE": str(work_dir / QUEUE_DIR) if queue_on() else "",
+           "DG_JIT_CACHE_DIR": cache.env_value()}
+    if stub is not None:
+        scratch = work_dir / f"stubs-{i}"
+        env.update(DG_JIT_CACHE_DIR=stubs.scratch_roots(cache, scratch), JITWARM_STUB_CUBIN=str(stub),
+                   JITWARM_STUB_LOG=str(scratch / stubs.LOG))
+    return env
 
 
 class _Delivery:

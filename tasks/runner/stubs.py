@@ -160,7 +160,7 @@ class Lander:
         self.failed: dict[str, str] = {}  # entry name -> why it was not written
 
     def poll(self) -> None:
-        for w, (scratch, found) in enumerate(self.workers):
+        for w, (_, found) in enumerate(self.workers):
             try:
                 self.seen[w] = json.loads(found.read_text())
             except (OSError, ValueError):

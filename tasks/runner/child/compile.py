@@ -89,8 +89,8 @@ def run(plan: CompilePlan, take, made=None, stage=None) -> CompileResult:
             new = worker.attempt(chunk)
         else:  # a stub worker's take is a whole shape: one graph a piece, its found file kept current
             new = []
-            for first in range(0, len(chunk), STUB_PIECE):
-                new += worker.attempt(chunk[first:first + STUB_PIECE])
+            for at in range(0, len(chunk), STUB_PIECE):
+                new += worker.attempt(chunk[at:at + STUB_PIECE])
                 found.update()
         if stage is not None:
             stage(SWEEPING)
