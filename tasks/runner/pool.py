@@ -561,7 +561,10 @@ def _summary(report: PoolRun) -> str:
         queued += (f"; found with stub binaries, {plural(report.stub_written, 'entry', 'entries')} written as each "
                    f"kernel landed")
     if report.workers:
-        how = (f"in {t.get('compile_s', '?')}s with {plural(report.workers, 'worker')}{gpus} ({report.captured} of "
+        # Stub workers are done long before the kernels they found are: say how long each took.
+        when = (f"by the kernel queue in {q.get('seconds', 0.0)}s, found in {t.get('compile_s', '?')}s" if report.stubbed
+                else f"in {t.get('compile_s', '?')}s")
+        how = (f"{when} with {plural(report.workers, 'worker')}{gpus} ({report.captured} of "
                f"{report.calls} calls recorded in CUDA graphs, not run; {report.deferred} calls deferred while their "
                f"kernel was being built{queued}{eager})")
     else:  # every shape came from known sources or the remote: nothing was discovered

@@ -38,6 +38,7 @@ def test_a_cold_warm_finds_its_kernels_with_stubs_and_leaves_the_cache_a_waiting
     assert out.returncode == 0, out.stdout + out.stderr
     summary = next(line for line in out.stdout.splitlines() if line.startswith("compiled "))
     assert "found with stub binaries" in summary and " 0 calls deferred" in summary, summary
+    assert re.match(r"compiled \d+ kernels by the kernel queue in [0-9.]+s, found in [0-9.]+s with ", summary), summary
     written = int(re.search(r"(\d+) entries written as each kernel landed", summary).group(1))
     records = shape_records(ws)
     assert records and all(r["ok"] and r["replay"]["new_entries"] == 0 for r in records)
