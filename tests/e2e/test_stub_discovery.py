@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
 
 import pytest
 
@@ -76,3 +77,33 @@ def test_without_the_gpus_compute_capability_workers_wait_for_nvcc_and_say_so(ws
     assert ("note: discovering without stub binaries (the GPU's compute capability is unknown): workers wait "
             "for each kernel's nvcc") in out.stdout
     assert all(r["ok"] for r in shape_records(ws))
+
+
+def test_kernels_a_root_already_holds_are_loaded_by_stub_workers_not_compiled_again(ws):
+    """A new shape shares kernels with warmed ones (here the scale transpose every FP8 shape uses):
+    the stub workers see the real roots (0.2.x searches them, 0.1.x links their entries into its
+    scratch root), so even with the shim's store gone those kernels are not compiled again."""
+    with_stubs(ws)
+    assert ws.doit("warm").returncode == 0
+    before = {entry.name for entry in (ws.root / "cache").iterdir()}
+    logged = len(ws.compile_log.read_text().splitlines())
+    shutil.rmtree(ws.root / "jitwarm" / "kstore")  # e.g. aged out: nothing to copy binaries from
+    model_file(ws.models, "v3", LAUNCH + "[[launch]]\ntp = 4\nm_list = [1, 32, 128, 1024]\n")
+    out = ws.doit("warm")
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert "found with stub binaries" in out.stdout
+    again = [line.removeprefix("// entry: ") for line in ws.compile_log.read_text().splitlines()[logged:]]
+    named = _idents(ws)
+    rebuilt = {named.get(ident) for ident in again} & before
+    assert not rebuilt, f"compiled again: {sorted(rebuilt)}"
+    after = {entry.name for entry in (ws.root / "cache").iterdir()}
+    assert before < after and all(r["ok"] and r["replay"]["new_entries"] == 0 for r in shape_records(ws))
+
+
+def _idents(ws: Workspace) -> dict[str, str]:
+    """The stand-ins' kernel ident (kernel.cu's first line, what the compile log holds) -> its entry."""
+    named = {}
+    for entry in (ws.root / "cache").iterdir():
+        with open(entry / "kernel.cu") as fh:
+            named[fh.readline().strip().removeprefix("// entry: ")] = entry.name
+    return named

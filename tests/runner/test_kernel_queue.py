@@ -225,3 +225,28 @@ def test_stop_ends_a_compile_no_worker_waits_for(tmp_path, env):
     queue.stop()
     assert time.monotonic() - began < 5 and proc.poll() is not None
     assert queue.note()["compiled"] == 0 and not list((tmp_path / "store").glob("*.cubin"))
+
+
+def test_the_queue_is_idle_only_once_a_landed_kernel_has_been_reported(tmp_path, env):
+    """Stub discovery lets every replay go once the queue is idle: a compile whose result is still
+    being handed to on_done (its entries not yet written) must keep it busy."""
+    reporting, release = threading.Event(), threading.Event()
+
+    def on_done(key, stored):
+        reporting.set()
+        release.wait(10)
+
+    queue = queue_for(tmp_path, env)
+    queue.on_done = on_done
+    queue.start()
+    try:
+        assert queue.idle()
+        assert shim(tmp_path, "tmp-a", env).returncode == 75  # requested, and "busy"
+        wait_for(reporting.is_set)
+        assert not queue.idle(), "idle while a landed kernel was still being reported"
+        release.set()
+        wait_for(queue.idle)
+        assert len(queue.compiled) == 1
+    finally:
+        release.set()
+        queue.stop()
