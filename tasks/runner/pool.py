@@ -308,11 +308,15 @@ def run(works: list[ShapeWork], session: Session, fp: dict, base_env: dict, stor
     kernels = _start_queue(store, jobs, env, usable_cores(settings), cache, fp, rebuilt,
                            [x.done for x in (lander, found) if x is not None])
 
+    finished = False
+
     def poll() -> None:
-        if found is not None:
+        nonlocal finished
+        if found is not None and not finished:
             found.poll()
-            if kernels.idle() and (jobs.work_dir / protocol.COMPILE_DONE).exists():
+            if (jobs.work_dir / protocol.COMPILE_DONE).exists() and kernels.idle():
                 found.finish()  # the workers are done and nothing is left to compile
+                finished = True
         deliver(None)
 
     try:

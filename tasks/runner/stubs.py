@@ -19,6 +19,7 @@ sgl-deep-gemm 0.1.2 finding the same 82 kernels as a cold warm this way, on an H
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import subprocess
@@ -156,10 +157,13 @@ class Lander:
         self.key_of: dict[str, str] = {}  # entry name -> kernel key
         self.landed: dict[str, bool] = {}  # kernel key -> whether its cubin is stored (absent: not yet)
         self.waiting: dict[int, set[str]] = {}  # shape -> entry names it waits for
+        self.released: set[int] = set()  # shapes whose ready file is written
         self.written = 0
         self.failed: dict[str, str] = {}  # entry name -> why it was not written
 
     def poll(self) -> None:
+        if len(self.waiting) == len(self.ready):
+            return  # every shape is read: what is left lands through `done`
         for w, (_, found) in enumerate(self.workers):
             try:
                 self.seen[w] = json.loads(found.read_text())
@@ -180,10 +184,9 @@ class Lander:
                         self.key_of[name] = key
                         names.add(name)
                 self.waiting[s] = set(names)
-            for name in {n for left in self.waiting.values() for n in left}:
-                key = self.key_of[name]
-                if key not in self.landed and (self.store / f"{key}.cubin").exists():
-                    self.landed[key] = True  # stored before this run, or before the shape was read
+                for key in {self.key_of[name] for name in names} - set(self.landed):
+                    if (self.store / f"{key}.cubin").exists():
+                        self.landed[key] = True  # stored before this run
             self._land()
 
     def done(self, key: str, stored: bool) -> None:
@@ -195,9 +198,9 @@ class Lander:
         """Every worker has ended and the queue is idle: whatever still waits will not land, so each
         shape's replay starts and reports what is missing."""
         with self.lock:
-            for s, path in self.ready.items():
+            for s in self.ready:
                 self.waiting[s] = set()
-                _touch(path)
+                self._release(s)
 
     def _land(self) -> None:
         for s, left in self.waiting.items():
@@ -208,7 +211,13 @@ class Lander:
                 else:
                     self.failed.setdefault(name, "its compile failed")
             if not left:
-                _touch(self.ready[s])
+                self._release(s)
+
+    def _release(self, s: int) -> None:
+        if s not in self.released:
+            self.released.add(s)
+            with contextlib.suppress(OSError):  # unwritable: the run's own directory is gone
+                self.ready[s].touch()
 
     def _write(self, name: str) -> None:
         if name in self.failed or entries.locate(self.cache, name) is not None:
@@ -219,14 +228,6 @@ class Lander:
                 self.written += 1
         except OSError as exc:  # its replay compiles it; the shape is then warmed by plain discovery
             self.failed[name] = str(exc)
-
-
-def _touch(path: Path) -> None:
-    if not path.exists():
-        try:
-            path.write_bytes(b"")
-        except OSError:
-            pass
 
 
 def _nonempty(path: Path) -> bool:

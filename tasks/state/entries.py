@@ -192,26 +192,30 @@ def assemble(cache: CacheRoot, name: str, source: Path, cubin: Path, command: st
     """Publish entry `name` built from a kernel's source and its cubin (a known recipe's compile)
     into the writable root, unless the loader already finds a complete one. Written whole in
     the root's tmp/ first, then renamed in, as deep_gemm publishes its own builds."""
-    scratch = Path(cache.path) / "tmp" / f"jitwarm-known-{os.getpid()}-{os.urandom(8).hex()}"
-    try:
-        cache.layout.assemble(scratch / name, source, cubin, command)
-        return publish(scratch / name, cache)
-    finally:
-        shutil.rmtree(scratch, ignore_errors=True)
+    return _built_then_published(cache, name, "known",
+                                 lambda entry: cache.layout.assemble(entry, source, cubin, command))
 
 
 def adopt(cache: CacheRoot, template: Path, cubin: Path, leave: tuple[str, ...] = ()) -> bool:
     """Publish the entry deep_gemm built in `template` (a stub discovery's scratch cache: its own
     files, named as it keys them) with `cubin` as its binary, leaving out the files in `leave`;
     unless the loader already finds a complete one. Written whole in tmp/, then renamed in."""
-    scratch = Path(cache.path) / "tmp" / f"jitwarm-adopt-{os.getpid()}-{os.urandom(8).hex()}"
-    try:
-        entry = scratch / template.name
+    def build(entry: Path) -> None:
         entry.mkdir(parents=True)
         for item in os.scandir(template):
             if item.name not in leave and item.name != "kernel.cubin" and item.is_file():
                 shutil.copyfile(item.path, entry / item.name)
         shutil.copyfile(cubin, entry / "kernel.cubin")
-        return publish(entry, cache)
+
+    return _built_then_published(cache, template.name, "adopt", build)
+
+
+def _built_then_published(cache: CacheRoot, name: str, why: str, build) -> bool:
+    """`build(entry)` writes entry `name` whole in the writable root's tmp/ (jitwarm-*, swept after a
+    kill), then it is renamed in, as deep_gemm publishes its own builds."""
+    scratch = Path(cache.path) / "tmp" / f"jitwarm-{why}-{os.getpid()}-{os.urandom(8).hex()}"
+    try:
+        build(scratch / name)
+        return publish(scratch / name, cache)
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
