@@ -281,14 +281,12 @@ def run(works: list[ShapeWork], session: Session, fp: dict, base_env: dict, stor
     rebuilt = {}
     if known and queue_on():
         renamer = rename.Renamer(cache, fp, Path(env["JITWARM_RECIPES"]))
-        rebuilt = known_sources.plan(cache, [w for w in works if w.key not in pulled and report.m_values[w.key]
-                                             and w.key not in report.failures], fp,
+        rebuilt = known_sources.plan(cache, _to_compile(works, report, pulled), fp,
                                      Path(env["JITWARM_RECIPES"]), locks(settings, fp, renamer.near), renamer)
         say_renamed(renamer)
     report.known = set(rebuilt)
     replayed = {**pulled, **{key: shape.names for key, shape in rebuilt.items()}}
-    stub = _stub(store, env, fp, [w for w in works if w.key not in replayed and report.m_values[w.key]
-                                  and w.key not in report.failures]) if known else None
+    stub = _stub(store, env, fp, _to_compile(works, report, replayed)) if known else None
     jobs = _plan_jobs(works, cache, fp["deep_gemm.module"], settings, report, slots, replayed,
                       known_sources.ready_order(rebuilt, usable_cores(settings)), stub)
     if jobs is None:
@@ -400,6 +398,11 @@ def _start_queue(store: Path, jobs: _Jobs, env: dict, slots: int, cache: CacheRo
     kernels.submit_known(sorted(found, key=lambda r: (-r.seconds, r.key)))
     kernels.start()
     return kernels
+
+
+def _to_compile(works: list[ShapeWork], report: PoolRun, replayed: dict) -> list[ShapeWork]:
+    """The works that have calls, did not fail planning, and are not only replayed."""
+    return [w for w in works if w.key not in replayed and report.m_values[w.key] and w.key not in report.failures]
 
 
 def _stub(store: Path, env: dict, fp: dict, to_find: list[ShapeWork]) -> Path | None:
